@@ -1,0 +1,49 @@
+/**
+ * A CLI subcommand. Each lives in `src/cli/commands/<name>.ts` and exports `command`.
+ * Argument parsing uses node's util.parseArgs; a bad flag is a one-line error naming the flag.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError } from '../errors.ts';
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<number | void>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs with errors turned into one-line ConfigErrors naming the flag. */
+export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = false) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (err) {
+    throw new ConfigError({ path: '', message: (err as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, '') });
+  }
+}
+
+/** Read a required string flag or throw naming it. */
+export function required(values: Record<string, unknown>, flag: string): string {
+  const v = values[flag];
+  if (typeof v !== 'string' || v === '') throw new ConfigError({ path: `--${flag}`, message: 'is required' });
+  return v;
+}
+
+/** Parse an integer flag, naming it on error. */
+export function intFlag(values: Record<string, unknown>, flag: string, fallback: number): number {
+  const v = values[flag];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new ConfigError({ path: `--${flag}`, message: `expected an integer, got "${String(v)}"` });
+  return n;
+}
+
+/** Parse a number flag, naming it on error. */
+export function numFlag(values: Record<string, unknown>, flag: string, fallback: number): number {
+  const v = values[flag];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new ConfigError({ path: `--${flag}`, message: `expected a number, got "${String(v)}"` });
+  return n;
+}
