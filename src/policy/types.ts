@@ -50,6 +50,19 @@ export interface SampleParams {
   /** Same seed, same prompt, same weights → same tokens. */
   seed?: number;
   signal?: AbortSignal;
+  /**
+   * What the caller knows about this call. Real policies ignore it; scripted policies (the offline
+   * expert, test policies) use it to decide what to write without parsing the prompt.
+   */
+  hint?: SampleHint;
+}
+
+export interface SampleHint {
+  role: Role;
+  /** The conversation so far, as messages (the prompt tokens are its rendering). */
+  messages: readonly ChatMessage[];
+  questionId?: string;
+  sequenceId?: string;
 }
 
 export type FinishReason = 'stop_token' | 'stop_string' | 'length' | 'abort';
