@@ -1,0 +1,52 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_REWARD_WEIGHTS, rewardRegistry, scoreRollout } from './rewards.ts';
+import { UnknownNameError } from '../errors.ts';
+import { testRollout } from './test-rollouts.ts';
+
+const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
+const exact = (pred: string | null, golds: readonly string[]) => (pred !== null && golds.includes(pred) ? 1 : 0);
+
+test('matpo reward: 0.9·acc + 0.5·(0.1·fmt(p) + 0.1·mean_j fmt(w_j))', () => {
+  const r = rewardRegistry.get('matpo')({ accuracy: 1, formatPlanner: 0.5, formatWorkers: [1, 0.5] }, DEFAULT_REWARD_WEIGHTS);
+  // mean_j fmt = 0.75; 0.9·1 + 0.5·(0.1·0.5 + 0.1·0.75) = 0.9 + 0.5·0.125 = 0.9625
+  close(r.reward.total, 0.9625);
+  close(r.reward.formatWorkers, 0.75);
+  close(r.metrics.reward, 0.9625);
+});
+
+test('matpo reward without workers uses noWorkerFormat', () => {
+  const f = rewardRegistry.get('matpo');
+  // acc 0, fmt(p)=1, no workers → mean_j fmt := 1: 0.5·(0.1 + 0.1) = 0.1
+  close(f({ accuracy: 0, formatPlanner: 1, formatWorkers: [] }, DEFAULT_REWARD_WEIGHTS).reward.total, 0.1);
+  // with noWorkerFormat = 0: 0.5·0.1 = 0.05
+  close(f({ accuracy: 0, formatPlanner: 1, formatWorkers: [] }, { ...DEFAULT_REWARD_WEIGHTS, noWorkerFormat: 0 }).reward.total, 0.05);
+});
+
+test('single-agent reward: 0.9·acc + 0.1·fmt', () => {
+  // 0.9·1 + 0.1·0.5 = 0.95
+  close(rewardRegistry.get('single')({ accuracy: 1, formatPlanner: 0.5, formatWorkers: [] }, DEFAULT_REWARD_WEIGHTS).reward.total, 0.95);
+});
+
+test('weights come from the caller', () => {
+  const w = { ...DEFAULT_REWARD_WEIGHTS, accuracy: 1, formatScale: 1, formatPlanner: 0.2, formatWorkers: 0.3 };
+  // 1·1 + 1·(0.2·0 + 0.3·(1+0)/2) = 1.15
+  close(rewardRegistry.get('matpo')({ accuracy: 1, formatPlanner: 0, formatWorkers: [1, 0] }, w).reward.total, 1.15);
+});
+
+test('scoreRollout uses the scorer and the sequences\' format scores, and fills rollout.reward', () => {
+  const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], workerMasks: [[0, 1]], answer: 'Paris', gold: ['Paris'], formatPlanner: 1, formatWorkers: [0] });
+  const out = scoreRollout(r, exact);
+  // 0.9 + 0.5·(0.1·1 + 0.1·0) = 0.95
+  close(out.reward.total, 0.95);
+  assert.equal(r.reward?.total, out.reward.total);
+  const s = testRollout({ id: 's', questionId: 'q', mode: 'single', rootMask: [0, 1], answer: 'Rome', gold: ['Paris'], formatPlanner: 0.5 });
+  close(scoreRollout(s, exact).reward.total, 0.05); // 0.9·0 + 0.1·0.5
+});
+
+test('scoreRollout rejects out-of-range scores; unknown reward names list the valid ones', () => {
+  const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], answer: 'x' });
+  assert.throws(() => scoreRollout(r, () => 2), /accuracy must be in \[0, 1\]/);
+  assert.throws(() => scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS, 'nope'), (e: unknown) => e instanceof UnknownNameError && /available: matpo, single/.test(e.message));
+  assert.throws(() => rewardRegistry.register('matpo', () => ({}) as never), /already registered/);
+});

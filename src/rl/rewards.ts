@@ -1,0 +1,111 @@
+/**
+ * Rewards of one rollout (MATPO.md, "Rewards"). Only the planner's (or single agent's) final answer
+ * is judged; workers get no reward of their own.
+ *
+ *   matpo:  R = wAcc·acc + wFmtScale·(wFmtPlanner·fmt(planner) + wFmtWorkers·mean_j fmt(worker_j))
+ *           defaults 0.9, 0.5, 0.1, 0.1  →  R = 0.9·acc + 0.5·(0.1·fmt(p) + 0.1·mean_j fmt(w_j))
+ *   single: R = wAcc·acc + wFmt·fmt(agent)                 defaults 0.9, 0.1
+ *
+ * `acc` comes from an answer scorer (exact match, F1, cover-EM or a judge) comparing the extracted
+ * answer with the gold answers; `fmt(x)` is the sequence's format score (fraction of tool-call
+ * blocks that parsed and matched their schema, 1 when there were none; computed by the agents layer
+ * and stored on the Sequence).
+ *
+ * A rollout with no workers: mean_j fmt(worker_j) over an empty set is undefined. We use
+ * `noWorkerFormat` (default 1.0), the same convention as fmt() itself ("1.0 when there are no
+ * tool calls": no worker wrote a malformed call). This keeps a planner that answers directly from
+ * being penalised on format relative to one that delegates; set it to 0 to reward delegation.
+ */
+import { Registry } from '../errors.ts';
+import type { RewardParts, Rollout } from '../agents/records.ts';
+
+/** Scores a predicted answer against the gold answers, in [0, 1]. */
+export type AnswerScorer = (prediction: string | null, golds: readonly string[]) => number;
+
+export interface RewardWeights {
+  accuracy: number;
+  /** Outer factor on the MATPO format term (0.5 in the paper). */
+  formatScale: number;
+  formatPlanner: number;
+  formatWorkers: number;
+  /** Single-agent format weight. */
+  formatSingle: number;
+  /** Value of mean_j fmt(worker_j) for a rollout that spawned no workers. */
+  noWorkerFormat: number;
+}
+
+export const DEFAULT_REWARD_WEIGHTS: RewardWeights = {
+  accuracy: 0.9,
+  formatScale: 0.5,
+  formatPlanner: 0.1,
+  formatWorkers: 0.1,
+  formatSingle: 0.1,
+  noWorkerFormat: 1.0,
+};
+
+export interface RewardInput {
+  accuracy: number;
+  formatPlanner: number;
+  /** Format scores of the worker sequences, one per worker (may be empty). */
+  formatWorkers: readonly number[];
+}
+
+export interface RewardResult {
+  reward: RewardParts;
+  metrics: Record<string, number>;
+}
+
+export type RewardFn = (input: RewardInput, weights: RewardWeights) => RewardResult;
+
+export const rewardRegistry = new Registry<RewardFn>('reward');
+
+function mean(xs: readonly number[]): number {
+  let s = 0;
+  for (const x of xs) s += x;
+  return s / xs.length;
+}
+
+rewardRegistry.register('matpo', (input, w) => {
+  const fw = input.formatWorkers.length > 0 ? mean(input.formatWorkers) : w.noWorkerFormat;
+  const total = w.accuracy * input.accuracy + w.formatScale * (w.formatPlanner * input.formatPlanner + w.formatWorkers * fw);
+  return {
+    reward: { accuracy: input.accuracy, formatPlanner: input.formatPlanner, formatWorkers: fw, total },
+    metrics: { reward: total, accuracy: input.accuracy, format_planner: input.formatPlanner, format_workers: fw },
+  };
+});
+
+rewardRegistry.register('single', (input, w) => {
+  const total = w.accuracy * input.accuracy + w.formatSingle * input.formatPlanner;
+  // A single agent has no workers: formatWorkers is recorded as 0 and carries no weight.
+  return {
+    reward: { accuracy: input.accuracy, formatPlanner: input.formatPlanner, formatWorkers: 0, total },
+    metrics: { reward: total, accuracy: input.accuracy, format_planner: input.formatPlanner },
+  };
+});
+
+/** Check a format score or accuracy is a finite number in [0, 1]. */
+function checkUnit(name: string, x: number, rolloutId: string): void {
+  if (!Number.isFinite(x) || x < 0 || x > 1) throw new RangeError(`rollout ${rolloutId}: ${name} must be in [0, 1], got ${x}`);
+}
+
+/**
+ * Score a rollout and fill in `rollout.reward` (returns it too). The reward function is chosen by
+ * name ("matpo" or "single"); by default it follows the rollout's mode.
+ */
+export function scoreRollout(
+  rollout: Rollout,
+  scorer: AnswerScorer,
+  weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
+  rewardName: string = rollout.mode,
+): RewardResult {
+  const accuracy = scorer(rollout.answer, rollout.goldAnswers);
+  checkUnit('accuracy', accuracy, rollout.id);
+  checkUnit('planner format score', rollout.root.formatScore, rollout.id);
+  for (const w of rollout.workers) checkUnit(`worker ${w.id} format score`, w.formatScore, rollout.id);
+  const result = rewardRegistry.get(rewardName)(
+    { accuracy, formatPlanner: rollout.root.formatScore, formatWorkers: rollout.workers.map((w) => w.formatScore) },
+    weights,
+  );
+  rollout.reward = result.reward;
+  return result;
+}
