@@ -118,8 +118,15 @@ export async function executeTool(tool: Tool, rawArguments: unknown, options: Ex
   }
 }
 
-/** The tool in OpenAI function format; `parameters` is the JSON schema of the input (as the model writes it). */
-export function toToolSpec(tool: Tool): ToolSpec {
+/**
+ * The tool in OpenAI function format; `parameters` is the JSON schema of the input (as the model
+ * writes it). A tool that carries its own `jsonSchema` (MCP tools: the server's schema) uses it as is.
+ */
+export function toToolSpec(tool: Tool & { jsonSchema?: Record<string, unknown> }): ToolSpec {
+  if (tool.jsonSchema) {
+    const { $schema: _ignored, ...parameters } = tool.jsonSchema;
+    return { type: 'function', function: { name: tool.name, description: tool.description, parameters } };
+  }
   const schema = z.toJSONSchema(tool.inputSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
   delete schema.$schema;
   return { type: 'function', function: { name: tool.name, description: tool.description, parameters: schema } };
