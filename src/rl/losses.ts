@@ -323,16 +323,20 @@ export function computePolicyLoss(
 /**
  * Build the LossFn for one mini-batch: aggregation weights are computed here from ALL of the
  * mini-batch's datums, so the policy may call the returned function on any split into
- * micro-batches and sum the results.
+ * micro-batches and sum the results. A micro-batch whose loss is not finite returns NaN
+ * gradients, so the optimizer step is skipped rather than applied with garbage.
  */
 export function makePolicyLoss(config: PolicyLossConfig, allDatums: readonly Datum[]): LossFn {
   policyLossRegistry.get(config.name);
   const weights = aggregationWeights(allDatums, config);
   return (datums: readonly Datum[], forward: ForwardOutput): LossOutput => {
     const r = computePolicyLoss(config, weights, datums, forward.logprobs, forward.entropies);
+    // A non-finite loss poisons its gradient, so the policy's optimStep skips the update (the
+    // Policy contract: a non-finite gradient is not applied).
+    const poison = !Number.isFinite(r.loss);
     return {
       loss: r.loss,
-      dLogprobs: r.dLogprobs.map((a) => Float32Array.from(a)),
+      dLogprobs: r.dLogprobs.map((a) => (poison ? new Float32Array(a.length).fill(NaN) : Float32Array.from(a))),
       dEntropies: config.entropyCoef !== 0 ? r.dEntropies.map((a) => Float32Array.from(a)) : undefined,
       metrics: r.metrics,
     };

@@ -1,0 +1,241 @@
+/**
+ * The training run configuration: one typed zod schema, grouped (model, data, rollout, rl, optim,
+ * run), with a default and help text for every field. Loaded from YAML; unknown keys are rejected;
+ * every error names the field path (and the file); `--set a.b=c` overrides are applied before
+ * validation with values parsed as YAML scalars. The resolved config (all defaults filled in) is
+ * what gets saved as `runs/<name>/config.yaml`.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import YAML from 'yaml';
+import { ConfigError, UnknownNameError } from '../errors.ts';
+import { estimatorRegistry } from '../rl/advantages.ts';
+import { creditRegistry } from '../rl/credit.ts';
+import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';
+
+const num = (def: number, help: string) => z.number().default(def).describe(help);
+const pos = (def: number, help: string) => z.number().positive().default(def).describe(help);
+const int = (def: number, help: string, min = 0) => z.number().int().min(min).default(def).describe(help);
+
+export const ModelSchema = z
+  .strictObject({
+    path: z.string().default('').describe('model directory (Hugging Face layout) for the embedded policy'),
+    kind: z.enum(['embedded', 'endpoint']).default('embedded').describe('embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only)'),
+    endpoint: z.string().default('').describe('base URL of an OpenAI-compatible server (kind: endpoint)'),
+    threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
+  })
+  .prefault({});
+
+export const DataSchema = z
+  .strictObject({
+    world: z.string().default('').describe('directory of an offline research world (matpo world)'),
+    dataset: z.string().default('').describe('a JSONL question file instead of a world ({id, problem|question, answer})'),
+    trainSplit: z.string().default('train').describe('split used for training questions'),
+    evalSplit: z.string().default('test').describe('held-out split used for periodic evaluation'),
+    shuffle: z.boolean().default(true).describe('reshuffle the training questions every epoch (seeded)'),
+    maxQuestions: int(0, 'use at most this many training questions (0 = all)'),
+  })
+  .prefault({});
+
+export const RolloutSchema = z
+  .strictObject({
+    mode: z.enum(['matpo', 'single']).default('matpo').describe('planner–worker rollouts (matpo) or a single tool-using agent (single)'),
+    groupSize: int(8, 'G: rollouts per question (one group)', 1),
+    questionsPerStep: int(4, 'questions per training step (batch = questionsPerStep × groupSize rollouts)', 1),
+    temperature: z.number().min(0).default(1).describe('sampling temperature (1.0 keeps the sampler on-policy)'),
+    topP: z.number().gt(0).max(1).default(1).describe('nucleus sampling p'),
+    maxTurns: int(20, 'generations per agent before the turn limit', 1),
+    maxNewTokens: int(512, 'tokens per generation (one turn)', 1),
+    maxSequenceTokens: int(4096, 'context limit of one agent sequence', 1),
+    workerSummaryTokens: int(512, 'token limit of a worker\'s final summary turn', 1),
+    toolResultChars: int(20000, 'tool results are cut to this many characters', 1),
+    concurrency: int(8, 'rollouts (and their tool calls) in flight at once', 1),
+  })
+  .prefault({});
+
+export const RewardSchema = z
+  .strictObject({
+    scorer: z.string().default('em').describe('answer scorer: em (normalised exact match), f1, cover-em, or judge'),
+    accuracy: num(0.9, 'weight of accuracy'),
+    formatScale: num(0.5, 'outer factor on the MATPO format term'),
+    formatPlanner: num(0.1, 'weight of fmt(planner) inside the MATPO format term'),
+    formatWorkers: num(0.1, 'weight of mean_j fmt(worker_j) inside the MATPO format term'),
+    formatSingle: num(0.1, 'weight of fmt(agent) in the single-agent reward'),
+    noWorkerFormat: z.number().min(0).max(1).default(1).describe('mean_j fmt(worker_j) for a rollout with no workers'),
+  })
+  .prefault({});
+
+export const LossSchema = z
+  .strictObject({
+    name: z.string().default('ppo').describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio)'),
+    clipLow: z.number().min(0).max(1).default(0.2).describe('ε_low: ratio clipped below at 1 − ε_low'),
+    clipHigh: z.number().min(0).default(0.2).describe('ε_high: ratio clipped above at 1 + ε_high (DAPO clip-higher: 0.28)'),
+    dualClip: z.number().nullable().default(3).describe('dual-clip constant c > 1 for A < 0 (null disables)'),
+    aggregation: z.string().default('token-mean').describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
+    unit: z.enum(['rollout', 'sequence']).default('rollout').describe('unit of the seq-mean modes: a planner rollout with its workers (MATPO) or one sequence'),
+    normTokens: z.number().positive().nullable().default(null).describe('L of seq-mean-token-sum-norm (null: max unit tokens in the mini-batch)'),
+    klCoef: z.number().min(0).default(0).describe('β of a KL term to the frozen initial policy (0 = none)'),
+    klEstimator: z.enum(['k1', 'k3']).default('k3').describe('KL estimator'),
+    entropyCoef: z.number().min(0).default(0).describe('entropy bonus coefficient'),
+  })
+  .prefault({});
+
+export const RlSchema = z
+  .strictObject({
+    reward: RewardSchema,
+    estimator: z.string().default('grpo').describe('advantage estimator: grpo, dr-grpo, rloo'),
+    eps: pos(1e-6, 'ε added to the std in grpo'),
+    credit: z.string().default('matpo').describe('credit assignment: matpo, agent-wise (Dr. MAS), per-role-groups'),
+    dropZeroVarianceGroups: z.boolean().default(false).describe('DAPO: drop groups whose rewards are all equal'),
+    loss: LossSchema,
+    recomputeOldLogprobs: z.boolean().default(false).describe('recompute old logprobs with the trainer instead of using the sampler\'s (the gap is logged either way when available)'),
+  })
+  .prefault({});
+
+export const OptimSchema = z
+  .strictObject({
+    learningRate: pos(1e-5, 'AdamW learning rate'),
+    beta1: z.number().min(0).lt(1).default(0.9).describe('AdamW β1'),
+    beta2: z.number().min(0).lt(1).default(0.999).describe('AdamW β2'),
+    eps: pos(1e-8, 'AdamW ε'),
+    weightDecay: z.number().min(0).default(0).describe('AdamW weight decay'),
+    maxGradNorm: z.number().min(0).default(1).describe('clip the global gradient norm (0 = off)'),
+    miniBatches: int(1, 'optimizer steps per training step (the batch is split into this many mini-batches)', 1),
+    epochs: int(1, 'PPO epochs over the batch', 1),
+    microBatchTokens: int(8192, 'token budget of one forward/backward micro-batch', 1),
+  })
+  .prefault({});
+
+export const RunSchema = z
+  .strictObject({
+    name: z.string().default('run').describe('run name: the run directory is <dir>/<name>'),
+    dir: z.string().default('runs').describe('parent directory of run directories'),
+    seed: int(1, 'seed of every random stream (data order, sampling)'),
+    steps: int(100, 'training steps', 1),
+    evalEvery: int(10, 'evaluate every N steps (0 = never; also before step 1 and at the end)'),
+    evalQuestions: int(50, 'held-out questions per evaluation (0 = whole split)'),
+    evalRepeats: int(1, 'rollouts per held-out question', 1),
+    checkpointEvery: int(10, 'checkpoint every N steps (and at the end)', 1),
+    keepCheckpoints: int(3, 'complete checkpoints kept on disk (0 = all)'),
+    saveRollouts: z.boolean().default(true).describe('write each step\'s rollouts to rollouts/step-NNNNNN.jsonl'),
+    progress: z.boolean().default(true).describe('progress bars on the terminal'),
+  })
+  .prefault({});
+
+export const TrainConfigSchema = z.strictObject({
+  model: ModelSchema,
+  data: DataSchema,
+  rollout: RolloutSchema,
+  rl: RlSchema,
+  optim: OptimSchema,
+  run: RunSchema,
+});
+
+export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
+
+function issuePath(path: readonly PropertyKey[]): string {
+  return path.map(String).join('.');
+}
+
+/** Validate a raw config object; the first problem becomes a ConfigError naming its field path. */
+export function parseConfig(raw: unknown, file?: string): TrainConfig {
+  const result = TrainConfigSchema.safeParse(raw ?? {});
+  if (result.success) {
+    const c = result.data;
+    const names: [string, { get(name: string): unknown }, string][] = [
+      ['rl.estimator', estimatorRegistry, c.rl.estimator],
+      ['rl.credit', creditRegistry, c.rl.credit],
+      ['rl.loss.name', policyLossRegistry, c.rl.loss.name],
+      ['rl.loss.aggregation', aggregationRegistry, c.rl.loss.aggregation],
+    ];
+    for (const [path, registry, name] of names) {
+      try {
+        registry.get(name);
+      } catch (err) {
+        if (err instanceof UnknownNameError) throw new ConfigError({ path, message: err.message, file });
+        throw err;
+      }
+    }
+    if (c.rl.loss.dualClip !== null && c.rl.loss.dualClip !== 0 && !(c.rl.loss.dualClip > 1))
+      throw new ConfigError({ path: 'rl.loss.dualClip', message: `must be > 1 (or null to disable), got ${c.rl.loss.dualClip}`, file });
+    return c;
+  }
+  const issue = result.error.issues[0];
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0];
+    throw new ConfigError({ path: issuePath([...issue.path, key]), message: `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`, file });
+  }
+  throw new ConfigError({ path: issuePath(issue.path) || '(root)', message: issue.message, file });
+}
+
+/** Set `a.b.c` in a plain object tree, creating objects on the way; the value is parsed as a YAML scalar. */
+export function applyOverride(raw: Record<string, unknown>, assignment: string): void {
+  const eq = assignment.indexOf('=');
+  if (eq <= 0) throw new ConfigError({ path: '--set', message: `expected key.path=value, got "${assignment}"` });
+  const path = assignment.slice(0, eq).trim();
+  const text = assignment.slice(eq + 1);
+  let value: unknown;
+  try {
+    value = text === '' ? '' : YAML.parse(text);
+  } catch (err) {
+    throw new ConfigError({ path, message: `--set value "${text}" is not a YAML scalar: ${(err as Error).message}` });
+  }
+  const keys = path.split('.');
+  let node: Record<string, unknown> = raw;
+  keys.slice(0, -1).forEach((k, i) => {
+    const next = node[k];
+    if (next === undefined || next === null) node[k] = {};
+    else if (typeof next !== 'object' || Array.isArray(next)) throw new ConfigError({ path: keys.slice(0, i + 1).join('.'), message: 'is not a section; cannot set a field inside it' });
+    node = node[k] as Record<string, unknown>;
+  });
+  node[keys[keys.length - 1]] = value;
+}
+
+/** Read a YAML file (or start empty), apply overrides, validate. */
+export function loadConfig(file: string | undefined, overrides: readonly string[] = []): TrainConfig {
+  let raw: unknown = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError({ path: '', file, message: `cannot read: ${(err as Error).message}` });
+    }
+    try {
+      raw = YAML.parse(text) ?? {};
+    } catch (err) {
+      throw new ConfigError({ path: '', file, message: `invalid YAML: ${(err as Error).message.split('\n')[0]}` });
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError({ path: '(root)', file, message: 'expected a mapping of sections' });
+  }
+  for (const o of overrides) applyOverride(raw as Record<string, unknown>, o);
+  return parseConfig(raw, file);
+}
+
+/** The resolved config as YAML (every field, defaults included). */
+export function configToYaml(config: TrainConfig): string {
+  return YAML.stringify(config);
+}
+
+/** Help text for every field: "section.field  (default)  description". */
+export function configHelp(): string {
+  const lines: string[] = [];
+  const walk = (schema: z.ZodType, prefix: string): void => {
+    const s = schema as unknown as { def: { type: string; innerType?: z.ZodType; shape?: Record<string, z.ZodType> }; description?: string };
+    if (s.def.type === 'default' || s.def.type === 'prefault' || s.def.type === 'nullable') return walk(s.def.innerType!, prefix);
+    if (s.def.type === 'object') {
+      for (const [k, v] of Object.entries(s.def.shape!)) {
+        const inner = v as unknown as { def: { type: string }; description?: string };
+        if (inner.def.type === 'prefault' || (inner.def.type === 'object' && !inner.description)) walk(v, prefix ? `${prefix}.${k}` : k);
+        else {
+          const def = TrainConfigSchema.parse({});
+          const value = (prefix ? `${prefix}.${k}` : k).split('.').reduce<unknown>((o, key) => (o as Record<string, unknown>)[key], def);
+          lines.push(`${(prefix ? `${prefix}.${k}` : k).padEnd(34)} ${JSON.stringify(value).padEnd(12)} ${inner.description ?? ''}`);
+        }
+      }
+    }
+  };
+  walk(TrainConfigSchema, '');
+  return lines.join('\n');
+}

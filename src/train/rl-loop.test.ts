@@ -1,0 +1,217 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseConfig, type TrainConfigInput } from './config.ts';
+import { trainRl, QuestionStream, miniBatches, type RlDeps } from './rl-loop.ts';
+import { BigramPolicy } from './bigram-policy.ts';
+import { toyQuestions, toyRunner, toyScorer, TOY_VOCAB } from './toy-task.ts';
+import { readMetrics, runPaths } from './run-dir.ts';
+import type { Rollout } from '../agents/records.ts';
+import type { Datum, ForwardOutput, Policy } from '../policy/types.ts';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-rl-'));
+
+function toyConfig(over: Record<string, Record<string, unknown>> = {}) {
+  const base: TrainConfigInput = {
+    model: { path: 'toy:init' },
+    rollout: { groupSize: 8, questionsPerStep: 3, concurrency: 4 },
+    optim: { learningRate: 0.2 },
+    run: { steps: 80, evalEvery: 40, evalRepeats: 16, checkpointEvery: 40, progress: false, seed: 3 },
+  };
+  for (const [k, v] of Object.entries(over)) (base as Record<string, Record<string, unknown>>)[k] = { ...(base as Record<string, Record<string, unknown>>)[k], ...v };
+  return parseConfig(base);
+}
+
+function toyDeps(wrap: (p: BigramPolicy) => Policy = (p) => p): RlDeps {
+  return {
+    loadPolicy: async (dir) => wrap(dir === 'toy:init' ? new BigramPolicy(TOY_VOCAB) : BigramPolicy.load(dir)),
+    makeRunner: (policy) => toyRunner(policy),
+    trainQuestions: toyQuestions([0, 1, 2, 3, 4, 5]),
+    evalQuestions: toyQuestions([0, 1, 2]),
+    scorer: toyScorer,
+    log: () => {},
+  };
+}
+
+const readJsonl = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+test('the RL loop learns the toy task in MATPO mode and writes the run-directory layout', async () => {
+  const dir = join(tmp(), 'run');
+  const result = await trainRl(toyConfig(), toyDeps(), { runDir: dir, resume: false });
+  assert.equal(result.step, 80);
+  assert.deepEqual(result.evals.map((e) => e.step), [0, 40, 80]);
+  const before = result.evals[0].accuracy;
+  const after = result.evals[2].accuracy;
+  assert.ok(after >= before + 0.3, `held-out accuracy ${before} → ${after}`);
+
+  const p = runPaths(dir);
+  assert.ok(existsSync(p.config));
+  assert.equal(readFileSync(p.latest, 'utf8'), 'step-000080\n');
+  assert.ok(existsSync(join(p.checkpoints, 'step-000040', 'trainer_state.json')));
+  assert.ok(existsSync(join(p.checkpoints, 'step-000080', 'optimizer', 'adam.f64')));
+  const metrics = readMetrics(p);
+  const stepLines = metrics.filter((m) => m['planner/reward'] !== undefined);
+  assert.equal(stepLines.length, 80);
+  for (const key of ['planner/reward', 'planner/accuracy', 'planner/format', 'planner/tokens', 'planner/turns', 'planner/workers_per_rollout', 'train/loss', 'train/grad_norm', 'train/clip_frac', 'planner/ratio_mean', 'planner/entropy', 'time/rollout_s', 'time/train_s'])
+    assert.equal(typeof stepLines[10][key], 'number', key);
+  assert.ok(metrics.every((m) => typeof m.time === 'string' && typeof m.step === 'number'));
+  assert.ok(metrics.some((m) => m['eval/accuracy'] !== undefined && m.step === 0));
+  assert.ok(metrics.some((m) => typeof m['worker/tokens'] === 'number'), 'some steps have workers');
+
+  // Saved rollouts have reward and advantage; workers' datums carried the parent's advantage.
+  const rollouts: Rollout[] = readJsonl(join(p.rollouts, 'step-000001.jsonl'));
+  assert.equal(rollouts.length, 24);
+  assert.ok(rollouts.every((r) => typeof r.reward?.total === 'number' && typeof r.advantage === 'number'));
+  assert.equal(readdirSync(p.rollouts).length, 80);
+  assert.deepEqual(readdirSync(p.eval).sort(), ['step-000000.jsonl', 'step-000040.jsonl', 'step-000080.jsonl']);
+
+  // A fresh run in an occupied directory is refused.
+  await assert.rejects(trainRl(toyConfig(), toyDeps(), { runDir: dir, resume: false }), /already holds a run; resume it with --resume/);
+});
+
+test('a non-finite loss skips the update and is logged; training continues', async () => {
+  const dir = join(tmp(), 'run');
+  let calls = 0;
+  const wrap = (p: BigramPolicy): Policy => {
+    const forward = p.forward.bind(p);
+    p.forward = async (datums: readonly Pick<Datum, 'tokens'>[]): Promise<ForwardOutput> => {
+      const out = await forward(datums);
+      if (++calls === 2) out.logprobs[0].fill(NaN); // poison step 2's forward
+      return out;
+    };
+    return p;
+  };
+  const cfg = toyConfig({ run: { steps: 3, evalEvery: 0, checkpointEvery: 1, keepCheckpoints: 0 } });
+  await trainRl(cfg, toyDeps(wrap), { runDir: dir, resume: false });
+  const m = readMetrics(runPaths(dir));
+  const skip = m.find((r) => r.event === 'skipped');
+  assert.equal(skip?.step, 2);
+  assert.match(String(skip?.reason), /non-finite/);
+  assert.equal(m.find((r) => r.step === 2 && r['train/skipped'] !== undefined)?.['train/skipped'], 1);
+  // weights after step 2 equal those after step 1; step 3 updates again
+  const w = (s: string) => readFileSync(join(dir, 'checkpoints', s, 'weights.f64'));
+  assert.ok(w('step-000001').equals(w('step-000002')));
+  assert.ok(!w('step-000002').equals(w('step-000003')));
+});
+
+test('data stream: per-epoch seeded order, cursor advances across epochs; mini-batches keep rollouts whole', () => {
+  const qs = toyQuestions([0, 1, 2, 3, 4]);
+  const s = new QuestionStream(qs, 1, true);
+  const st = { epoch: 0, cursor: 0 };
+  const first = s.take(st, 7).map((q) => q.id);
+  assert.deepEqual(st, { epoch: 1, cursor: 2 });
+  assert.deepEqual(new Set(first.slice(0, 5)).size, 5);
+  const again = new QuestionStream(qs, 1, true).take({ epoch: 0, cursor: 0 }, 7).map((q) => q.id);
+  assert.deepEqual(first, again);
+  const d = (r: string, s: string) => ({ rolloutId: r, sequenceId: s }) as Datum;
+  const mb = miniBatches([d('a', '1'), d('a', '2'), d('b', '3'), d('c', '4'), d('c', '5')], 2);
+  assert.deepEqual(mb.map((b) => b.map((x) => x.sequenceId)), [['1', '2'], ['3', '4', '5']]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Kill and resume, with real child processes
+
+function runChild(runDir: string, delayMs: number, args: string[], onLine?: (line: string, kill: (sig: NodeJS.Signals) => void) => void): Promise<{ code: number | null; signal: string | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'fixtures', 'toy-train.ts'), runDir, String(delayMs), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let buf = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c;
+      buf += c;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        onLine?.(line, (sig) => child.kill(sig));
+      }
+    });
+    child.stderr.on('data', (c: Buffer) => (out += c));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal, out }));
+  });
+}
+
+function filesUnder(dir: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const walk = (d: string) => {
+    for (const n of readdirSync(d)) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else out.set(relative(dir, p), readFileSync(p));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+const stripTimes = (rs: Rollout[]) =>
+  rs.map((r) => ({ ...r, timings: null, root: { ...r.root, turns: r.root.turns.map((t) => ({ ...t, ms: 0 })) }, workers: r.workers.map((w) => ({ ...w, turns: w.turns.map((t) => ({ ...t, ms: 0 })) })) }));
+
+const SETS = ['--set', 'run.steps=8', '--set', 'run.checkpointEvery=2', '--set', 'run.evalEvery=4', '--set', 'run.keepCheckpoints=0', '--set', 'rollout.groupSize=4', '--set', 'rollout.questionsPerStep=2', '--set', 'optim.learningRate=0.2', '--set', 'run.seed=5'];
+
+test('SIGKILL mid-run, then --resume, ends with byte-identical checkpoints to an uninterrupted run', { timeout: 120_000 }, async () => {
+  const base = tmp();
+  const a = join(base, 'uninterrupted');
+  const b = join(base, 'killed');
+  const r1 = await runChild(a, 0, SETS);
+  assert.equal(r1.code, 0, r1.out);
+
+  // Kill while step 5 is in flight (after checkpoint step-000004 was written).
+  let killedAt = '';
+  const r2 = await runChild(b, 40, SETS, (line, kill) => {
+    if (line.startsWith('step 5/') && !killedAt) {
+      killedAt = line;
+      kill('SIGKILL');
+    }
+  });
+  assert.equal(r2.signal, 'SIGKILL', r2.out);
+  assert.ok(!existsSync(join(b, 'checkpoints', 'step-000008')));
+  const r3 = await runChild(b, 0, [...SETS, '--resume']);
+  assert.equal(r3.code, 0, r3.out);
+  assert.match(r3.out, /resuming .* from step-00000[45]/);
+
+  for (const step of ['step-000002', 'step-000004', 'step-000006', 'step-000008']) {
+    const fa = filesUnder(join(a, 'checkpoints', step));
+    const fb = filesUnder(join(b, 'checkpoints', step));
+    assert.deepEqual([...fb.keys()].sort(), [...fa.keys()].sort());
+    for (const [k, v] of fa) assert.ok(v.equals(fb.get(k)!), `${step}/${k} differs`);
+  }
+  // The logs read as one continuous run: same steps, same rollouts (timings aside).
+  const stepsOf = (d: string) => readMetrics(runPaths(d)).filter((m) => m['planner/reward'] !== undefined).map((m) => [m.step, m['planner/reward'], m['train/loss']]);
+  assert.deepEqual(stepsOf(b), stepsOf(a));
+  for (let s = 1; s <= 8; s++) {
+    const f = `step-${String(s).padStart(6, '0')}.jsonl`;
+    assert.deepEqual(stripTimes(readJsonl(join(b, 'rollouts', f))), stripTimes(readJsonl(join(a, 'rollouts', f))));
+  }
+  rmSync(base, { recursive: true, force: true });
+});
+
+test('SIGINT finishes the step in flight, checkpoints it and exits; resume completes the run', { timeout: 120_000 }, async () => {
+  const base = tmp();
+  const a = join(base, 'uninterrupted');
+  const b = join(base, 'interrupted');
+  assert.equal((await runChild(a, 0, SETS)).code, 0);
+  let sent = false;
+  const r = await runChild(b, 40, SETS, (line, kill) => {
+    if (line.startsWith('step 3/') && !sent) {
+      sent = true;
+      kill('SIGINT');
+    }
+  });
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /stopped=true/);
+  const stoppedAt = Number(/done step=(\d+)/.exec(r.out)![1]);
+  assert.ok(stoppedAt >= 3 && stoppedAt < 8, r.out);
+  assert.equal(readFileSync(join(b, 'checkpoints', 'latest'), 'utf8').trim(), `step-${String(stoppedAt).padStart(6, '0')}`);
+  assert.equal((await runChild(b, 0, [...SETS, '--resume'])).code, 0);
+  const fa = filesUnder(join(a, 'checkpoints', 'step-000008'));
+  const fb = filesUnder(join(b, 'checkpoints', 'step-000008'));
+  for (const [k, v] of fa) assert.ok(v.equals(fb.get(k)!), `${k} differs`);
+  rmSync(base, { recursive: true, force: true });
+});
