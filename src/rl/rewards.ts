@@ -18,9 +18,16 @@
  */
 import { Registry } from '../errors.ts';
 import type { RewardParts, Rollout } from '../agents/records.ts';
+import { scorers } from './scoring.ts';
 
-/** Scores a predicted answer against the gold answers, in [0, 1]. */
-export type AnswerScorer = (prediction: string | null, golds: readonly string[]) => number;
+/** Scores a predicted answer against the gold answers, in [0, 1] (a judge may be asynchronous). */
+export type AnswerScorer = (prediction: string | null, golds: readonly string[], question?: string) => number | Promise<number>;
+
+/** An AnswerScorer from the scorer registry of rl/scoring.ts (exact_match, f1, cover_em). */
+export function registeredScorer(name: string): AnswerScorer {
+  const scorer = scorers.get(name);
+  return async (prediction, golds, question) => (await scorer({ prediction, answers: golds, question })).score;
+}
 
 export interface RewardWeights {
   accuracy: number;
@@ -92,13 +99,13 @@ function checkUnit(name: string, x: number, rolloutId: string): void {
  * Score a rollout and fill in `rollout.reward` (returns it too). The reward function is chosen by
  * name ("matpo" or "single"); by default it follows the rollout's mode.
  */
-export function scoreRollout(
+export async function scoreRollout(
   rollout: Rollout,
   scorer: AnswerScorer,
   weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
   rewardName: string = rollout.mode,
-): RewardResult {
-  const accuracy = scorer(rollout.answer, rollout.goldAnswers);
+): Promise<RewardResult> {
+  const accuracy = await scorer(rollout.answer, rollout.goldAnswers, rollout.question);
   checkUnit('accuracy', accuracy, rollout.id);
   checkUnit('planner format score', rollout.root.formatScore, rollout.id);
   for (const w of rollout.workers) checkUnit(`worker ${w.id} format score`, w.formatScore, rollout.id);

@@ -12,6 +12,7 @@ import { ConfigError, UnknownNameError } from '../errors.ts';
 import { estimatorRegistry } from '../rl/advantages.ts';
 import { creditRegistry } from '../rl/credit.ts';
 import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';
+import { scorers } from '../rl/scoring.ts';
 
 const num = (def: number, help: string) => z.number().default(def).describe(help);
 const pos = (def: number, help: string) => z.number().positive().default(def).describe(help);
@@ -55,7 +56,7 @@ export const RolloutSchema = z
 
 export const RewardSchema = z
   .strictObject({
-    scorer: z.string().default('em').describe('answer scorer: em (normalised exact match), f1, cover-em, or judge'),
+    scorer: z.string().default('exact_match').describe('answer scorer: exact_match (normalised), f1, cover_em'),
     accuracy: num(0.9, 'weight of accuracy'),
     formatScale: num(0.5, 'outer factor on the MATPO format term'),
     formatPlanner: num(0.1, 'weight of fmt(planner) inside the MATPO format term'),
@@ -148,6 +149,7 @@ export function parseConfig(raw: unknown, file?: string): TrainConfig {
       ['rl.credit', creditRegistry, c.rl.credit],
       ['rl.loss.name', policyLossRegistry, c.rl.loss.name],
       ['rl.loss.aggregation', aggregationRegistry, c.rl.loss.aggregation],
+      ['rl.reward.scorer', scorers, c.rl.reward.scorer],
     ];
     for (const [path, registry, name] of names) {
       try {

@@ -66,7 +66,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
   let done = 0;
   const rollouts = await mapLimit(jobs, o.concurrency, async ({ q, r, seed }) => {
     const rollout = await o.runner({ question: q, index: r, rolloutId: `eval/${q.id}/${r}`, mode: o.mode, seed, temperature: o.temperature });
-    scoreRollout(rollout, o.scorer, o.weights);
+    await scoreRollout(rollout, o.scorer, o.weights);
     o.onRollout?.(++done, jobs.length);
     return rollout;
   });

@@ -244,7 +244,7 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
 
     // 2. rewards, advantages, datums
     t0 = performance.now();
-    for (const r of rollouts) scoreRollout(r, deps.scorer, weights, mode);
+    await mapLimit(rollouts, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
     const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
     for (const r of rollouts) if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
     const { datums } = buildDatums(rollouts, credit);
