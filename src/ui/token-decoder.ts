@@ -16,8 +16,33 @@ import { Tokenizer } from '@huggingface/tokenizers';
 /** What the dashboard needs of a tokenizer. */
 export interface TokenDecoder {
   dir: string;
-  /** Text of each token on its own (special tokens kept). */
+  /** Which loader read it: the project's loadTokenizer, or @huggingface/tokenizers directly. */
+  via: 'loadTokenizer' | 'tokenizers';
+  /**
+   * The text each token adds (special tokens kept); joined, they give the decoded sequence. A token
+   * that ends in the middle of a UTF-8 character gets '' and the character goes to the token that
+   * completes it.
+   */
   pieces(ids: readonly number[]): string[];
+}
+
+/**
+ * Per-token pieces by decoding short windows: piece i = decode(ctx + ids[i]) minus decode(ctx), with
+ * up to 4 tokens of context, so that decoders that drop a leading space on a lone token (Metaspace)
+ * and byte-level tokens split inside a character come out right.
+ */
+export function tokenPieces(decode: (ids: number[]) => string, ids: readonly number[]): string[] {
+  const pieces: string[] = new Array(ids.length).fill('');
+  let start = 0; // first token whose text is not emitted yet
+  for (let i = 0; i < ids.length; i++) {
+    const ctx = Math.max(0, start - 4);
+    const full = decode(ids.slice(ctx, i + 1) as number[]);
+    if (full.endsWith('\uFFFD') && i - start < 3 && i + 1 < ids.length) continue; // wait for the rest of the character
+    const prefix = start > ctx ? decode(ids.slice(ctx, start) as number[]) : '';
+    pieces[i] = full.startsWith(prefix) ? full.slice(prefix.length) : decode(ids.slice(start, i + 1) as number[]);
+    start = i + 1;
+  }
+  return pieces;
 }
 
 async function hasTokenizer(dir: string): Promise<boolean> {
@@ -91,8 +116,9 @@ export function loadTokenDecoder(dir: string): Promise<TokenDecoder> {
   let p = cache.get(dir);
   if (!p) {
     p = (async () => {
-      const decode = (await viaProjectLoader(dir)) ?? (await viaHfTokenizers(dir));
-      return { dir, pieces: (ids) => ids.map((id) => decode([id])) };
+      const project = await viaProjectLoader(dir);
+      const decode = project ?? (await viaHfTokenizers(dir));
+      return { dir, via: project ? 'loadTokenizer' : 'tokenizers', pieces: (ids) => tokenPieces(decode, ids) };
     })();
     cache.set(dir, p);
     p.catch(() => cache.delete(dir));

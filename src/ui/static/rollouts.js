@@ -196,7 +196,8 @@ function renderTokens(seq, pieces) {
       const p = pieces[i];
       const title = `#${i} id ${tokens[i]} mask ${mask[i]}${mask[i] === 1 ? ` logprob ${fmt(logprobs[i])}` : ''}`;
       const shown = p.replace(/\n/g, '↵\n').replace(/\t/g, '⇥');
-      frag.append(h(`span.tok.m${mask[i] === 1 ? 1 : 0}`, { title }, shown === '' ? '∅' : shown));
+      // '' is a token that ends inside a character; the token completing it shows the character.
+      frag.append(h(`span.tok.m${mask[i] === 1 ? 1 : 0}${shown === '' ? '.empty' : ''}`, { title }, shown));
     }
     box.append(frag);
     return h('div', null, legend, box);
