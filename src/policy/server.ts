@@ -129,10 +129,10 @@ async function readBody(req: http.IncomingMessage, limit: number): Promise<unkno
   }
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+function send(res: http.ServerResponse, status: number, body: unknown, close = false): void {
   if (res.headersSent || res.destroyed) return;
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(close ? { connection: 'close' } : {}) });
   res.end(text);
 }
 
@@ -306,6 +306,7 @@ export async function servePolicy(policy: Policy, options: ServeOptions): Promis
     };
   }
 
+  let closing: Promise<void> | null = null;
   const server = http.createServer(async (req, res) => {
     const controller = new AbortController();
     inflight.add(controller);
@@ -313,6 +314,8 @@ export async function servePolicy(policy: Policy, options: ServeOptions): Promis
     res.on('close', () => {
       if (!res.writableFinished) controller.abort(new Error('client disconnected'));
       inflight.delete(controller);
+      // While closing, drop keep-alive connections as soon as their last response is out.
+      if (closing) setImmediate(() => server.closeIdleConnections());
     });
     try {
       if (options.apiKey !== undefined && req.headers.authorization !== `Bearer ${options.apiKey}`) {
@@ -322,11 +325,11 @@ export async function servePolicy(policy: Policy, options: ServeOptions): Promis
       const route = `${req.method} ${path}`;
       switch (route) {
         case 'GET /v1/models':
-          return send(res, 200, { object: 'list', data: [{ id: options.modelName, object: 'model', created, owned_by: 'matpo' }] });
+          return send(res, 200, { object: 'list', data: [{ id: options.modelName, object: 'model', created, owned_by: 'matpo' }] }, closing !== null);
         case 'POST /v1/completions':
-          return send(res, 200, await completions(await readBody(req, maxBody), controller.signal));
+          return send(res, 200, await completions(await readBody(req, maxBody), controller.signal), closing !== null);
         case 'POST /v1/chat/completions':
-          return send(res, 200, await chat(await readBody(req, maxBody), controller.signal));
+          return send(res, 200, await chat(await readBody(req, maxBody), controller.signal), closing !== null);
         default:
           if (['/v1/models', '/v1/completions', '/v1/chat/completions'].includes(path)) throw new HttpError(405, `method ${req.method} not allowed on ${path}`);
           throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', null, 'not_found');
@@ -348,7 +351,6 @@ export async function servePolicy(policy: Policy, options: ServeOptions): Promis
   });
   const port = (server.address() as AddressInfo).port;
   const shownHost = host.includes(':') ? `[${host}]` : host;
-  let closing: Promise<void> | null = null;
   return {
     url: `http://${shownHost}:${port}`,
     host,
