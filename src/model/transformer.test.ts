@@ -142,3 +142,43 @@ test('out-of-range token ids are an InvalidArgumentError naming the index', () =
   const bad: PackedBatch = { tokens: new Int32Array([1, 2]), cuSeqlens: new Int32Array([0, 3]) };
   assert.throws(() => model.forward(bad), InvalidArgumentError);
 });
+
+test('native (float32) forward and backward agree with the reference kernels', async (t) => {
+  let native: Kernels;
+  try {
+    native = (await import('../engine/native.ts')).loadNativeKernels();
+    // start the addon's thread pool before the first kernel call (its workers must be up first)
+    native.threads();
+    await new Promise((r) => setTimeout(r, 50));
+  } catch (err) {
+    t.skip(`native addon not built: ${(err as Error).message.split('\n')[0]}`);
+    return;
+  }
+  for (const [name, overrides] of Object.entries(FAMILIES)) {
+    const cfg = presetConfig('micro', { ...overrides, vocabSize: 300 });
+    const w = randomWeights(cfg, new Float32Array(buildLayout(cfg).total), 21);
+    const a = new Transformer(cfg, native, w);
+    const b = new Transformer(cfg, reference as unknown as Kernels, Float32Array.from(w));
+    const rng = new Rng(4);
+    const seqs = [37, 3, 61, 1].map((n) => Array.from({ length: n }, () => rng.int(300)));
+    const fa = a.forward(packSequences(seqs));
+    const fb = b.forward(packSequences(seqs));
+    let maxLp = 0;
+    for (let i = 0; i < fa.logprobs.length; i++) {
+      maxLp = Math.max(maxLp, Math.abs(fa.logprobs[i] - fb.logprobs[i]), Math.abs(fa.entropies[i] - fb.entropies[i]));
+    }
+    const dl = new Float32Array(fa.logprobs.length).map((_, i) => Math.sin(i));
+    const de = new Float32Array(fa.logprobs.length).map((_, i) => Math.cos(i) * 0.3);
+    a.backward(fa.ctx, dl, de);
+    b.backward(fb.ctx, dl, de);
+    let maxG = 0;
+    let maxDiff = 0;
+    for (let i = 0; i < a.grads.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(a.grads[i] - b.grads[i]));
+      maxG = Math.max(maxG, Math.abs(b.grads[i]));
+    }
+    console.log(`# native vs reference ${name}: logprob/entropy max abs ${maxLp.toExponential(2)}, grad max abs ${maxDiff.toExponential(2)} (max |grad| ${maxG.toFixed(2)})`);
+    assert.ok(maxLp < 1e-4, `${name}: logprob diff ${maxLp}`);
+    assert.ok(maxDiff < 1e-5 * Math.max(1, maxG) * 10, `${name}: grad diff ${maxDiff}`);
+  }
+});
