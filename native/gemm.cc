@@ -1,0 +1,238 @@
+// SGEMM driver: BLIS-style loop nest (NC columns -> KC depth -> MC rows -> NR x MR micro-tiles) over
+// panels packed k-major for the micro-kernel of the selected ISA; the ISA is chosen once at load time
+// with __builtin_cpu_supports. Multi-threading splits C into disjoint row (or column) ranges, one per
+// thread, so threads never synchronise inside a product.
+#include "gemm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "pool.h"
+
+namespace {
+
+const IsaOps* selectIsa() {
+  const char* force = std::getenv("MATPO_ISA");
+  std::string want = force ? force : "";
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (want == "portable") return &kPortableOps;
+  if (want == "avx2" && has2) return &kAvx2Ops;
+  if (has512 && want != "avx2") return &kAvx512Ops;
+  if (has2) return &kAvx2Ops;
+#endif
+  return &kPortableOps;
+}
+
+const IsaOps* gIsa = selectIsa();
+
+// 64-byte aligned scratch that grows and is kept per thread.
+struct Scratch {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t need) {
+    if (need > n) {
+      std::free(p);
+      n = std::max(need, n * 2);
+      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+thread_local Scratch tlA, tlB;
+
+// Pack op(A)[i0:i0+mc, p0:p0+kc] into MR-row panels, each kc x MR k-major, zero-padded.
+void packA(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc, int MR, float* out) {
+  for (int ir = 0; ir < mc; ir += MR) {
+    int m = std::min(MR, mc - ir);
+    float* dst = out + long(ir / MR) * kc * MR;
+    if (transA) {  // op(A)(i,k) = A[k*lda + i]: rows of A are contiguous in i
+      for (int k = 0; k < kc; k++) {
+        const float* src = A + long(p0 + k) * lda + i0 + ir;
+        float* d = dst + long(k) * MR;
+        int r = 0;
+        for (; r < m; r++) d[r] = src[r];
+        for (; r < MR; r++) d[r] = 0.f;
+      }
+    } else {  // op(A)(i,k) = A[i*lda + k]
+      for (int r = 0; r < m; r++) {
+        const float* src = A + long(i0 + ir + r) * lda + p0;
+        for (int k = 0; k < kc; k++) dst[long(k) * MR + r] = src[k];
+      }
+      for (int r = m; r < MR; r++)
+        for (int k = 0; k < kc; k++) dst[long(k) * MR + r] = 0.f;
+    }
+  }
+}
+
+// Pack op(B)[p0:p0+kc, j0:j0+nc] into NR-column panels, each kc x NR k-major, zero-padded.
+void packB(bool transB, const float* B, long ldb, int p0, int kc, int j0, int nc, int NR, float* out) {
+  for (int jr = 0; jr < nc; jr += NR) {
+    int n = std::min(NR, nc - jr);
+    float* dst = out + long(jr / NR) * kc * NR;
+    if (!transB) {  // op(B)(k,j) = B[k*ldb + j]
+      for (int k = 0; k < kc; k++) {
+        const float* src = B + long(p0 + k) * ldb + j0 + jr;
+        float* d = dst + long(k) * NR;
+        if (n == NR) {
+          std::memcpy(d, src, sizeof(float) * NR);
+        } else {
+          int j = 0;
+          for (; j < n; j++) d[j] = src[j];
+          for (; j < NR; j++) d[j] = 0.f;
+        }
+      }
+    } else {  // op(B)(k,j) = B[j*ldb + k]; transpose 8 columns at a time to keep reads streaming
+      int j = 0;
+      for (; j + 8 <= n; j += 8) {
+        const float* s0 = B + long(j0 + jr + j) * ldb + p0;
+        for (int k = 0; k < kc; k++) {
+          float* d = dst + long(k) * NR + j;
+          for (int u = 0; u < 8; u++) d[u] = s0[long(u) * ldb + k];
+        }
+      }
+      for (; j < n; j++) {
+        const float* src = B + long(j0 + jr + j) * ldb + p0;
+        for (int k = 0; k < kc; k++) dst[long(k) * NR + j] = src[k];
+      }
+      for (; j < NR; j++)
+        for (int k = 0; k < kc; k++) dst[long(k) * NR + j] = 0.f;
+    }
+  }
+}
+
+// The loop nest. When `prepacked` is set, B is taken from a packed weight (layout of packWeightNT)
+// whose columns start at column jBase of that weight, with Npad columns per KC block.
+void gemmCore(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+              float* C, long ldc, bool accumulate, const float* prepacked, int jBase, long Npad) {
+  const IsaOps& o = *gIsa;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < M; i++) std::memset(C + long(i) * ldc, 0, sizeof(float) * N);
+    return;
+  }
+  const int MR = o.MR, NR = o.NR, KC = o.KC;
+  const int MC = o.MC, NC = o.NC;
+  int mcMax = std::min(MC, ((M + MR - 1) / MR) * MR);
+  int ncMax = std::min(NC, ((N + NR - 1) / NR) * NR);
+  int kcMax = std::min(KC, K);
+  float* ap = tlA.get(size_t(mcMax) * kcMax);
+  float* bp = prepacked ? nullptr : tlB.get(size_t(ncMax) * kcMax);
+  for (int jc = 0; jc < N; jc += NC) {
+    int nc = std::min(NC, N - jc);
+    for (int pc = 0; pc < K; pc += KC) {
+      int kc = std::min(KC, K - pc);
+      const float* bpanels;
+      if (prepacked) {
+        bpanels = prepacked + long(pc) * Npad + long((jBase + jc) / NR) * kc * NR;
+      } else {
+        packB(transB, B, ldb, pc, kc, jc, nc, NR, bp);
+        bpanels = bp;
+      }
+      bool add = accumulate || pc > 0;
+      for (int ic = 0; ic < M; ic += MC) {
+        int mc = std::min(MC, M - ic);
+        packA(transA, A, lda, ic, mc, pc, kc, MR, ap);
+        for (int jr = 0; jr < nc; jr += NR) {
+          int n = std::min(NR, nc - jr);
+          const float* b = bpanels + long(jr / NR) * kc * NR;
+          for (int ir = 0; ir < mc; ir += MR) {
+            int m = std::min(MR, mc - ir);
+            o.ukernel(kc, ap + long(ir / MR) * kc * MR, b, C + long(ic + ir) * ldc + jc + jr, ldc, m, n, add);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Splits C into nt parts (rows when M is large enough, else columns) and runs gemmCore on each.
+void gemmSplit(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+               float* C, long ldc, bool accumulate, const float* prepacked, long Npad) {
+  const int MR = gIsa->MR, NR = gIsa->NR;
+  double flops = 2.0 * M * N * K;
+  if (flops < 2e5) {
+    gemmCore(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate, prepacked, 0, Npad);
+    return;
+  }
+  pool::run([&](int tid, int nt) {
+    bool byRows = M >= 16 * MR * nt || (M >= MR * nt && M * 4 >= N);
+    if (byRows) {
+      int per = ((M + nt - 1) / nt + MR - 1) / MR * MR;
+      int i0 = tid * per, i1 = std::min(M, i0 + per);
+      if (i0 >= i1) return;
+      const float* a = transA ? A + i0 : A + long(i0) * lda;
+      gemmCore(transA, transB, i1 - i0, N, K, a, lda, B, ldb, C + long(i0) * ldc, ldc, accumulate, prepacked, 0, Npad);
+    } else {
+      int per = ((N + nt - 1) / nt + NR - 1) / NR * NR;
+      int j0 = tid * per, j1 = std::min(N, j0 + per);
+      if (j0 >= j1) return;
+      const float* b = prepacked ? nullptr : (transB ? B + long(j0) * ldb : B + j0);
+      gemmCore(transA, transB, M, j1 - j0, K, A, lda, b, ldb, C + j0, ldc, accumulate, prepacked, j0, Npad);
+    }
+  });
+}
+
+}  // namespace
+
+const IsaOps& isa() { return *gIsa; }
+
+void gemmSerial(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+                float* C, long ldc, bool accumulate) {
+  gemmCore(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate, nullptr, 0, 0);
+}
+
+void gemmParallel(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+                  float* C, long ldc, bool accumulate) {
+  gemmSplit(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate, nullptr, 0);
+}
+
+long packedWeightFloats(int N, int K) {
+  long NR = gIsa->NR;
+  long Npad = (N + NR - 1) / NR * NR;
+  return Npad * std::max(K, 1);
+}
+
+void packWeightNT(const float* W, int N, int K, float* out) {
+  const int NR = gIsa->NR, KC = gIsa->KC;
+  long Npad = long((N + NR - 1) / NR) * NR;
+  for (int pc = 0; pc < K; pc += KC) {
+    int kc = std::min(KC, K - pc);
+    packB(true, W, K, pc, kc, 0, N, NR, out + long(pc) * Npad);
+  }
+}
+
+void gemmPackedWeight(int M, int N, int K, const float* A, const float* packed, float* C, bool accumulate) {
+  const int NR = gIsa->NR;
+  long Npad = long((N + NR - 1) / NR) * NR;
+  gemmSplit(false, true, M, N, K, A, K, nullptr, K, C, N, accumulate, packed, Npad);
+}
+
+double peakGflops(int nt, double ms) {
+  std::vector<double> rate(64, 0.0);
+  pool::run([&](int tid, int) {
+    const IsaOps& o = *gIsa;
+    o.fmaLoop(100000);  // warm up clocks
+    long iters = 1 << 20;
+    double flops = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    double el = 0;
+    do {
+      flops += o.fmaLoop(iters);
+      el = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    } while (el < ms);
+    if (tid < 64) rate[tid] = flops / (el * 1e6);
+  }, nt);
+  double total = 0;
+  for (double r : rate) total += r;
+  return total;
+}

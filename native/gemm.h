@@ -1,0 +1,21 @@
+// Packed, cache-blocked SGEMM driver over the run-time selected ISA micro-kernel.
+#pragma once
+#include "isa.h"
+
+const IsaOps& isa();  // the ops selected at load time (MATPO_ISA=avx2|portable may lower it)
+
+// C[M x N] = (accumulate ? C : 0) + op(A) op(B) with leading dimensions; single-threaded (safe to
+// call from inside a pool job).
+void gemmSerial(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+                float* C, long ldc, bool accumulate);
+// Same, split across the pool.
+void gemmParallel(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
+                  float* C, long ldc, bool accumulate);
+
+// Packed weight for NT products with W stored [N x K]: floats needed, pack, and C = A W^T.
+long packedWeightFloats(int N, int K);
+void packWeightNT(const float* W, int N, int K, float* out);
+void gemmPackedWeight(int M, int N, int K, const float* A, const float* packed, float* C, bool accumulate);
+
+// FMA peak of the selected ISA on nt threads measured for about `ms` milliseconds (GFLOP/s).
+double peakGflops(int nt, double ms);

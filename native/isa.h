@@ -1,0 +1,25 @@
+// Per-ISA compute primitives of the native kernels. Each ISA (AVX-512, AVX2+FMA, portable) lives in
+// its own translation unit compiled with its own target flags; gemm.cc and kernels.cc call them only
+// through an IsaOps table chosen at run time (see selectIsa in gemm.cc).
+#pragma once
+#include <cstddef>
+
+struct IsaOps {
+  const char* name;
+  int MR, NR;          // register tile of the SGEMM micro-kernel
+  int KC, MC, NC;      // cache blocking (KC x NR B panel in L1, MC x KC A block in L2)
+  // C[m x n] (+)= Apanel(kc x MR, k-major) * Bpanel(kc x NR, k-major); m <= MR, n <= NR.
+  void (*ukernel)(int kc, const float* a, const float* b, float* c, long ldc, int m, int n, bool add);
+  // Runs `iters` iterations of independent FMA chains; returns the flops performed.
+  double (*fmaLoop)(long iters);
+  // sum_i a[i]*b[i]
+  float (*dot)(const float* a, const float* b, int n);
+  // y[i] += alpha * x[i]
+  void (*axpy)(float alpha, const float* x, float* y, int n);
+  // x[i] = exp(x[i] - shift) for i < n; returns the sum of the results (float64).
+  double (*expShiftSum)(float* x, int n, float shift);
+};
+
+extern const IsaOps kAvx512Ops;
+extern const IsaOps kAvx2Ops;
+extern const IsaOps kPortableOps;
