@@ -1,0 +1,81 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readTranscripts, trainSft } from './sft.ts';
+import { renderForTraining } from './render.ts';
+import { BigramPolicy } from './bigram-policy.ts';
+import type { ChatMessage, ChatTokenizer } from '../policy/types.ts';
+
+/** A character-level tokenizer with a ChatML-like template: "<role>content|" per message, "<assistant>" as generation prompt. */
+function charTokenizer(): ChatTokenizer {
+  const alphabet = [...'<>|abcdefghijklmnopqrstuvwxyz0123456789 ?.'];
+  return {
+    vocabSize: alphabet.length,
+    stopTokenIds: [alphabet.indexOf('|')],
+    bosTokenId: null,
+    eosTokenId: null,
+    encode: (t) => [...t].map((c) => {
+      const i = alphabet.indexOf(c);
+      if (i < 0) throw new Error(`bad char ${c}`);
+      return i;
+    }),
+    decode: (ids) => ids.map((i) => alphabet[i]).join(''),
+    tokenToId: (t) => (alphabet.includes(t) ? alphabet.indexOf(t) : undefined),
+    idToToken: (i) => alphabet[i],
+    applyChatTemplate: (messages, options) => messages.map((m) => `<${m.role}>${m.content}|`).join('') + (options?.addGenerationPrompt ? '<assistant>' : ''),
+  };
+}
+
+test('renderForTraining masks exactly the assistant content and its end marker', () => {
+  const tok = charTokenizer();
+  const msgs: ChatMessage[] = [
+    { role: 'system', content: 'be brief' },
+    { role: 'user', content: 'q1' },
+    { role: 'assistant', content: 'a1' },
+    { role: 'tool', content: 'r' },
+    { role: 'assistant', content: 'b2' },
+  ];
+  const r = renderForTraining(tok, msgs);
+  const text = tok.decode(r.tokens);
+  assert.equal(text, '<system>be brief|<user>q1|<assistant>a1|<tool>r|<assistant>b2|');
+  const trained = r.tokens.filter((_, i) => r.mask[i]).map((t) => tok.decode([t])).join('');
+  assert.equal(trained, 'a1|b2|');
+  // a template that rewrites history is refused
+  const bad = { ...tok, applyChatTemplate: (m: readonly ChatMessage[], o?: { addGenerationPrompt?: boolean }) => (m.length > 3 ? 'X' : tok.applyChatTemplate(m, o)) };
+  assert.throws(() => renderForTraining(bad, msgs), /not prefix-stable at message 4/);
+});
+
+test('readTranscripts names file, line and field on bad input', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'matpo-sft-'));
+  const f = join(dir, 't.jsonl');
+  writeFileSync(f, '{"messages":[{"role":"user","content":"x"}]}\n{"messages":[{"role":"robot","content":"x"}]}\n');
+  assert.throws(() => readTranscripts(f), (e: unknown) => e instanceof Error && e.message === `${f}:2: field "messages[0]": expected {role: system|user|assistant|tool, content: string}`);
+  writeFileSync(f, '{"messages":[]}\n');
+  assert.throws(() => readTranscripts(f), /t\.jsonl:1: field "messages": expected a non-empty array/);
+  writeFileSync(f, 'nope\n');
+  assert.throws(() => readTranscripts(f), /t\.jsonl:1: invalid JSON/);
+});
+
+test('SFT on demonstrations lowers the held-out loss, training only assistant tokens', async () => {
+  // The bigram vocabulary: user says "t0 t(8+k)", the assistant answers "t(1+k%5) t7".
+  const transcripts = Array.from({ length: 40 }, (_, i) => {
+    const k = i % 8;
+    return { messages: [{ role: 'user', content: `t0 t${8 + k}` }, { role: 'assistant', content: `t${1 + (k % 5)} t7` }] as ChatMessage[] };
+  });
+  const policy = new BigramPolicy(16);
+  const tok = await policy.tokenizer();
+  const r = await trainSft(policy, tok, transcripts, renderForTraining, {
+    epochs: 4, learningRate: 0.1, batchTokens: 24, microBatchTokens: 8, evalFraction: 0.2, seed: 1, maxGradNorm: 1, maxTokens: 0, progress: false, log: () => {},
+  });
+  assert.equal(r.heldOutExamples, 8);
+  assert.equal(r.trainExamples, 32);
+  assert.equal(r.heldOutLoss.length, 5);
+  // uniform start: NLL = ln 16 = 2.7726 per token
+  assert.ok(Math.abs(r.heldOutLoss[0] - Math.log(16)) < 1e-6);
+  assert.ok(r.heldOutLoss[4] < 0.5 * r.heldOutLoss[0], `held-out ${r.heldOutLoss.join(', ')}`);
+  // user tokens are never targets: row t0 only ever predicts the user token t(8+k), so it stays
+  // untouched (were user tokens trained, W[t0, t8..t15] would move)
+  for (let j = 0; j < 16; j++) assert.equal(policy.W[0 * 16 + j], 0);
+});

@@ -1,0 +1,189 @@
+/**
+ * Supervised warm-start on chat transcripts (e.g. the offline expert's demonstrations): each JSONL
+ * line `{messages, tools?}` is rendered with the chat template to tokens with an assistant-only
+ * mask, a seeded fraction is held out, and the policy is trained to minimise the mean negative
+ * log-likelihood of the assistant tokens (batches bounded by a token budget, one optimizer step per
+ * batch, micro-batches inside the policy). The held-out loss (mean NLL per assistant token) is
+ * reported before training and after every epoch.
+ */
+import { readFileSync } from 'node:fs';
+import { FileFormatError } from '../errors.ts';
+import { makeNllLoss } from '../rl/losses.ts';
+import type { ChatMessage, ChatTokenizer, Datum, Policy, ToolSpec } from '../policy/types.ts';
+import { Rng } from '../util/rng.ts';
+import type { Rendered } from './render.ts';
+import { Progress } from './progress.ts';
+
+export interface Transcript {
+  messages: ChatMessage[];
+  tools?: ToolSpec[];
+}
+
+const ROLES = new Set(['system', 'user', 'assistant', 'tool']);
+
+/** Read `{messages, tools?}` lines; a bad line is an error naming the file, line and field. */
+export function readTranscripts(file: string): Transcript[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new FileFormatError({ file, message: `cannot read: ${(err as Error).message}` });
+  }
+  const out: Transcript[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let row: Record<string, unknown>;
+    try {
+      row = JSON.parse(line);
+    } catch (err) {
+      throw new FileFormatError({ file, line: i + 1, message: `invalid JSON: ${(err as Error).message}` });
+    }
+    if (!Array.isArray(row.messages) || row.messages.length === 0) throw new FileFormatError({ file, line: i + 1, field: 'messages', message: 'expected a non-empty array of messages' });
+    row.messages.forEach((m: unknown, k: number) => {
+      const msg = m as Record<string, unknown>;
+      if (typeof msg !== 'object' || msg === null || !ROLES.has(msg.role as string) || typeof msg.content !== 'string')
+        throw new FileFormatError({ file, line: i + 1, field: `messages[${k}]`, message: 'expected {role: system|user|assistant|tool, content: string}' });
+    });
+    if (row.tools !== undefined && !Array.isArray(row.tools)) throw new FileFormatError({ file, line: i + 1, field: 'tools', message: 'expected an array of tool specs' });
+    out.push({ messages: row.messages as ChatMessage[], tools: row.tools as ToolSpec[] | undefined });
+  });
+  if (out.length === 0) throw new FileFormatError({ file, message: 'no transcripts' });
+  return out;
+}
+
+export interface SftOptions {
+  epochs: number;
+  learningRate: number;
+  /** Token budget of one optimizer batch. */
+  batchTokens: number;
+  microBatchTokens: number;
+  evalFraction: number;
+  seed: number;
+  maxGradNorm: number;
+  /** Drop examples longer than this (tokens); 0 = keep all. */
+  maxTokens: number;
+  progress: boolean;
+  log?: (line: string) => void;
+  /** Called after each optimizer step with its metrics. */
+  onStep?: (m: { step: number; epoch: number; loss: number; gradNorm: number; tokens: number }) => void;
+}
+
+export interface SftResult {
+  trainExamples: number;
+  heldOutExamples: number;
+  steps: number;
+  skipped: number;
+  /** Held-out mean NLL per assistant token: before training, then after each epoch. */
+  heldOutLoss: number[];
+  /** Mean training loss of each epoch. */
+  trainLoss: number[];
+}
+
+function toDatum(r: Rendered, i: number): Datum {
+  return {
+    tokens: r.tokens,
+    mask: r.mask,
+    advantages: r.mask.map(() => 0),
+    oldLogprobs: r.mask.map(() => 0),
+    questionId: `sft-${i}`,
+    rolloutId: `sft-${i}`,
+    sequenceId: `sft-${i}`,
+    role: 'single',
+  };
+}
+
+/** Mean NLL per trainable token of `datums` under the policy (forward only). */
+export async function heldOutNll(policy: Policy, datums: readonly Datum[], microBatchTokens: number): Promise<number> {
+  if (!policy.forward) throw new Error(`policy ${policy.name} has no forward()`);
+  let nll = 0;
+  let n = 0;
+  // forward in chunks of about microBatchTokens
+  for (let i = 0; i < datums.length; ) {
+    let j = i;
+    let t = 0;
+    while (j < datums.length && (j === i || t + datums[j].tokens.length <= microBatchTokens)) t += datums[j++].tokens.length;
+    const chunk = datums.slice(i, j);
+    const out = await policy.forward(chunk);
+    chunk.forEach((d, b) => d.mask.forEach((m, k) => {
+      if (m) {
+        nll -= out.logprobs[b][k];
+        n++;
+      }
+    }));
+    i = j;
+  }
+  return n ? nll / n : NaN;
+}
+
+/** Batches of consecutive datums with at most `budget` tokens each (a longer one alone). */
+function batches(datums: readonly Datum[], budget: number): Datum[][] {
+  const out: Datum[][] = [];
+  let cur: Datum[] = [];
+  let n = 0;
+  for (const d of datums) {
+    if (cur.length && n + d.tokens.length > budget) {
+      out.push(cur);
+      cur = [];
+      n = 0;
+    }
+    cur.push(d);
+    n += d.tokens.length;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+export async function trainSft(
+  policy: Policy,
+  tokenizer: ChatTokenizer,
+  transcripts: readonly Transcript[],
+  render: (tokenizer: ChatTokenizer, messages: readonly ChatMessage[], tools?: readonly ToolSpec[]) => Rendered,
+  o: SftOptions,
+): Promise<SftResult> {
+  if (!policy.forwardBackward || !policy.optimStep) throw new Error(`policy ${policy.name} cannot train`);
+  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  let all = transcripts.map((t, i) => toDatum(render(tokenizer, t.messages, t.tools), i)).filter((d) => d.mask.some((m) => m));
+  if (o.maxTokens > 0) all = all.filter((d) => d.tokens.length <= o.maxTokens);
+  if (all.length === 0) throw new FileFormatError({ file: 'transcripts', message: 'no transcript has assistant tokens (within the length limit)' });
+  const rng = new Rng(`${o.seed}/sft`);
+  rng.shuffle(all);
+  const nEval = o.evalFraction > 0 && all.length >= 2 ? Math.min(all.length - 1, Math.max(1, Math.round(all.length * o.evalFraction))) : 0;
+  const heldOut = all.slice(0, nEval);
+  const train = all.slice(nEval);
+  const result: SftResult = { trainExamples: train.length, heldOutExamples: heldOut.length, steps: 0, skipped: 0, heldOutLoss: [], trainLoss: [] };
+  const progress = new Progress(o.progress, log);
+  if (heldOut.length) {
+    result.heldOutLoss.push(await heldOutNll(policy, heldOut, o.microBatchTokens));
+    log(`sft: ${train.length} training / ${heldOut.length} held-out transcripts; held-out loss ${result.heldOutLoss[0].toFixed(4)}`);
+  }
+  for (let epoch = 1; epoch <= o.epochs; epoch++) {
+    const order = train.slice();
+    rng.shuffle(order);
+    const bs = batches(order, o.batchTokens);
+    const bar = progress.bar(`epoch ${epoch}`, bs.length);
+    const losses: number[] = [];
+    for (const [bi, batch] of bs.entries()) {
+      const fb = await policy.forwardBackward(batch, makeNllLoss(batch), { microBatchTokens: o.microBatchTokens });
+      const opt = await policy.optimStep({ learningRate: o.learningRate, maxGradNorm: o.maxGradNorm });
+      result.steps++;
+      if (!Number.isFinite(fb.loss) || !opt.applied) {
+        result.skipped++;
+        log(`sft: step ${result.steps} skipped (non-finite loss or gradient)`);
+      } else losses.push(fb.loss);
+      o.onStep?.({ step: result.steps, epoch, loss: fb.loss, gradNorm: opt.gradNorm, tokens: fb.tokens });
+      bar.update(bi + 1, { loss: fb.loss.toFixed(4) });
+    }
+    bar.stop();
+    const tl = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
+    result.trainLoss.push(tl);
+    let line = `sft: epoch ${epoch}/${o.epochs} train loss ${tl.toFixed(4)}`;
+    if (heldOut.length) {
+      const h = await heldOutNll(policy, heldOut, o.microBatchTokens);
+      result.heldOutLoss.push(h);
+      line += `, held-out loss ${h.toFixed(4)}`;
+    }
+    log(line);
+  }
+  progress.stop();
+  return result;
+}
