@@ -81,7 +81,7 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   // Charts: one per metric key, grouped by prefix, one series per run; comparisons and the time breakdown.
   await page.goto(`${srv.url}#/charts`);
   await page.waitForFunction(() => Number(document.body.dataset.live ?? 0) >= 2); // both runs streamed in
-  for (const id of ['planner/reward', 'worker/reward', 'planner/accuracy', 'planner/tokens', 'worker/tokens', 'rollout/workers_per_rollout', 'train/clip_fraction', 'train/entropy', 'train/grad_norm', 'eval/accuracy', 'compare:reward', 'compare:accuracy', 'breakdown:time']) {
+  for (const id of ['planner/reward', 'worker/reward', 'planner/accuracy', 'planner/tokens', 'worker/tokens', 'planner/workers_per_rollout', 'train/clip_fraction', 'train/entropy', 'train/grad_norm', 'eval/accuracy', 'compare:reward', 'compare:accuracy', 'breakdown:time']) {
     assert.equal(await page.locator(`[data-chart="${id}"] canvas`).count(), 1, `chart ${id}`);
   }
   const chartInfo = (id: string) =>
@@ -94,11 +94,14 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.deepEqual(reward.labels, ['alpha', 'beta']);
   assert.deepEqual(reward.data[0], [1, 2, 3, 4, 5, 6]);
   assert.ok(reward.data[1].every((v: number | null) => typeof v === 'number'));
-  assert.equal((await chartInfo('compare:reward')).series, 4); // 2 runs × planner/worker
-  assert.equal((await chartInfo('breakdown:time')).series, 6); // 2 runs × rollout/train/step
+  assert.equal((await chartInfo('compare:reward')).series, 6); // 2 runs × planner/worker/eval
+  assert.equal((await chartInfo('breakdown:time')).series, 10); // 2 runs × rollout/train/step/eval/checkpoint
+  assert.deepEqual((await chartInfo('eval/accuracy')).data[0], [0, 2, 4, 6]);
   assert.equal(await page.locator('[data-section="planner"] h2').textContent(), 'planner');
   assert.equal(await page.locator('.run-chip').count(), 2);
-  assert.match((await page.locator('.events-table').textContent()) ?? '', /skipped/);
+  const events = (await page.locator('.events-table').textContent()) ?? '';
+  assert.match(events, /skipped/);
+  assert.match(events, /checkpoint/);
   // Both runs' lines are actually drawn, in their colours (#2563eb, #dc2626).
   assert.ok((await colouredPixels(page, 'planner/reward', [37, 99, 235])) > 100);
   assert.ok((await colouredPixels(page, 'planner/reward', [220, 38, 38])) > 100);
@@ -204,10 +207,14 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.equal(spans.green, root.mask.filter((m: number) => m === 1).length);
   assert.notEqual(spans.bg1, spans.bg0);
 
-  // Eval table and config.
-  await page.goto(`${srv.url}#/eval/alpha/2`);
+  // Eval rollouts browse the same way.
+  await page.goto(`${srv.url}#/eval/alpha/0`);
   await rendered(page);
-  assert.equal(await page.locator('.eval-table tr').count(), 3);
+  assert.equal(await page.locator('.qitem').count(), 2);
+  await follow(page, '.qitem');
+  assert.equal(await page.locator('.ritem').count(), 2);
+  await follow(page, '.ritem');
+  assert.match((await page.locator('.rollout h2').first().textContent()) ?? '', /Rollout \d/);
 
   // Only files under the run directories: traversal refused over HTTP.
   for (const p of ['/files/alpha/../beta/metrics.jsonl', '/files/alpha/%2e%2e/beta/metrics.jsonl', '/files/alpha//etc/passwd']) assert.equal(await rawStatus(srv.port, p), 403, p);

@@ -8,8 +8,10 @@
  *   one or two workers that call `search` and `open`; token streams are the ChatML rendering of the
  *   conversation encoded with that tokenizer, prompt parts mask 0, sampled parts mask 1; one
  *   rollout per group has an invalid tool call, one worker runs out of turns;
- * - `metrics.jsonl` — steps 1–2 computed from those rollouts, steps 3–6 synthetic, with a skipped
- *   step event and sparse `eval/accuracy`; `eval/step-000002.jsonl`; `config.yaml`.
+ * - `eval/step-00000{0,2,4,6}.jsonl` — eval rollouts (2 repeats per question, ids "eval/<q>/<i>");
+ * - `metrics.jsonl` — steps 1–2 computed from those rollouts, steps 3–6 synthetic, eval lines
+ *   every 2 steps computed from the eval rollouts, a checkpoint and a skipped-step event, in the
+ *   metric names the trainer writes (src/train/rl-loop.ts); `config.yaml`.
  *
  * Regenerate: `node --import tsx src/ui/fixture-run.ts test/fixtures/run` (deterministic).
  */
@@ -197,11 +199,11 @@ function searchResult(q: Question, query: string): string {
   ].join('\n');
 }
 
-function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Question, step: number, index: number): Rollout {
-  const id = `s${step}-${q.id}-r${index}`;
+function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Question, step: number, index: number, rolloutId?: string): Rollout {
+  const id = rolloutId ?? `s${step}-${q.id}-r${index}`;
   const planner = new SeqBuilder(tok, imEnd, rand, `${id}-p`, null, 'planner', q.question);
   const workers: Sequence[] = [];
-  const skill = rand() + step * 0.15;
+  const skill = rand() * 0.6 + step * 0.12;
   const delegate = (task: string, onWorker: (w: SeqBuilder) => string): ToolCallRecord => {
     const wid = `${id}-w${workers.length}`;
     const w = new SeqBuilder(tok, imEnd, rand, wid, planner.seq.id, 'worker', task);
@@ -297,7 +299,27 @@ function rolloutMetrics(rollouts: Rollout[]): Record<string, number> {
     'planner/tokens': round(meanOf(rollouts.map((r) => sampled(r.root)))),
     'worker/tokens': round(meanOf(workers.map(sampled))),
     'planner/turns': round(meanOf(rollouts.map((r) => r.root.turns.length))),
-    'rollout/workers_per_rollout': round(workers.length / rollouts.length),
+    'planner/workers_per_rollout': round(workers.length / rollouts.length),
+    'worker/turns': round(meanOf(workers.map((w) => w.turns.length))),
+  };
+}
+
+/** Eval rollouts of a step (2 repeats per question, ids like the trainer's "eval/<question>/<repeat>") and their metrics. */
+async function writeEval(dir: string, tok: Tokenizer, imEnd: number, rand: () => number, questions: Question[], step: number): Promise<Record<string, number>> {
+  const rollouts = questions.flatMap((q) => [0, 1].map((i) => buildRollout(tok, imEnd, rand, q, step, i, `eval/${q.id}/${i}`)));
+  await writeFile(stepFile(dir, 'eval', step), rollouts.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const perQ = questions.map((q) => meanOf(rollouts.filter((r) => r.questionId === q.id).map((r) => r.reward!.accuracy)));
+  const m = meanOf(perQ);
+  const se = Math.sqrt(perQ.reduce((a, x) => a + (x - m) ** 2, 0) / (perQ.length - 1) / perQ.length);
+  const workers = rollouts.flatMap((r) => r.workers);
+  return {
+    'eval/accuracy': round(meanOf(rollouts.map((r) => r.reward!.accuracy))),
+    'eval/accuracy_se': round(se),
+    'eval/reward': round(meanOf(rollouts.map((r) => r.reward!.total))),
+    'eval/format_planner': round(meanOf(rollouts.map((r) => r.root.formatScore))),
+    'eval/format_workers': round(meanOf(workers.map((w) => w.formatScore))),
+    'eval/workers_per_rollout': round(workers.length / rollouts.length),
+    'time/eval_s': round(8 + rand() * 3),
   };
 }
 
@@ -339,6 +361,7 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
   const lines: string[] = [];
   const nSteps = opts.steps ?? 6;
   let last: Record<string, number> = {};
+  lines.push(JSON.stringify({ step: 0, time: new Date(t0).toISOString(), ...(await writeEval(dir, tok, imEnd, rand, questions, 0)) }));
   for (let step = 1; step <= nSteps; step++) {
     let m: Record<string, number>;
     if (step <= 2) {
@@ -350,13 +373,6 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
       }
       await writeFile(stepFile(dir, 'rollouts', step), rollouts.map((r) => JSON.stringify(r)).join('\n') + '\n');
       m = rolloutMetrics(rollouts);
-      if (step === 2) {
-        const evalRecords = questions.map((q, i) => {
-          const r = rollouts[i * G];
-          return { questionId: q.id, question: q.question, goldAnswers: q.gold, answer: r.answer, correct: r.reward!.accuracy === 1, reward: r.reward!.total, workers: r.workers.length, turns: r.root.turns.length, tokens: r.root.tokens.length };
-        });
-        await writeFile(stepFile(dir, 'eval', step), evalRecords.map((r) => JSON.stringify(r)).join('\n') + '\n');
-      }
     } else {
       const p = Math.min(0.95, last['planner/accuracy'] + 0.08 + (rand() - 0.5) * 0.1);
       m = {
@@ -368,7 +384,8 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
         'planner/tokens': round(last['planner/tokens'] * (0.95 + 0.1 * rand())),
         'worker/tokens': round(last['worker/tokens'] * (0.95 + 0.1 * rand())),
         'planner/turns': round(2 + rand() * 1.5),
-        'rollout/workers_per_rollout': round(1.5 + rand() * 0.6),
+        'planner/workers_per_rollout': round(1.5 + rand() * 0.6),
+        'worker/turns': round(2 + rand()),
       };
     }
     last = m;
@@ -378,6 +395,7 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
     if (step === 4) {
       lines.push(JSON.stringify({ step, time, event: 'skipped', reason: 'every group had equal rewards; no gradient' }));
       lines.push(JSON.stringify({ step, time, ...m, 'time/rollout_s': rolloutS, 'time/step_s': round(rolloutS + 1.2) }));
+      lines.push(JSON.stringify({ step, time, ...(await writeEval(dir, tok, imEnd, rand, questions, step)) }));
       continue;
     }
     const train = {
@@ -386,10 +404,11 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
       'train/entropy': round(1.9 - step * 0.12 + rand() * 0.05),
       'train/grad_norm': round(0.6 + rand() * 0.5),
       'train/ratio_mean': round(1 + (rand() - 0.5) * 0.02),
+      'train/lr': 0.00002,
     };
-    const line: Record<string, unknown> = { step, time, ...m, ...train, 'time/rollout_s': rolloutS, 'time/train_s': trainS, 'time/step_s': round(rolloutS + trainS + 1.5) };
-    if (step % 2 === 0) line['eval/accuracy'] = round(Math.min(1, m['planner/accuracy'] + 0.05));
-    lines.push(JSON.stringify(line));
+    lines.push(JSON.stringify({ step, time, ...m, ...train, 'time/rollout_s': rolloutS, 'time/train_s': trainS, 'time/step_s': round(rolloutS + trainS + 1.5) }));
+    if (step % 2 === 0) lines.push(JSON.stringify({ step, time, ...(await writeEval(dir, tok, imEnd, rand, questions, step)) }));
+    if (step === 3) lines.push(JSON.stringify({ step, time, event: 'checkpoint', 'time/checkpoint_s': 0.84 }));
   }
   await writeFile(join(dir, 'metrics.jsonl'), lines.join('\n') + '\n');
   const config = [

@@ -22,8 +22,10 @@ export interface MetricsChunk {
   line: number;
   /** One-line messages for lines that did not parse (`metrics.jsonl:7: …`). */
   errors: string[];
-  /** True when the file shrank below the given offset and was re-read from the start. */
+  /** True when the file shrank below the given offset, or was replaced, and was re-read from the start. */
   reset: boolean;
+  /** Inode of the file read (a resumed run rewrites metrics.jsonl by rename); 0 when missing. */
+  ino: number;
 }
 
 function parseMetricLine(text: string): MetricRecord | string {
@@ -44,8 +46,8 @@ function parseMetricLine(text: string): MetricRecord | string {
  * without a newline is taken only when it already parses as a whole JSON object (a proper prefix of
  * a JSON object never does), otherwise it is left for the next read. A missing file reads as empty.
  */
-export async function readMetricsFrom(file: string, offset = 0, line = 0): Promise<MetricsChunk> {
-  const out: MetricsChunk = { records: [], offset, line, errors: [], reset: false };
+export async function readMetricsFrom(file: string, offset = 0, line = 0, ino = 0): Promise<MetricsChunk> {
+  const out: MetricsChunk = { records: [], offset, line, errors: [], reset: false, ino };
   let fh;
   try {
     fh = await open(file, 'r');
@@ -54,8 +56,10 @@ export async function readMetricsFrom(file: string, offset = 0, line = 0): Promi
     throw err;
   }
   try {
-    const { size } = await fh.stat();
-    if (size < offset) {
+    const st = await fh.stat();
+    const size = st.size;
+    out.ino = st.ino;
+    if (size < offset || (ino !== 0 && st.ino !== ino)) {
       out.reset = true;
       out.offset = offset = 0;
       out.line = line = 0;

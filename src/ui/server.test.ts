@@ -49,12 +49,12 @@ test('API serves runs, metrics, step summaries, rollouts with decoded tokens, ev
   assert.equal(runs.length, 1);
   assert.equal(runs[0].name, 'fixture');
   assert.deepEqual(runs[0].rolloutSteps, [1, 2]);
-  assert.deepEqual(runs[0].evalSteps, [2]);
+  assert.deepEqual(runs[0].evalSteps, [0, 2, 4, 6]);
   assert.equal(runs[0].tokenizer, join(run, 'model'));
 
   const metrics = await get('/api/runs/fixture/metrics');
-  assert.equal(metrics.records.length, 7); // 6 steps + the skipped-step event line
-  assert.equal(metrics.records.filter((r: any) => r.event === 'skipped').length, 1);
+  assert.equal(metrics.records.length, 12); // 6 steps, 4 eval lines, a checkpoint and a skipped-step event
+  assert.deepEqual(metrics.records.filter((r: any) => r.event).map((r: any) => `${r.step}:${r.event}`), ['3:checkpoint', '4:skipped']);
 
   const step = await get('/api/runs/fixture/rollouts/1');
   assert.equal(step.questions.length, 2);
@@ -70,7 +70,12 @@ test('API serves runs, metrics, step summaries, rollouts with decoded tokens, ev
   assert.equal(pieces.slice(t0.sampleStart, t0.end).join(''), `${t0.text}<|im_end|>`);
   for (const w of one.rollout.workers) assert.equal(one.pieces[w.id].length, w.tokens.length);
 
-  assert.equal((await get('/api/runs/fixture/eval/2')).records.length, 2);
+  // Eval files hold Rollout records too (ids with slashes, as the trainer names them).
+  const ev = await get('/api/runs/fixture/eval/2');
+  assert.deepEqual(ev.questions.map((q: any) => q.rollouts.length), [2, 2]);
+  const evId = ev.questions[0].rollouts[0].id;
+  assert.match(evId, /^eval\/q-\d+\/\d$/);
+  assert.equal((await get(`/api/runs/fixture/eval/2/${encodeURIComponent(evId)}`)).rollout.id, evId);
   const config = await fetch(new URL('/api/runs/fixture/config', srv.url)).then((r) => r.text());
   assert.match(config, /groupSize: 4/);
   // Page, scripts and the locally bundled chart library.
@@ -153,7 +158,7 @@ test('metrics stream sends existing lines, then appended ones, and waits out a h
   assert.equal(res.headers.get('content-type'), 'text/event-stream');
   const next = sseReader(res.body!);
   const first = await next();
-  assert.equal(first.records.length, 7);
+  assert.equal(first.records.length, 12);
   const f = join(run, 'metrics.jsonl');
   await appendFile(f, '{"step":7,"planner/reward":0.93,"train/entropy":1.1}\n{"step":8,"planner/rew');
   const second = await next();
@@ -161,7 +166,7 @@ test('metrics stream sends existing lines, then appended ones, and waits out a h
   await appendFile(f, 'ard":0.95}\n');
   const third = await next();
   assert.deepEqual(third.records, [{ step: 8, 'planner/reward': 0.95 }]);
-  assert.equal(third.line, 9);
+  assert.equal(third.line, 14);
 });
 
 test('matpo view prints its URL, binds to 127.0.0.1 and serves the run', { timeout: 30_000 }, async (t) => {

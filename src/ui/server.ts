@@ -10,7 +10,7 @@
  *   GET /api/runs/<run>/metrics/stream        the same as Server-Sent Events, tailing the file
  *   GET /api/runs/<run>/rollouts/<step>       questions → rollout summaries sorted by reward
  *   GET /api/runs/<run>/rollouts/<step>/<id>  one full Rollout record (+ token pieces if a tokenizer)
- *   GET /api/runs/<run>/eval/<step>           eval records of a step
+ *   GET /api/runs/<run>/eval/<step>[/<id>]    the same for the eval rollouts of a step
  *   GET /api/runs/<run>/config                config.yaml as text
  *   GET /files/<run>/<path…>                  a raw file under the run directory (resolveInside)
  */
@@ -126,17 +126,18 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
     return { name: r.name, dir: r.dir, rolloutSteps, evalSteps, tokenizer };
   }
 
-  async function loadStep(r: RunEntry, step: number) {
-    const file = stepFile(r.dir, 'rollouts', step);
-    return readJsonl<Rollout>(file, `rollouts/${basename(file)}`);
+  async function loadStep(r: RunEntry, kind: 'rollouts' | 'eval', step: number) {
+    const file = stepFile(r.dir, kind, step);
+    return readJsonl<Rollout>(file, `${kind}/${basename(file)}`);
   }
 
   function metricsStream(req: IncomingMessage, res: ServerResponse, r: RunEntry, url: URL): void {
     // Resume where the browser left off (EventSource sends Last-Event-ID on reconnect).
     const last = String(req.headers['last-event-id'] ?? '');
-    const m = /^(\d+):(\d+)$/.exec(last);
+    const m = /^(\d+):(\d+):(\d+)$/.exec(last);
     let offset = m ? Number(m[1]) : Number(url.searchParams.get('offset') ?? 0) || 0;
     let line = m ? Number(m[2]) : Number(url.searchParams.get('line') ?? 0) || 0;
+    let ino = m ? Number(m[3]) : 0;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write('retry: 1000\n\n');
     let busy = false;
@@ -146,9 +147,9 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
       if (busy) return;
       busy = true;
       try {
-        const chunk = await readMetricsFrom(join(r.dir, 'metrics.jsonl'), offset, line);
+        const chunk = await readMetricsFrom(join(r.dir, 'metrics.jsonl'), offset, line, ino);
         if (first || chunk.records.length || chunk.errors.length || chunk.reset) {
-          res.write(`id: ${chunk.offset}:${chunk.line}\ndata: ${JSON.stringify(chunk)}\n\n`);
+          res.write(`id: ${chunk.offset}:${chunk.line}:${chunk.ino}\ndata: ${JSON.stringify(chunk)}\n\n`);
           first = false;
           idle = 0;
         } else if (++idle * pollMs >= 15000) {
@@ -157,6 +158,7 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
         }
         offset = chunk.offset;
         line = chunk.line;
+        ino = chunk.ino;
       } catch (err) {
         res.write(`event: failure\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`);
       } finally {
@@ -218,13 +220,13 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
       if (!/^\d{1,9}$/.test(rest[1])) return sendJson(res, { error: 'bad step' }, 400);
       const step = Number(rest[1]);
       if (!(await listSteps(r.dir, rest[0])).includes(step)) return sendJson(res, { error: `no ${rest[0]} for step ${step}` }, 404);
-      if (rest[0] === 'eval') {
-        if (rest.length !== 2) return send(res, 404, 'not found\n');
-        const file = stepFile(r.dir, 'eval', step);
-        return sendJson(res, await readJsonl(file, `eval/${basename(file)}`));
+      const { records, errors } = await loadStep(r, rest[0], step);
+      if (rest.length === 2) {
+        // Rollout records (what the trainer writes, also for eval) are grouped by question; any other
+        // per-question records are returned as they are, for a table.
+        const rollouts = records.length > 0 && records.every((x) => x && typeof x === 'object' && typeof (x as Rollout).root === 'object');
+        return sendJson(res, rollouts || records.length === 0 ? { step, errors, questions: summariseStep(records) } : { step, errors, questions: null, records });
       }
-      const { records, errors } = await loadStep(r, step);
-      if (rest.length === 2) return sendJson(res, { step, errors, questions: summariseStep(records) });
       const id = decodeURIComponent(rest[2]);
       const rollout = records.find((x) => String(x.id) === id);
       if (!rollout) return sendJson(res, { error: `no rollout "${id}" at step ${step}` }, 404);

@@ -1,9 +1,9 @@
 // The dashboard page: loads the run list, streams each run's metrics.jsonl over Server-Sent Events
 // into the chart board, and routes between the views by the URL hash:
-//   #/charts   #/rollouts/<run>/<step>/<questionId>/<rolloutId>   #/eval/<run>/<step>   #/config/<run>
+//   #/charts   #/rollouts/<run>/<step>/<questionId>/<rolloutId>   #/eval/<run>/<step>/…   #/config/<run>
 import { h, getJson, PALETTE } from './util.js';
 import { ChartBoard, RunMetrics } from './charts.js';
-import { renderRollouts, renderEval } from './rollouts.js';
+import { renderRollouts } from './rollouts.js';
 
 const state = { runs: [], metrics: new Map(), board: null, sources: [] };
 window.matpoDashboard = state;
@@ -71,7 +71,7 @@ async function route() {
     await refreshRuns(); // steps may have been added while the run trains
     if (seq !== renderSeq) return;
     if (r.page === 'rollouts') await renderRollouts(viewRoot, state.runs, r, go);
-    else if (r.page === 'eval') await renderEval(viewRoot, state.runs, r, go);
+    else if (r.page === 'eval') await renderRollouts(viewRoot, state.runs, r, go, 'eval');
     else if (r.page === 'config') {
       const run = state.runs.find((x) => x.name === r.run) ?? state.runs[0];
       const text = await fetch(`/api/runs/${encodeURIComponent(run.name)}/config`).then((res) => (res.ok ? res.text() : '(no config.yaml)'));

@@ -22,30 +22,36 @@ function rewardBar(value) {
   return h('span.bar', { title: fmt(value) }, h('span.fill', { style: { width: `${Math.round(v * 100)}%` } }));
 }
 
-/** Render the step view into `root` for route { run, step, qid, rid }. */
-export async function renderRollouts(root, runs, route, go) {
-  const run = runs.find((r) => r.name === route.run) ?? runs.find((r) => r.rolloutSteps.length) ?? runs[0];
+/**
+ * Render a step's records into `root` for route { run, step, qid, rid }. `kind` is 'rollouts'
+ * (training rollouts) or 'eval' (evaluation rollouts, same records; other eval records as a table).
+ */
+export async function renderRollouts(root, runs, route, go, kind = 'rollouts') {
+  const stepsOf = (r) => (kind === 'eval' ? r.evalSteps : r.rolloutSteps);
+  const run = runs.find((r) => r.name === route.run) ?? runs.find((r) => stepsOf(r).length) ?? runs[0];
   if (!run) return root.replaceChildren(h('p.empty', null, 'No runs.'));
-  const steps = run.rolloutSteps;
+  const steps = stepsOf(run);
   const toolbar = h(
     'div.toolbar',
     null,
-    h('label', null, 'run ', h('select#run-select', { onchange: (e) => go(`#/rollouts/${enc(e.target.value)}`) }, runs.map((r) => h('option', { value: r.name, selected: r.name === run.name }, r.name)))),
+    h('label', null, 'run ', h('select#run-select', { onchange: (e) => go(`#/${kind}/${enc(e.target.value)}`) }, runs.map((r) => h('option', { value: r.name, selected: r.name === run.name }, r.name)))),
     steps.length
-      ? h('label', null, ' step ', h('select#step-select', { onchange: (e) => go(`#/rollouts/${enc(run.name)}/${e.target.value}`) }, steps.map((s) => h('option', { value: s, selected: s === Number(route.step ?? steps[steps.length - 1]) }, s))))
+      ? h('label', null, ' step ', h('select#step-select', { onchange: (e) => go(`#/${kind}/${enc(run.name)}/${e.target.value}`) }, steps.map((s) => h('option', { value: s, selected: s === Number(route.step ?? steps[steps.length - 1]) }, s))))
       : null,
   );
-  if (!steps.length) return root.replaceChildren(toolbar, h('p.empty', null, `No rollouts recorded yet for ${run.name} (rollouts/step-*.jsonl).`));
+  if (!steps.length) return root.replaceChildren(toolbar, h('p.empty', null, `No ${kind === 'eval' ? 'eval records' : 'rollouts'} recorded yet for ${run.name} (${kind}/step-*.jsonl).`));
   const step = route.step !== undefined && steps.includes(Number(route.step)) ? Number(route.step) : steps[steps.length - 1];
-  const data = await getJson(`/api/runs/${enc(run.name)}/rollouts/${step}`);
+  const api = `/api/runs/${enc(run.name)}/${kind}/${step}`;
+  const data = await getJson(api);
+  if (data.questions === null) return root.replaceChildren(toolbar, recordTable(data.records, data.errors));
   const qid = route.qid ?? data.questions[0]?.questionId;
   const group = data.questions.find((q) => q.questionId === qid);
-  const base = `#/rollouts/${enc(run.name)}/${step}`;
+  const base = `#/${kind}/${enc(run.name)}/${step}`;
 
   const qList = h(
     'div.pane.questions',
     null,
-    h('h2', null, `Questions · step ${step}`),
+    h('h2', null, `Questions · ${kind === 'eval' ? 'eval at ' : ''}step ${step}`),
     data.errors.length ? h('div.errors', null, data.errors.map((e) => h('div', null, e))) : null,
     data.questions.map((q) =>
       h(
@@ -70,7 +76,7 @@ export async function renderRollouts(root, runs, route, go) {
           h('div.rhead', null, h('span.rank', null, `#${rank + 1}`), h('span.mono', null, `rollout ${r.index}`), rewardBar(r.reward?.total), h('b', null, fmt(r.reward?.total))),
           h('div.answer', null, 'answer: ', h('b', { class: r.reward?.accuracy === 1 ? 'ok' : 'bad' }, r.answer ?? '(none)'), r.outcome !== 'answered' ? h('span.chip.warn', null, r.outcome) : null),
           h('div.chips', null, rewardChips(r.reward, r.advantage)),
-          h('div.meta', null, `${r.workers} worker${r.workers === 1 ? "" : "s"} · ${r.turns} planner turns · ${r.toolCalls} tool calls · ${r.trainableTokens}/${r.tokens} tokens trainable · ${ms(r.timings?.totalMs)}`),
+          h('div.meta', null, `${r.workers} worker${r.workers === 1 ? '' : 's'} · ${r.turns} ${r.mode === 'single' ? '' : 'planner '}turns · ${r.toolCalls} tool calls · ${r.trainableTokens}/${r.tokens} tokens trainable · ${ms(r.timings?.totalMs)}`),
         ),
       ),
     );
@@ -80,10 +86,10 @@ export async function renderRollouts(root, runs, route, go) {
   root.replaceChildren(toolbar, h('div.browser', null, qList, rList, detail));
   if (route.rid) {
     detail.append(h('p.empty', null, 'Loading…'));
-    const { rollout, pieces, tokenizer, tokenizerError } = await getJson(`/api/runs/${enc(run.name)}/rollouts/${step}/${enc(route.rid)}`);
+    const { rollout, pieces, tokenizer, tokenizerError } = await getJson(`${api}/${enc(route.rid)}`);
     detail.replaceChildren(renderRollout(rollout, pieces, tokenizer, tokenizerError));
   } else {
-    detail.append(h('p.empty', null, group ? 'Pick a rollout to see its planner transcript.' : 'Pick a question.'));
+    detail.append(h('p.empty', null, group ? 'Pick a rollout to see its transcript.' : 'Pick a question.'));
   }
 }
 
@@ -226,28 +232,18 @@ function renderTokens(seq, pieces) {
   return h('div', null, legend, h('div.meta', null, 'No tokenizer.json found for this run: turn texts shown at their recorded token boundaries.'), strip, box);
 }
 
-/** The eval view: per-question records of an eval step, as a table. */
-export async function renderEval(root, runs, route, go) {
-  const run = runs.find((r) => r.name === route.run) ?? runs.find((r) => r.evalSteps.length) ?? runs[0];
-  const steps = run?.evalSteps ?? [];
-  const step = route.step !== undefined && steps.includes(Number(route.step)) ? Number(route.step) : steps[steps.length - 1];
-  const toolbar = h(
-    'div.toolbar',
-    null,
-    h('label', null, 'run ', h('select', { onchange: (e) => go(`#/eval/${enc(e.target.value)}`) }, runs.map((r) => h('option', { value: r.name, selected: r.name === run?.name }, r.name)))),
-    steps.length ? h('label', null, ' step ', h('select', { onchange: (e) => go(`#/eval/${enc(run.name)}/${e.target.value}`) }, steps.map((s) => h('option', { value: s, selected: s === step }, s)))) : null,
-  );
-  if (!run || step === undefined) return root.replaceChildren(toolbar, h('p.empty', null, 'No eval records (eval/step-*.jsonl).'));
-  const { records, errors } = await getJson(`/api/runs/${enc(run.name)}/eval/${step}`);
+/** Records that are not rollouts (e.g. per-question eval summaries), as a table of their plain fields. */
+function recordTable(records, errors) {
   const cols = [];
   for (const r of records) for (const [k, v] of Object.entries(r)) if (!cols.includes(k) && (v === null || typeof v !== 'object' || Array.isArray(v))) cols.push(k);
   const cell = (v) => {
     if (typeof v === 'boolean') return h(`td.${v ? 'ok' : 'bad'}`, null, v ? '✓' : '✗');
-    if (Array.isArray(v)) return h('td', null, v.join(' | '));
+    if (Array.isArray(v)) return h('td', null, v.map((x) => (typeof x === 'object' ? JSON.stringify(x) : String(x))).join(' | '));
     return h('td', null, typeof v === 'number' ? fmt(v) : (v ?? ''));
   };
-  root.replaceChildren(
-    toolbar,
+  return h(
+    'div',
+    null,
     errors.length ? h('div.errors', null, errors.map((e) => h('div', null, e))) : null,
     h('table.eval-table', null, h('tr', null, cols.map((c) => h('th', null, c))), records.map((r) => h('tr', null, cols.map((c) => cell(r[c]))))),
   );
