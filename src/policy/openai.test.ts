@@ -10,6 +10,10 @@ import { servePolicy, type PolicyServer } from './server.ts';
 import { BigramPolicy, ByteTokenizer } from './openai-testkit.ts';
 import { ConfigError, EndpointError, InvalidArgumentError } from '../errors.ts';
 import type { SampleParams } from './types.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestTokenizer } from '../model/tokenizer.ts';
 
 const tok = new ByteTokenizer();
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -230,4 +234,28 @@ test('an aborted sample stops at once; bad options are config errors', async () 
   assert.throws(() => new OpenAIPolicy({ baseUrl: 'nope', model: 'm' }), /policy\.baseUrl: not a valid URL/);
   await assert.rejects(new OpenAIPolicy({ baseUrl: server.url, model: 'm', mode: 'chat' }).tokenizer(), /tokenizerDir/);
   await assert.rejects(client.sample(prompt, { maxNewTokens: 0 }), /maxNewTokens: must be a positive integer/);
+});
+
+test('tokenizerDir: the tokenizer of the model directory gives the stop ids sent to the server', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'matpo-openai-'));
+  try {
+    const reference = await createTestTokenizer(dir);
+    let sent: any;
+    const spy = await rawServer((_n, _req, body, res) => {
+      sent = JSON.parse(body);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const stop = reference.stopTokenIds[0];
+      res.end(JSON.stringify({ choices: [{ finish_reason: 'stop', stop_reason: stop, token_ids: [5, stop], logprobs: { tokens: ['a', 'b'], token_logprobs: [-1, -0.5] } }] }));
+    });
+    const client = new OpenAIPolicy({ baseUrl: spy.url, model: 'm', tokenizerDir: dir });
+    const t = await client.tokenizer();
+    assert.deepEqual(t.stopTokenIds, reference.stopTokenIds);
+    const r = await client.sample(reference.encode('hello'), { maxNewTokens: 4 });
+    assert.deepEqual(sent.prompt, reference.encode('hello'));
+    assert.deepEqual(sent.stop_token_ids, [...reference.stopTokenIds]);
+    assert.deepEqual(r, { tokens: [5, reference.stopTokenIds[0]], logprobs: [-1, -0.5], finishReason: 'stop_token' });
+    await assert.rejects(new OpenAIPolicy({ baseUrl: spy.url, model: 'm', tokenizerDir: join(dir, 'missing') }).tokenizer(), /missing/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -156,9 +156,8 @@ export class OpenAIPolicy implements Policy {
     if (!this.tokenizerPromise) {
       const dir = this.options.tokenizerDir;
       if (!dir) return Promise.reject(new ConfigError({ path: 'policy.tokenizerDir', message: 'an OpenAI-compatible policy needs the model\'s tokenizer directory (tokenizerDir)' }));
-      // Loaded lazily (and by a computed path) so this module does not pull in the tokenizer stack.
-      const modulePath = '../model/tokenizer.ts';
-      this.tokenizerPromise = import(modulePath).then((m: { loadTokenizer(dir: string): Promise<ChatTokenizer> }) => m.loadTokenizer(dir));
+      // Loaded lazily so that this module does not pull in the tokenizer stack until it is needed.
+      this.tokenizerPromise = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(dir));
       this.tokenizerPromise.catch(() => {
         this.tokenizerPromise = null;
       });

@@ -1,0 +1,89 @@
+/**
+ * `matpo serve`: load a model directory into the embedded engine and serve it over the
+ * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids and logprobs,
+ * /v1/chat/completions, /v1/models), bound to 127.0.0.1 unless --host says otherwise. Runs until
+ * SIGINT/SIGTERM, then finishes requests in flight and exits.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { ConfigError, FileFormatError, MatpoError } from '../../errors.ts';
+import { intFlag, parseFlags, required, type Command } from '../command.ts';
+import { servePolicy } from '../../policy/server.ts';
+import type { Policy } from '../../policy/types.ts';
+
+interface EmbeddedModule {
+  EmbeddedPolicy: { load(dir: string, options?: Record<string, unknown>): Promise<Policy> };
+}
+
+async function loadEmbedded(dir: string, threads: number | undefined): Promise<Policy> {
+  // Imported on demand (computed path) so that the HTTP layer does not depend on the engine at load time.
+  const modulePath = '../../policy/embedded.ts';
+  let mod: EmbeddedModule;
+  try {
+    mod = (await import(modulePath)) as EmbeddedModule;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes('embedded.ts')) {
+      throw new MatpoError('unavailable', 'the embedded engine (src/policy/embedded.ts) is not available in this build');
+    }
+    throw err;
+  }
+  return mod.EmbeddedPolicy.load(dir, threads !== undefined ? { threads } : {});
+}
+
+export const command: Command = {
+  name: 'serve',
+  summary: 'Serve a model directory over an OpenAI-compatible HTTP API (token ids and logprobs on /v1/completions, plus /v1/chat/completions and /v1/models).',
+  usage:
+    'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N]\n\n' +
+    '  --api-key K     require "Authorization: Bearer K" (default: env MATPO_API_KEY, else no key)\n' +
+    '  --name NAME     model id clients send and /v1/models lists (default: the directory name)\n' +
+    '  --max-tokens N  refuse requests asking for more new tokens than N',
+  async run(argv) {
+    const { values } = parseFlags(argv, {
+      model: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'api-key': { type: 'string' },
+      name: { type: 'string' },
+      threads: { type: 'string' },
+      'max-tokens': { type: 'string' },
+    });
+    const dir = resolve(required(values, 'model'));
+    required(values, 'port');
+    const port = intFlag(values, 'port', 0);
+    if (port < 0 || port > 65535) throw new ConfigError({ path: '--port', message: `expected 0..65535, got ${port}` });
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FileFormatError({ file: dir, message: 'model directory not found' });
+    if (!existsSync(join(dir, 'config.json'))) throw new FileFormatError({ file: join(dir, 'config.json'), message: 'file not found (not a model directory)' });
+    const host = (values.host as string | undefined) ?? '127.0.0.1';
+    const apiKey = (values['api-key'] as string | undefined) ?? process.env.MATPO_API_KEY ?? undefined;
+    const modelName = (values.name as string | undefined) ?? basename(dir);
+    const threads = values.threads === undefined ? undefined : intFlag(values, 'threads', 1);
+    const maxTokens = values['max-tokens'] === undefined ? undefined : intFlag(values, 'max-tokens', 0);
+
+    const policy = await loadEmbedded(dir, threads);
+    let server;
+    try {
+      server = await servePolicy(policy, { host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens });
+    } catch (err) {
+      await policy.close();
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
+      throw err;
+    }
+    console.log(`matpo serve: "${modelName}" at ${server.url}/v1 (completions, chat/completions, models)${apiKey ? ', API key required' : ''}`);
+    if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1' && !apiKey) {
+      console.warn(`matpo serve: warning: listening on ${host} without an API key`);
+    }
+    await new Promise<void>((done) => {
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        console.log('matpo serve: shutting down');
+        void server.close().then(() => policy.close()).then(done, done);
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+  },
+};
