@@ -90,3 +90,26 @@ test('save and load a tokenizer directory', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a world tokenizer covers the conversation around the documents and loads with the model tokenizer loader', async () => {
+  const { trainTokenizerForWorld } = await import('./world-tokenizer.ts');
+  const { toolCallText } = await import('./expert.ts');
+  const { loadTokenizer } = await import('../model/tokenizer.ts');
+  const w = generateWorld({ seed: 4, entities: 100, questions: 60 });
+  const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(w, 1200);
+  assert.ok(tokensPerDocument.mean > 10 && tokensPerDocument.mean < 80, `${tokensPerDocument.mean}`);
+  const call = toolCallText('search', { query: w.entities[0].name });
+  assert.ok(tokenizer.encode(call).length <= 20, `${tokenizer.encode(call).length} tokens for ${call}`);
+  const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+  try {
+    saveTokenizer(trained, dir);
+    const other = await loadTokenizer(dir);
+    const messages = [{ role: 'system' as const, content: 'S' }, { role: 'user' as const, content: w.questions[0].question }, { role: 'assistant' as const, content: call }, { role: 'tool' as const, content: w.documents[0].text }];
+    const text = tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    assert.equal(other.applyChatTemplate(messages, { addGenerationPrompt: true }), text);
+    assert.deepEqual(other.encode(text), tokenizer.encode(text));
+    assert.deepEqual(other.stopTokenIds, tokenizer.stopTokenIds);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -5,6 +5,8 @@
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
+import { trainTokenizerForWorld } from '../../envs/world-tokenizer.ts';
+import { saveTokenizer } from '../../envs/tokenizer-train.ts';
 import { DEFAULT_WORLD_OPTIONS, generateWorld, saveWorld, worldStats, type WorldOptions } from '../../envs/world/world.ts';
 
 function parseHops(v: unknown): [number, number] {
@@ -28,13 +30,14 @@ export const command: Command = {
   summary: 'Generate an offline research world: entities, one document per entity plus distractors, multi-hop questions with gold chains, train/test splits.',
   usage:
     'world --seed N --out DIR [--entities 300] [--questions 1500] [--hops 1-4] [--distractors 0.2] [--noise 0] ' +
-    '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K]\n\n' +
+    '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K] [--vocab-size 2048]\n\n' +
+    '  --vocab-size N  train a byte-level BPE tokenizer on the world into DIR/tokenizer/ (0: skip)\n' +
     '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
       seed: { type: 'string' }, out: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
       hops: { type: 'string' }, distractors: { type: 'string' }, noise: { type: 'string' }, 'doc-length': { type: 'string' },
-      'test-fraction': { type: 'string' }, heldout: { type: 'string' },
+      'test-fraction': { type: 'string' }, heldout: { type: 'string' }, 'vocab-size': { type: 'string' },
     });
     const out = required(values, 'out');
     const [minHops, maxHops] = parseHops(values.hops);
@@ -57,6 +60,14 @@ export const command: Command = {
     console.log(`  entities ${s.entities} (${Object.entries(s.entitiesByKind).map(([k, v]) => `${k} ${v}`).join(', ')})`);
     console.log(`  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`);
     console.log(`  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops).map(([k, v]) => `${k}-hop ${v}`).join(', ')}`);
+    const vocabSize = intFlag(values, 'vocab-size', 2048);
+    if (vocabSize > 0) {
+      const t = performance.now();
+      const { trained, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
+      saveTokenizer(trained, join(out, 'tokenizer'));
+      console.log(`  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`);
+      console.log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
+    }
     for (let k = 1; k <= heldout; k++) {
       const seed = world.options.seed + 1000 * k;
       const held = generateWorld({ ...options, seed, testFraction: 0.999 });

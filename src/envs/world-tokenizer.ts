@@ -1,0 +1,73 @@
+/**
+ * Text to train a world's tokenizer on: the documents and questions, plus the strings an agent
+ * reads and writes around them — role prompts, the chat template's tools section with the
+ * search/open/delegate specs, tool calls, search result listings, opened pages, subtasks and worker
+ * summaries — so the merges cover the whole conversation, not only the encyclopedia.
+ * `trainTokenizerForWorld` trains on them and reports tokens per document.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { CHAT_TEMPLATE, createChatTokenizer, trainWorldTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
+import { Template } from '@huggingface/jinja';
+import { nounPhrase, toolCallText } from './expert.ts';
+import { SUBTASK_TEMPLATES } from './world/vocab.ts';
+import type { World } from './world/world.ts';
+import { SearchIndex, formatHits, formatPage } from '../tools/search/search-index.ts';
+import { createSearchTools } from '../tools/search/tools.ts';
+import { toToolSpec } from '../tools/execute.ts';
+import { defineTool } from '../tools/tool.ts';
+import type { ChatTokenizer, ToolSpec } from '../policy/types.ts';
+
+const PROMPTS_DIR = fileURLToPath(new URL('../../prompts/', import.meta.url));
+
+/** The tool specs agents are offered in the world: search and open for workers and single agents, delegate_subtask for planners. */
+export function worldToolSpecs(index: SearchIndex): { planner: ToolSpec[]; worker: ToolSpec[]; single: ToolSpec[] } {
+  const delegate = defineTool({
+    name: 'delegate_subtask',
+    description: 'Give one subtask to a worker, who searches and reads documents and reports back.',
+    inputSchema: z.object({ subtask: z.string().describe('a clear, self-contained subtask') }),
+    async execute() { return ''; },
+  });
+  const search = createSearchTools(index).map(toToolSpec);
+  return { planner: [toToolSpec(delegate)], worker: search, single: search };
+}
+
+export function worldTokenizerTexts(world: World, options: { maxQuestions?: number } = {}): string[] {
+  const texts: string[] = [];
+  for (const d of world.documents) texts.push(d.text, d.title);
+  for (const q of world.questions) texts.push(q.question);
+  // Role prompts (the repository's prompts/ directory, when present).
+  if (existsSync(PROMPTS_DIR)) for (const f of readdirSync(PROMPTS_DIR).filter((f) => f.endsWith('.md')).sort()) texts.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
+  // The chat template's tool section for each role.
+  const index = SearchIndex.build(world.documents);
+  const specs = worldToolSpecs(index);
+  const template = new Template(CHAT_TEMPLATE);
+  for (const tools of [specs.planner, specs.worker]) {
+    texts.push(template.render({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], tools, add_generation_prompt: true }));
+  }
+  // Conversation pieces along the gold chains.
+  const docs = new Map(world.documents.map((d) => [d.id, d]));
+  for (const q of world.questions.slice(0, options.maxQuestions ?? 400)) {
+    for (const step of q.chain) {
+      const np = nounPhrase(step.relation, step.subject);
+      for (const t of SUBTASK_TEMPLATES) texts.push(toolCallText('delegate_subtask', { subtask: t.replace('{np}', np) }));
+      texts.push(toolCallText('search', { query: step.subject }), toolCallText('open', { id: step.docId }));
+      texts.push(formatHits(step.subject, index.search(step.subject, 5)));
+      const doc = docs.get(step.docId)!;
+      texts.push(formatPage(index.open(doc.id)));
+      const cap = np.charAt(0).toUpperCase() + np.slice(1);
+      texts.push(`Conclusion: ${cap} is ${step.object}.\nSupporting information: Document ${doc.id} (${doc.title}) says: "${cap} is ${step.object}."\nContribution to the main task: ${step.object} is ${np}.`);
+    }
+    texts.push(`The answer is \\boxed{${q.answers[0]}}.`);
+  }
+  return texts;
+}
+
+export function trainTokenizerForWorld(world: World, vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
+  const trained = trainWorldTokenizer(worldTokenizerTexts(world), { vocabSize });
+  const tokenizer = createChatTokenizer(trained.tokenizerJson, trained.tokenizerConfig);
+  const counts = world.documents.map((d) => tokenizer.encode(d.text).length);
+  return { trained, tokenizer, tokensPerDocument: { mean: counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), max: Math.max(0, ...counts) } };
+}
