@@ -295,6 +295,7 @@ Napi::Value PeakGflops(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isa", Napi::String::New(env, isa().name));
+  exports.Set("isaSelfCheck", Napi::Number::New(env, isaSelfCheck()));
   exports.Set("gemmTile", Napi::String::New(env, std::to_string(isa().MR) + "x" + std::to_string(isa().NR)));
 #define EXPORT(name, fn) exports.Set(name, Napi::Function::New(env, fn, name))
   EXPORT("sgemm", Sgemm);

@@ -5,7 +5,10 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -31,7 +34,62 @@ const IsaOps* selectIsa() {
   return &kPortableOps;
 }
 
-const IsaOps* gIsa = selectIsa();
+// Compares the micro-kernel, dot, axpy and exp of `o` with the portable ones on fixed inputs (full
+// and edge tiles, accumulate on/off). Returns the worst error relative to the tolerance (<= 1 passes).
+double selfCheck(const IsaOps& o) {
+  const IsaOps& p = kPortableOps;
+  const int kc = 37;
+  std::vector<float> a(size_t(kc) * o.MR), b(size_t(kc) * o.NR);
+  for (size_t i = 0; i < a.size(); i++) a[i] = float(int((i * 37 + 11) % 23) - 11) / 8.f;
+  for (size_t i = 0; i < b.size(); i++) b[i] = float(int((i * 53 + 5) % 19) - 9) / 8.f;
+  double worst = 0;
+  const int ldc = o.NR + 3;
+  for (int m : {o.MR, 1, o.MR - 1})
+    for (int n : {o.NR, 1, o.NR - 5})
+      for (bool add : {false, true}) {
+        std::vector<float> c(size_t(o.MR) * ldc, 0.5f), want(size_t(o.MR) * ldc, 0.5f);
+        o.ukernel(kc, a.data(), b.data(), c.data(), ldc, m, n, add);
+        for (int i = 0; i < m; i++)  // reference tile straight from the panels
+          for (int j = 0; j < n; j++) {
+            double s = add ? 0.5 : 0.0;
+            for (int k = 0; k < kc; k++) s += double(a[size_t(k) * o.MR + i]) * b[size_t(k) * o.NR + j];
+            want[size_t(i) * ldc + j] = float(s);
+          }
+        for (size_t i = 0; i < c.size(); i++) worst = std::max(worst, std::abs(double(c[i]) - want[i]) / 1e-4);
+      }
+  std::vector<float> x(203), y(203), e1(203), e2(203);
+  for (int i = 0; i < 203; i++) {
+    x[i] = float(i % 17) / 4.f - 2.f;
+    y[i] = float(i % 13) / 3.f - 2.f;
+    e1[i] = e2[i] = float(i) / 5.f - 30.f;
+  }
+  worst = std::max(worst, std::abs(double(o.dot(x.data(), y.data(), 203)) - p.dot(x.data(), y.data(), 203)) / 1e-3);
+  double s1 = o.expShiftSum(e1.data(), 203, 3.f), s2 = p.expShiftSum(e2.data(), 203, 3.f);
+  worst = std::max(worst, std::abs(s1 - s2) / (1e-5 * s2));
+  for (int i = 0; i < 203; i++) worst = std::max(worst, std::abs(double(e1[i]) - e2[i]) / (1e-5 * e2[i] + 1e-30));
+  std::vector<float> y1(y), y2(y);
+  o.axpy(0.75f, x.data(), y1.data(), 203);
+  p.axpy(0.75f, x.data(), y2.data(), 203);
+  for (int i = 0; i < 203; i++) worst = std::max(worst, std::abs(double(y1[i]) - y2[i]) / 1e-5);
+  return worst;
+}
+
+double gSelfCheck = 0;
+
+// The ISA actually used: the best one the CPU has, unless its self-check fails (then the next one).
+const IsaOps* chooseIsa() {
+  const IsaOps* o = selectIsa();
+  while (o != &kPortableOps) {
+    gSelfCheck = selfCheck(*o);
+    if (gSelfCheck <= 1) return o;
+    std::fprintf(stderr, "matpo: %s kernels failed their self-check (error ratio %g); falling back\n", o->name, gSelfCheck);
+    o = o == &kAvx512Ops ? &kAvx2Ops : &kPortableOps;
+    if (o == &kAvx2Ops && !__builtin_cpu_supports("avx2")) o = &kPortableOps;
+  }
+  return o;
+}
+
+const IsaOps* gIsa = chooseIsa();
 
 // 64-byte aligned scratch that grows and is kept per thread.
 struct Scratch {
@@ -185,6 +243,7 @@ void gemmSplit(bool transA, bool transB, int M, int N, int K, const float* A, lo
 }  // namespace
 
 const IsaOps& isa() { return *gIsa; }
+double isaSelfCheck() { return gSelfCheck; }
 
 void gemmSerial(bool transA, bool transB, int M, int N, int K, const float* A, long lda, const float* B, long ldb,
                 float* C, long ldc, bool accumulate) {
@@ -217,18 +276,24 @@ void gemmPackedWeight(int M, int N, int K, const float* A, const float* packed, 
   gemmSplit(false, true, M, N, K, A, K, nullptr, K, C, N, accumulate, packed, Npad);
 }
 
+// Timed on each thread's own CPU-time clock, so time the thread was descheduled (the machine may be
+// shared) does not count: the result is what the cores deliver while running.
 double peakGflops(int nt, double ms) {
   std::vector<double> rate(64, 0.0);
+  auto cpuMs = [] {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  };
   pool::run([&](int tid, int) {
     const IsaOps& o = *gIsa;
     o.fmaLoop(100000);  // warm up clocks
-    long iters = 1 << 20;
+    long iters = 1 << 18;
     double flops = 0;
-    auto t0 = std::chrono::steady_clock::now();
-    double el = 0;
+    double t0 = cpuMs(), el = 0;
     do {
       flops += o.fmaLoop(iters);
-      el = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      el = cpuMs() - t0;
     } while (el < ms);
     if (tid < 64) rate[tid] = flops / (el * 1e6);
   }, nt);

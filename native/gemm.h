@@ -3,6 +3,7 @@
 #include "isa.h"
 
 const IsaOps& isa();  // the ops selected at load time (MATPO_ISA=avx2|portable may lower it)
+double isaSelfCheck();  // worst error ratio of the load-time self-check of the selected SIMD path (<= 1)
 
 // C[M x N] = (accumulate ? C : 0) + op(A) op(B) with leading dimensions; single-threaded (safe to
 // call from inside a pool job).

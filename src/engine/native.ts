@@ -12,6 +12,7 @@ import type { Kernels, PackedWeight } from './kernels.ts';
 interface Addon {
   isa: string;
   gemmTile: string;
+  isaSelfCheck: number;
   threads(): number;
   setThreads(n: number): void;
   sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, A: Float32Array, B: Float32Array, C: Float32Array, accumulate: boolean): void;
@@ -35,6 +36,8 @@ export interface NativeKernels extends Kernels {
   readonly name: 'native';
   /** Register tile of the selected SGEMM micro-kernel, "MRxNR". */
   readonly gemmTile: string;
+  /** Worst error ratio (<= 1 passes) of the load-time self-check of the selected SIMD path against portable code. */
+  readonly isaSelfCheck: number;
   /** FMA peak (GFLOP/s) of the selected ISA on `threads` threads, measured for about `ms` milliseconds. */
   peakGflops(threads: number, ms: number): number;
 }
@@ -51,6 +54,7 @@ export function loadNativeKernels(): NativeKernels {
     name: 'native',
     isa: a.isa,
     gemmTile: a.gemmTile,
+    isaSelfCheck: a.isaSelfCheck,
     threads: () => a.threads(),
     setThreads: (n) => a.setThreads(n),
     peakGflops: (threads, ms) => a.peakGflops(threads, ms),
