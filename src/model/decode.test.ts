@@ -4,7 +4,7 @@ import { presetConfig, type ModelConfig } from './config.ts';
 import { buildLayout, initParams, viewsOf } from './params.ts';
 import { Decoder } from './decode.ts';
 import { Transformer, packSequences } from './transformer.ts';
-import { referenceKernels } from '../engine/reference.ts';
+import { reference, referenceKernels } from '../engine/reference.ts';
 import { getKernels } from '../engine/index.ts';
 import type { Kernels } from '../engine/kernels.ts';
 import { Rng } from '../util/rng.ts';
@@ -31,7 +31,7 @@ function makeModel(family: 'qwen3' | 'qwen2' | 'llama', seed = 3) {
  * attention over the whole sequence): logits [T×V] for every position.
  */
 function naiveLogits(cfg: ModelConfig, weights: Float32Array, tokens: number[]): Float64Array {
-  const k = referenceKernels;
+  const k = reference;
   const layout = buildLayout(cfg);
   const W = viewsOf(Float64Array.from(weights), layout, cfg);
   const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V, rmsNormEps: eps } = cfg;
