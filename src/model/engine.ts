@@ -9,13 +9,14 @@
  * `weightsVersion` increases whenever the weights change, so a sampler holding packed weights or
  * KV caches knows to refresh them.
  */
-import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Kernels } from '../engine/kernels.ts';
 import { FileFormatError, InvalidArgumentError } from '../errors.ts';
 import type { Datum, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult } from '../policy/types.ts';
 import type { ModelConfig } from './config.ts';
 import { buildLayout, type ParamLayout } from './params.ts';
+import { loadModelDir, saveModelDir } from './checkpoint.ts';
 import { Transformer, packSequences, type ForwardContext } from './transformer.ts';
 
 export const DEFAULT_MICRO_BATCH_TOKENS = 4096;
@@ -61,6 +62,23 @@ export class Engine {
   /** Tokens whose gradients are accumulated since the last optimStep. */
   private pendingTokens = 0;
   private pending: { ctx: ForwardContext; lengths: number[] } | null = null;
+
+  /** Directory the model was loaded from (its tokenizer files are copied on save). */
+  sourceDir: string | null = null;
+
+  /** Load a Hugging Face model directory (config.json + safetensors). */
+  static load(dir: string, kernels: Kernels): Engine {
+    const loaded = loadModelDir(dir);
+    const e = new Engine(loaded.config, loaded.weights, kernels);
+    e.sourceDir = loaded.dir;
+    return e;
+  }
+
+  /** Write a Hugging Face model directory with the current weights (and the source tokenizer files when known). */
+  save(dir: string): void {
+    const tok = this.sourceDir !== null && existsSync(join(this.sourceDir, 'tokenizer.json')) ? this.sourceDir : undefined;
+    saveModelDir(dir, { config: this.cfg, layout: this.layout, weights: this.weights, tokenizerDir: tok });
+  }
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels) {
     this.cfg = cfg;
@@ -147,6 +165,18 @@ export class Engine {
       o += len;
     });
     this.model.backward(p.ctx, dl, de);
+    this.pendingTokens += T;
+  }
+
+  /** Backward of the latest `forwardMicro` from gradients packed end to end ([T], sequences in order). */
+  backwardPacked(dLogprobs: Float32Array, dEntropies?: Float32Array | null): void {
+    const p = this.pending;
+    if (!p) throw new InvalidArgumentError('backward', 'no pending forwardMicro to run backward for');
+    this.pending = null;
+    const T = p.ctx.T;
+    if (dLogprobs.length !== T) throw new InvalidArgumentError('dLogprobs', `expected ${T} values, got ${dLogprobs.length}`);
+    if (dEntropies && dEntropies.length !== T) throw new InvalidArgumentError('dEntropies', `expected ${T} values, got ${dEntropies.length}`);
+    this.model.backward(p.ctx, dLogprobs, dEntropies ?? null);
     this.pendingTokens += T;
   }
 

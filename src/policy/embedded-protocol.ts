@@ -1,0 +1,86 @@
+/**
+ * Messages between `EmbeddedPolicy` (main thread) and its engine worker (`embedded-worker.ts`).
+ * Every request carries an id; the worker answers each with exactly one reply of the same id.
+ * Sequences travel packed (one Int32Array of tokens + lengths) and results likewise, so big arrays
+ * move as transferables instead of being copied element by element.
+ */
+import type { OptimParams, OptimResult, SampleResult } from './types.ts';
+
+export interface InitOptions {
+  dir: string;
+  kernels?: 'native' | 'reference';
+  threads?: number;
+  seed?: number;
+}
+
+/** Sampling parameters without what cannot cross a thread (signal, hint). */
+export interface WireSampleParams {
+  maxNewTokens: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  stopTokenIds?: number[];
+  stopStrings?: string[];
+  seed?: number;
+}
+
+export type Request =
+  | { id: number; op: 'init'; options: InitOptions }
+  | { id: number; op: 'forward'; tokens: Int32Array; lengths: Int32Array; microBatchTokens: number }
+  | { id: number; op: 'forwardMicro'; tokens: Int32Array; lengths: Int32Array; firstIndex: number }
+  | { id: number; op: 'backwardMicro'; dLogprobs: Float32Array; dEntropies: Float32Array | null }
+  | { id: number; op: 'optimStep'; params: OptimParams }
+  | { id: number; op: 'zeroGrads' }
+  | { id: number; op: 'save'; dir: string }
+  | { id: number; op: 'saveOptimizerState'; dir: string }
+  | { id: number; op: 'loadOptimizerState'; dir: string }
+  | { id: number; op: 'sample'; prompt: Int32Array; params: WireSampleParams }
+  | { id: number; op: 'abort'; target: number }
+  | { id: number; op: 'close' };
+
+export interface InitResult {
+  vocabSize: number;
+  kernels: string;
+  isa: string;
+  threads: number;
+  params: number;
+}
+
+/** Packed per-token outputs: logprobs and entropies of all sequences laid end to end. */
+export interface PackedForward {
+  logprobs: Float32Array;
+  entropies: Float32Array;
+  tokens: number;
+}
+
+export type ReplyPayload = InitResult | PackedForward | OptimResult | SampleResult | null;
+
+export type Reply =
+  | { id: number; ok: true; result: ReplyPayload }
+  | { id: number; ok: false; error: { name: string; code?: string; message: string; argument?: string; file?: string } };
+
+/** Pack sequences of token ids into one Int32Array plus lengths. */
+export function packTokens(seqs: readonly (readonly number[] | ArrayLike<number>)[]): { tokens: Int32Array; lengths: Int32Array } {
+  let n = 0;
+  for (const s of seqs) n += s.length;
+  const tokens = new Int32Array(n);
+  const lengths = new Int32Array(seqs.length);
+  let o = 0;
+  seqs.forEach((s, i) => {
+    for (let j = 0; j < s.length; j++) tokens[o + j] = s[j];
+    lengths[i] = s.length;
+    o += s.length;
+  });
+  return { tokens, lengths };
+}
+
+/** Split a packed buffer back into per-sequence views (no copy). */
+export function unpack<A extends Float32Array | Int32Array>(buf: A, lengths: ArrayLike<number>): A[] {
+  const out: A[] = [];
+  let o = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    out.push(buf.subarray(o, o + lengths[i]) as A);
+    o += lengths[i];
+  }
+  return out;
+}

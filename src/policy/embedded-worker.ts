@@ -1,0 +1,143 @@
+/**
+ * The engine side of `EmbeddedPolicy`: runs in a worker_threads Worker, owns the `Engine` (weights,
+ * gradients, optimizer) and the continuous-batching sampler, and answers the requests of
+ * `embedded-protocol.ts`. Training requests run synchronously when they arrive; sampling runs as a
+ * loop of decode steps that yields to the event loop between steps, so new sample requests join the
+ * running batch and training requests interleave with decoding.
+ */
+import { parentPort } from 'node:worker_threads';
+import type { Kernels } from '../engine/kernels.ts';
+import { MatpoError } from '../errors.ts';
+import { Engine } from '../model/engine.ts';
+import type { Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
+import { unpack } from './embedded-protocol.ts';
+import { EngineSampler } from './embedded-sampler.ts';
+
+if (!parentPort) throw new Error('embedded-worker.ts must run in a worker thread');
+const port = parentPort;
+
+let engine: Engine | null = null;
+let sampler: EngineSampler | null = null;
+
+function reply(id: number, result: ReplyPayload, transfer: ArrayBuffer[] = []): void {
+  const msg: Reply = { id, ok: true, result };
+  port.postMessage(msg, transfer);
+}
+
+function replyError(id: number, err: unknown): void {
+  const e = err as Error & { code?: string; argument?: string; file?: string };
+  const msg: Reply = {
+    id, ok: false,
+    error: {
+      name: e?.name ?? 'Error',
+      code: err instanceof MatpoError ? err.code : undefined,
+      message: err instanceof MatpoError ? e.message : `${e?.message ?? String(err)}${e?.stack ? `\n${e.stack}` : ''}`,
+      argument: e?.argument, file: e?.file,
+    },
+  };
+  port.postMessage(msg);
+}
+
+async function loadKernels(which: InitOptions['kernels']): Promise<Kernels> {
+  if (which === 'reference') return (await import('../engine/reference.ts')).referenceKernels;
+  if (which === 'native') return (await import('../engine/native.ts')).loadNativeKernels();
+  return (await import('../engine/index.ts')).getKernels();
+}
+
+function need(): Engine {
+  if (!engine) throw new MatpoError('state', 'the engine is not initialised');
+  return engine;
+}
+
+async function handle(req: Request): Promise<void> {
+  switch (req.op) {
+    case 'init': {
+      const kernels = await loadKernels(req.options.kernels);
+      if (req.options.threads !== undefined) kernels.setThreads(req.options.threads);
+      // give the kernels' thread pool time to bring its workers up before the first parallel call
+      kernels.threads();
+      await new Promise((r) => setTimeout(r, 20));
+      engine = Engine.load(req.options.dir, kernels);
+      sampler = new EngineSampler(engine, req.options.seed ?? 0);
+      const r: InitResult = { vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(), params: engine.layout.total };
+      reply(req.id, r);
+      return;
+    }
+    case 'forward': {
+      const e = need();
+      const seqs = unpack(req.tokens, req.lengths);
+      const out = e.forward(seqs, req.microBatchTokens);
+      const lp = new Float32Array(req.tokens.length);
+      const ent = new Float32Array(req.tokens.length);
+      let o = 0;
+      out.logprobs.forEach((l, i) => {
+        lp.set(l, o);
+        ent.set(out.entropies[i], o);
+        o += l.length;
+      });
+      reply(req.id, { logprobs: lp, entropies: ent, tokens: req.tokens.length }, [lp.buffer, ent.buffer]);
+      return;
+    }
+    case 'forwardMicro': {
+      const e = need();
+      const seqs = unpack(req.tokens, req.lengths);
+      const f = e.forwardMicro(seqs, req.firstIndex);
+      const lp = new Float32Array(req.tokens.length);
+      const ent = new Float32Array(req.tokens.length);
+      let o = 0;
+      f.logprobs.forEach((l, i) => {
+        lp.set(l, o);
+        ent.set(f.entropies[i], o);
+        o += l.length;
+      });
+      reply(req.id, { logprobs: lp, entropies: ent, tokens: f.tokens }, [lp.buffer, ent.buffer]);
+      return;
+    }
+    case 'backwardMicro': {
+      need().backwardPacked(req.dLogprobs, req.dEntropies);
+      reply(req.id, null);
+      return;
+    }
+    case 'optimStep': {
+      const r = need().optimStep(req.params);
+      if (r.applied) sampler?.weightsChanged();
+      reply(req.id, r);
+      return;
+    }
+    case 'zeroGrads':
+      need().zeroGrads();
+      reply(req.id, null);
+      return;
+    case 'save':
+      need().save(req.dir);
+      reply(req.id, null);
+      return;
+    case 'saveOptimizerState':
+      need().saveOptimizerState(req.dir);
+      reply(req.id, null);
+      return;
+    case 'loadOptimizerState':
+      need().loadOptimizerState(req.dir);
+      reply(req.id, null);
+      return;
+    case 'sample': {
+      need();
+      const s = sampler!;
+      s.submit(req.id, req.prompt, req.params, (result) => reply(req.id, result), (err) => replyError(req.id, err));
+      return;
+    }
+    case 'abort':
+      sampler?.abort(req.target);
+      reply(req.id, null);
+      return;
+    case 'close':
+      sampler?.abortAll();
+      reply(req.id, null);
+      port.close();
+      return;
+  }
+}
+
+port.on('message', (req: Request) => {
+  handle(req).catch((err) => replyError(req.id, err));
+});

@@ -1,0 +1,240 @@
+/**
+ * `EmbeddedPolicy`: the project's own engine behind the `Policy` interface. The engine (weights,
+ * gradients, optimizer, KV-cache sampler) lives in a worker thread so the main thread keeps serving
+ * tool I/O and HTTP while it computes. Many concurrent `sample()` calls are batched together by the
+ * worker's continuous-batching loop.
+ *
+ * `forwardBackward` splits the datums into micro-batches by token budget; for each it asks the worker
+ * for logprobs/entropies, runs the loss closure here on the main thread, and sends the per-token
+ * gradients back for backward. Gradients accumulate in the worker until `optimStep`.
+ */
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { EndpointError, FileFormatError, InvalidArgumentError, MatpoError } from '../errors.ts';
+import { DEFAULT_MICRO_BATCH_TOKENS, splitByTokens } from '../model/engine.ts';
+import type {
+  ChatTokenizer, Datum, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, Policy, SampleParams, SampleResult,
+} from './types.ts';
+import { packTokens, unpack, type InitOptions, type InitResult, type PackedForward, type Reply, type ReplyPayload, type Request } from './embedded-protocol.ts';
+
+export interface EmbeddedLoadOptions {
+  /** Kernel threads in the worker (default: the kernels' own default, all cores). */
+  threads?: number;
+  /** Base seed of sample() calls that give no seed. */
+  seed?: number;
+  /** Force the native addon or the TypeScript reference (default: native when it loads). */
+  kernels?: 'native' | 'reference';
+}
+
+type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
+type RequestBody = DistributiveOmit<Request, 'id'>;
+
+const BOOT = fileURLToPath(new URL('./embedded-worker-boot.mjs', import.meta.url));
+
+export class EmbeddedPolicy implements Policy {
+  readonly name: string;
+  readonly tokenExact = true;
+  readonly info: InitResult;
+  private readonly worker: Worker;
+  private readonly dir: string;
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (r: ReplyPayload) => void; reject: (e: unknown) => void }>();
+  private closed = false;
+  private dead: Error | null = null;
+  private tok: Promise<ChatTokenizer> | null = null;
+
+  private constructor(worker: Worker, dir: string, info: InitResult) {
+    this.worker = worker;
+    this.dir = dir;
+    this.info = info;
+    this.name = `embedded:${dir}`;
+  }
+
+  static async load(dir: string, options: EmbeddedLoadOptions = {}): Promise<EmbeddedPolicy> {
+    const worker = new Worker(BOOT);
+    const waiting = new Map<number, { resolve: (r: ReplyPayload) => void; reject: (e: unknown) => void }>();
+    // until the policy object exists, route replies through a temporary table
+    let policy: EmbeddedPolicy | null = null;
+    const table = () => (policy ? policy.waiting : waiting);
+    worker.on('message', (msg: Reply) => {
+      const w = table().get(msg.id);
+      if (!w) return;
+      table().delete(msg.id);
+      if (msg.ok) w.resolve(msg.result);
+      else w.reject(toError(msg.error));
+    });
+    const fail = (err: Error) => {
+      if (policy) policy.dead = err;
+      for (const w of table().values()) w.reject(err);
+      table().clear();
+    };
+    worker.on('error', (err) => fail(new MatpoError('engine', `embedded engine worker failed: ${err.message}`, { cause: err })));
+    worker.on('exit', (code) => {
+      if (policy?.closed) return;
+      fail(new MatpoError('engine', `embedded engine worker exited (code ${code})`));
+    });
+    const initOptions: InitOptions = { dir, kernels: options.kernels, threads: options.threads, seed: options.seed };
+    let info: InitResult;
+    try {
+      info = await new Promise<ReplyPayload>((resolve, reject) => {
+        waiting.set(0, { resolve, reject });
+        worker.postMessage({ id: 0, op: 'init', options: initOptions } satisfies Request);
+      }) as InitResult;
+    } catch (err) {
+      await worker.terminate();
+      throw err;
+    }
+    policy = new EmbeddedPolicy(worker, dir, info);
+    return policy;
+  }
+
+  private call(body: RequestBody, transfer: ArrayBufferLike[] = []): Promise<ReplyPayload> {
+    if (this.dead) return Promise.reject(this.dead);
+    if (this.closed) return Promise.reject(new MatpoError('closed', 'the embedded policy is closed'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker.postMessage({ ...body, id } as Request, transfer as ArrayBuffer[]);
+    });
+  }
+
+  /** Validate token ids here so a bad id is named by datum and position, never wrapped by Int32Array. */
+  private checkTokens(seqs: readonly (readonly number[])[], what: string): void {
+    const V = this.info.vocabSize;
+    seqs.forEach((s, i) => {
+      if (s.length === 0) throw new InvalidArgumentError(`${what}[${i}].tokens`, 'is empty');
+      for (let t = 0; t < s.length; t++) {
+        const id = s[t];
+        if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`${what}[${i}].tokens[${t}]`, `token id ${id} is out of range [0, ${V})`);
+      }
+    });
+  }
+
+  tokenizer(): Promise<ChatTokenizer> {
+    if (!this.tok) this.tok = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(this.dir));
+    return this.tok;
+  }
+
+  async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
+    const V = this.info.vocabSize;
+    for (let i = 0; i < promptTokens.length; i++) {
+      const id = promptTokens[i];
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`promptTokens[${i}]`, `token id ${id} is out of range [0, ${V})`);
+    }
+    if (params.signal?.aborted) return { tokens: [], logprobs: [], finishReason: 'abort' };
+    const prompt = Int32Array.from(promptTokens);
+    const id = this.nextId; // the id call() will use
+    const onAbort = () => {
+      this.call({ op: 'abort', target: id }).catch(() => {});
+    };
+    params.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return (await this.call({
+        op: 'sample', prompt,
+        params: {
+          maxNewTokens: params.maxNewTokens, temperature: params.temperature, topP: params.topP, topK: params.topK,
+          stopTokenIds: params.stopTokenIds ? [...params.stopTokenIds] : undefined,
+          stopStrings: params.stopStrings ? [...params.stopStrings] : undefined, seed: params.seed,
+        },
+      }, [prompt.buffer])) as SampleResult;
+    } finally {
+      params.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async forward(datums: readonly Pick<Datum, 'tokens'>[], options: { microBatchTokens?: number } = {}): Promise<ForwardOutput> {
+    const seqs = datums.map((d) => d.tokens);
+    this.checkTokens(seqs, 'datums');
+    const { tokens, lengths } = packTokens(seqs);
+    const r = (await this.call({ op: 'forward', tokens, lengths, microBatchTokens: options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS },
+      [tokens.buffer])) as PackedForward;
+    return { logprobs: unpack(r.logprobs, lengths), entropies: unpack(r.entropies, lengths) };
+  }
+
+  async forwardBackward(datums: readonly Datum[], loss: LossFn, options: { microBatchTokens?: number } = {}): Promise<ForwardBackwardResult> {
+    this.checkTokens(datums.map((d) => d.tokens), 'datums');
+    const groups = splitByTokens(datums.map((d) => d.tokens.length), options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS);
+    let total = 0;
+    let tokens = 0;
+    const metrics: Record<string, number> = {};
+    for (const group of groups) {
+      const ds = group.map((i) => datums[i]);
+      const packed = packTokens(ds.map((d) => d.tokens));
+      const lengths = packed.lengths;
+      const f = (await this.call({ op: 'forwardMicro', tokens: packed.tokens, lengths, firstIndex: group[0] }, [packed.tokens.buffer])) as PackedForward;
+      const out = loss(ds, { logprobs: unpack(f.logprobs, lengths), entropies: unpack(f.entropies, lengths) });
+      const T = f.tokens;
+      const dl = new Float32Array(T);
+      let de: Float32Array | null = null;
+      let o = 0;
+      if (out.dLogprobs.length !== ds.length) throw new InvalidArgumentError('loss.dLogprobs', `expected ${ds.length} arrays, got ${out.dLogprobs.length}`);
+      ds.forEach((d, i) => {
+        const g = out.dLogprobs[i];
+        if (g.length !== d.tokens.length) throw new InvalidArgumentError(`loss.dLogprobs[${i}]`, `expected ${d.tokens.length} values, got ${g.length}`);
+        dl.set(g, o);
+        if (out.dEntropies) {
+          const e = out.dEntropies[i];
+          if (!e || e.length !== d.tokens.length) throw new InvalidArgumentError(`loss.dEntropies[${i}]`, `expected ${d.tokens.length} values`);
+          de ??= new Float32Array(T);
+          de.set(e, o);
+        }
+        o += d.tokens.length;
+      });
+      const transfer: ArrayBufferLike[] = [dl.buffer];
+      if (de) transfer.push((de as Float32Array).buffer);
+      await this.call({ op: 'backwardMicro', dLogprobs: dl, dEntropies: de }, transfer);
+      total += out.loss;
+      tokens += T;
+      for (const [k, v] of Object.entries(out.metrics)) metrics[k] = (metrics[k] ?? 0) + v;
+    }
+    return { loss: total, metrics, tokens, microBatches: groups.length };
+  }
+
+  async optimStep(params: OptimParams): Promise<OptimResult> {
+    return (await this.call({ op: 'optimStep', params })) as OptimResult;
+  }
+
+  /** Drop accumulated gradients without stepping. */
+  async zeroGrads(): Promise<void> {
+    await this.call({ op: 'zeroGrads' });
+  }
+
+  async save(dir: string): Promise<void> {
+    await this.call({ op: 'save', dir });
+  }
+
+  async saveOptimizerState(dir: string): Promise<void> {
+    await this.call({ op: 'saveOptimizerState', dir });
+  }
+
+  async loadOptimizerState(dir: string): Promise<void> {
+    await this.call({ op: 'loadOptimizerState', dir });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (!this.dead) {
+      try {
+        await this.call({ op: 'close' });
+      } catch {
+        // closing anyway
+      }
+    }
+    this.closed = true;
+    await this.worker.terminate();
+  }
+}
+
+/** Rebuild a worker error as the project's error class so messages stay one line. */
+function toError(e: { name: string; code?: string; message: string; argument?: string; file?: string }): Error {
+  if (e.name === 'InvalidArgumentError' && e.argument !== undefined) {
+    return new InvalidArgumentError(e.argument, e.message.slice(e.argument.length + 2));
+  }
+  if (e.name === 'FileFormatError' && e.file !== undefined) {
+    const err = new FileFormatError({ file: e.file, message: '' });
+    err.message = e.message;
+    return err;
+  }
+  if (e.code !== undefined) return new MatpoError(e.code, e.message);
+  return new EndpointError({ url: 'embedded-worker', message: e.message });
+}
