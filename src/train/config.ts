@@ -23,6 +23,7 @@ export const ModelSchema = z
     path: z.string().default('').describe('model directory (Hugging Face layout) for the embedded policy'),
     kind: z.enum(['embedded', 'endpoint']).default('embedded').describe('embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only)'),
     endpoint: z.string().default('').describe('base URL of an OpenAI-compatible server (kind: endpoint)'),
+    served: z.string().default('').describe('the model name sent to the endpoint (kind: endpoint)'),
     threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
   })
   .prefault({});

@@ -1,0 +1,83 @@
+/**
+ * Connects the training loops to the real components: policies (the embedded engine, or an
+ * OpenAI-compatible endpoint for sampling only), question sources (an offline world's split or a
+ * QA dataset file) and answer scorers. Components that a build may lack are imported lazily, so a
+ * missing one is a one-line error when it is asked for, not a crash at start-up.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, MatpoError } from '../errors.ts';
+import { loadWorld, type World } from '../envs/world/world.ts';
+import { OpenAIPolicy } from '../policy/openai.ts';
+import type { Policy } from '../policy/types.ts';
+import type { TrainConfig } from './config.ts';
+import type { Question, RolloutRunner } from './types.ts';
+
+async function importOptional<T>(spec: string, what: string): Promise<T> {
+  try {
+    return (await import(spec)) as T;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(spec.replace(/^\.\.\//, '')))
+      throw new MatpoError('unavailable', `${what} is not available in this build (${spec})`);
+    throw err;
+  }
+}
+
+interface EmbeddedModule {
+  EmbeddedPolicy: { load(dir: string, options?: { threads?: number }): Promise<Policy> };
+}
+
+/** Open a model directory with the embedded engine (trainable). */
+export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<Policy> {
+  if (!dir) throw new ConfigError({ path: 'model.path', message: 'is required (a model directory)' });
+  if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: 'model.path', message: `${dir} is not a model directory (no config.json)` });
+  const mod = await importOptional<EmbeddedModule>('../policy/embedded.ts', 'the embedded policy');
+  return mod.EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
+}
+
+/** The sampling policy for evaluation: embedded (model.path) or an OpenAI-compatible endpoint. */
+export async function openSamplingPolicy(model: TrainConfig['model']): Promise<Policy> {
+  if (model.kind === 'endpoint') {
+    if (!model.endpoint) throw new ConfigError({ path: 'model.endpoint', message: 'is required when model.kind is endpoint' });
+    return new OpenAIPolicy({ baseUrl: model.endpoint, model: model.served || 'default', tokenizerDir: model.path || undefined });
+  }
+  return loadEmbeddedPolicy(model.path, model.threads);
+}
+
+export function worldQuestions(world: World, split: string): Question[] {
+  if (split !== 'train' && split !== 'test') throw new ConfigError({ path: 'data.split', message: `a world has splits "train" and "test", not "${split}"` });
+  return world.questions.filter((q) => q.split === split).map((q) => ({ id: q.id, question: q.question, answers: q.answers }));
+}
+
+interface DatasetsModule {
+  loadQaDataset(file: string, options?: { preset?: string }): Promise<{ id: string; question: string; answers: string[] }[]>;
+}
+
+/** Questions of a QA dataset file (JSONL/JSON/CSV/TSV/Parquet; see envs/datasets.ts). */
+export async function datasetQuestions(file: string, preset?: string): Promise<Question[]> {
+  const mod = await importOptional<DatasetsModule>('../envs/datasets.ts', 'the QA dataset loader');
+  return (await mod.loadQaDataset(file, preset ? { preset } : {})).map((r) => ({ id: r.id, question: r.question, answers: r.answers }));
+}
+
+/** Training and held-out questions for a config (a world, or a dataset split 90/10 by position). */
+export async function configQuestions(config: TrainConfig): Promise<{ train: Question[]; eval: Question[]; world: World | null }> {
+  if (config.data.world) {
+    const world = loadWorld(config.data.world);
+    return { train: worldQuestions(world, config.data.trainSplit), eval: worldQuestions(world, config.data.evalSplit), world };
+  }
+  if (config.data.dataset) {
+    const all = await datasetQuestions(config.data.dataset);
+    const nEval = Math.max(1, Math.round(all.length * 0.1));
+    return { train: all.slice(nEval), eval: all.slice(0, nEval), world: null };
+  }
+  throw new ConfigError({ path: 'data', message: 'set data.world (a world directory) or data.dataset (a QA file)' });
+}
+
+/**
+ * A factory of rollout runners for a config: binds the agents layer's rollout engine (planner–worker
+ * or single-agent, with the world's search tools) to a policy.
+ */
+export async function rolloutRunnerFactory(_config: TrainConfig, _world: World | null): Promise<(policy: Policy) => RolloutRunner> {
+  await importOptional<unknown>('../agents/rollout.ts', 'the rollout engine');
+  throw new MatpoError('unavailable', 'the rollout engine (src/agents/rollout.ts) is not wired in this build yet');
+}
