@@ -142,7 +142,7 @@ test('streamable HTTP: same tools and behaviour; bearer header passed; wrong tok
 
 test('several servers: name collisions need a prefix', async () => {
   const httpConfig = { name: 'remote', url: httpUrl, headers: { Authorization: `Bearer ${TOKEN}` } };
-  await assert.rejects(connectMcpServers([{ ...httpConfig, name: 'first' }, httpConfig]), (e: unknown) => e instanceof ConfigError && /also offered by "first"; set namePrefix/.test(e.message));
+  await assert.rejects(connectMcpServers([{ ...httpConfig, name: 'first' }, httpConfig]), (e: unknown) => e instanceof ConfigError && /also offered by "first"; prefix the names/.test(e.message));
   const both = await connectMcpServers([httpConfig], { namePrefix: 'local__' });
   try {
     assert.ok(both.tools.some((t) => t.name === 'local__lookup' && t.remoteName === 'lookup'));

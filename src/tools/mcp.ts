@@ -253,20 +253,29 @@ export class McpClient {
   }
 }
 
-/** Connect to several servers and gather their tools; names must not collide. */
-export async function connectMcpServers(configs: readonly McpServerConfig[], options: McpOptions = {}): Promise<{ clients: McpClient[]; tools: McpTool[]; close(): Promise<void> }> {
+/**
+ * Connect to several servers and gather their tools; names must not collide (`prefixWithServerName`
+ * names each tool "<server>__<tool>"; `namePrefix` puts one fixed prefix on all of them).
+ */
+export async function connectMcpServers(
+  configs: readonly McpServerConfig[],
+  options: McpOptions & { prefixWithServerName?: boolean } = {},
+): Promise<{ clients: McpClient[]; tools: McpTool[]; close(): Promise<void> }> {
   const clients: McpClient[] = [];
   const close = async () => {
     await Promise.all(clients.map((c) => c.close()));
   };
   try {
-    for (const config of configs) clients.push(await McpClient.connect(config, options));
+    for (const config of configs) {
+      const namePrefix = options.prefixWithServerName ? `${config.name}__` : options.namePrefix;
+      clients.push(await McpClient.connect(config, { ...options, namePrefix }));
+    }
     const tools: McpTool[] = [];
     const seen = new Map<string, string>();
     for (const c of clients) {
       for (const t of await c.listTools()) {
         const other = seen.get(t.name);
-        if (other !== undefined) throw new ConfigError({ path: `mcp.${c.name}`, message: `tool "${t.name}" is also offered by "${other}"; set namePrefix to keep them apart` });
+        if (other !== undefined) throw new ConfigError({ path: `mcp.${c.name}`, message: `tool "${t.name}" is also offered by "${other}"; prefix the names (prefixWithServerName) to keep them apart` });
         seen.set(t.name, c.name);
         tools.push(t);
       }
