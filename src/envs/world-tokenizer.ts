@@ -8,31 +8,16 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
 import { CHAT_TEMPLATE, createChatTokenizer, trainWorldTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
 import { Template } from '@huggingface/jinja';
 import { nounPhrase, toolCallText } from './expert.ts';
 import { SUBTASK_TEMPLATES } from './world/vocab.ts';
 import type { World } from './world/world.ts';
-import { SearchIndex, formatHits, formatPage } from '../tools/search/search-index.ts';
-import { createSearchTools } from '../tools/search/tools.ts';
-import { toToolSpec } from '../tools/execute.ts';
-import { defineTool } from '../tools/tool.ts';
-import type { ChatTokenizer, ToolSpec } from '../policy/types.ts';
+import { formatHits, formatPage } from '../tools/search/search-index.ts';
+import type { ChatTokenizer } from '../policy/types.ts';
+import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 
 const PROMPTS_DIR = fileURLToPath(new URL('../../prompts/', import.meta.url));
-
-/** The tool specs agents are offered in the world: search and open for workers and single agents, delegate_subtask for planners. */
-export function worldToolSpecs(index: SearchIndex): { planner: ToolSpec[]; worker: ToolSpec[]; single: ToolSpec[] } {
-  const delegate = defineTool({
-    name: 'delegate_subtask',
-    description: 'Give one subtask to a worker, who searches and reads documents and reports back.',
-    inputSchema: z.object({ subtask: z.string().describe('a clear, self-contained subtask') }),
-    async execute() { return ''; },
-  });
-  const search = createSearchTools(index).map(toToolSpec);
-  return { planner: [toToolSpec(delegate)], worker: search, single: search };
-}
 
 export function worldTokenizerTexts(world: World, options: { maxQuestions?: number } = {}): string[] {
   const texts: string[] = [];
@@ -41,8 +26,8 @@ export function worldTokenizerTexts(world: World, options: { maxQuestions?: numb
   // Role prompts (the repository's prompts/ directory, when present).
   if (existsSync(PROMPTS_DIR)) for (const f of readdirSync(PROMPTS_DIR).filter((f) => f.endsWith('.md')).sort()) texts.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
   // The chat template's tool section for each role.
-  const index = SearchIndex.build(world.documents);
-  const specs = worldToolSpecs(index);
+  const { index, tools } = worldSearchTools(world, { noise: 0 });
+  const specs = worldToolSpecs(tools);
   const template = new Template(CHAT_TEMPLATE);
   for (const tools of [specs.planner, specs.worker]) {
     texts.push(template.render({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], tools, add_generation_prompt: true }));
