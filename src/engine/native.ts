@@ -23,8 +23,9 @@ interface Addon {
   [kernel: string]: unknown;
 }
 
-/** Path of the built addon. */
-export const nativeAddonPath = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'build', 'Release', 'matpo_native.node');
+/** Path of the built addon (MATPO_NATIVE_ADDON overrides it, e.g. to test the fallback). */
+export const nativeAddonPath = process.env.MATPO_NATIVE_ADDON ||
+  join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'build', 'Release', 'matpo_native.node');
 
 /** A weight packed for the native small-M NT product; `data` may live in a SharedArrayBuffer. */
 export class NativePackedWeight implements PackedWeight {
