@@ -76,6 +76,8 @@ export class ByteTokenizer implements ChatTokenizer {
 }
 
 export interface BigramPolicyOptions {
+  /** Vocabulary and chat template (default: ByteTokenizer, whose bytes get a readability bias). */
+  tokenizer?: ChatTokenizer;
   /** Seed of the bigram table. */
   tableSeed?: number;
   /** Wait this long before answering each call (to exercise concurrency and timeouts). */
@@ -85,14 +87,16 @@ export interface BigramPolicyOptions {
 export class BigramPolicy implements Policy {
   readonly name = 'bigram-test-policy';
   readonly tokenExact = true;
-  readonly vocab = new ByteTokenizer();
+  readonly vocab: ChatTokenizer;
   private readonly rows = new Map<number, Float64Array>();
   private active = 0;
   /** Largest number of sample() calls seen running at once. */
   maxConcurrent = 0;
   calls = 0;
 
-  constructor(private readonly options: BigramPolicyOptions = {}) {}
+  constructor(private readonly options: BigramPolicyOptions = {}) {
+    this.vocab = options.tokenizer ?? new ByteTokenizer();
+  }
 
   async tokenizer(): Promise<ChatTokenizer> {
     return this.vocab;
@@ -107,8 +111,10 @@ export class BigramPolicy implements Policy {
     const logits = new Float64Array(V);
     for (let v = 0; v < V; v++) {
       // Favour lowercase letters and space so sampled text is readable; make <|im_end|> plausible.
-      const readable = (v >= 97 && v <= 122) || v === 32 ? 2 : v === 257 ? 1.5 : -2;
-      logits[v] = readable + 2 * rng.next();
+      const bias = this.options.tokenizer
+        ? this.vocab.stopTokenIds.includes(v) ? 3 : 0
+        : (v >= 97 && v <= 122) || v === 32 ? 2 : v === 257 ? 1.5 : -2;
+      logits[v] = bias + 2 * rng.next();
     }
     let max = -Infinity;
     for (const x of logits) max = Math.max(max, x);

@@ -5,6 +5,11 @@ import assert from 'node:assert/strict';
 import { servePolicy, type PolicyServer } from './server.ts';
 import { BigramPolicy, ByteTokenizer } from './openai-testkit.ts';
 import type { Policy, SampleParams, SampleResult } from './types.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestTokenizer } from '../model/tokenizer.ts';
+import { OpenAIPolicy } from './openai.ts';
 
 const tok = new ByteTokenizer();
 const servers: PolicyServer[] = [];
@@ -182,4 +187,29 @@ test('close is graceful: a request in flight completes, new connections are refu
   await closed;
   await assert.rejects(fetch(`${s.url}/v1/models`));
   await assert.rejects(servePolicy(new BigramPolicy(), { port: Number(new URL(servers[0].url).port), modelName: 'x' }), /EADDRINUSE/);
+});
+
+test('with the real model-directory tokenizer: Jinja chat template with tools, and a token-exact client round trip', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'matpo-serve-tok-'));
+  try {
+    const tokenizer = await createTestTokenizer(dir);
+    const policy = new RecordingPolicy({ tokenizer });
+    const s = await serve(policy);
+    const messages = [{ role: 'system', content: 'You are a worker.' }, { role: 'user', content: 'Find the year.' }];
+    const tools = [{ type: 'function', function: { name: 'search', description: 'Search the documents.', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } } }];
+    const r = await post(`${s.url}/v1/chat/completions`, { messages, tools, max_tokens: 30, seed: 4 });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const expected = tokenizer.encode(tokenizer.applyChatTemplate(messages as any, { tools: tools as any, addGenerationPrompt: true }));
+    assert.deepEqual(policy.seen[0].prompt, expected);
+    assert.match(tokenizer.decode(expected), /Search the documents\./);
+
+    const client = new OpenAIPolicy({ baseUrl: s.url, model: 'tiny', tokenizerDir: dir });
+    const params = { maxNewTokens: 40, seed: 12, temperature: 0.9 };
+    const viaHttp = await client.sample(expected, params);
+    const local = await new BigramPolicy({ tokenizer }).sample(expected, params);
+    assert.deepEqual(viaHttp, local);
+    assert.deepEqual(policy.seen[1].params.stopTokenIds, [...tokenizer.stopTokenIds]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
