@@ -151,7 +151,8 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.equal(await workerSeq.locator('.role').first().textContent(), 'worker');
   assert.ok((await workerSeq.locator('.tool[data-tool="search"]').count()) >= 1);
   assert.match((await workerSeq.locator('.tool[data-tool="search"] .result summary').first().textContent()) ?? '', /result · \d+ chars/);
-  const rolloutShot = join(SHOTS, 'rollout.png');
+  const transcriptShot = join(SHOTS, 'transcript.png');
+  await page.screenshot({ path: transcriptShot, fullPage: true });
 
   // Token view with the run's tokenizer: one span per token, trainable and masked in different colours.
   const planner = page.locator('.rollout > .seq');
@@ -176,7 +177,8 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.equal(counts.bg1, 'rgb(199, 240, 210)');
   assert.equal(counts.bg0, 'rgb(236, 238, 241)');
   assert.match(counts.text ?? '', /<\|im_start\|>/);
-  await page.screenshot({ path: rolloutShot, fullPage: true });
+  const tokensShot = join(SHOTS, 'tokens.png');
+  await page.screenshot({ path: tokensShot });
 
   // Run without a tokenizer: turn texts split at the recorded prompt/sample boundaries, and a mask strip.
   await page.goto(`${srv.url}#/rollouts/beta/2`);
@@ -221,6 +223,5 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.equal(await rawStatus(srv.port, '/files/alpha/metrics.jsonl'), 200);
 
   assert.deepEqual(pageErrors, []);
-  t.diagnostic(`screenshots: ${chartsShot} ${rolloutShot}`);
-  console.log(`dashboard screenshots: ${chartsShot} ${rolloutShot}`);
+  t.diagnostic(`screenshots: ${chartsShot} ${transcriptShot} ${tokensShot}`);
 });

@@ -6,7 +6,7 @@
  *   GET /                                     the page
  *   GET /static/<file>, /vendor/<file>        fixed lists of files (page code, uPlot)
  *   GET /api/runs                             runs: name, steps with rollouts / eval, tokenizer dir
- *   GET /api/runs/<run>/metrics?offset&line   metrics.jsonl from a byte offset (see readMetricsFrom)
+ *   GET /api/runs/<run>/metrics?offset&line&ino  metrics.jsonl from a byte offset (readMetricsFrom)
  *   GET /api/runs/<run>/metrics/stream        the same as Server-Sent Events, tailing the file
  *   GET /api/runs/<run>/rollouts/<step>       questions → rollout summaries sorted by reward
  *   GET /api/runs/<run>/rollouts/<step>/<id>  one full Rollout record (+ token pieces if a tokenizer)
@@ -206,7 +206,8 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
     if (rest[0] === 'metrics' && rest.length === 1) {
       const offset = Number(url.searchParams.get('offset') ?? 0) || 0;
       const line = Number(url.searchParams.get('line') ?? 0) || 0;
-      return sendJson(res, await readMetricsFrom(join(r.dir, 'metrics.jsonl'), offset, line));
+      const ino = Number(url.searchParams.get('ino') ?? 0) || 0;
+      return sendJson(res, await readMetricsFrom(join(r.dir, 'metrics.jsonl'), offset, line, ino));
     }
     if (rest[0] === 'metrics' && rest[1] === 'stream' && rest.length === 2) return metricsStream(req, res, r, url);
     if (rest[0] === 'config' && rest.length === 1) {

@@ -66,23 +66,30 @@ async function route() {
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.page === r.page);
   chartsRoot.hidden = r.page !== 'charts';
   viewRoot.hidden = r.page === 'charts';
-  if (r.page === 'charts') return;
+  if (r.page === 'charts') {
+    document.body.dataset.rendered = location.hash;
+    return;
+  }
+  // Render into a detached element and show it only if no newer route started meanwhile, so a slow
+  // earlier render can never overwrite a later one.
+  const out = h('div');
   try {
     await refreshRuns(); // steps may have been added while the run trains
-    if (seq !== renderSeq) return;
-    if (r.page === 'rollouts') await renderRollouts(viewRoot, state.runs, r, go);
-    else if (r.page === 'eval') await renderRollouts(viewRoot, state.runs, r, go, 'eval');
+    if (r.page === 'rollouts') await renderRollouts(out, state.runs, r, go);
+    else if (r.page === 'eval') await renderRollouts(out, state.runs, r, go, 'eval');
     else if (r.page === 'config') {
       const run = state.runs.find((x) => x.name === r.run) ?? state.runs[0];
       const text = await fetch(`/api/runs/${encodeURIComponent(run.name)}/config`).then((res) => (res.ok ? res.text() : '(no config.yaml)'));
-      viewRoot.replaceChildren(
+      out.replaceChildren(
         h('div.toolbar', null, h('label', null, 'run ', h('select', { onchange: (e) => go(`#/config/${encodeURIComponent(e.target.value)}`) }, state.runs.map((x) => h('option', { value: x.name, selected: x.name === run.name }, x.name))))),
         h('pre.config', null, text),
       );
-    } else viewRoot.replaceChildren(h('p.empty', null, `Unknown page "${r.page}".`));
+    } else out.replaceChildren(h('p.empty', null, `Unknown page "${r.page}".`));
   } catch (err) {
-    viewRoot.replaceChildren(h('div.errors', null, String(err.message ?? err)));
+    out.replaceChildren(h('div.errors', null, String(err.message ?? err)));
   }
+  if (seq !== renderSeq) return;
+  viewRoot.replaceChildren(...out.childNodes);
   document.body.dataset.rendered = location.hash;
 }
 

@@ -97,6 +97,23 @@ function chartData(spec, runs) {
   return data;
 }
 
+/**
+ * Y range with a floor on its span: metrics that barely move (a ratio of 0.99999999 vs 1, a std of
+ * 1e-8) would otherwise ask uPlot for ticks finer than float precision.
+ */
+function yRange(u, min, max) {
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
+  const mag = Math.max(Math.abs(min), Math.abs(max));
+  if (mag === 0) return [-1, 1];
+  const minSpan = Math.max(mag * 1e-3, 1e-9);
+  if (max - min < minSpan) {
+    const c = (min + max) / 2;
+    [min, max] = [c - minSpan / 2, c + minSpan / 2];
+  }
+  const pad = (max - min) * 0.08;
+  return [min - pad, max + pad];
+}
+
 /** Plot width that fits a card's content box (cards are sized by the CSS grid). */
 function cardWidth(card) {
   const cs = getComputedStyle(card);
@@ -169,7 +186,7 @@ export class ChartBoard {
         {
           width: this.width,
           height: 190,
-          scales: { x: { time: false } },
+          scales: { x: { time: false }, y: { range: yRange } },
           axes: [
             { label: 'step', labelSize: 18, size: 34, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#d4d8de' } },
             { size: 56, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#d4d8de' } },

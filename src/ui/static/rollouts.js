@@ -42,6 +42,8 @@ export async function renderRollouts(root, runs, route, go, kind = 'rollouts') {
   if (!steps.length) return root.replaceChildren(toolbar, h('p.empty', null, `No ${kind === 'eval' ? 'eval records' : 'rollouts'} recorded yet for ${run.name} (${kind}/step-*.jsonl).`));
   const step = route.step !== undefined && steps.includes(Number(route.step)) ? Number(route.step) : steps[steps.length - 1];
   const api = `/api/runs/${enc(run.name)}/${kind}/${step}`;
+  const fileName = `step-${String(step).padStart(6, '0')}.jsonl`;
+  toolbar.append(h('a.raw', { href: `/files/${enc(run.name)}/${kind}/${fileName}`, target: '_blank' }, `${kind}/${fileName}`));
   const data = await getJson(api);
   if (data.questions === null) return root.replaceChildren(toolbar, recordTable(data.records, data.errors));
   const qid = route.qid ?? data.questions[0]?.questionId;

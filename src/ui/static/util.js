@@ -34,6 +34,7 @@ export function fmt(x, digits = 3) {
   if (typeof x !== 'number') return String(x);
   if (Number.isInteger(x)) return String(x);
   const a = Math.abs(x);
+  if (a < 1e-9) return '0';
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return x.toExponential(2);
   return x.toFixed(digits).replace(/\.?0+$/, '');
 }
