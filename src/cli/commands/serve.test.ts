@@ -1,11 +1,19 @@
 // `matpo serve`: bad flags and directories are one-line errors (one run as a real process, to see
-// the exit code and the printed line; the rest call the command in-process).
+// the exit code and the printed line; the rest call the command in-process); and a real server
+// process over a random-weight model directory, sampled token-exactly through OpenAIPolicy.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { presetConfig } from '../../model/config.ts';
+import { buildLayout, initParams } from '../../model/params.ts';
+import { saveModelDir } from '../../model/checkpoint.ts';
+import { createTestTokenizer } from '../../model/tokenizer.ts';
+import { EmbeddedPolicy } from '../../policy/embedded.ts';
+import { OpenAIPolicy, assertTokenExact } from '../../policy/openai.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { command } from './serve.ts';
 import { MatpoError } from '../../errors.ts';
@@ -26,6 +34,50 @@ test('serve: missing or bad flags and directories fail with one line naming the 
     await fails(['--model', dir, '--port', '0'], `${join(dir, 'config.json')}: file not found (not a model directory)`);
     await fails(['--model', dir, '--port', '0', '--bogus'], /--bogus/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it token-exactly; SIGTERM stops it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'matpo-serve-model-'));
+  const tok = await createTestTokenizer(dir);
+  const cfg = presetConfig('micro', { vocabSize: tok.vocabSize });
+  const layout = buildLayout(cfg);
+  const weights = new Float32Array(layout.total);
+  initParams(weights, layout, { ...cfg, initializerRange: 0.3 }, 7);
+  saveModelDir(dir, { config: cfg, layout, weights });
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--port', '0', '--threads', '1', '--api-key', 'k'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const local = await EmbeddedPolicy.load(dir, { threads: 1 });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        const m = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
+        if (m) resolve(m[1]);
+      });
+      child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
+    });
+    const client = new OpenAIPolicy({ baseUrl: url, model: basename(dir), apiKey: 'k', tokenizerDir: dir, retries: 0 });
+    assertTokenExact(client);
+    const prompt = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'In which year was it founded?' }], { addGenerationPrompt: true }));
+    for (const params of [{ maxNewTokens: 12, seed: 3 }, { maxNewTokens: 12, temperature: 0 }, { maxNewTokens: 12, seed: 5, topK: 10, topP: 0.9 }]) {
+      const viaHttp = await client.sample(prompt, params);
+      const direct = await local.sample(prompt, params);
+      assert.deepEqual(viaHttp.tokens, direct.tokens, JSON.stringify(params));
+      assert.equal(viaHttp.finishReason, direct.finishReason);
+      viaHttp.logprobs.forEach((x, i) => assert.ok(Math.abs(x - direct.logprobs[i]) < 1e-5, `logprob ${i}: ${x} vs ${direct.logprobs[i]}`));
+    }
+    const models = await (await fetch(`${url}/v1/models`, { headers: { authorization: 'Bearer k' } })).json();
+    assert.equal(models.data[0].id, basename(dir));
+    child.kill('SIGTERM');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0, stderr);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await local.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
