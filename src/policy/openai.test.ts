@@ -231,6 +231,10 @@ test('an aborted sample stops at once; bad options are config errors', async () 
   setTimeout(() => ac.abort(new Error('rollout cancelled')), 50);
   await assert.rejects(client.sample(prompt, { maxNewTokens: 5, signal: ac.signal }), /rollout cancelled/);
   assert.ok(performance.now() - t0 < 1500);
+  const closing = client.sample(prompt, { maxNewTokens: 5 });
+  setTimeout(() => void client.close(), 50);
+  await assert.rejects(closing, /the policy was closed/);
+  await assert.rejects(client.sample(prompt, { maxNewTokens: 5 }), /the policy was closed/);
   assert.throws(() => new OpenAIPolicy({ baseUrl: 'nope', model: 'm' }), /policy\.baseUrl: not a valid URL/);
   await assert.rejects(new OpenAIPolicy({ baseUrl: server.url, model: 'm', mode: 'chat' }).tokenizer(), /tokenizerDir/);
   await assert.rejects(client.sample(prompt, { maxNewTokens: 0 }), /maxNewTokens: must be a positive integer/);

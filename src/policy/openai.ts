@@ -133,6 +133,7 @@ export class OpenAIPolicy implements Policy {
   private readonly options: OpenAIPolicyOptions;
   private tokenizerPromise: Promise<ChatTokenizer> | null = null;
   private readonly inflight = new Set<AbortController>();
+  private closed = false;
   /** Requests sent (attempts, including retries), for diagnostics. */
   requestsSent = 0;
 
@@ -279,6 +280,7 @@ export class OpenAIPolicy implements Policy {
     const payload = JSON.stringify(body);
     let lastError: RetryableError | null = null;
     for (let attempt = 0; attempt <= retries; attempt++) {
+      if (this.closed) throw new EndpointError({ url, message: 'the policy was closed' });
       if (attempt > 0) {
         const delay = Math.min(cap, base * 2 ** (attempt - 1)) * (0.75 + 0.5 * Math.random());
         await sleep(delay, signal);
@@ -314,6 +316,7 @@ export class OpenAIPolicy implements Policy {
         text = await res.text();
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
+        if (this.closed) throw new EndpointError({ url, message: 'the policy was closed' });
         if (controller.signal.reason instanceof RetryableError) throw controller.signal.reason;
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
         throw new RetryableError(`connection failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
@@ -334,6 +337,7 @@ export class OpenAIPolicy implements Policy {
 
   /** Abort requests still in flight. */
   async close(): Promise<void> {
+    this.closed = true;
     for (const c of this.inflight) c.abort(new Error('policy closed'));
     this.inflight.clear();
   }
