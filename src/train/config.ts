@@ -51,6 +51,10 @@ export const RolloutSchema = z
     maxSequenceTokens: int(4096, 'context limit of one agent sequence', 1),
     workerSummaryTokens: int(512, 'token limit of a worker\'s final summary turn', 1),
     toolResultChars: int(20000, 'tool results are cut to this many characters', 1),
+    maxWorkers: int(8, 'workers a planner rollout may spawn'),
+    overflow: z.enum(['drop-middle', 'stop']).default('drop-middle').describe('context overflow: drop middle turns (the reference) or stop the agent'),
+    toolCallFormat: z.enum(['native', 'hermes', 'mcp']).default('native').describe('tool-call format: the chat template\'s own, Hermes <tool_call>, or MCP XML'),
+    workerResultRole: z.enum(['user', 'tool']).default('user').describe('how the planner receives a worker\'s report (user message as in the reference, or tool message)'),
     concurrency: int(8, 'rollouts (and their tool calls) in flight at once', 1),
   })
   .prefault({});

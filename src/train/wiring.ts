@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { ConfigError, MatpoError } from '../errors.ts';
 import { loadWorld, type World } from '../envs/world/world.ts';
 import { OpenAIPolicy } from '../policy/openai.ts';
+import { EmbeddedPolicy } from '../policy/embedded.ts';
 import type { Policy } from '../policy/types.ts';
+import { RolloutEngine, type RolloutOptions } from '../agents/rollout.ts';
+import { worldSearchTools } from '../envs/world-tools.ts';
 import type { TrainConfig } from './config.ts';
 import type { Question, RolloutRunner } from './types.ts';
 
@@ -23,16 +26,11 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
   }
 }
 
-interface EmbeddedModule {
-  EmbeddedPolicy: { load(dir: string, options?: { threads?: number }): Promise<Policy> };
-}
-
 /** Open a model directory with the embedded engine (trainable). */
 export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<Policy> {
   if (!dir) throw new ConfigError({ path: 'model.path', message: 'is required (a model directory)' });
   if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: 'model.path', message: `${dir} is not a model directory (no config.json)` });
-  const mod = await importOptional<EmbeddedModule>('../policy/embedded.ts', 'the embedded policy');
-  return mod.EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
+  return EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
 }
 
 /** The sampling policy for evaluation: embedded (model.path) or an OpenAI-compatible endpoint. */
@@ -73,11 +71,37 @@ export async function configQuestions(config: TrainConfig): Promise<{ train: Que
   throw new ConfigError({ path: 'data', message: 'set data.world (a world directory) or data.dataset (a QA file)' });
 }
 
+/** The agents layer's rollout options from a config. */
+export function rolloutOptions(config: TrainConfig): RolloutOptions {
+  const r = config.rollout;
+  return {
+    limits: {
+      maxTurns: r.maxTurns,
+      maxNewTokens: r.maxNewTokens,
+      summaryMaxNewTokens: r.workerSummaryTokens,
+      maxContextTokens: r.maxSequenceTokens,
+      overflow: r.overflow,
+      maxWorkers: r.maxWorkers,
+      toolMaxChars: r.toolResultChars,
+    },
+    format: r.toolCallFormat,
+    workerResultRole: r.workerResultRole,
+    temperature: r.temperature,
+    topP: r.topP,
+  };
+}
+
 /**
  * A factory of rollout runners for a config: binds the agents layer's rollout engine (planner–worker
- * or single-agent, with the world's search tools) to a policy.
+ * or single-agent) with the world's search tools (built once) to a policy.
  */
-export async function rolloutRunnerFactory(_config: TrainConfig, _world: World | null): Promise<(policy: Policy) => RolloutRunner> {
-  await importOptional<unknown>('../agents/rollout.ts', 'the rollout engine');
-  throw new MatpoError('unavailable', 'the rollout engine (src/agents/rollout.ts) is not wired in this build yet');
+export async function rolloutRunnerFactory(config: TrainConfig, world: World | null): Promise<(policy: Policy) => RolloutRunner> {
+  // planners need workers with tools; without a world there are no offline tools to give them
+  if (config.rollout.mode === 'matpo' && !world) throw new ConfigError({ path: 'data.world', message: 'planner–worker rollouts need tools: set data.world (an offline world), or use rollout.mode single' });
+  const tools = world ? worldSearchTools(world).tools : [];
+  const options = rolloutOptions(config);
+  return (policy) => {
+    const engine = policy.tokenizer().then((tok) => new RolloutEngine(policy, tok, tools, options));
+    return async (request) => (await engine).run(request);
+  };
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { readTranscripts, trainSft } from '../../train/sft.ts';
-import { renderForTraining } from '../../train/render.ts';
+import { renderConversation } from '../../agents/renderer.ts';
 import { loadEmbeddedPolicy } from '../../train/wiring.ts';
 
 export const command: Command = {
@@ -38,7 +38,7 @@ export const command: Command = {
     const metricsFile = join(out, 'sft-metrics.jsonl');
     rmSync(metricsFile, { force: true });
     const t0 = performance.now();
-    const result = await trainSft(policy, tokenizer, transcripts, renderForTraining, {
+    const result = await trainSft(policy, tokenizer, transcripts, renderConversation, {
       epochs,
       learningRate: numFlag(values, 'lr', 1e-4),
       batchTokens: intFlag(values, 'batch-tokens', 8192),
