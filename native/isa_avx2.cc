@@ -17,6 +17,12 @@ inline __m256i tailMask(int n) {  // lanes < n set
 template <int MM>
 inline void kernelRows(int kc, const float* __restrict a, const float* __restrict b, float* c, long ldc, int n,
                        bool add) {
+  // Fetch the C tile now so its cache misses overlap the k loop instead of stalling the stores.
+#pragma GCC unroll 6
+  for (int r = 0; r < MM; r++) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+  }
   __m256 c0[MM], c1[MM];
 #pragma GCC unroll 6
   for (int r = 0; r < MM; r++) {
