@@ -14,9 +14,9 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'run');
 
 /** GET with the path sent exactly as given (fetch and URL would normalise `..` away). */
-function rawGet(port: number, path: string): Promise<{ status: number; body: string }> {
+function rawGet(port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((ok, fail) => {
-    const req = request({ host: '127.0.0.1', port, path, method: 'GET' }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'GET', headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
@@ -118,6 +118,10 @@ test('raw paths that leave the run directory are refused over HTTP', async (t) =
     assert.equal(res.status, 403, `${p} → ${res.status} ${res.body}`);
     assert.doesNotMatch(res.body, /top secret|root:/);
   }
+  // A request addressed to another host name (DNS rebinding) is refused on a loopback server.
+  assert.equal((await rawGet(srv.port, '/files/fixture/metrics.jsonl', { host: 'evil.example:80' })).status, 403);
+  assert.equal((await rawGet(srv.port, '/api/runs', { host: `localhost:${srv.port}` })).status, 200);
+  assert.equal((await rawGet(srv.port, '/api/runs', { host: `[::1]:${srv.port}` })).status, 200);
   for (const p of ['/files/other/secret.txt', '/../secret.txt', '/static/../server.ts', '/vendor/../../package.json', '/etc/passwd']) {
     const res = await rawGet(srv.port, p);
     assert.equal(res.status, 404, `${p} → ${res.status}`);

@@ -75,6 +75,17 @@ const TYPES: Record<string, string> = {
   '.png': 'image/png',
 };
 
+function isLoopbackName(name: string): boolean {
+  return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name);
+}
+
+/** Host header names a loopback address (with or without a port). */
+function isLoopbackHost(header: string | undefined): boolean {
+  if (!header) return false;
+  const m = /^(\[[^\]]+\]|[^:]+)(:\d+)?$/.exec(header.trim().toLowerCase());
+  return m !== null && isLoopbackName(m[1].replace(/^\[|\]$/g, ''));
+}
+
 /** Run names for URLs: the directory's base name, made URL-safe and unique. */
 export function runNames(dirs: string[]): RunEntry[] {
   const seen = new Map<string, number>();
@@ -116,6 +127,8 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
   const byName = new Map(runs.map((r) => [r.name, r]));
   const pollMs = opts.pollMs ?? 500;
   const streams = new Set<() => void>();
+  const host = opts.host ?? '127.0.0.1';
+  const loopbackOnly = isLoopbackName(host);
 
   async function runInfo(r: RunEntry) {
     const [rolloutSteps, evalSteps, tokenizer] = await Promise.all([
@@ -178,6 +191,9 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'method not allowed\n');
+    // On loopback, answer only requests addressed to loopback names: a web page elsewhere that
+    // rebinds its own host name to 127.0.0.1 must not be able to read the runs.
+    if (loopbackOnly && !isLoopbackHost(req.headers.host)) return send(res, 403, 'this dashboard only answers requests addressed to localhost\n');
     const rawPath = (req.url ?? '/').split('?')[0];
     const url = new URL(req.url ?? '/', 'http://localhost');
     // Split the raw (undecoded, unnormalised) path so that `..` cannot be folded away before we check it.
@@ -256,7 +272,6 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
       else res.end();
     });
   });
-  const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((ok, fail) => {
     server.once('error', fail);
     server.listen(opts.port ?? 0, host, () => {
