@@ -2,8 +2,8 @@
  * Policies for tests and benchmarks that write scripted text through the real tokenizer.
  *
  * - `ScriptedPolicy` replays assistant texts per role: step k of a role's script is the text of an
- *   agent's k-th turn in that role (k = assistant messages so far in the sample hint), or a function
- *   of the hint. A step can end without the stop token (`stop: false`, finish reason `length`) or
+ *   agent's k-th turn in that role (k = earlier calls for the same sequence id), or a function of
+ *   the hint and k. A step can end without the stop token (`stop: false`, finish reason `length`) or
  *   throw (`error`, a sampler failure). Texts longer than `maxNewTokens` are cut (finish `length`).
  *   Every call is recorded in `calls` for assertions.
  * - `InstantPolicy` answers instantly (token ids cached per text) with a fixed planner–worker
@@ -23,11 +23,22 @@ export function scriptedLogprob(i: number): number {
   return -0.01 * (1 + (i % 7));
 }
 
-/** Turn index of an agent: assistant messages in the conversation so far. */
-function turnOf(hint: SampleHint): number {
-  let n = 0;
-  for (const m of hint.messages) if (m.role === 'assistant') n++;
-  return n;
+/**
+ * Turn index of an agent: earlier sample calls for the same sequence id (so dropped turns still
+ * count), or the assistant messages so far when the hint has no sequence id.
+ */
+function turnCounter(): (hint: SampleHint) => number {
+  const seen = new Map<string, number>();
+  return (hint) => {
+    if (hint.sequenceId === undefined) {
+      let n = 0;
+      for (const m of hint.messages) if (m.role === 'assistant') n++;
+      return n;
+    }
+    const n = seen.get(hint.sequenceId) ?? 0;
+    seen.set(hint.sequenceId, n + 1);
+    return n;
+  };
 }
 
 export class ScriptedPolicy implements Policy {
@@ -35,6 +46,7 @@ export class ScriptedPolicy implements Policy {
   readonly tokenExact = true;
   readonly calls: { role: Role; turn: number; promptTokens: number[]; params: SampleParams; result?: SampleResult }[] = [];
   private readonly stopId: number;
+  private readonly turnOf = turnCounter();
 
   constructor(
     private readonly tok: ChatTokenizer,
@@ -53,7 +65,7 @@ export class ScriptedPolicy implements Policy {
   async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
     const hint = params.hint;
     if (!hint) throw new Error('ScriptedPolicy needs params.hint');
-    const turn = turnOf(hint);
+    const turn = this.turnOf(hint);
     const record: (typeof this.calls)[number] = { role: hint.role, turn, promptTokens: promptTokens.slice(), params };
     this.calls.push(record);
     if (this.options.delayMs) await new Promise((r) => setTimeout(r, this.options.delayMs));
@@ -99,6 +111,7 @@ export class InstantPolicy implements Policy {
   private readonly logprobs: number[] = [];
   private readonly stopId: number;
   private readonly o: Required<InstantOptions>;
+  private readonly turnOf = turnCounter();
 
   constructor(
     private readonly tok: ChatTokenizer,
@@ -121,8 +134,7 @@ export class InstantPolicy implements Policy {
   }
 
   /** The text of the next turn. */
-  text(hint: SampleHint): string {
-    const turn = turnOf(hint);
+  text(hint: SampleHint, turn: number): string {
     const o = this.o;
     if (hint.role === 'planner') {
       if (turn === 0) return Array.from({ length: o.subtasks }, (_, k) => o.callText('delegate_subtask', { subtask: `Find the value of item ${k}.` })).join('\n');
@@ -139,7 +151,7 @@ export class InstantPolicy implements Policy {
   async sample(_promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
     if (!params.hint) throw new Error('InstantPolicy needs params.hint');
     this.samples++;
-    const text = this.text(params.hint);
+    const text = this.text(params.hint, this.turnOf(params.hint));
     let tokens = this.cache.get(text);
     if (!tokens) {
       tokens = [...this.tok.encode(text), this.stopId];
