@@ -47,7 +47,7 @@ function byName(tools: McpTool[], name: string): McpTool {
 
 async function exercise(client: McpClient) {
   const tools = await client.listTools();
-  assert.deepEqual(tools.map((t) => t.name).sort(), ['describe_bridge', 'fail', 'greeting', 'lookup', 'sleep']);
+  assert.deepEqual(tools.map((t) => t.name).sort(), ['describe_bridge', 'fail', 'forget_sessions', 'greeting', 'lookup', 'sleep']);
   const lookup = byName(tools, 'lookup');
   assert.equal(lookup.serverName, 'fixture');
   assert.equal(lookup.permissiveSchema, false);
@@ -134,6 +134,10 @@ test('streamable HTTP: same tools and behaviour; bearer header passed; wrong tok
     await client.reconnect();
     const again = await executeTool(byName(tools, 'lookup'), { key: 'varenne' }, run);
     assert.equal(again.text, 'varenne: built 1934\nlength 260 m over the Loire');
+    // The server drops its sessions (as after a restart): the next call gets 404, opens a new session and succeeds.
+    assert.equal((await executeTool(byName(tools, 'forget_sessions'), {}, run)).text, 'forgot 1 sessions');
+    const afterRestart = await executeTool(byName(tools, 'lookup'), { key: 'kelso' }, run);
+    assert.equal(afterRestart.text, 'kelso: built 1803\nlength 150 m over the Tweed');
   } finally {
     await client.close();
   }

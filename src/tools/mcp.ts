@@ -6,14 +6,14 @@
  * `z.fromJSONSchema` (falling back to "any JSON object" for schemas it cannot express, e.g. remote
  * $refs or if/then/else; the server still validates). A call joins the text content of the result;
  * an `isError` result or a protocol error is thrown, so `executeTool` hands its message to the
- * model. When the connection is lost (the server process died, the HTTP session ended), the next
- * call reconnects first; a call that fails because the connection closed under it is retried once
- * on a fresh connection.
+ * model. When the connection is lost (the server process died), the next call reconnects first; a
+ * call that fails because the connection closed under it, or because the HTTP server answers 404
+ * for our session (it restarted or expired the session), is retried once on a fresh connection.
  */
 import { z } from 'zod';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { ConfigError, EndpointError } from '../errors.ts';
@@ -174,8 +174,11 @@ export class McpClient {
     if (this.connecting) return this.connecting;
     this.connecting = (async () => {
       const old = this.client;
+      const oldTransport = this.transport;
       this.client = null;
       this.transport = null;
+      // End the old HTTP session on the server too (best effort: it may be gone already).
+      if (oldTransport instanceof StreamableHTTPClientTransport && !this.lost) await oldTransport.terminateSession().catch(() => {});
       if (old) await old.close().catch(() => {});
       await this.open();
     })().finally(() => {
@@ -228,7 +231,8 @@ export class McpClient {
         if (result.isError) throw new Error(text || `tool "${name}" failed`);
         return text;
       } catch (err) {
-        const connectionClosed = err instanceof McpError && err.code === ErrorCode.ConnectionClosed;
+        // The process died under us, or the HTTP server no longer knows our session (404, e.g. it restarted).
+        const connectionClosed = (err instanceof McpError && err.code === ErrorCode.ConnectionClosed) || (err instanceof StreamableHTTPError && err.code === 404);
         if (connectionClosed && attempt === 0 && !signal?.aborted && !this.closed) {
           this.lost = true;
           continue;

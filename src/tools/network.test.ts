@@ -27,7 +27,7 @@ test('web_fetch and a stdio MCP server from one config, prefixed names, clean cl
     mcpPrefix: true,
   });
   try {
-    assert.deepEqual(net.tools.map((t) => t.name).sort(), ['fixture__describe_bridge', 'fixture__fail', 'fixture__greeting', 'fixture__lookup', 'fixture__sleep', 'web_fetch']);
+    assert.deepEqual(net.tools.map((t) => t.name).sort(), ['fixture__describe_bridge', 'fixture__fail', 'fixture__forget_sessions', 'fixture__greeting', 'fixture__lookup', 'fixture__sleep', 'web_fetch']);
     const lookup = net.tools.find((t) => t.name === 'fixture__lookup')!;
     const r = await executeTool(lookup, { key: 'orsova' }, { timeoutMs: 10_000, maxChars: 1000 });
     assert.equal(r.text, 'orsova: built 1891\nlength 412 m over the Danube');
