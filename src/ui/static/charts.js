@@ -7,7 +7,7 @@ import uPlot from '/vendor/uPlot.esm.js';
 import { h, fmt } from './util.js';
 
 const GROUP_ORDER = ['planner', 'worker', 'single', 'eval', 'rollout', 'train', 'time'];
-const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3], [1, 5]];
+const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3], [1, 5], [14, 4], [4, 2, 1, 2, 1, 2]];
 
 /** Metric store of one run: step → merged numeric values, and the event lines. */
 export class RunMetrics {
@@ -114,6 +114,38 @@ function yRange(u, min, max) {
   return [min - pad, max + pad];
 }
 
+/** Y tick labels with as many decimals as the tick spacing needs (uPlot's default stops at 3). */
+function tickValues(u, splits) {
+  if (splits.length < 2) return splits.map((v) => fmt(v));
+  const incr = Math.abs(splits[1] - splits[0]);
+  const mag = Math.max(...splits.map(Math.abs));
+  if (incr > 0 && (incr < 1e-3 || mag >= 1e6)) {
+    const digits = Math.max(0, Math.min(6, Math.ceil(Math.log10(mag / incr))));
+    return splits.map((v) => (v === 0 ? '0' : v.toExponential(digits)));
+  }
+  const s = String(Number(incr.toPrecision(6)));
+  const decimals = s.includes('.') ? s.split('.')[1].length : 0;
+  return splits.map((v) => v.toFixed(decimals));
+}
+
+/** Which line style stands for which key in a chart with several keys (colour stays the run's). */
+function dashKey(keys, label) {
+  const NS = 'http://www.w3.org/2000/svg';
+  return h(
+    'div.dash-key',
+    null,
+    keys.map((k, i) => {
+      const svg = document.createElementNS(NS, 'svg');
+      svg.setAttribute('width', '22');
+      svg.setAttribute('height', '8');
+      const line = document.createElementNS(NS, 'line');
+      for (const [a, v] of Object.entries({ x1: 0, y1: 4, x2: 22, y2: 4, stroke: '#4b5563', 'stroke-width': 2, 'stroke-dasharray': DASHES[i % DASHES.length].join(' ') })) line.setAttribute(a, String(v));
+      svg.append(line);
+      return h('span', null, svg, ` ${label(k)}`);
+    }),
+  );
+}
+
 /** Plot width that fits a card's content box (cards are sized by the CSS grid). */
 function cardWidth(card) {
   const cs = getComputedStyle(card);
@@ -171,7 +203,7 @@ export class ChartBoard {
     };
     this.width = 0;
     for (const spec of specs) {
-      const card = h('div.chart-card', { 'data-chart': spec.id }, h('h3', null, spec.title));
+      const card = h('div.chart-card', { 'data-chart': spec.id }, h('h3', null, spec.title), spec.keys.length > 1 ? dashKey(spec.keys, spec.section === 'compare' ? groupOf : nameOf) : null);
       sectionEl(spec.section).append(card);
       if (!this.width) this.width = cardWidth(card);
       const series = [{ label: 'step' }];
@@ -189,7 +221,7 @@ export class ChartBoard {
           scales: { x: { time: false }, y: { range: yRange } },
           axes: [
             { label: 'step', labelSize: 18, size: 34, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#d4d8de' } },
-            { size: 56, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#d4d8de' } },
+            { size: 60, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#d4d8de' }, values: tickValues },
           ],
           legend: { live: true },
           cursor: { drag: { x: true, y: false } },
