@@ -17,6 +17,14 @@ function rewardChips(reward, advantage) {
   return chips;
 }
 
+function stepSummary(questions) {
+  const all = questions.flatMap((q) => q.rollouts);
+  const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+  const rewards = all.flatMap((r) => (r.reward ? [r.reward.total] : []));
+  const acc = all.flatMap((r) => (r.reward ? [r.reward.accuracy] : []));
+  return h('div.meta.step-summary', null, `${questions.length} questions · ${all.length} rollouts · mean reward ${fmt(mean(rewards))} · accuracy ${fmt(mean(acc))} · ${fmt(mean(all.map((r) => r.workers)))} workers per rollout`);
+}
+
 function rewardBar(value) {
   const v = typeof value === 'number' ? Math.max(0, Math.min(1, value)) : 0;
   return h('span.bar', { title: fmt(value) }, h('span.fill', { style: { width: `${Math.round(v * 100)}%` } }));
@@ -54,6 +62,7 @@ export async function renderRollouts(root, runs, route, go, kind = 'rollouts') {
     'div.pane.questions',
     null,
     h('h2', null, `Questions · ${kind === 'eval' ? 'eval at ' : ''}step ${step}`),
+    stepSummary(data.questions),
     data.errors.length ? h('div.errors', null, data.errors.map((e) => h('div', null, e))) : null,
     data.questions.map((q) =>
       h(
