@@ -7,8 +7,11 @@
  *   prompt: number[]                      token ids (vLLM, SGLang and OpenAI accept a list of ints)
  *   max_tokens, temperature, top_p, seed  OpenAI fields; top_k, stop_token_ids are vLLM/SGLang extras
  *   stop                                  stop strings
- *   stop_token_ids + ignore_eos: true     the complete stop list (the tokenizer's stop ids, which
- *                                         include EOS, or the caller's), so the server adds none
+ *   stop_token_ids                        the caller's stop ids, else the tokenizer's (which include
+ *                                         EOS). Servers also stop at their own EOS ids whatever we
+ *                                         send (ignore_eos is never sent: in SGLang it would disable
+ *                                         stop_token_ids too), so a caller's list without EOS still
+ *                                         ends at EOS — reported as 'stop_token'.
  *   logprobs: 1                           per-token logprob of the sampled token (+1 alternative)
  *   return_tokens_as_token_ids: true      vLLM: logprobs.tokens come back as "token_id:123"
  *   return_token_ids: true                SGLang (and vLLM ≥ 0.10.2): choices[0].token_ids = sampled ids
@@ -195,8 +198,6 @@ export class OpenAIPolicy implements Policy {
       prompt: [...promptTokens],
       logprobs: 1,
       stop_token_ids: [...stopIds],
-      // Our list is complete (it includes EOS) whenever we know it: then the server must not add its own.
-      ignore_eos: params.stopTokenIds !== undefined || tokenizer !== null,
       return_tokens_as_token_ids: true,
       return_token_ids: true,
       skip_special_tokens: false,
