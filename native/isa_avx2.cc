@@ -177,4 +177,4 @@ double expShiftSum(float* x, int n, float shift) {
 
 }  // namespace
 
-extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 256, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};
+extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};

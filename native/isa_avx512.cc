@@ -187,4 +187,4 @@ double expShiftSum(float* x, int n, float shift) {
 
 }  // namespace
 
-extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 256, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};
+extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};
