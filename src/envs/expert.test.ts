@@ -103,7 +103,7 @@ test('planner uses what the worker reported, not the gold', () => {
   const q = world.questions.find((x) => x.hops === 2 && x.chain[0].objectId !== undefined)!;
   const msgs: ChatMessage[] = [{ role: 'system', content: 'Plan.' }, { role: 'user', content: q.question }];
   const first = expert.respond({ role: 'planner', messages: msgs, questionId: q.id });
-  assert.match(first, /^<tool_call>\n\{"name":"delegate_subtask","arguments":\{"subtask":"(Find|Look up) the [a-z ]+ of .+\."\}\}\n<\/tool_call>$/);
+  assert.match(first, /^<tool_call>\n\{"name": "delegate_subtask", "arguments": \{"subtask": "(Find|Look up) the [a-z ]+ of .+\."\}\}\n<\/tool_call>$/);
   const np0 = nounPhrase(q.chain[0].relation, q.chain[0].subject);
   assert.ok(first.includes(np0));
   msgs.push({ role: 'assistant', content: first }, { role: 'user', content: `Conclusion: ${np0.charAt(0).toUpperCase() + np0.slice(1)} is Wrong Name.\nSupporting information: -` });

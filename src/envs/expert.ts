@@ -52,8 +52,10 @@ type HopStep =
   | { kind: 'call'; name: 'search' | 'open'; args: Record<string, unknown> }
   | { kind: 'done'; value: string | null; docId?: string; title?: string; sentence?: string; others: string[] };
 
+/** A Hermes tool-call block, JSON spaced like Python's json.dumps: `{"name": "search", "arguments": {"query": "x"}}`. */
 export function toolCallText(name: string, args: Record<string, unknown>): string {
-  return `<tool_call>\n${JSON.stringify({ name, arguments: args })}\n</tool_call>`;
+  const argText = `{${Object.entries(args).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+  return `<tool_call>\n{"name": ${JSON.stringify(name)}, "arguments": ${argText}}\n</tool_call>`;
 }
 
 function cap(s: string): string {

@@ -7,6 +7,7 @@ import { ConfigError } from '../../errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { trainTokenizerForWorld } from '../../envs/world-tokenizer.ts';
 import { saveTokenizer } from '../../envs/tokenizer-train.ts';
+import { runExpert } from '../../envs/expert-runs.ts';
 import { DEFAULT_WORLD_OPTIONS, generateWorld, saveWorld, worldStats, type WorldOptions } from '../../envs/world/world.ts';
 
 function parseHops(v: unknown): [number, number] {
@@ -30,14 +31,17 @@ export const command: Command = {
   summary: 'Generate an offline research world: entities, one document per entity plus distractors, multi-hop questions with gold chains, train/test splits.',
   usage:
     'world --seed N --out DIR [--entities 300] [--questions 1500] [--hops 1-4] [--distractors 0.2] [--noise 0] ' +
-    '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K] [--vocab-size 2048]\n\n' +
+    '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K] [--vocab-size 2048]\n' +
+    '      [--demos matpo|single|both] [--demo-error-rate 0] [--demo-questions N]\n\n' +
     '  --vocab-size N  train a byte-level BPE tokenizer on the world into DIR/tokenizer/ (0: skip)\n' +
+    '  --demos MODE    run the scripted expert on the train split and write SFT transcripts to DIR/demos-<mode>.jsonl\n' +
     '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
       seed: { type: 'string' }, out: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
       hops: { type: 'string' }, distractors: { type: 'string' }, noise: { type: 'string' }, 'doc-length': { type: 'string' },
       'test-fraction': { type: 'string' }, heldout: { type: 'string' }, 'vocab-size': { type: 'string' },
+      demos: { type: 'string' }, 'demo-error-rate': { type: 'string' }, 'demo-questions': { type: 'string' },
     });
     const out = required(values, 'out');
     const [minHops, maxHops] = parseHops(values.hops);
@@ -60,13 +64,26 @@ export const command: Command = {
     console.log(`  entities ${s.entities} (${Object.entries(s.entitiesByKind).map(([k, v]) => `${k} ${v}`).join(', ')})`);
     console.log(`  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`);
     console.log(`  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops).map(([k, v]) => `${k}-hop ${v}`).join(', ')}`);
+    const demos = values.demos === undefined || values.demos === 'none' ? [] : values.demos === 'both' ? ['matpo', 'single'] as const : [values.demos];
+    for (const d of demos) if (d !== 'matpo' && d !== 'single') throw new ConfigError({ path: '--demos', message: `expected matpo, single, both or none, got "${d}"` });
     const vocabSize = intFlag(values, 'vocab-size', 2048);
+    if (demos.length > 0 && vocabSize <= 0) throw new ConfigError({ path: '--demos', message: 'needs the world tokenizer (--vocab-size > 0)' });
     if (vocabSize > 0) {
       const t = performance.now();
-      const { trained, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
+      const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
       saveTokenizer(trained, join(out, 'tokenizer'));
       console.log(`  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`);
       console.log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
+      const errorRate = numFlag(values, 'demo-error-rate', 0);
+      const train = world.questions.filter((q) => q.split === 'train');
+      const questions = train.slice(0, intFlag(values, 'demo-questions', train.length));
+      for (const mode of demos as ('matpo' | 'single')[]) {
+        const t0 = performance.now();
+        const file = join(out, `demos-${mode}.jsonl`);
+        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, seed: world.options.seed, transcripts: file });
+        const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
+        console.log(`  expert ${mode} (error rate ${errorRate}): success ${(100 * r.success).toFixed(1)}% on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+      }
     }
     for (let k = 1; k <= heldout; k++) {
       const seed = world.options.seed + 1000 * k;

@@ -1,0 +1,49 @@
+/**
+ * Running the scripted expert over a world's questions through the agents' rollout engine (so its
+ * transcripts have exactly the formats a learning agent sees), scoring the answers, measuring the
+ * longest sequences per role, and writing the SFT transcripts.
+ */
+import { ExpertPolicy, writeTranscripts } from './expert.ts';
+import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
+import type { World, WorldQuestion } from './world/world.ts';
+import { RolloutEngine, runRollouts, type RolloutOptions } from '../agents/rollout.ts';
+import { exactMatch } from '../rl/scoring.ts';
+import type { ChatTokenizer } from '../policy/types.ts';
+import type { Rollout } from '../agents/records.ts';
+
+export interface ExpertRunOptions {
+  world: World;
+  tokenizer: ChatTokenizer;
+  mode: 'matpo' | 'single';
+  questions?: readonly WorldQuestion[];
+  errorRate?: number;
+  seed?: number;
+  rollout?: RolloutOptions;
+  concurrency?: number;
+  /** Write SFT transcripts here (one line per sequence). */
+  transcripts?: string;
+}
+
+export interface ExpertRunResult {
+  rollouts: Rollout[];
+  /** Fraction of rollouts whose answer exactly matches a gold answer. */
+  success: number;
+  /** Longest sequence in tokens: the root (planner or single agent) and the workers (0 in single mode). */
+  longestRoot: number;
+  longestWorker: number;
+  transcriptLines: number;
+}
+
+export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunResult> {
+  const questions = options.questions ?? options.world.questions.filter((q) => q.split === 'train');
+  const { tools } = worldSearchTools(options.world);
+  const expert = new ExpertPolicy({ world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, seed: options.seed ?? 0 });
+  const engine = new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {});
+  const rollouts = await runRollouts(engine, questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);
+  const longestRoot = Math.max(0, ...rollouts.map((r) => r.root.tokens.length));
+  const longestWorker = Math.max(0, ...rollouts.flatMap((r) => r.workers.map((w) => w.tokens.length)));
+  let transcriptLines = 0;
+  if (options.transcripts) transcriptLines = writeTranscripts(rollouts, options.transcripts, { tools: worldToolSpecs(tools) }).lines;
+  return { rollouts, success, longestRoot, longestWorker, transcriptLines };
+}
