@@ -46,6 +46,10 @@ test('schema violation names the bad field and does not run the tool', async () 
   assert.equal(missing.valid, false);
   assert.match(missing.text, /- b: /);
 
+  const encoded = await executeTool(add, '{"a": 1, "b": 2}', opts);
+  assert.deepEqual([encoded.ok, encoded.text], [true, '3']);
+  const brokenJson = await executeTool(add, '{"a": 1, "b": ', opts);
+  assert.equal(brokenJson.valid, false);
   const notObject = await executeTool(add, 'a=1', opts);
   assert.equal(notObject.valid, false);
   assert.match(notObject.text, /\(arguments\)/);

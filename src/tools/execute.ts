@@ -58,6 +58,22 @@ function errorMessage(err: unknown): string {
   return String(err);
 }
 
+/**
+ * Missing arguments are `{}`; arguments given as a JSON-encoded object string (the OpenAI function-call
+ * convention, `"arguments": "{\"query\": \"x\"}"`) are decoded. Anything else is validated as is.
+ */
+export function normaliseArguments(raw: unknown): unknown {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw === 'string' && /^\s*\{/.test(raw)) {
+    try {
+      return JSON.parse(raw) as unknown;
+    } catch {
+      return raw;
+    }
+  }
+  return raw;
+}
+
 /** Validate, run with a timeout, catch, cut. Never throws. */
 export async function executeTool(tool: Tool, rawArguments: unknown, options: ExecuteOptions): Promise<ExecuteResult> {
   const start = performance.now();
@@ -68,7 +84,7 @@ export async function executeTool(tool: Tool, rawArguments: unknown, options: Ex
     ms: performance.now() - start,
   });
 
-  const parsed = tool.inputSchema.safeParse(rawArguments === undefined ? {} : rawArguments);
+  const parsed = tool.inputSchema.safeParse(normaliseArguments(rawArguments));
   if (!parsed.success) return done(false, false, formatSchemaError(tool.name, parsed.error));
 
   if (options.signal?.aborted) return done(false, true, `Error: tool "${tool.name}" was cancelled before it ran`);
