@@ -50,6 +50,8 @@ test('schema violation names the bad field and does not run the tool', async () 
   assert.deepEqual([encoded.ok, encoded.text], [true, '3']);
   const brokenJson = await executeTool(add, '{"a": 1, "b": ', opts);
   assert.equal(brokenJson.valid, false);
+  const nullArgs = await executeTool(add, null, opts);
+  assert.equal(nullArgs.valid, false);
   const notObject = await executeTool(add, 'a=1', opts);
   assert.equal(notObject.valid, false);
   assert.match(notObject.text, /\(arguments\)/);

@@ -63,7 +63,7 @@ function errorMessage(err: unknown): string {
  * convention, `"arguments": "{\"query\": \"x\"}"`) are decoded. Anything else is validated as is.
  */
 export function normaliseArguments(raw: unknown): unknown {
-  if (raw === undefined || raw === null) return {};
+  if (raw === undefined) return {};
   if (typeof raw === 'string' && /^\s*\{/.test(raw)) {
     try {
       return JSON.parse(raw) as unknown;
