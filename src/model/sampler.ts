@@ -451,15 +451,19 @@ export function sampleToken(logits: Float32Array, temperature: number, topK: num
   let mx = -Infinity;
   let arg = 0;
   for (let i = 0; i < V; i++) if (logits[i] > mx) { mx = logits[i]; arg = i; }
+  if (probs.length < V) { probs = new Float64Array(V); order = new Int32Array(V); }
+  // Unnormalised temperature-1 probabilities; at temperature 1 they are also the sampling weights.
   let sum = 0;
-  for (let i = 0; i < V; i++) sum += Math.exp(logits[i] - mx);
+  for (let i = 0; i < V; i++) sum += probs[i] = Math.exp(logits[i] - mx);
   const lse = mx + Math.log(sum);
   if (temperature === 0) return { token: arg, logprob: logits[arg] - lse };
 
-  if (probs.length < V) { probs = new Float64Array(V); order = new Int32Array(V); }
-  const inv = 1 / temperature;
-  let total = 0;
-  for (let i = 0; i < V; i++) total += probs[i] = Math.exp((logits[i] - mx) * inv);
+  let total = sum;
+  if (temperature !== 1) {
+    const inv = 1 / temperature;
+    total = 0;
+    for (let i = 0; i < V; i++) total += probs[i] = Math.exp((logits[i] - mx) * inv);
+  }
   if (topK > 0 && topK < V) {
     const sorted = Float32Array.from(logits).sort();
     const thr = sorted[V - topK];
