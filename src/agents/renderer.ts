@@ -14,9 +14,11 @@
  *
  * Rendering only the tail: a delta depends on the conversation's head (system and first user
  * message, which templates inspect), the message before the assistant turn, the assistant turn and
- * the new messages. Rendering just those is much cheaper than the whole history. Because a
- * template might look further back, every tokenizer's first `TAIL_CHECKS` deltas are computed both
- * ways; if they ever differ, that tokenizer falls back to full renders for good.
+ * the new messages. Rendering just those (long contents of the context shortened, tools reduced to
+ * names) with a marker in place of the assistant content, in one render, is much cheaper than the
+ * whole history twice. Because a template might look further back, every
+ * tokenizer's first `TAIL_CHECKS` deltas are computed both ways; if they ever differ, that
+ * tokenizer falls back to full renders for good.
  *
  * `renderConversation` renders a complete transcript for supervised training: mask 1 on the
  * assistant turns' content and the stop token that closes them, 0 elsewhere.
@@ -80,14 +82,50 @@ function deltaAfterAssistant(
   return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
 }
 
-/** Messages the template needs to render a delta after `messages[assistantAt]`: head, the previous message, the turn, and what follows. */
+/**
+ * One render instead of two: the assistant turn rendered with a marker as its content; the delta is
+ * the text after the marker (less the stop token when it was sampled). Exact for templates that
+ * write the content verbatim — which the first checks against `deltaAfterAssistant` confirm.
+ */
+function deltaByMarker(
+  tokenizer: ChatTokenizer,
+  context: readonly ChatMessage[],
+  sampled: SampledText,
+  added: readonly ChatMessage[],
+  tools: readonly ToolSpec[] | undefined,
+): string {
+  const marker = '\u0000MATPO_CONTENT\u0000';
+  const probe = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: marker }, ...added], { tools, addGenerationPrompt: true });
+  const at = probe.indexOf(marker);
+  if (at < 0) throw new InvalidArgumentError('chat_template', 'cannot locate the assistant turn in the rendered conversation');
+  const tail = probe.slice(at + marker.length);
+  return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
+}
+
+/** A long content cut to its ends (templates test prefixes such as `<tool_response>`, rarely more). */
+function shorten(m: ChatMessage): ChatMessage {
+  if (m.content.length <= 200) return m;
+  return { ...m, content: `${m.content.slice(0, 64)}\u2026${m.content.slice(-64)}` };
+}
+
+/**
+ * The cheap context for rendering a delta after `messages[assistantAt]`: the head (up to the first
+ * user message) and the message before the turn, with long contents shortened. Whatever it leaves
+ * out only shows in the rendering before the delta, which cancels out; the first deltas of every
+ * tokenizer are checked against full renders to make sure.
+ */
 function tailContext(messages: readonly ChatMessage[], assistantAt: number): ChatMessage[] {
   const keep: ChatMessage[] = [];
   const firstUser = messages.findIndex((m) => m.role === 'user');
-  for (let i = 0; i <= firstUser && i < assistantAt; i++) keep.push(messages[i]);
+  for (let i = 0; i <= firstUser && i < assistantAt; i++) keep.push(shorten(messages[i]));
   const prev = assistantAt - 1;
-  if (prev > firstUser) keep.push(messages[prev]);
+  if (prev > firstUser) keep.push(shorten(messages[prev]));
   return keep;
+}
+
+/** Tool specs reduced to their names (the tool list is rendered in the head, which cancels out). */
+function toolStandIns(tools: readonly ToolSpec[] | undefined): ToolSpec[] | undefined {
+  return tools?.map((t) => ({ type: 'function', function: { name: t.function.name, description: '', parameters: {} } }));
 }
 
 export interface TrajectoryTurn {
@@ -107,11 +145,14 @@ export class Trajectory {
   private promptStart = 0;
   /** The last sampled turn, its message index and where its tokens end (prompt tokens after it can be re-rendered). */
   private last: { sampled: SampledText; messageAt: number; end: number } | null = null;
+  private readonly toolsLite: ToolSpec[] | undefined;
 
   constructor(
     readonly tokenizer: ChatTokenizer,
     readonly tools: readonly ToolSpec[] | undefined,
-  ) {}
+  ) {
+    this.toolsLite = toolStandIns(tools);
+  }
 
   get length(): number {
     return this.tokens.length;
@@ -171,7 +212,7 @@ export class Trajectory {
     if (!state) tailState.set(this.tokenizer, (state = { checked: 0, ok: true }));
     const full = () => deltaAfterAssistant(this.tokenizer, messages.slice(0, assistantAt), sampled, added, this.tools);
     if (!state.ok) return full();
-    const tail = deltaAfterAssistant(this.tokenizer, tailContext(messages, assistantAt), sampled, added, this.tools);
+    const tail = deltaByMarker(this.tokenizer, tailContext(messages, assistantAt), sampled, added, this.toolsLite);
     if (state.checked < TAIL_CHECKS) {
       state.checked++;
       const reference = full();

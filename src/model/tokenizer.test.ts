@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
 import { FileFormatError } from '../errors.ts';
 import { CHATML_TOOLS_TEMPLATE } from './chat-template.ts';
 import { TEST_SPECIAL_TOKENS, createTestTokenizer, loadTokenizer, testTokenizerFiles } from './tokenizer.ts';
@@ -103,4 +104,34 @@ test('the exported template is what the test tokenizer writes', async () => {
   const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
   assert.equal(config.chat_template, CHATML_TOOLS_TEMPLATE);
   mkdirSync(join(dir, 'sub'));
+});
+
+test('piece-wise cached encoding equals the library encoding the whole text (byte-level and Qwen2-style split pre-tokenizers)', async () => {
+  const qwenSplit = {
+    type: 'Sequence',
+    pretokenizers: [
+      { type: 'Split', pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: 'Isolated', invert: false },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+    ],
+  };
+  for (const preTokenizer of [null, qwenSplit]) {
+    const dir = tmp();
+    const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
+    if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+    const tok = await loadTokenizer(dir);
+    const reference = new Tokenizer(tokenizerJson, tokenizerConfig);
+    const pieces = ['<|im_start|>', '<|im_end|>', '\n', ' ', 'user', 'The answer', ' is 42.', '<tool_call>', '{"a": [1, 2]}', '</tool_call>', 'ünï', '😀', '  \t', "it's", 'x'];
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    for (let k = 0; k < 300; k++) {
+      let text = '';
+      const n = 1 + rand(12);
+      for (let j = 0; j < n; j++) text += pieces[rand(pieces.length)];
+      // Twice: the second time the pieces come from the cache.
+      assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+      assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+    }
+  }
 });

@@ -60,6 +60,10 @@ class HfChatTokenizer implements ChatTokenizer {
   readonly bosTokenId: number | null;
   readonly eosTokenId: number | null;
   private template: ChatTemplateFn | null = null;
+  /** Splits text at added tokens (null when pieces cannot be encoded independently, see `segmentable`). */
+  private readonly splitter: RegExp | null;
+  private readonly pieceCache = new Map<string, number[]>();
+  private pieceCacheChars = 0;
 
   constructor(
     private readonly tok: Tokenizer,
@@ -68,6 +72,7 @@ class HfChatTokenizer implements ChatTokenizer {
     ids: { bos: number | null; eos: number | null; stops: number[] },
     private readonly templateSource: { source: string; file: string; field?: string } | { missing: string },
     private readonly templateContext: Record<string, unknown>,
+    segmentable: boolean,
   ) {
     let max = -1;
     for (const id of tokenOf.keys()) if (id > max) max = id;
@@ -75,11 +80,42 @@ class HfChatTokenizer implements ChatTokenizer {
     this.bosTokenId = ids.bos;
     this.eosTokenId = ids.eos;
     this.stopTokenIds = ids.stops;
+    const added = [...tok.get_added_tokens_decoder().values()].map((t) => t.content).sort((a, b) => b.length - a.length);
+    this.splitter = segmentable && added.length > 0 ? new RegExp(`(${added.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`) : null;
   }
 
+  /**
+   * The library splits text at added tokens and encodes each piece on its own; we do the same split
+   * here and cache the pieces (system prompts, tool lists and template glue recur in every agent).
+   * Only used when the split is exactly what the library does (see `segmentable`).
+   */
   encode(text: string): number[] {
     if (text === '') return [];
-    return this.tok.encode(text, { add_special_tokens: false }).ids;
+    if (this.splitter === null) return this.tok.encode(text, { add_special_tokens: false }).ids;
+    const out: number[] = [];
+    const parts = text.split(this.splitter);
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === '') continue;
+      if (i % 2 === 1) {
+        out.push(this.idOf.get(part)!);
+        continue;
+      }
+      let ids = this.pieceCache.get(part);
+      if (ids === undefined) {
+        ids = this.tok.encode(part, { add_special_tokens: false }).ids;
+        if (part.length <= 8192) {
+          if (this.pieceCacheChars > 4_000_000) {
+            this.pieceCache.clear();
+            this.pieceCacheChars = 0;
+          }
+          this.pieceCache.set(part, ids);
+          this.pieceCacheChars += part.length;
+        }
+      }
+      for (const id of ids) out.push(id);
+    }
+    return out;
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
@@ -112,6 +148,18 @@ class HfChatTokenizer implements ChatTokenizer {
       throw new FileFormatError({ file: t.file, field: t.field, message: `chat template failed: ${(cause as Error).message}`, cause });
     }
   }
+}
+
+/**
+ * True when encoding text piece by piece (split at added tokens) gives exactly the library's
+ * result: every added token is matched before normalisation and strips no whitespace, and the
+ * pre-tokenizer does not depend on the piece's position (Metaspace's "first" scheme does).
+ */
+function segmentable(tokenizerJson: Json, config: Json): boolean {
+  const added = (tokenizerJson.added_tokens ?? []) as { lstrip?: boolean; rstrip?: boolean; normalized?: boolean; single_word?: boolean }[];
+  if (added.some((t) => t.lstrip || t.rstrip || t.normalized || t.single_word)) return false;
+  if (config.remove_space === true || config.do_lowercase_and_remove_accent === true) return false;
+  return !JSON.stringify(tokenizerJson.pre_tokenizer ?? null).includes('Metaspace');
 }
 
 /** Load the tokenizer and chat template of a Hugging Face model directory. */
@@ -166,7 +214,7 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
     bos_token: bosText ?? (bos !== null ? tokenOf.get(bos) : '') ?? '',
     eos_token: eosText ?? (eos !== null ? tokenOf.get(eos) : '') ?? '',
   };
-  return new HfChatTokenizer(tok, tokenOf, idOf, { bos, eos, stops: [...stops] }, templateSource, context);
+  return new HfChatTokenizer(tok, tokenOf, idOf, { bos, eos, stops: [...stops] }, templateSource, context, segmentable(tokenizerJson, config));
 }
 
 // ---------------------------------------------------------------------------------------------
