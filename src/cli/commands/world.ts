@@ -56,6 +56,10 @@ export const command: Command = {
       testFraction: numFlag(values, 'test-fraction', DEFAULT_WORLD_OPTIONS.testFraction),
     };
     const heldout = intFlag(values, 'heldout', 0);
+    const demos = values.demos === undefined || values.demos === 'none' ? [] : values.demos === 'both' ? ['matpo', 'single'] as const : [values.demos];
+    for (const d of demos) if (d !== 'matpo' && d !== 'single') throw new ConfigError({ path: '--demos', message: `expected matpo, single, both or none, got "${d}"` });
+    const vocabSize = intFlag(values, 'vocab-size', 2048);
+    if (demos.length > 0 && vocabSize <= 0) throw new ConfigError({ path: '--demos', message: 'needs the world tokenizer (--vocab-size > 0)' });
     const start = performance.now();
     const world = generateWorld(options);
     saveWorld(world, out);
@@ -64,10 +68,6 @@ export const command: Command = {
     console.log(`  entities ${s.entities} (${Object.entries(s.entitiesByKind).map(([k, v]) => `${k} ${v}`).join(', ')})`);
     console.log(`  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`);
     console.log(`  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops).map(([k, v]) => `${k}-hop ${v}`).join(', ')}`);
-    const demos = values.demos === undefined || values.demos === 'none' ? [] : values.demos === 'both' ? ['matpo', 'single'] as const : [values.demos];
-    for (const d of demos) if (d !== 'matpo' && d !== 'single') throw new ConfigError({ path: '--demos', message: `expected matpo, single, both or none, got "${d}"` });
-    const vocabSize = intFlag(values, 'vocab-size', 2048);
-    if (demos.length > 0 && vocabSize <= 0) throw new ConfigError({ path: '--demos', message: 'needs the world tokenizer (--vocab-size > 0)' });
     if (vocabSize > 0) {
       const t = performance.now();
       const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);

@@ -1,0 +1,53 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { command as world } from './world.ts';
+import { command as index } from './index.ts';
+import { loadWorld } from '../../envs/world/world.ts';
+import { SearchIndex } from '../../tools/search/search-index.ts';
+import { ConfigError } from '../../errors.ts';
+
+async function quiet<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
+  const log = console.log;
+  let out = '';
+  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
+  try {
+    return { value: await f(), out };
+  } finally {
+    console.log = log;
+  }
+}
+
+test('matpo world writes a world, its tokenizer, demos and held-out worlds; matpo index indexes it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cli-world-'));
+  try {
+    const { out } = await quiet(() => world.run(['--seed', '3', '--out', dir, '--entities', '80', '--questions', '40', '--hops', '1-2', '--heldout', '1', '--vocab-size', '600', '--demos', 'both', '--demo-questions', '6']));
+    assert.match(out, /questions 40 \(train 32, test 8\); by hops: 1-hop 20, 2-hop 20/);
+    assert.match(out, /expert matpo \(error rate 0\): success 100\.0% on 6 questions/);
+    assert.match(out, /expert single \(error rate 0\): success 100\.0% on 6 questions/);
+    const w = loadWorld(dir);
+    assert.equal(w.manifest.seed, 3);
+    assert.ok(w.questions.every((q) => q.hops <= 2));
+    assert.ok(existsSync(join(dir, 'tokenizer', 'tokenizer.json')));
+    assert.equal(readFileSync(join(dir, 'demos-single.jsonl'), 'utf8').trim().split('\n').length, 6);
+    assert.equal(loadWorld(join(dir, 'heldout-1003')).manifest.seed, 1003);
+
+    const idx = join(dir, 'index');
+    const r = await quiet(() => index.run([dir, '--out', idx, '--query', w.entities[0].name, '--top-k', '2']));
+    assert.match(r.out, new RegExp(`indexed ${w.documents.length} documents`));
+    assert.match(r.out, new RegExp(`\\] ${w.entities[0].name}: `));
+    assert.equal(SearchIndex.load(idx).size, w.documents.length);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad flags are one-line config errors naming the flag', async () => {
+  await assert.rejects(world.run(['--out', '/tmp/x', '--hops', '0-9']), (e: unknown) => e instanceof ConfigError && /hops/.test(e.message));
+  await assert.rejects(world.run(['--seed', '1']), /--out: is required/);
+  await assert.rejects(world.run(['--out', '/tmp/x', '--doc-length', 'huge']), /--doc-length/);
+  await assert.rejects(world.run(['--out', '/tmp/x', '--demos', 'all']), /--demos/);
+  await assert.rejects(index.run(['--out', '/tmp/x']), /expected exactly one corpus/);
+});
