@@ -101,15 +101,16 @@ class HfChatTokenizer implements ChatTokenizer {
         out.push(this.idOf.get(part)!);
         continue;
       }
-      let ids = this.pieceCache.get(part);
+      let ids: number[] | undefined = this.pieceCache.get(part);
       if (ids === undefined) {
-        ids = this.tok.encode(part, { add_special_tokens: false }).ids;
+        const fresh: number[] = this.tok.encode(part, { add_special_tokens: false }).ids;
+        ids = fresh;
         if (part.length <= 8192) {
           if (this.pieceCacheChars > 4_000_000) {
             this.pieceCache.clear();
             this.pieceCacheChars = 0;
           }
-          this.pieceCache.set(part, ids);
+          this.pieceCache.set(part, fresh);
           this.pieceCacheChars += part.length;
         }
       }
