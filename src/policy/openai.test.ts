@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { OpenAIPolicy, assertTokenExact, parseTokenIdStrings } from './openai.ts';
+import { OpenAIPolicy, assertTokenExact, listModels, parseTokenIdStrings } from './openai.ts';
 import { servePolicy, type PolicyServer } from './server.ts';
 import { BigramPolicy, ByteTokenizer } from './openai-testkit.ts';
 import { ConfigError, EndpointError, InvalidArgumentError } from '../errors.ts';
@@ -219,6 +219,8 @@ test('4xx fails at once with the server message: 401 without the API key, 400 fo
   assert.equal(counter.count(), 2);
   await assert.rejects(withKey.sample([1, 999, 2], { maxNewTokens: 5 }), (e: unknown) => e instanceof EndpointError && e.status === 400 && /prompt\[1\]: token id 999 is outside the vocabulary/.test(e.message));
   assert.equal(counter.count(), 3);
+  assert.deepEqual(await listModels(`${server.url}/v1`, { apiKey: 'sekret' }), ['tiny']);
+  await assert.rejects(listModels(server.url), /HTTP 401: missing or invalid API key/);
   const wrongModel = new OpenAIPolicy({ baseUrl: counter.url, model: 'other', tokenizer: tok, apiKey: 'sekret', retries: 3 });
   await assert.rejects(wrongModel.sample(prompt, { maxNewTokens: 5 }), /HTTP 404: The model `other` does not exist/);
   assert.equal(counter.count(), 4);

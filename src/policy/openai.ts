@@ -65,6 +65,26 @@ export function assertTokenExact(policy: Policy): void {
   }
 }
 
+/** The model ids an OpenAI-compatible server lists at GET /v1/models (to pick `model` when not given). */
+export async function listModels(baseUrl: string, options: { apiKey?: string; timeoutMs?: number } = {}): Promise<string[]> {
+  const url = `${baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/models`;
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    throw new EndpointError({ url, message: `cannot reach the server: ${cause?.code ?? (err as Error).message}`, cause: err });
+  }
+  const text = await res.text();
+  if (!res.ok) throw new EndpointError({ url, status: res.status, message: serverMessage(text) });
+  try {
+    const body = JSON.parse(text) as { data?: { id?: unknown }[] };
+    return (body.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
+  } catch {
+    throw new EndpointError({ url, status: res.status, message: 'response is not JSON' });
+  }
+}
+
 /** Parse vLLM's "token_id:123" token strings. Returns null when a token is not in that form. */
 export function parseTokenIdStrings(tokens: readonly string[]): number[] | null {
   const ids: number[] = [];
