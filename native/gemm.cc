@@ -108,7 +108,8 @@ struct Scratch {
 thread_local Scratch tlA, tlB;
 
 // Pack op(A)[i0:i0+mc, p0:p0+kc] into MR-row panels, each kc x MR k-major, zero-padded.
-void packA(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc, int MR, float* out) {
+template <int MR>
+void packAT(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc, float* out) {
   for (int ir = 0; ir < mc; ir += MR) {
     int m = std::min(MR, mc - ir);
     float* dst = out + long(ir / MR) * kc * MR;
@@ -116,11 +117,22 @@ void packA(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc
       for (int k = 0; k < kc; k++) {
         const float* src = A + long(p0 + k) * lda + i0 + ir;
         float* d = dst + long(k) * MR;
-        int r = 0;
-        for (; r < m; r++) d[r] = src[r];
-        for (; r < MR; r++) d[r] = 0.f;
+        if (m == MR) {
+          for (int r = 0; r < MR; r++) d[r] = src[r];
+        } else {
+          int r = 0;
+          for (; r < m; r++) d[r] = src[r];
+          for (; r < MR; r++) d[r] = 0.f;
+        }
       }
-    } else {  // op(A)(i,k) = A[i*lda + k]
+    } else if (m == MR) {  // op(A)(i,k) = A[i*lda + k]: read MR rows side by side, write contiguously
+      const float* rows[MR];
+      for (int r = 0; r < MR; r++) rows[r] = A + long(i0 + ir + r) * lda + p0;
+      for (int k = 0; k < kc; k++) {
+        float* d = dst + long(k) * MR;
+        for (int r = 0; r < MR; r++) d[r] = rows[r][k];
+      }
+    } else {
       for (int r = 0; r < m; r++) {
         const float* src = A + long(i0 + ir + r) * lda + p0;
         for (int k = 0; k < kc; k++) dst[long(k) * MR + r] = src[k];
@@ -128,6 +140,15 @@ void packA(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc
       for (int r = m; r < MR; r++)
         for (int k = 0; k < kc; k++) dst[long(k) * MR + r] = 0.f;
     }
+  }
+}
+
+void packA(bool transA, const float* A, long lda, int i0, int mc, int p0, int kc, int MR, float* out) {
+  switch (MR) {
+    case 14: packAT<14>(transA, A, lda, i0, mc, p0, kc, out); break;
+    case 6: packAT<6>(transA, A, lda, i0, mc, p0, kc, out); break;
+    case 4: packAT<4>(transA, A, lda, i0, mc, p0, kc, out); break;
+    default: std::abort();
   }
 }
 
@@ -261,13 +282,22 @@ long packedWeightFloats(int N, int K) {
   return Npad * std::max(K, 1);
 }
 
-void packWeightNT(const float* W, int N, int K, float* out) {
+void packBT(const float* B, long ldb, int N, int K, float* out) {
   const int NR = gIsa->NR, KC = gIsa->KC;
   long Npad = long((N + NR - 1) / NR) * NR;
   for (int pc = 0; pc < K; pc += KC) {
     int kc = std::min(KC, K - pc);
-    packB(true, W, K, pc, kc, 0, N, NR, out + long(pc) * Npad);
+    packB(true, B, ldb, pc, kc, 0, N, NR, out + long(pc) * Npad);
   }
+}
+
+void packWeightNT(const float* W, int N, int K, float* out) { packBT(W, K, N, K, out); }
+
+void gemmSerialPackedBT(int M, int N, int K, const float* A, long lda, const float* packed, int Npacked, float* C,
+                        long ldc, bool accumulate) {
+  const int NR = gIsa->NR;
+  long Npad = long((Npacked + NR - 1) / NR) * NR;
+  gemmCore(false, true, M, N, K, A, lda, nullptr, 0, C, ldc, accumulate, packed, 0, Npad);
 }
 
 void gemmPackedWeight(int M, int N, int K, const float* A, const float* packed, float* C, bool accumulate) {

@@ -29,7 +29,7 @@ struct Scratch {
   }
   ~Scratch() { std::free(p); }
 };
-thread_local Scratch tlS, tlP;
+thread_local Scratch tlS, tlP, tlK, tlV;
 
 // Calls fn(begin, end) over [0, n) in chunks of about `grain` items, spread over the pool.
 template <class F>
@@ -155,9 +155,11 @@ void attentionForward(float* out, float* lse, const float* q, const float* k, co
     const float* Vp = v + (long(s0) * KV + kvh) * D;
     float* O = out + (long(s0) * H + h) * D;
     float* S = tlS.get(size_t(BQ) * L);
+    float* Kpk = tlK.get(size_t(packedWeightFloats(L, D)));
+    packBT(Kp, ldk, L, D, Kpk);  // keys packed once, reused by every query block
     for (int r0 = 0; r0 < L; r0 += BQ) {
       int m = std::min(BQ, L - r0), nk = r0 + m;
-      gemmSerial(false, true, m, nk, D, Q + r0 * ldq, ldq, Kp, ldk, S, nk, false);
+      gemmSerialPackedBT(m, nk, D, Q + r0 * ldq, ldq, Kpk, L, S, nk, false);
       softmaxRows(S, m, nk, r0, scale, nullptr, H, lse + (long(s0) + r0) * H + h);
       gemmSerial(false, false, m, D, nk, S, nk, Vp, ldk, O + r0 * ldq, ldq, false);
     }
@@ -181,6 +183,10 @@ void attentionBackward(float* dq, float* dk, float* dv, const float* dout, const
     float* dV = dv + (long(s0) * KV + kvh) * D;
     float* P = tlS.get(size_t(BQ) * L);
     float* dS = tlP.get(size_t(BQ) * L);
+    float* Kpk = tlK.get(size_t(packedWeightFloats(L, D)));
+    float* Vpk = tlV.get(size_t(packedWeightFloats(L, D)));
+    packBT(Kp, ldk, L, D, Kpk);  // keys and values packed once per (sequence, kv head)
+    packBT(Vp, ldk, L, D, Vpk);
     for (int hh = 0; hh < group; hh++) {
       int h = kvh * group + hh;
       const long off = (long(s0) * H + h) * D;
@@ -189,9 +195,9 @@ void attentionBackward(float* dq, float* dk, float* dv, const float* dout, const
         const float* Qb = q + off + r0 * ldq;
         const float* dOb = dout + off + r0 * ldq;
         const float* Ob = out + off + r0 * ldq;
-        gemmSerial(false, true, m, nk, D, Qb, ldq, Kp, ldk, P, nk, false);
+        gemmSerialPackedBT(m, nk, D, Qb, ldq, Kpk, L, P, nk, false);
         softmaxRows(P, m, nk, r0, scale, lse + (long(s0) + r0) * H + h, H, nullptr);
-        gemmSerial(false, true, m, nk, D, dOb, ldq, Vp, ldk, dS, nk, false);
+        gemmSerialPackedBT(m, nk, D, dOb, ldq, Vpk, L, dS, nk, false);
         for (int i = 0; i < m; i++) {
           float delta = o.dot(dOb + i * ldq, Ob + i * ldq, D);
           float* ds = dS + long(i) * nk;
