@@ -132,6 +132,18 @@ test('chat completions apply the chat template with tools, drop the stop token f
   assert.equal(bad.json.error.param, 'messages.0.role');
 });
 
+test('limits: max_tokens above the server limit and oversized bodies are refused', async () => {
+  const s = await servePolicy(new BigramPolicy(), { port: 0, modelName: 'tiny', maxTokensLimit: 8, maxBodyBytes: 1000 });
+  servers.push(s);
+  const over = await post(`${s.url}/v1/completions`, { prompt: [1], max_tokens: 9 });
+  assert.equal(over.status, 400);
+  assert.match(over.json.error.message, /max_tokens: at most 8/);
+  assert.equal((await post(`${s.url}/v1/completions`, { prompt: [1], max_tokens: 8 })).status, 200);
+  const big = await post(`${s.url}/v1/completions`, { prompt: new Array(600).fill(1) });
+  assert.equal(big.status, 413);
+  assert.match(big.json.error.message, /larger than 1000 bytes/);
+});
+
 test('API key: 401 without or with a wrong key, 200 with it', async () => {
   const s = await serve(new BigramPolicy(), 'k1');
   const none = await post(`${s.url}/v1/completions`, { prompt: [1], max_tokens: 2 });
