@@ -32,7 +32,9 @@ test('matpo world writes a world, its tokenizer, demos and held-out worlds; matp
     assert.ok(w.questions.every((q) => q.hops <= 2));
     assert.ok(existsSync(join(dir, 'tokenizer', 'tokenizer.json')));
     assert.equal(readFileSync(join(dir, 'demos-single.jsonl'), 'utf8').trim().split('\n').length, 6);
-    assert.equal(loadWorld(join(dir, 'heldout-1003')).manifest.seed, 1003);
+    const held = loadWorld(join(dir, 'heldout-1003'));
+    assert.equal(held.manifest.seed, 1003);
+    assert.ok(held.questions.length === 40 && held.questions.every((q) => q.split === 'test'));
 
     const idx = join(dir, 'index');
     const r = await quiet(() => index.run([dir, '--out', idx, '--query', w.entities[0].name, '--top-k', '2']));

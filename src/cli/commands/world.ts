@@ -35,7 +35,7 @@ export const command: Command = {
     '      [--demos matpo|single|both] [--demo-error-rate 0] [--demo-questions N]\n\n' +
     '  --vocab-size N  train a byte-level BPE tokenizer on the world into DIR/tokenizer/ (0: skip)\n' +
     '  --demos MODE    run the scripted expert on the train split and write SFT transcripts to DIR/demos-<mode>.jsonl\n' +
-    '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...) under DIR/heldout-<seed>/',
+    '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...; every question in the test split) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
       seed: { type: 'string' }, out: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
@@ -87,7 +87,7 @@ export const command: Command = {
     }
     for (let k = 1; k <= heldout; k++) {
       const seed = world.options.seed + 1000 * k;
-      const held = generateWorld({ ...options, seed, testFraction: 0.999 });
+      const held = generateWorld({ ...options, seed, testFraction: 1 });
       const dir = join(out, `heldout-${seed}`);
       saveWorld(held, dir);
       console.log(`  held-out world seed ${seed} → ${dir} (${held.questions.length} questions)`);

@@ -31,7 +31,7 @@ export interface WorldOptions {
   noise: number;
   /** Filler sentences per document: 'short' = 0, 'medium' = 3, 'long' = 10, or a number. */
   docLength: 'short' | 'medium' | 'long' | number;
-  /** Fraction of questions in the test split. */
+  /** Fraction of questions in the test split (1 for a held-out world used only for evaluation). */
   testFraction: number;
 }
 
@@ -134,7 +134,7 @@ export function validateWorldOptions(partial: Partial<WorldOptions>): WorldOptio
     throw bad('hops', `expected 1 ≤ min ≤ max ≤ 4, got ${o.minHops}-${o.maxHops}`);
   if (!(o.distractors >= 0 && o.distractors <= 1)) throw bad('distractors', `expected a fraction in [0, 1], got ${o.distractors}`);
   if (!(o.noise >= 0 && o.noise <= 1)) throw bad('noise', `expected a fraction in [0, 1], got ${o.noise}`);
-  if (!(o.testFraction >= 0 && o.testFraction < 1)) throw bad('testFraction', `expected a fraction in [0, 1), got ${o.testFraction}`);
+  if (!(o.testFraction >= 0 && o.testFraction <= 1)) throw bad('testFraction', `expected a fraction in [0, 1], got ${o.testFraction}`);
   const f = o.docLength;
   if (!(f === 'short' || f === 'medium' || f === 'long' || (typeof f === 'number' && Number.isInteger(f) && f >= 0)))
     throw bad('docLength', `expected short, medium, long or a non-negative integer, got ${String(f)}`);
