@@ -68,6 +68,7 @@ test('/v1/models, routing errors and request validation in OpenAI error shape', 
   const stream = await post(`${s.url}/v1/completions`, { prompt: [5], stream: true });
   assert.equal(stream.status, 400);
   assert.match(stream.json.error.message, /streaming is not supported/);
+  assert.equal((await post(`${s.url}/v1/completions`, { model: 'default', prompt: [5], max_tokens: 2 })).status, 200);
   const model = await post(`${s.url}/v1/completions`, { model: 'gpt-x', prompt: [5] });
   assert.equal(model.status, 404);
   assert.equal(model.json.error.code, 'model_not_found');

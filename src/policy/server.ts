@@ -149,7 +149,8 @@ export async function servePolicy(policy: Policy, options: ServeOptions): Promis
   const inflight = new Set<AbortController>();
 
   function checkModel(model: string | undefined): void {
-    if (model !== undefined && model !== options.modelName) {
+    // "default" is accepted too, as SGLang does, for clients that do not know the served name.
+    if (model !== undefined && model !== options.modelName && model !== 'default') {
       throw new HttpError(404, `The model \`${model}\` does not exist; this server serves "${options.modelName}".`, 'invalid_request_error', 'model', 'model_not_found');
     }
   }
