@@ -99,7 +99,6 @@ export class Sampler {
   private tick = 0;
   private loopActive = false;
   private closed = false;
-  private wake: (() => void) | null = null;
   readonly stats: SamplerStats = { steps: 0, promptTokens: 0, cachedPromptTokens: 0, generatedTokens: 0 };
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels, options: SamplerOptions = {}) {
@@ -173,12 +172,8 @@ export class Sampler {
     this.kick();
   }
 
+  /** Start the scheduler loop if it is not running (it stops itself when there is no work). */
   private kick(): void {
-    if (this.wake) {
-      const w = this.wake;
-      this.wake = null;
-      w();
-    }
     if (!this.loopActive) {
       this.loopActive = true;
       setImmediate(() => void this.loop());
