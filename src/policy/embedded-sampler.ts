@@ -38,8 +38,9 @@ export class EngineSampler {
   private counter = 0;
   private probs: Float64Array;
   private order: Int32Array;
-  /** Optional token decoder for stop strings. */
+  /** Token decoder for stop strings (null when the model directory has no usable tokenizer; `detokenizeError` says why). */
   detokenize: ((ids: number[]) => string) | null = null;
+  detokenizeError = 'no tokenizer';
 
   constructor(private readonly engine: Engine, private readonly seed: number) {
     this.decoder = new Decoder(engine.cfg, engine.weights, engine.kernels, { slots: 8 });
@@ -68,6 +69,9 @@ export class EngineSampler {
     }
     if (prompt.length >= this.decoder.maxPositions()) {
       return reject(new InvalidArgumentError('promptTokens', `${prompt.length} tokens leave no room below the model's ${this.decoder.maxPositions()} positions`));
+    }
+    if (params.stopStrings && params.stopStrings.some((x) => x !== '') && !this.detokenize) {
+      return reject(new InvalidArgumentError('stopStrings', `need the model's tokenizer, which could not be loaded (${this.detokenizeError})`));
     }
     const seed = params.seed ?? this.seed * 1000003 + this.counter++;
     const req: Req = { id, prompt, params, rng: new Rng(seed), slot: -1, pos: 0, tokens: [], logprobs: [], aborted: false, resolve, reject };
@@ -150,7 +154,9 @@ export class EngineSampler {
     const p = r.params;
     if (p.stopTokenIds && p.stopTokenIds.includes(last)) return 'stop_token';
     if (p.stopStrings && p.stopStrings.length > 0 && this.detokenize) {
-      const text = this.detokenize(r.tokens);
+      // only the tail can contain a stop string that was not there one token ago
+      const longest = Math.max(...p.stopStrings.map((s) => s.length));
+      const text = this.detokenize(r.tokens.slice(-Math.max(16, 4 * longest)));
       if (p.stopStrings.some((s) => s !== '' && text.includes(s))) return 'stop_string';
     }
     if (r.tokens.length >= p.maxNewTokens) return 'length';

@@ -6,6 +6,9 @@
  * running batch and training requests interleave with decoding.
  */
 import { parentPort } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadTokenizer } from '../model/tokenizer.ts';
 import type { Kernels } from '../engine/kernels.ts';
 import { MatpoError } from '../errors.ts';
 import { Engine } from '../model/engine.ts';
@@ -59,6 +62,16 @@ async function handle(req: Request): Promise<void> {
       await new Promise((r) => setTimeout(r, 20));
       engine = Engine.load(req.options.dir, kernels);
       sampler = new EngineSampler(engine, req.options.seed ?? 0);
+      if (existsSync(join(req.options.dir, 'tokenizer.json'))) {
+        try {
+          const tok = await loadTokenizer(req.options.dir);
+          sampler.detokenize = (ids) => tok.decode(ids);
+        } catch (err) {
+          sampler.detokenizeError = (err as Error).message;
+        }
+      } else {
+        sampler.detokenizeError = `no tokenizer.json in ${req.options.dir}`;
+      }
       const r: InitResult = { vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(), params: engine.layout.total };
       reply(req.id, r);
       return;

@@ -116,6 +116,21 @@ test('concurrent samples: seeded reproducible, greedy equals the argmax path of 
   assert.deepEqual(stop.tokens, greedy.tokens.slice(0, stop.tokens.length));
 });
 
+test('stop strings end a sample at the first token whose text contains them', async () => {
+  const tok = await policy.tokenizer();
+  const prompt = [5, 9, 14];
+  const greedy = await policy.sample(prompt, { maxNewTokens: 16, temperature: 0 });
+  const text = tok.decode(greedy.tokens);
+  assert.ok(text.length >= 4, `greedy text too short: ${JSON.stringify(text)}`);
+  const mid = Math.floor(text.length / 2);
+  const stop = text.slice(mid, mid + 2);
+  const r = await policy.sample(prompt, { maxNewTokens: 16, temperature: 0, stopStrings: [stop] });
+  assert.equal(r.finishReason, 'stop_string');
+  assert.deepEqual(r.tokens, greedy.tokens.slice(0, r.tokens.length));
+  assert.ok(tok.decode(r.tokens).includes(stop));
+  assert.ok(!tok.decode(r.tokens.slice(0, -1)).includes(stop));
+});
+
 test('abort signal ends a sample early', async () => {
   const ac = new AbortController();
   const p = policy.sample([1, 2, 3], { maxNewTokens: 5000, temperature: 1, signal: ac.signal });
