@@ -70,6 +70,14 @@ test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it
       assert.equal(viaHttp.finishReason, direct.finishReason);
       viaHttp.logprobs.forEach((x, i) => assert.ok(Math.abs(x - direct.logprobs[i]) < 1e-5, `logprob ${i}: ${x} vs ${direct.logprobs[i]}`));
     }
+    // Concurrent requests are batched by the embedded engine; each still equals its own sequential sample.
+    const seeds = [21, 22, 23];
+    const together = await Promise.all(seeds.map((seed) => client.sample(prompt, { maxNewTokens: 10, seed })));
+    for (const [i, seed] of seeds.entries()) {
+      const alone = await local.sample(prompt, { maxNewTokens: 10, seed });
+      assert.deepEqual(together[i].tokens, alone.tokens, `seed ${seed}`);
+      together[i].logprobs.forEach((x, t) => assert.ok(Math.abs(x - alone.logprobs[t]) < 1e-4, `seed ${seed} logprob ${t}`));
+    }
     const models = await (await fetch(`${url}/v1/models`, { headers: { authorization: 'Bearer k' } })).json();
     assert.equal(models.data[0].id, basename(dir));
     child.kill('SIGTERM');
