@@ -285,6 +285,40 @@ test('portable and AVX2 code paths (forced with MATPO_ISA in a child process) ma
   }
 });
 
+test('thread pool: resizing between calls and concurrent use from a worker thread stay correct', async () => {
+  const M = 67, N = 45, Kd = 33;
+  const A = rand(M * Kd), B = rand(Kd * N);
+  const want = new Float32Array(M * N);
+  K.setThreads(1);
+  K.sgemm(false, false, M, N, Kd, A, B, want, false);
+  for (let i = 0; i < 40; i++) {
+    K.setThreads(1 + (i % 2));
+    const C = new Float32Array(M * N);
+    K.sgemm(false, false, M, N, Kd, A, B, C, false);
+    assert.deepEqual(C, want, `after resize ${i}`); // same blocking on any thread count: bitwise equal
+  }
+  K.setThreads(2);
+  const { Worker } = await import('node:worker_threads');
+  const flags = new Int32Array(new SharedArrayBuffer(8));
+  const worker = new Worker(new URL('./native-worker-boot.mjs', import.meta.url), {
+    workerData: { A, B, M, N, K: Kd, want, rounds: 300, flags },
+  });
+  const done = new Promise<boolean>((resolve, reject) => { worker.on('message', resolve); worker.on('error', reject); });
+  const t0 = Date.now();
+  while (Atomics.load(flags, 0) === 0 && Date.now() - t0 < 20000) Atomics.wait(flags, 0, 0, 5);
+  let mainOk = true, overlapped = 0;
+  while (Atomics.load(flags, 1) === 0 && Date.now() - t0 < 30000) {
+    const C = new Float32Array(M * N);
+    K.sgemm(false, false, M, N, Kd, A, B, C, false);
+    if (C.some((x, j) => x !== want[j])) mainOk = false;
+    overlapped++;
+  }
+  assert.equal(mainOk, true);
+  assert.ok(overlapped > 0, 'the main thread ran no product while the worker was running');
+  assert.equal(await done, true);
+  await worker.terminate();
+});
+
 test('report', () => {
   console.log(`# native isa=${K.isa} tile=${K.gemmTile} threads=${K.threads()}`);
   for (const [k, e] of worst) console.log(`# ${k.padEnd(18)} max abs err ${e.abs.toExponential(2)}  max rel err ${e.rel.toExponential(2)}`);
