@@ -111,8 +111,10 @@ test('stdio: a dead server process is reconnected on the next call; close ends t
     assert.ok(pid > 0);
     process.kill(pid, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
-    const r = await executeTool(lookup, { key: 'kelso' }, run);
-    assert.equal(r.text, 'kelso: built 1803\nlength 150 m over the Tweed');
+    // Several calls meet the dead connection at once: one reconnect serves them all.
+    const rs = await Promise.all(['kelso', 'orsova', 'varenne'].map((key) => executeTool(lookup, { key }, run)));
+    assert.deepEqual(rs.map((r) => r.text.split(':')[0]), ['kelso', 'orsova', 'varenne']);
+    assert.equal(rs[0].text, 'kelso: built 1803\nlength 150 m over the Tweed');
     assert.notEqual(client.pid, pid);
     const newPid = client.pid!;
     await client.close();

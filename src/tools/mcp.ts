@@ -234,7 +234,8 @@ export class McpClient {
         // The process died under us, or the HTTP server no longer knows our session (404, e.g. it restarted).
         const connectionClosed = (err instanceof McpError && err.code === ErrorCode.ConnectionClosed) || (err instanceof StreamableHTTPError && err.code === 404);
         if (connectionClosed && attempt === 0 && !signal?.aborted && !this.closed) {
-          this.lost = true;
+          // Only the connection this call used is lost; another call may have replaced it already.
+          if (this.client === client) this.lost = true;
           continue;
         }
         if (signal?.aborted) throw new Error(`call to ${name} on ${this.name} was cancelled`);
