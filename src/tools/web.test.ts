@@ -12,6 +12,7 @@ import { createWebFetchTool, fetchPage } from './web-fetch.ts';
 import { createWebSearchTool, formatSearchResults, isAnswerLeakUrl } from './web-search.ts';
 import { executeTool } from './execute.ts';
 import { ConfigError } from '../errors.ts';
+import { isPrivateAddress, refusalReason } from './net-guard.ts';
 
 const FIXTURES = new URL('../../test/fixtures/web/', import.meta.url);
 const TYPES: Record<string, string> = { html: 'text/html', txt: 'text/plain; charset=utf-8', json: 'application/json' };
@@ -117,9 +118,9 @@ test('the tool pages through long text by character offset', async () => {
   assert.match(past.text, /past the end/);
 });
 
-test('without allowPrivateNetwork loopback is refused (IP literal, localhost, IPv6, mapped IPv4)', async () => {
+test('without allowPrivateNetwork loopback and private addresses are refused (IP literals in any notation, localhost, IPv6, mapped IPv4)', async () => {
   const tool = createWebFetchTool({ timeoutMs: 3000 });
-  for (const url of [`${base}/article.html`, `http://localhost:1/`, 'http://[::1]:1/', 'http://[::ffff:127.0.0.1]:1/', 'http://169.254.169.254/latest/meta-data/', 'http://10.0.0.1/']) {
+  for (const url of [`${base}/article.html`, `http://localhost:1/`, 'http://[::1]:1/', 'http://[::ffff:127.0.0.1]:1/', 'http://169.254.169.254/latest/meta-data/', 'http://10.0.0.1/', 'http://2130706433/', 'http://0x7f.0.0.1/', 'http://0.0.0.0/', 'http://[::]/', 'http://[fd00::1]/']) {
     const r = await executeTool(tool, { url }, { timeoutMs: 5000, maxChars: 1000 });
     assert.equal(r.ok, false, url);
     assert.match(r.text, /refused .*loopback, private, link-local or reserved/, url);
@@ -235,4 +236,15 @@ test('web_search (stand-in Serper server): request shape, key header, leak filte
   } finally {
     if (saved !== undefined) process.env.SERPER_API_KEY = saved;
   }
+});
+
+test('address classification (hand-labelled): private, loopback, link-local, reserved vs public', () => {
+  const blocked = ['127.0.0.1', '127.255.0.9', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1', '255.255.255.255', '198.18.0.1',
+    '::1', '::', 'fe80::1', 'fe80::1%eth0', 'fd00::1', 'fc00::', 'ff02::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', '64:ff9b::a00:1', '::127.0.0.1', 'not-an-ip'];
+  const allowed = ['8.8.8.8', '1.1.1.1', '172.15.0.1', '172.32.0.1', '100.63.255.255', '93.184.216.34', '2606:4700::1111', '2a00:1450:4001::200e', '::ffff:8.8.8.8', '64:ff9b::808:808'];
+  for (const a of blocked) assert.equal(isPrivateAddress(a), true, a);
+  for (const a of allowed) assert.equal(isPrivateAddress(a), false, a);
+  assert.equal(refusalReason('127.0.0.1', { allowPrivateNetwork: true }), null);
+  assert.equal(refusalReason('127.0.0.1', { allowedAddresses: ['127.0.0.1'] }), null);
+  assert.match(refusalReason('127.0.0.2', { allowedAddresses: ['127.0.0.1'] }) ?? '', /127\.0\.0\.2 is loopback/);
 });
