@@ -20,7 +20,7 @@ import { presetConfig } from '../src/model/config.ts';
 import { buildLayout, initParams } from '../src/model/params.ts';
 import { saveModelDir } from '../src/model/checkpoint.ts';
 import { Engine } from '../src/model/engine.ts';
-import { EngineSampler } from '../src/policy/embedded-sampler.ts';
+import { Sampler } from '../src/model/sampler.ts';
 import type { Datum } from '../src/policy/types.ts';
 import { Rng } from '../src/util/rng.ts';
 
@@ -103,11 +103,11 @@ async function main(): Promise<void> {
     const peakRss = process.resourceUsage().maxRSS / 1024;
 
     // ---- decode: 32 concurrent sequences, 128 prompt + 128 new tokens
-    const sampler = new EngineSampler(engine, 3);
-    const prompts = Array.from({ length: DEC_B }, () => Int32Array.from({ length: DEC_P }, () => rng.int(cfg.vocabSize)));
-    let id = 0;
-    const decode = () => Promise.all(prompts.map((p) => new Promise((resolve, reject) =>
-      sampler.submit(id++, p, { maxNewTokens: DEC_N, temperature: 1 }, resolve, reject))));
+    // distinct random prompts (no shared prefix to reuse), prefix cache off so repeats recompute
+    const sampler = new Sampler(engine.cfg, engine.weights, engine.kernels, { prefixCache: false });
+    const prompts = Array.from({ length: DEC_B }, () => Array.from({ length: DEC_P }, () => rng.int(cfg.vocabSize)));
+    let seed = 0;
+    const decode = () => Promise.all(prompts.map((p) => sampler.generate(p, { maxNewTokens: DEC_N, temperature: 1, seed: seed++ })));
     const de = await timeBest(decode, 2, threads);
     const decTps = (DEC_B * DEC_N) / (de.wall / 1000);
 

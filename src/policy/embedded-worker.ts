@@ -14,13 +14,17 @@ import { MatpoError } from '../errors.ts';
 import { Engine } from '../model/engine.ts';
 import type { Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
 import { unpack } from './embedded-protocol.ts';
-import { EngineSampler } from './embedded-sampler.ts';
+import { Sampler } from '../model/sampler.ts';
 
 if (!parentPort) throw new Error('embedded-worker.ts must run in a worker thread');
 const port = parentPort;
 
 let engine: Engine | null = null;
-let sampler: EngineSampler | null = null;
+let sampler: Sampler | null = null;
+let baseSeed = 0;
+let seedCounter = 0;
+/** Abort controllers of running sample requests, by request id. */
+const sampling = new Map<number, AbortController>();
 
 function reply(id: number, result: ReplyPayload, transfer: ArrayBuffer[] = []): void {
   const msg: Reply = { id, ok: true, result };
@@ -61,17 +65,18 @@ async function handle(req: Request): Promise<void> {
       kernels.threads();
       await new Promise((r) => setTimeout(r, 20));
       engine = Engine.load(req.options.dir, kernels);
-      sampler = new EngineSampler(engine, req.options.seed ?? 0);
+      baseSeed = req.options.seed ?? 0;
+      // the tokenizer is only needed for stop strings; a model directory without one still samples
+      let decode: ((ids: readonly number[]) => string) | undefined;
       if (existsSync(join(req.options.dir, 'tokenizer.json'))) {
         try {
           const tok = await loadTokenizer(req.options.dir);
-          sampler.detokenize = (ids) => tok.decode(ids);
-        } catch (err) {
-          sampler.detokenizeError = (err as Error).message;
+          decode = (ids) => tok.decode([...ids]);
+        } catch {
+          decode = undefined;
         }
-      } else {
-        sampler.detokenizeError = `no tokenizer.json in ${req.options.dir}`;
       }
+      sampler = new Sampler(engine.cfg, engine.weights, engine.kernels, { decode });
       const r: InitResult = { vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(), params: engine.layout.total };
       reply(req.id, r);
       return;
@@ -113,7 +118,7 @@ async function handle(req: Request): Promise<void> {
     }
     case 'optimStep': {
       const r = need().optimStep(req.params);
-      if (r.applied) sampler?.weightsChanged();
+      if (r.applied) sampler?.invalidate();
       reply(req.id, r);
       return;
     }
@@ -135,16 +140,20 @@ async function handle(req: Request): Promise<void> {
       return;
     case 'sample': {
       need();
-      const s = sampler!;
-      s.submit(req.id, req.prompt, req.params, (result) => reply(req.id, result), (err) => replyError(req.id, err));
+      const ac = new AbortController();
+      sampling.set(req.id, ac);
+      const seed = req.params.seed ?? ((baseSeed * 1000003 + seedCounter++) >>> 0);
+      sampler!.generate(Array.from(req.prompt), { ...req.params, seed, signal: ac.signal })
+        .then((result) => reply(req.id, result), (err) => replyError(req.id, err))
+        .finally(() => sampling.delete(req.id));
       return;
     }
     case 'abort':
-      sampler?.abort(req.target);
+      sampling.get(req.target)?.abort();
       reply(req.id, null);
       return;
     case 'close':
-      sampler?.abortAll();
+      sampler?.close();
       reply(req.id, null);
       port.close();
       return;
