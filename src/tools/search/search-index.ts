@@ -2,10 +2,12 @@
  * Local document search: a persistent BM25+ index (minisearch) over a corpus of `{id?, title, text}`
  * records, ranked snippets for a query, and `open` that pages a document by character offset.
  *
- * Search noise: with `noise` = p, each of the k result slots is, with probability p, replaced by a
- * hit that is irrelevant (a random document) or misleading (a document that shares a title word with
- * the query but is not the best match), drawn from an RNG seeded by (noiseSeed, query), so the same
- * query always gets the same noisy results. A noisy hit takes the score of the slot it replaces.
+ * Search noise: with `noise` = p, at each of the k result positions a noisy hit is inserted with
+ * probability p — irrelevant (a random document) or misleading (a lower-ranked document that shares
+ * a title word with the query) — pushing the real hits down; the list is then cut back to k. Draws
+ * come from an RNG seeded by (noiseSeed, query), so the same query always gets the same noisy
+ * results. A noisy hit shows the score of the hit it was inserted before, so scores do not give it
+ * away. The best real hit survives unless every position draws noise.
  *
  * On disk (`save(dir)`): `index.json` (minisearch JSON), `docs.jsonl` (the documents, for `open`),
  * `meta.json` (counts, build time, source).
@@ -174,10 +176,9 @@ export class SearchIndex {
         if (doc === undefined) continue;
         used.add(doc.id);
         const score = hits[slot]?.score ?? hits[hits.length - 1]?.score ?? 0;
-        const hit: SearchHit = { id: doc.id, title: doc.title, snippet: snippet(doc.text, [], snippetChars), score, noise: true };
-        if (slot < hits.length) hits[slot] = hit;
-        else hits.push(hit);
+        hits.splice(Math.min(slot, hits.length), 0, { id: doc.id, title: doc.title, snippet: snippet(doc.text, [], snippetChars), score, noise: true });
       }
+      hits.length = Math.min(hits.length, k);
     }
     return hits;
   }
