@@ -134,7 +134,7 @@ void axpy(float alpha, const float* x, float* y, int n) {
 inline __m256 expPs(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.3f);
   __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.7f));
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
   x = _mm256_max_ps(x, lo);
   __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);

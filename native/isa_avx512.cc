@@ -148,7 +148,7 @@ void axpy(float alpha, const float* x, float* y, int n) {
 inline __m512 expPs(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.3f);
   __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
   x = _mm512_max_ps(x, lo);
   __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);

@@ -2,12 +2,16 @@
 #include "pool.h"
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CPU_RELAX() _mm_pause()
@@ -87,6 +91,10 @@ int defaultThreads() {
     int n = std::atoi(env);
     if (n >= 1) return n;
   }
+#if defined(__linux__)
+  cpu_set_t set;  // CPUs this process may run on (what Node's os.availableParallelism() reports)
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
   unsigned hc = std::thread::hardware_concurrency();
   return hc == 0 ? 1 : int(hc);
 }

@@ -53,3 +53,19 @@ test('a missing addon with MATPO_KERNELS=native is an error; a bad value is a co
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /MATPO_KERNELS: must be "native" or "reference", got "gpu"/);
 });
+
+test('MATPO_THREADS sets the native pool size; the default is the number of cores', async () => {
+  const { availableParallelism } = await import('node:os');
+  const nativePath = fileURLToPath(new URL('./native.ts', import.meta.url));
+  const code = `import { loadNativeKernels } from ${JSON.stringify(nativePath)}; console.log(loadNativeKernels().threads());`;
+  const threadsWith = (env: Record<string, string>): number => {
+    const res = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      env: { ...process.env, MATPO_NATIVE_ADDON: '', MATPO_THREADS: '', ...env }, encoding: 'utf8',
+    });
+    assert.equal(res.status, 0, res.stderr);
+    return Number(res.stdout.trim());
+  };
+  assert.equal(threadsWith({ MATPO_THREADS: '1' }), 1);
+  assert.equal(threadsWith({ MATPO_THREADS: '3' }), 3);
+  assert.equal(threadsWith({}), availableParallelism());
+});
