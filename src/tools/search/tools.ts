@@ -22,9 +22,9 @@ export function createSearchTools(index: SearchIndex, options: SearchToolOptions
   const pageChars = options.pageChars ?? 2000;
   const search = defineTool({
     name: 'search',
-    description: 'Search the document collection. Returns ranked results, each with a document id, a title and a snippet.',
+    description: 'Search the documents. Returns ranked results as [id] title: snippet.',
     inputSchema: z.object({
-      query: z.string().min(1).describe('what to search for'),
+      query: z.string().min(1).describe('search terms'),
       top_k: z.number().int().min(1).optional().describe(`number of results (default ${defaultTopK})`),
     }),
     async execute({ query, top_k }) {
@@ -34,10 +34,10 @@ export function createSearchTools(index: SearchIndex, options: SearchToolOptions
   });
   const open = defineTool({
     name: 'open',
-    description: 'Open a document by its id and read its text. Long documents come in pages; pass offset to read further.',
+    description: 'Read a document by id. Long documents come in pages; pass offset to read on.',
     inputSchema: z.object({
-      id: z.string().min(1).describe('document id from the search results'),
-      offset: z.number().int().min(0).optional().describe('character offset to start reading at (default 0)'),
+      id: z.string().min(1).describe('a document id from the search results'),
+      offset: z.number().int().min(0).optional().describe('character offset to start at (default 0)'),
     }),
     async execute({ id, offset }) {
       if (!index.has(id)) return `Error: no document with id "${id}". Use an id from the search results.`;
