@@ -25,6 +25,9 @@ test('FRAMES and SimpleQA from ../shared/data', async (t) => {
   const simpleqa = await loadQaDataset(join(shared, 'simpleqa_800.jsonl'), { preset: 'simpleqa' });
   assert.equal(simpleqa.length, 800);
   assert.deepEqual(simpleqa[0], { id: '3612', question: simpleqa[0].question, answers: ['Paul Benedict Cullen'], metadata: {} });
+  // Without a preset the default mapping finds the same fields.
+  const auto = await loadQaDataset(join(shared, 'frames_824.jsonl'));
+  assert.deepEqual(auto.map((r) => [r.id, r.question, r.answers]), frames.map((r) => [r.id, r.question, r.answers]));
 });
 
 test('every preset loads a fixture in its real field layout', async () => {
@@ -125,6 +128,9 @@ test('bad rows and missing fields name file, line, field and mapping', async () 
     writeFileSync(join(dir, 'junk.parquet'), 'not parquet');
     await assert.rejects(loadQaDataset(join(dir, 'junk.parquet')), /not a readable Parquet file/);
     await assert.rejects(loadQaDataset(jsonl, { preset: 'trivia' }), UnknownNameError);
+    const none = join(dir, 'none.jsonl');
+    writeFileSync(none, '{"query": "a", "answer": "b"}\n');
+    await assert.rejects(loadQaDataset(none), /field "question\|Question\|problem\|Prompt": missing \(mapping: question ← question\|Question\|problem\|Prompt, answers ← answer\+Answer/);
     await assert.rejects(loadQaDataset(join(dir, 'x.xml')), /cannot tell the format/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -80,6 +80,13 @@ export const QA_PRESETS: Record<string, QaPreset> = {
   },
 };
 
+/** The mapping used with neither a preset nor a mapping: the common field names of the presets. */
+export const DEFAULT_MAPPING: FieldMapping = {
+  question: ['question', 'Question', 'problem', 'Prompt'],
+  answers: ['answer', 'Answer', 'answers', 'golden_answers', 'Final answer'],
+  id: ['id', '_id', 'task_id'],
+};
+
 export interface LoadQaOptions {
   /** A preset name (see QA_PRESETS) or an explicit mapping. */
   preset?: string;
@@ -250,7 +257,7 @@ function toRecord(file: string, raw: RawRow, m: FieldMapping): QaRecord {
 /** Load a QA file into records. */
 export async function loadQaDataset(file: string, options: LoadQaOptions = {}): Promise<QaRecord[]> {
   if (options.preset && options.mapping) throw new ConfigError({ path: 'dataset', message: 'give either a preset or a mapping, not both' });
-  const mapping = options.mapping ?? (options.preset ? presetMapping(options.preset) : { question: ['question'], answers: ['answer', 'answers', 'golden_answers'], id: ['id'] });
+  const mapping = options.mapping ?? (options.preset ? presetMapping(options.preset) : DEFAULT_MAPPING);
   if (mapping.question.length === 0 || mapping.answers.length === 0) throw new ConfigError({ path: 'dataset.mapping', message: 'question and answers need at least one field each' });
   const rows = await readRows(file, options.format ?? formatOf(file));
   const limited = options.limit !== undefined ? rows.slice(0, options.limit) : rows;
