@@ -173,3 +173,16 @@ test('writeTranscripts writes one line per sequence with tools and role', async 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('sample: tokens end with <|im_end|>, a token budget cuts the message, a hint is required', async () => {
+  const expert = new ExpertPolicy({ world, tokenizer });
+  const q = world.questions[0];
+  const hint = { role: 'single' as const, messages: [{ role: 'user' as const, content: q.question }], questionId: q.id };
+  const full = await expert.sample([], { maxNewTokens: 512, hint });
+  assert.equal(full.finishReason, 'stop_token');
+  assert.equal(tokenizer.decode(full.tokens), `${toolCallText('search', { query: q.chain[0].subject })}<|im_end|>`);
+  const cut = await expert.sample([], { maxNewTokens: 3, hint });
+  assert.deepEqual(cut, { tokens: full.tokens.slice(0, 3), logprobs: [0, 0, 0], finishReason: 'length' });
+  await assert.rejects(expert.sample([], { maxNewTokens: 8 }), /hint/);
+  assert.throws(() => new ExpertPolicy({ world, tokenizer, errorRate: 2 }), /errorRate/);
+});
