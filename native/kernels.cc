@@ -218,24 +218,36 @@ void attentionDecode(float* out, const float* q, const float* kc, const float* v
                      const int32_t* pos, int n, int S, int H, int KV, int D, float scale) {
   const IsaOps& o = isa();
   const int group = H / KV;
-  pool::parallelFor(long(n) * H, [&](long task) {
-    int i = int(task / H), h = int(task % H), kvh = h / group;
-    const long base = long(slot[i]) * S * KV * D;
-    const int p = pos[i];
-    const float* qr = q + (long(i) * H + h) * D;
-    float* sc = tlS.get(size_t(p) + 1);
-    float mx = -INFINITY;
-    for (int j = 0; j <= p; j++) {
-      sc[j] = o.dot(qr, kc + base + (long(j) * KV + kvh) * D, D) * scale;
-      mx = std::max(mx, sc[j]);
+  const long kvStride = long(KV) * D;
+  // One task per (query, kv head): the group's query heads share one pass over the cached keys and
+  // one over the values, so each cache row is read once.
+  pool::parallelFor(long(n) * KV, [&](long task) {
+    const int i = int(task / KV), kvh = int(task % KV);
+    const int len = pos[i] + 1;
+    const float* kBase = kc + long(slot[i]) * S * kvStride + long(kvh) * D;
+    const float* vBase = vc + long(slot[i]) * S * kvStride + long(kvh) * D;
+    const float* qg = q + (long(i) * H + long(kvh) * group) * D;
+    float* sc = tlS.get(size_t(group) * len);
+    for (int j = 0; j < len; j++) {
+      const float* kj = kBase + j * kvStride;
+      __builtin_prefetch(kj + 8 * kvStride);
+      for (int g = 0; g < group; g++) sc[long(g) * len + j] = o.dot(qg + long(g) * D, kj, D) * scale;
     }
-    double sum = o.expShiftSum(sc, p + 1, mx);
-    float inv = float(1.0 / sum);
-    float* orow = out + (long(i) * H + h) * D;
-    float* acc = tlP.get(size_t(D));
-    std::memset(acc, 0, sizeof(float) * D);
-    for (int j = 0; j <= p; j++) o.axpy(sc[j] * inv, vc + base + (long(j) * KV + kvh) * D, acc, D);
-    std::memcpy(orow, acc, sizeof(float) * D);
+    float* acc = tlP.get(size_t(group) * D);
+    std::memset(acc, 0, sizeof(float) * group * D);
+    std::vector<float> inv(group);
+    for (int g = 0; g < group; g++) {
+      float* row = sc + long(g) * len;
+      float mx = -INFINITY;
+      for (int j = 0; j < len; j++) mx = std::max(mx, row[j]);
+      inv[g] = float(1.0 / o.expShiftSum(row, len, mx));
+    }
+    for (int j = 0; j < len; j++) {
+      const float* vj = vBase + j * kvStride;
+      __builtin_prefetch(vj + 8 * kvStride);
+      for (int g = 0; g < group; g++) o.axpy(sc[long(g) * len + j] * inv[g], vj, acc + long(g) * D, D);
+    }
+    std::memcpy(out + (long(i) * H + long(kvh) * group) * D, acc, sizeof(float) * group * D);
   });
 }
 
