@@ -201,6 +201,17 @@ export class Trajectory {
     this.pushPrompt(this.tokenizer.encode(delta));
   }
 
+  /**
+   * Cut the tokens back to the end of the last sampled turn when the sequence ends above `max`
+   * tokens: what follows the last sample is prompt only (results the agent never answered), and a
+   * training sequence must fit the model. The messages keep the full conversation for display.
+   */
+  trimTo(max: number): void {
+    if (this.tokens.length <= max) return;
+    this.truncate(Math.min(max, this.last && this.last.end <= max ? this.last.end : max));
+    this.last = null;
+  }
+
   private truncate(n: number): void {
     this.tokens.length = n;
     this.mask.length = n;

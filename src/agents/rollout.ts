@@ -264,6 +264,7 @@ export class RolloutEngine {
       seq.error = errorText(err);
       throw err;
     } finally {
+      trajectory.trimTo(limits.maxContextTokens);
       sync();
       seq.formatScore = calls === 0 ? 1 : validCalls / calls;
     }
