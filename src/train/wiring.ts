@@ -101,7 +101,7 @@ export async function rolloutRunnerFactory(config: TrainConfig, world: World | n
   const tools = world ? worldSearchTools(world).tools : [];
   const options = rolloutOptions(config);
   return (policy) => {
-    const engine = policy.tokenizer().then((tok) => new RolloutEngine(policy, tok, tools, options));
+    const engine = RolloutEngine.create(policy, tools, options);
     return async (request) => (await engine).run(request);
   };
 }
