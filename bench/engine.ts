@@ -20,7 +20,6 @@ import { presetConfig } from '../src/model/config.ts';
 import { buildLayout, initParams } from '../src/model/params.ts';
 import { saveModelDir } from '../src/model/checkpoint.ts';
 import { Engine } from '../src/model/engine.ts';
-import { Sampler } from '../src/model/sampler.ts';
 import type { Datum } from '../src/policy/types.ts';
 import { Rng } from '../src/util/rng.ts';
 
@@ -104,7 +103,7 @@ async function main(): Promise<void> {
 
     // ---- decode: 32 concurrent sequences, 128 prompt + 128 new tokens
     // distinct random prompts (no shared prefix to reuse), prefix cache off so repeats recompute
-    const sampler = new Sampler(engine.cfg, engine.weights, engine.kernels, { prefixCache: false });
+    const sampler = engine.sampler({ prefixCache: false });
     const prompts = Array.from({ length: DEC_B }, () => Array.from({ length: DEC_P }, () => rng.int(cfg.vocabSize)));
     let seed = 0;
     const decode = () => Promise.all(prompts.map((p) => sampler.generate(p, { maxNewTokens: DEC_N, temperature: 1, seed: seed++ })));

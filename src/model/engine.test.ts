@@ -48,11 +48,14 @@ test('splitByTokens packs consecutive sequences under the budget', () => {
   assert.throws(() => splitByTokens([1], 0), InvalidArgumentError);
 });
 
-test('a tiny model memorises a short text (loss → near 0)', () => {
+test('a tiny model memorises a short text (loss → near 0); greedy sampling then reproduces it', async () => {
   const text = 'the planner delegates; the worker searches and reports back.';
   const chars = [...new Set(text)].sort();
   const ids = [...text].map((c) => chars.indexOf(c) + 1);
   const engine = microEngine(2);
+  // the sampler exists (weights packed) before training: it must see the trained weights afterwards
+  const before = await engine.sampler().generate([0], { maxNewTokens: ids.length, temperature: 0 });
+  assert.notDeepEqual(before.tokens, ids);
   const d = [datum([0, ...ids])];
   const loss = nllLoss(ids.length);
   const t0 = Date.now();
@@ -71,6 +74,8 @@ test('a tiny model memorises a short text (loss → near 0)', () => {
   // greedy continuation reproduces the text: every position's target is the argmax
   const f = engine.forward([[0, ...ids]]);
   for (let t = 1; t <= ids.length; t++) assert.ok(f.logprobs[0][t] > Math.log(0.5), `position ${t}`);
+  const after = await engine.sampler().generate([0], { maxNewTokens: ids.length, temperature: 0 });
+  assert.deepEqual(after.tokens, ids);
 });
 
 test('gradients accumulated over micro-batches equal one big batch', () => {

@@ -17,6 +17,7 @@ import type { Datum, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, 
 import type { ModelConfig } from './config.ts';
 import { buildLayout, type ParamLayout } from './params.ts';
 import { loadModelDir, saveModelDir } from './checkpoint.ts';
+import { Sampler, type SamplerOptions } from './sampler.ts';
 import { Transformer, packSequences, type ForwardContext } from './transformer.ts';
 
 export const DEFAULT_MICRO_BATCH_TOKENS = 4096;
@@ -61,6 +62,7 @@ export class Engine {
   weightsVersion = 0;
   /** Tokens whose gradients are accumulated since the last optimStep. */
   private pendingTokens = 0;
+  private samplerInstance: Sampler | null = null;
   private pending: { ctx: ForwardContext; lengths: number[] } | null = null;
 
   /** Directory the model was loaded from (its tokenizer files are copied on save). */
@@ -89,6 +91,15 @@ export class Engine {
     this.v = new Float32Array(this.layout.total);
     this.kernels = kernels;
     this.model = new Transformer(cfg, kernels, weights, this.grads);
+  }
+
+  /**
+   * The continuous-batching sampler over these weights (created on first use; `options` apply then).
+   * Optimizer steps and `setWeights` invalidate its packed weights and prefix cache.
+   */
+  sampler(options?: SamplerOptions): Sampler {
+    this.samplerInstance ??= new Sampler(this.cfg, this.weights, this.kernels, options);
+    return this.samplerInstance;
   }
 
   /** Forward only, split by token budget: logprobs and entropies per sequence. */
@@ -217,7 +228,7 @@ export class Engine {
     this.step++;
     this.kernels.adamw(this.weights, this.grads, this.m, this.v, n, lr, beta1, beta2, eps, wd, this.step, scale);
     this.zeroGrads();
-    this.weightsVersion++;
+    this.weightsChanged();
     return { gradNorm, applied: true, step: this.step };
   }
 
@@ -235,7 +246,12 @@ export class Engine {
   setWeights(w: Float32Array): void {
     if (w.length !== this.weights.length) throw new InvalidArgumentError('weights', `expected ${this.weights.length} floats, got ${w.length}`);
     this.weights.set(w);
+    this.weightsChanged();
+  }
+
+  private weightsChanged(): void {
     this.weightsVersion++;
+    this.samplerInstance?.invalidate();
   }
 
   /** optimizer.json (step, sizes) + optimizer.bin (m then v, little-endian f32). Written atomically. */

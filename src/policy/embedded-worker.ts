@@ -14,7 +14,7 @@ import { MatpoError } from '../errors.ts';
 import { Engine } from '../model/engine.ts';
 import type { Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
 import { unpack } from './embedded-protocol.ts';
-import { Sampler } from '../model/sampler.ts';
+import type { Sampler } from '../model/sampler.ts';
 
 if (!parentPort) throw new Error('embedded-worker.ts must run in a worker thread');
 const port = parentPort;
@@ -76,7 +76,7 @@ async function handle(req: Request): Promise<void> {
           decode = undefined;
         }
       }
-      sampler = new Sampler(engine.cfg, engine.weights, engine.kernels, { decode });
+      sampler = engine.sampler({ decode });
       const r: InitResult = { vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(), params: engine.layout.total };
       reply(req.id, r);
       return;
@@ -118,7 +118,6 @@ async function handle(req: Request): Promise<void> {
     }
     case 'optimStep': {
       const r = need().optimStep(req.params);
-      if (r.applied) sampler?.invalidate();
       reply(req.id, r);
       return;
     }
