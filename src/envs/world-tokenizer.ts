@@ -19,19 +19,31 @@ import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 
 const PROMPTS_DIR = fileURLToPath(new URL('../../prompts/', import.meta.url));
 
-export function worldTokenizerTexts(world: World, options: { maxQuestions?: number } = {}): string[] {
+export interface WorldTokenizerTextOptions {
+  /** Questions whose conversation pieces are included. Default 400. */
+  maxQuestions?: number;
+  /**
+   * Times the fixed texts (role prompts, the tools section) are counted: they open every sequence,
+   * so their merges pay off far more than one document's. Default 20.
+   */
+  fixedTextWeight?: number;
+}
+
+export function worldTokenizerTexts(world: World, options: WorldTokenizerTextOptions = {}): string[] {
   const texts: string[] = [];
+  const fixed: string[] = [];
   for (const d of world.documents) texts.push(d.text, d.title);
   for (const q of world.questions) texts.push(q.question);
   // Role prompts (the repository's prompts/ directory, when present).
-  if (existsSync(PROMPTS_DIR)) for (const f of readdirSync(PROMPTS_DIR).filter((f) => f.endsWith('.md')).sort()) texts.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
+  if (existsSync(PROMPTS_DIR)) for (const f of readdirSync(PROMPTS_DIR).filter((f) => f.endsWith('.md')).sort()) fixed.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
   // The chat template's tool section for each role.
   const { index, tools } = worldSearchTools(world, { noise: 0 });
   const specs = worldToolSpecs(tools);
   const template = new Template(CHAT_TEMPLATE);
   for (const tools of [specs.planner, specs.worker]) {
-    texts.push(template.render({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], tools, add_generation_prompt: true }));
+    fixed.push(template.render({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], tools, add_generation_prompt: true }));
   }
+  for (let k = 0; k < (options.fixedTextWeight ?? 20); k++) texts.push(...fixed);
   // Conversation pieces along the gold chains.
   const docs = new Map(world.documents.map((d) => [d.id, d]));
   for (const q of world.questions.slice(0, options.maxQuestions ?? 400)) {
