@@ -2,7 +2,8 @@
  * Kernel benchmark: measures this machine's FMA peak (1 and 2 threads) on the selected ISA, then
  * SGEMM GFLOP/s for NN/NT/TN at 2048×768×768 and 2048×3072×768 (M×N×K) on 1 and 2 threads with the
  * percentage of the matching peak, the packed small-M product used for decoding, and causal GQA
- * attention forward+backward over 16×512 packed tokens (8 heads, 4 kv heads, D=64).
+ * attention forward+backward over 16×512 packed tokens (8 heads, 4 kv heads, D=64), and decode
+ * attention against 2048-position KV caches.
  * Best-of-N timings. The machine may be shared with other work, so every row also reports throughput
  * by CPU time per thread (descheduled time excluded), and the FMA peak is measured on the threads' own
  * CPU-time clocks; the % of peak and the targets use those.
@@ -109,6 +110,20 @@ export async function sgemmBench(): Promise<Row[]> {
       rows.push({ bench: 'attention', case: `fwd 16x512 H8 KV4 D64 (${f.wall.toFixed(1)} ms)`, threads: t, value: fwdFlops / (f.wall * 1e6), unit: 'GFLOP/s', cpuValue: fwdFlops / (f.cpu * 1e6), pctPeak: (100 * fwdFlops / (f.cpu * 1e6)) / peak[t] });
       rows.push({ bench: 'attention', case: `bwd 16x512 H8 KV4 D64 (${b.wall.toFixed(1)} ms)`, threads: t, value: bwdFlops / (b.wall * 1e6), unit: 'GFLOP/s', cpuValue: bwdFlops / (b.cpu * 1e6), pctPeak: (100 * bwdFlops / (b.cpu * 1e6)) / peak[t] });
       rows.push({ bench: 'attention', case: 'fwd+bwd tokens/s', threads: t, value: T / ((f.wall + b.wall) / 1000), unit: 'tokens/s', cpuValue: T / ((f.cpu + b.cpu) / 1000) });
+    }
+  }
+  // decode attention: n queries against 2048-position caches (one slot each), 8 heads, 4 kv heads
+  {
+    const H = 8, KV = 4, D = 64, S = 2048;
+    for (const n of [1, 16]) {
+      const kc = randomArray(n * S * KV * D), vc = randomArray(n * S * KV * D);
+      const q = randomArray(n * H * D), o = new Float32Array(n * H * D);
+      const slot = Int32Array.from({ length: n }, (_, i) => i), pos = new Int32Array(n).fill(S - 1);
+      for (const t of [1, 2]) {
+        k.setThreads(t);
+        const ms = bestMs(() => k.attentionDecode(o, q, kc, vc, slot, pos, n, S, H, KV, D, 0.125), 10, 300, t);
+        rows.push({ bench: 'attentionDecode', case: `n=${n} ctx=${S} H8 KV4 D64 (${ms.wall.toFixed(2)} ms)`, threads: t, value: (n * S * KV * D * 8) / (ms.wall * 1e6), unit: 'GB/s of cache', cpuValue: (n * S * KV * D * 8) / (ms.cpu * 1e6) });
+      }
     }
   }
   k.setThreads(threadsBefore);

@@ -86,6 +86,23 @@ test('sgemm matches reference: all transposes, accumulate, odd shapes, 1 and 2 t
   K.setThreads(2);
 });
 
+test('subarray views (non-zero byteOffset) are read and written in place', () => {
+  const M = 5, N = 7, Kd = 9;
+  const big = rand(1000);
+  const A = big.subarray(13, 13 + M * Kd), B = big.subarray(101, 101 + Kd * N);
+  const out = new Float32Array(200);
+  const C = out.subarray(50, 50 + M * N);
+  K.sgemm(false, false, M, N, Kd, A, B, C, false);
+  const want = new Float32Array(M * N);
+  K.sgemm(false, false, M, N, Kd, A.slice(), B.slice(), want, false);
+  assert.deepEqual(C, want);
+  assert.ok(out.subarray(0, 50).every((x) => x === 0) && out.subarray(50 + M * N).every((x) => x === 0));
+  const ids = new Int32Array([9, 9, 1, 2]).subarray(2);
+  const table = rand(12), e = new Float32Array(6);
+  K.embeddingForward(e, table.subarray(3), ids, 2, 3); // rows 1 and 2 of the 3-wide table starting at 3
+  assert.deepEqual([...e], [...table.subarray(6, 12)]);
+});
+
 test('packed weight products match reference for small and larger M', () => {
   for (const threads of [1, 2]) {
     K.setThreads(threads);
