@@ -170,179 +170,183 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
   writeFileAtomic(paths.config, configToYaml(config));
 
   const policy = await deps.loadPolicy(ck ? ck.dir : config.model.path);
-  if (!policy.forwardBackward || !policy.optimStep) throw new MatpoError('unsupported', `policy ${policy.name} cannot train (no forwardBackward/optimStep)`);
-  if (ck && policy.loadOptimizerState && existsSync(join(ck.dir, OPTIMIZER_DIR))) await policy.loadOptimizerState(join(ck.dir, OPTIMIZER_DIR));
-  const refPolicy = config.rl.loss.klCoef > 0 ? await deps.loadPolicy(config.model.path) : null;
-  const state: TrainerState = ck
-    ? structuredClone(ck.state)
-    : { step: 0, epoch: 0, cursor: 0, rng: { sample: new Rng(`${config.run.seed}/sample`).getState() }, seed: config.run.seed };
-  if (options.resume) {
-    truncateRunAfter(paths, state.step);
-    log(ck ? `resuming ${paths.root} from ${stepName(state.step)}` : `no complete checkpoint in ${paths.root}; starting from step 0`);
-  }
-  const sampleRng = new Rng(0);
-  sampleRng.setState(state.rng.sample);
-  const stream = new QuestionStream(
-    config.data.maxQuestions > 0 ? deps.trainQuestions.slice(0, config.data.maxQuestions) : deps.trainQuestions,
-    config.run.seed,
-    config.data.shuffle,
-  );
-  const runner = deps.makeRunner(policy);
-  const weights = rewardWeights(config);
-  const lossCfg = lossConfig(config);
-  creditRegistry.get(config.rl.credit);
-  const evals: RlRunResult['evals'] = [];
-  const G = config.rollout.groupSize;
-  const mode = config.rollout.mode;
-
-  const runEval = async (step: number): Promise<number> => {
-    if (config.run.evalEvery <= 0 || deps.evalQuestions.length === 0) return 0;
-    const t0 = performance.now();
-    const qs = config.run.evalQuestions > 0 ? deps.evalQuestions.slice(0, config.run.evalQuestions) : deps.evalQuestions;
-    const bar = progress.bar('eval', qs.length * config.run.evalRepeats);
-    const r = await evaluate({
-      runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval/${step}`,
-      temperature: config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
-      onRollout: (d) => bar.update(d),
-    });
-    bar.stop();
-    writeStepRecords(paths.eval, step, r.rollouts);
-    const s = (performance.now() - t0) / 1000;
-    appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
-    evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
-    log(`eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`);
-    return s;
-  };
-
-  if (state.step === 0 && !existsSync(join(paths.eval, `${stepName(0)}.jsonl`))) await runEval(0);
-
-  const stepsBar = progress.bar('steps', config.run.steps, state.step);
-  let stopped = false;
-  let lastCheckpoint = ck ? state.step : -1;
-  while (state.step < config.run.steps) {
-    if (options.stop?.requested) {
-      stopped = true;
-      break;
+  let refPolicy: Policy | null = null;
+  try {
+    if (!policy.forwardBackward || !policy.optimStep) throw new MatpoError('unsupported', `policy ${policy.name} cannot train (no forwardBackward/optimStep)`);
+    if (ck && policy.loadOptimizerState && existsSync(join(ck.dir, OPTIMIZER_DIR))) await policy.loadOptimizerState(join(ck.dir, OPTIMIZER_DIR));
+    refPolicy = config.rl.loss.klCoef > 0 ? await deps.loadPolicy(config.model.path) : null;
+    const state: TrainerState = ck
+      ? structuredClone(ck.state)
+      : { step: 0, epoch: 0, cursor: 0, rng: { sample: new Rng(`${config.run.seed}/sample`).getState() }, seed: config.run.seed };
+    if (options.resume) {
+      truncateRunAfter(paths, state.step);
+      log(ck ? `resuming ${paths.root} from ${stepName(state.step)}` : `no complete checkpoint in ${paths.root}; starting from step 0`);
     }
-    const step = state.step + 1;
-    const tStep = performance.now();
-    const metrics: Record<string, MetricValue> = {};
+    const sampleRng = new Rng(0);
+    sampleRng.setState(state.rng.sample);
+    const stream = new QuestionStream(
+      config.data.maxQuestions > 0 ? deps.trainQuestions.slice(0, config.data.maxQuestions) : deps.trainQuestions,
+      config.run.seed,
+      config.data.shuffle,
+    );
+    const runner = deps.makeRunner(policy);
+    const weights = rewardWeights(config);
+    const lossCfg = lossConfig(config);
+    creditRegistry.get(config.rl.credit);
+    const evals: RlRunResult['evals'] = [];
+    const G = config.rollout.groupSize;
+    const mode = config.rollout.mode;
 
-    // 1. rollouts
-    const questions = stream.take(state, config.rollout.questionsPerStep);
-    const jobs = questions.flatMap((q, qi) => Array.from({ length: G }, (_, g) => ({ q, g, id: `${stepName(step)}/q${qi}/${g}`, seed: sampleRng.nextU32() })));
-    const rbar = progress.bar('rollouts', jobs.length);
-    let done = 0;
-    let t0 = performance.now();
-    const rollouts = await mapLimit(jobs, config.rollout.concurrency, async (j) => {
-      const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature: config.rollout.temperature });
-      rbar.update(++done);
-      return r;
-    });
-    rbar.stop();
-    metrics['time/rollout_s'] = (performance.now() - t0) / 1000;
-
-    // 2. rewards, advantages, datums
-    t0 = performance.now();
-    await mapLimit(rollouts, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
-    const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
-    for (const r of rollouts) if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
-    const { datums } = buildDatums(rollouts, credit);
-    metrics['train/groups'] = credit.metrics.groups;
-    metrics['train/groups_kept'] = credit.metrics.groups_kept;
-    metrics['train/datums'] = datums.length;
-    metrics['time/reward_s'] = (performance.now() - t0) / 1000;
-
-    // 3. optional trainer-side old logprobs (gap logged) and KL reference logprobs
-    t0 = performance.now();
-    if (datums.length && config.rl.recomputeOldLogprobs) {
-      if (!policy.forward) throw new MatpoError('unsupported', `policy ${policy.name} cannot recompute logprobs (no forward)`);
-      const fwd = await policy.forward(datums);
-      let gap = 0;
-      let gapMax = 0;
-      let n = 0;
-      datums.forEach((d, i) => {
-        for (let t = 0; t < d.tokens.length; t++) {
-          if (!d.mask[t]) continue;
-          const g = Math.abs(fwd.logprobs[i][t] - d.oldLogprobs[t]);
-          gap += g;
-          gapMax = Math.max(gapMax, g);
-          n++;
-          d.oldLogprobs[t] = fwd.logprobs[i][t];
-        }
+    const runEval = async (step: number): Promise<number> => {
+      if (config.run.evalEvery <= 0 || deps.evalQuestions.length === 0) return 0;
+      const t0 = performance.now();
+      const qs = config.run.evalQuestions > 0 ? deps.evalQuestions.slice(0, config.run.evalQuestions) : deps.evalQuestions;
+      const bar = progress.bar('eval', qs.length * config.run.evalRepeats);
+      const r = await evaluate({
+        runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval/${step}`,
+        temperature: config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        onRollout: (d) => bar.update(d),
       });
-      metrics['train/old_logprob_gap'] = n ? gap / n : 0;
-      metrics['train/old_logprob_gap_max'] = gapMax;
-    }
-    if (datums.length && refPolicy) {
-      if (!refPolicy.forward) throw new MatpoError('unsupported', `policy ${refPolicy.name} cannot score reference logprobs (no forward)`);
-      const ref = await refPolicy.forward(datums);
-      datums.forEach((d, i) => (d.refLogprobs = Array.from(ref.logprobs[i])));
-    }
+      bar.stop();
+      writeStepRecords(paths.eval, step, r.rollouts);
+      const s = (performance.now() - t0) / 1000;
+      appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
+      evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
+      log(`eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`);
+      return s;
+    };
 
-    // 4. update
-    const sums: Record<string, number> = {};
-    let losses: number[] = [];
-    const gradNorms: number[] = [];
-    let skipped = 0;
-    let tokens = 0;
-    let micro = 0;
-    if (datums.length === 0) {
-      appendMetrics(paths, step, { event: 'no_update', reason: 'no datums (every group was filtered out)' });
-    } else {
-      for (let e = 0; e < config.optim.epochs; e++)
-        for (const mb of miniBatches(datums, config.optim.miniBatches)) {
-          const fb = await policy.forwardBackward!(mb, makePolicyLoss(lossCfg, mb), { microBatchTokens: config.optim.microBatchTokens });
-          const opt = await policy.optimStep!({
-            learningRate: config.optim.learningRate, beta1: config.optim.beta1, beta2: config.optim.beta2, eps: config.optim.eps,
-            weightDecay: config.optim.weightDecay, maxGradNorm: config.optim.maxGradNorm,
-          });
-          for (const [k, v] of Object.entries(fb.metrics)) sums[k] = (sums[k] ?? 0) + v;
-          tokens += fb.tokens;
-          micro += fb.microBatches;
-          if (!Number.isFinite(fb.loss) || !opt.applied) {
-            skipped++;
-            const reason = !Number.isFinite(fb.loss) ? `non-finite loss (${fb.loss})` : `non-finite gradient norm (${opt.gradNorm})`;
-            appendMetrics(paths, step, { event: 'skipped', reason });
-            log(`step ${step}: update skipped: ${reason}`);
-          } else {
-            losses.push(fb.loss);
-            gradNorms.push(opt.gradNorm);
+    if (state.step === 0 && !existsSync(join(paths.eval, `${stepName(0)}.jsonl`))) await runEval(0);
+
+    const stepsBar = progress.bar('steps', config.run.steps, state.step);
+    let stopped = false;
+    let lastCheckpoint = ck ? state.step : -1;
+    while (state.step < config.run.steps) {
+      if (options.stop?.requested) {
+        stopped = true;
+        break;
+      }
+      const step = state.step + 1;
+      const tStep = performance.now();
+      const metrics: Record<string, MetricValue> = {};
+
+      // 1. rollouts
+      const questions = stream.take(state, config.rollout.questionsPerStep);
+      const jobs = questions.flatMap((q, qi) => Array.from({ length: G }, (_, g) => ({ q, g, id: `${stepName(step)}/q${qi}/${g}`, seed: sampleRng.nextU32() })));
+      const rbar = progress.bar('rollouts', jobs.length);
+      let done = 0;
+      let t0 = performance.now();
+      const rollouts = await mapLimit(jobs, config.rollout.concurrency, async (j) => {
+        const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature: config.rollout.temperature });
+        rbar.update(++done);
+        return r;
+      });
+      rbar.stop();
+      metrics['time/rollout_s'] = (performance.now() - t0) / 1000;
+
+      // 2. rewards, advantages, datums
+      t0 = performance.now();
+      await mapLimit(rollouts, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
+      const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
+      for (const r of rollouts) if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
+      const { datums } = buildDatums(rollouts, credit);
+      metrics['train/groups'] = credit.metrics.groups;
+      metrics['train/groups_kept'] = credit.metrics.groups_kept;
+      metrics['train/datums'] = datums.length;
+      metrics['time/reward_s'] = (performance.now() - t0) / 1000;
+
+      // 3. optional trainer-side old logprobs (gap logged) and KL reference logprobs
+      t0 = performance.now();
+      if (datums.length && config.rl.recomputeOldLogprobs) {
+        if (!policy.forward) throw new MatpoError('unsupported', `policy ${policy.name} cannot recompute logprobs (no forward)`);
+        const fwd = await policy.forward(datums);
+        let gap = 0;
+        let gapMax = 0;
+        let n = 0;
+        datums.forEach((d, i) => {
+          for (let t = 0; t < d.tokens.length; t++) {
+            if (!d.mask[t]) continue;
+            const g = Math.abs(fwd.logprobs[i][t] - d.oldLogprobs[t]);
+            gap += g;
+            gapMax = Math.max(gapMax, g);
+            n++;
+            d.oldLogprobs[t] = fwd.logprobs[i][t];
           }
-        }
-    }
-    metrics['time/train_s'] = (performance.now() - t0) / 1000;
-    Object.assign(metrics, rolloutMetrics(rollouts), lossMetrics(sums));
-    metrics['train/loss'] = mean(losses);
-    metrics['train/grad_norm'] = mean(gradNorms);
-    metrics['train/lr'] = config.optim.learningRate;
-    metrics['train/skipped'] = skipped;
-    metrics['train/tokens'] = tokens;
-    metrics['train/micro_batches'] = micro;
-    metrics['train/epoch'] = state.epoch;
-    losses = [];
+        });
+        metrics['train/old_logprob_gap'] = n ? gap / n : 0;
+        metrics['train/old_logprob_gap_max'] = gapMax;
+      }
+      if (datums.length && refPolicy) {
+        if (!refPolicy.forward) throw new MatpoError('unsupported', `policy ${refPolicy.name} cannot score reference logprobs (no forward)`);
+        const ref = await refPolicy.forward(datums);
+        datums.forEach((d, i) => (d.refLogprobs = Array.from(ref.logprobs[i])));
+      }
 
-    if (config.run.saveRollouts) writeStepRecords(paths.rollouts, step, rollouts);
-    state.step = step;
-    state.rng.sample = sampleRng.getState();
-    metrics['time/step_s'] = (performance.now() - tStep) / 1000;
-    appendMetrics(paths, step, metrics);
-    const root = mode === 'single' ? 'single' : 'planner';
-    stepsBar.update(step, { reward: Number(metrics[`${root}/reward`]).toFixed(3) });
-    if (!config.run.progress) log(`step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} loss ${Number(metrics['train/loss']).toFixed(4)} (${Number(metrics['time/step_s']).toFixed(2)} s)`);
+      // 4. update
+      const sums: Record<string, number> = {};
+      let losses: number[] = [];
+      const gradNorms: number[] = [];
+      let skipped = 0;
+      let tokens = 0;
+      let micro = 0;
+      if (datums.length === 0) {
+        appendMetrics(paths, step, { event: 'no_update', reason: 'no datums (every group was filtered out)' });
+      } else {
+        for (let e = 0; e < config.optim.epochs; e++)
+          for (const mb of miniBatches(datums, config.optim.miniBatches)) {
+            const fb = await policy.forwardBackward!(mb, makePolicyLoss(lossCfg, mb), { microBatchTokens: config.optim.microBatchTokens });
+            const opt = await policy.optimStep!({
+              learningRate: config.optim.learningRate, beta1: config.optim.beta1, beta2: config.optim.beta2, eps: config.optim.eps,
+              weightDecay: config.optim.weightDecay, maxGradNorm: config.optim.maxGradNorm,
+            });
+            for (const [k, v] of Object.entries(fb.metrics)) sums[k] = (sums[k] ?? 0) + v;
+            tokens += fb.tokens;
+            micro += fb.microBatches;
+            if (!Number.isFinite(fb.loss) || !opt.applied) {
+              skipped++;
+              const reason = !Number.isFinite(fb.loss) ? `non-finite loss (${fb.loss})` : `non-finite gradient norm (${opt.gradNorm})`;
+              appendMetrics(paths, step, { event: 'skipped', reason });
+              log(`step ${step}: update skipped: ${reason}`);
+            } else {
+              losses.push(fb.loss);
+              gradNorms.push(opt.gradNorm);
+            }
+          }
+      }
+      metrics['time/train_s'] = (performance.now() - t0) / 1000;
+      Object.assign(metrics, rolloutMetrics(rollouts), lossMetrics(sums));
+      metrics['train/loss'] = mean(losses);
+      metrics['train/grad_norm'] = mean(gradNorms);
+      metrics['train/lr'] = config.optim.learningRate;
+      metrics['train/skipped'] = skipped;
+      metrics['train/tokens'] = tokens;
+      metrics['train/micro_batches'] = micro;
+      metrics['train/epoch'] = state.epoch;
+      losses = [];
 
-    if (config.run.evalEvery > 0 && (step % config.run.evalEvery === 0 || step === config.run.steps)) await runEval(step);
-    if (step % config.run.checkpointEvery === 0 || step === config.run.steps || options.stop?.requested) {
-      const tc = performance.now();
-      await saveCheckpoint(paths, policy, state, config.run.keepCheckpoints);
-      lastCheckpoint = step;
-      appendMetrics(paths, step, { event: 'checkpoint', 'time/checkpoint_s': (performance.now() - tc) / 1000 });
+      if (config.run.saveRollouts) writeStepRecords(paths.rollouts, step, rollouts);
+      state.step = step;
+      state.rng.sample = sampleRng.getState();
+      metrics['time/step_s'] = (performance.now() - tStep) / 1000;
+      appendMetrics(paths, step, metrics);
+      const root = mode === 'single' ? 'single' : 'planner';
+      stepsBar.update(step, { reward: Number(metrics[`${root}/reward`]).toFixed(3) });
+      if (!config.run.progress) log(`step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} loss ${Number(metrics['train/loss']).toFixed(4)} (${Number(metrics['time/step_s']).toFixed(2)} s)`);
+
+      if (config.run.evalEvery > 0 && (step % config.run.evalEvery === 0 || step === config.run.steps)) await runEval(step);
+      if (step % config.run.checkpointEvery === 0 || step === config.run.steps || options.stop?.requested) {
+        const tc = performance.now();
+        await saveCheckpoint(paths, policy, state, config.run.keepCheckpoints);
+        lastCheckpoint = step;
+        appendMetrics(paths, step, { event: 'checkpoint', 'time/checkpoint_s': (performance.now() - tc) / 1000 });
+      }
     }
+    if (stopped && lastCheckpoint !== state.step && state.step > 0) await saveCheckpoint(paths, policy, state, config.run.keepCheckpoints);
+    stepsBar.stop();
+    return { step: state.step, stopped, evals, paths };
+  } finally {
+    progress.stop();
+    await policy.close();
+    await refPolicy?.close();
   }
-  if (stopped && lastCheckpoint !== state.step && state.step > 0) await saveCheckpoint(paths, policy, state, config.run.keepCheckpoints);
-  stepsBar.stop();
-  progress.stop();
-  await policy.close();
-  await refPolicy?.close();
-  return { step: state.step, stopped, evals, paths };
 }

@@ -54,6 +54,7 @@ export const command: Command = {
     let questions = world ? worldQuestions(world, values.split ?? config.data.evalSplit) : await datasetQuestions(values.dataset!, values.preset);
     if (config.run.evalQuestions > 0 && values.questions !== undefined) questions = questions.slice(0, config.run.evalQuestions);
     const policy = await openSamplingPolicy(config.model);
+    try {
     const runner = (await rolloutRunnerFactory(config, world))(policy);
     const progress = new Progress(config.run.progress);
     const bar = progress.bar('eval', questions.length * config.run.evalRepeats);
@@ -65,12 +66,14 @@ export const command: Command = {
     });
     bar.stop();
     progress.stop();
-    await policy.close();
     if (values.out) writeFileSync(values.out, r.rollouts.map((x) => JSON.stringify(x)).join('\n') + '\n');
     const s = (performance.now() - t0) / 1000;
     console.log(`${config.rollout.mode} eval of ${config.model.kind === 'endpoint' ? config.model.endpoint : config.model.path}: ${r.questions} questions × ${config.run.evalRepeats} repeats, ${s.toFixed(1)} s`);
     console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`);
     console.log(`reward ${r.reward.toFixed(4)}, format planner ${r.formatPlanner.toFixed(3)}${Number.isFinite(r.formatWorkers) ? `, format workers ${r.formatWorkers.toFixed(3)}` : ''}, workers per rollout ${r.workersPerRollout.toFixed(2)}`);
     if (values.out) console.log(`per-question records: ${values.out}`);
+    } finally {
+      await policy.close();
+    }
   },
 };
