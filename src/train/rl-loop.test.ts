@@ -215,3 +215,44 @@ test('SIGINT finishes the step in flight, checkpoints it and exits; resume compl
   for (const [k, v] of fa) assert.ok(v.equals(fb.get(k)!), `${k} differs`);
   rmSync(base, { recursive: true, force: true });
 });
+
+test('every estimator, credit assignment, policy loss and aggregation runs in the loop, in both modes', async () => {
+  const combos: Record<string, Record<string, unknown>>[] = [
+    { rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', aggregation: 'token-mean' } } },
+    { rl: { estimator: 'dr-grpo', credit: 'agent-wise', loss: { name: 'ppo', aggregation: 'seq-mean-token-sum', clipHigh: 0.28 } } },
+    { rl: { estimator: 'rloo', credit: 'per-role-groups', loss: { name: 'gspo', aggregation: 'seq-mean-token-mean', clipLow: 0.0003, clipHigh: 0.0004, dualClip: null } } },
+    { rl: { estimator: 'grpo', credit: 'matpo', dropZeroVarianceGroups: true, loss: { name: 'ppo', aggregation: 'seq-mean-token-sum-norm', unit: 'sequence' } } },
+    { rollout: { mode: 'single' }, rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', aggregation: 'token-mean' } } },
+  ];
+  for (const c of combos) {
+    const dir = join(tmp(), 'run');
+    const cfg = toyConfig({ ...c, run: { steps: 3, evalEvery: 0, checkpointEvery: 3 } });
+    const r = await trainRl(cfg, toyDeps(), { runDir: dir, resume: false });
+    assert.equal(r.step, 3, JSON.stringify(c));
+    const m = readMetrics(runPaths(dir)).filter((x) => x['train/tokens'] !== undefined);
+    assert.equal(m.length, 3);
+    const root = cfg.rollout.mode === 'single' ? 'single' : 'planner';
+    assert.equal(typeof m[0][`${root}/reward`], 'number', JSON.stringify(c));
+    if (root === 'single') assert.equal(m[0]['planner/reward'], undefined);
+  }
+});
+
+test('old logprobs recomputed by the trainer (gap logged) and a KL term to the frozen initial policy', async () => {
+  const dir = join(tmp(), 'run');
+  let refLoads = 0;
+  const deps = toyDeps();
+  const load = deps.loadPolicy;
+  deps.loadPolicy = async (d) => {
+    if (d === 'toy:init') refLoads++;
+    return load(d);
+  };
+  const cfg = toyConfig({ rl: { recomputeOldLogprobs: true, loss: { klCoef: 0.1, klEstimator: 'k3' } }, run: { steps: 3, evalEvery: 0, checkpointEvery: 3 } });
+  await trainRl(cfg, deps, { runDir: dir, resume: false });
+  assert.equal(refLoads, 2, 'the policy and the frozen reference');
+  const m = readMetrics(runPaths(dir)).filter((x) => x['train/tokens'] !== undefined);
+  // the bigram sampler's float64 logprobs vs the trainer's float32 ones: a tiny gap
+  for (const x of m) assert.ok(Number(x['train/old_logprob_gap']) < 1e-5 && Number(x['train/old_logprob_gap']) >= 0);
+  // step 1: the policy equals the reference → KL 0; later steps: positive
+  assert.ok(Math.abs(Number(m[0]['train/kl_ref'])) < 1e-6);
+  assert.ok(Number(m[2]['train/kl_ref']) > 0);
+});
