@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { FileFormatError } from '../errors.ts';
 import { CHATML_TOOLS_TEMPLATE } from './chat-template.ts';
+import { createFastBpe } from './tokenizer-bpe.ts';
 import { TEST_SPECIAL_TOKENS, createTestTokenizer, loadTokenizer, testTokenizerFiles } from './tokenizer.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-tok-'));
@@ -116,6 +117,22 @@ test('piece-wise cached encoding equals the library encoding the whole text (byt
   };
   for (const preTokenizer of [null, qwenSplit]) {
     const dir = tmp();
+    {
+      // The fast byte-level BPE applies to both shapes and agrees with the library on its own.
+      const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
+      if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
+      const lib = new Tokenizer(tokenizerJson, tokenizerConfig);
+      const fast = createFastBpe(tokenizerJson, lib);
+      assert.ok(fast, 'fast path available');
+      const alphabet = ['a', 'b', 'the', ' ', '  ', '\n', '\r\n', '\t', '1', '23', '456', '.', ',', '!?', "'s", "'LL", 'É', 'é', 'e\u0301', '中', '😀', 'ß', '-', '_', '{', '"', 'x'.repeat(300)];
+      let seed = 11;
+      const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+      for (let k = 0; k < 400; k++) {
+        let text = '';
+        for (let j = 1 + rand(30); j > 0; j--) text += alphabet[rand(alphabet.length)];
+        assert.deepEqual(fast.encode(text), lib.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+      }
+    }
     const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
     if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
     writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));

@@ -5,6 +5,9 @@
  * (preferred when present, as recent transformers versions do), and eos ids from
  * `generation_config.json` / `config.json`.
  *
+ * Text between added tokens is encoded by our own byte-level BPE (`tokenizer-bpe.ts`) when the
+ * tokenizer is of that kind (same result, several times faster), else by the library.
+ *
  * Encoding never adds BOS/EOS on its own (chat templates write them as text) and recognises
  * special-token strings inside the text. A tokenizer without a chat template still encodes and
  * decodes; `applyChatTemplate` then throws a one-line FileFormatError naming the file and field.
@@ -18,6 +21,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { FileFormatError } from '../errors.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
 import { CHATML_TOOLS_TEMPLATE, compileChatTemplate, type ChatTemplateFn } from './chat-template.ts';
+import { createFastBpe, type FastBpe } from './tokenizer-bpe.ts';
 
 type Json = Record<string, unknown>;
 
@@ -73,6 +77,7 @@ class HfChatTokenizer implements ChatTokenizer {
     private readonly templateSource: { source: string; file: string; field?: string } | { missing: string },
     private readonly templateContext: Record<string, unknown>,
     segmentable: boolean,
+    private readonly fast: FastBpe | null,
   ) {
     let max = -1;
     for (const id of tokenOf.keys()) if (id > max) max = id;
@@ -103,7 +108,7 @@ class HfChatTokenizer implements ChatTokenizer {
       }
       let ids: number[] | undefined = this.pieceCache.get(part);
       if (ids === undefined) {
-        const fresh: number[] = this.tok.encode(part, { add_special_tokens: false }).ids;
+        const fresh: number[] = this.fast?.encode(part) ?? this.tok.encode(part, { add_special_tokens: false }).ids;
         ids = fresh;
         if (part.length <= 8192) {
           if (this.pieceCacheChars > 4_000_000) {
@@ -215,7 +220,7 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
     bos_token: bosText ?? (bos !== null ? tokenOf.get(bos) : '') ?? '',
     eos_token: eosText ?? (eos !== null ? tokenOf.get(eos) : '') ?? '',
   };
-  return new HfChatTokenizer(tok, tokenOf, idOf, { bos, eos, stops: [...stops] }, templateSource, context, segmentable(tokenizerJson, config));
+  return new HfChatTokenizer(tok, tokenOf, idOf, { bos, eos, stops: [...stops] }, templateSource, context, segmentable(tokenizerJson, config), segmentable(tokenizerJson, config) ? createFastBpe(tokenizerJson, tok) : null);
 }
 
 // ---------------------------------------------------------------------------------------------
