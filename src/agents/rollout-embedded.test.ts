@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,5 +128,40 @@ test('embedded engine with one scripted malformed planner turn: errors are resul
     assert.ok(r.root.turns.length === 2 || r.root.outcome === 'turn_limit');
   } finally {
     await embedded.close();
+  }
+});
+
+test('matpo run --endpoint against matpo serve (a real HTTP server on 127.0.0.1): token-exact rollouts over the wire', async () => {
+  await setup;
+  const server = spawn(process.execPath, [BIN, 'serve', '--model', modelDir, '--port', '0', '--name', 'micro'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`serve did not start: ${out}`)), 60_000);
+      server.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+      server.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+    });
+    const out = join(dir, 'endpoint.jsonl');
+    const { stdout } = await run(process.execPath, [
+      BIN, 'run', '--endpoint', url, '--served', 'micro', '--tokenizer', modelDir, '--world', worldDir, '--mode', 'single', '--group', '2', '--questions', '2',
+      '--max-turns', '2', '--max-new-tokens', '24', '--max-context', '1024', '--out', out,
+    ]);
+    assert.match(stdout, /^single run of openai:micro@http:\/\/127\.0\.0\.1:\d+: 2 questions × G=2 = 4 rollouts/m);
+    const rollouts = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rollout);
+    assert.equal(rollouts.length, 4);
+    for (const r of rollouts) {
+      assert.equal(r.root.role, 'single');
+      checkSequence(r.root, 1024);
+      assert.ok(r.root.turns.length >= 1 && r.outcome !== 'failed', `${r.id}: ${r.outcome} ${r.error ?? ''}`);
+    }
+  } finally {
+    server.kill();
   }
 });
