@@ -117,6 +117,14 @@ test('sampler: abort before and during generation; bad requests are rejected wit
   assert.equal(r.finishReason, 'abort');
   assert.equal(r.tokens.length, 3);
   assert.equal(r.logprobs.length, 3);
+  // A throwing callback or decode function fails that request only.
+  await assert.rejects(s.generate([1, 2], { maxNewTokens: 5 }, { onToken: () => { throw new Error('sink closed'); } }), /sink closed/);
+  const throwing = new Sampler(model.config, model.weights, referenceKernels, { decode: () => { throw new Error('bad decode'); } });
+  const [bad, good] = await Promise.allSettled([
+    throwing.generate([1, 2], { maxNewTokens: 5, stopStrings: ['x'] }), throwing.generate([3, 4], { maxNewTokens: 5 }),
+  ]);
+  assert.equal(bad.status, 'rejected');
+  assert.equal(good.status === 'fulfilled' && good.value.tokens.length, 5);
   // Other requests keep going after one is aborted.
   const ok = await s.generate([4, 5], { maxNewTokens: 3 });
   assert.equal(ok.tokens.length, 3);

@@ -183,7 +183,12 @@ export class Sampler {
   private async loop(): Promise<void> {
     try {
       while (this.pending.length > 0 || this.running.length > 0) {
-        this.step();
+        try {
+          this.step();
+        } catch (err) {
+          // A bug or an unexpected failure: fail the requests involved rather than the process.
+          for (const r of [...this.pending, ...this.running]) this.fail(r, err);
+        }
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
@@ -231,13 +236,14 @@ export class Sampler {
       r.tokens.push(token);
       r.logprobs.push(logprob);
       this.stats.generatedTokens++;
+      let reason: FinishReason | null;
       try {
         r.onToken?.(token, logprob);
+        reason = this.stopReason(r, token); // calls the caller's decode function
       } catch (err) {
         this.fail(r, err);
         return;
       }
-      const reason = this.stopReason(r, token);
       if (reason) this.finish(r, reason);
     });
   }
