@@ -6,7 +6,7 @@
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
     "cflags": ["-O3", "-fPIC"],
-    "cflags_cc": ["-O3", "-fPIC", "-std=c++17", "-fexceptions"],
+    "cflags_cc": ["-O3", "-fPIC", "-std=c++17", "-fexceptions", "-fno-math-errno"],
     "defines": ["NAPI_CPP_EXCEPTIONS", "NAPI_VERSION=8"]
   },
   "targets": [

@@ -4,6 +4,11 @@
 #pragma once
 #include <cstddef>
 
+// AdamW step constants, precomputed in double by the caller and rounded once.
+struct AdamConsts {
+  float b1, omb1, b2, omb2, lr, eps, decay, bc1, bc2, gradScale;
+};
+
 struct IsaOps {
   const char* name;
   int MR, NR;          // register tile of the SGEMM micro-kernel
@@ -18,6 +23,10 @@ struct IsaOps {
   void (*axpy)(float alpha, const float* x, float* y, int n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the results (float64).
   double (*expShiftSum)(float* x, int n, float shift);
+  // Elementwise kernels of the contract (see elementwise.inc), on [0, n).
+  void (*adamw)(float* p, const float* g, float* m, float* v, long n, const AdamConsts& c);
+  void (*swigluForward)(float* out, const float* gate, const float* up, long n);
+  void (*swigluBackward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, long n);
 };
 
 extern const IsaOps kAvx512Ops;

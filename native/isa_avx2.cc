@@ -175,6 +175,10 @@ double expShiftSum(float* x, int n, float shift) {
   return total + hsum(acc);
 }
 
+void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
+
+#include "elementwise.inc"
+
 }  // namespace
 
-extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};
+extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};

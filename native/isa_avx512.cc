@@ -185,6 +185,10 @@ double expShiftSum(float* x, int n, float shift) {
   return total + _mm512_reduce_add_ps(acc);
 }
 
+void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
+
+#include "elementwise.inc"
+
 }  // namespace
 
-extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum};
+extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};

@@ -58,6 +58,10 @@ double expShiftSum(float* x, int n, float shift) {
   return s;
 }
 
+void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
+
+#include "elementwise.inc"
+
 }  // namespace
 
-extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum};
+extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};

@@ -43,8 +43,6 @@ void chunked(long n, long grain, F&& fn) {
   pool::parallelFor(chunks, [&](long c) { fn(c * grain, std::min(n, (c + 1) * grain)); });
 }
 
-inline float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
-
 }  // namespace
 
 void rmsnormForward(float* out, float* rstd, const float* x, const float* w, int T, int C, float eps) {
@@ -252,18 +250,14 @@ void attentionDecode(float* out, const float* q, const float* kc, const float* v
 }
 
 void swigluForward(float* out, const float* gate, const float* up, long n) {
-  chunked(n, 32768, [&](long i0, long i1) {
-    for (long i = i0; i < i1; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
-  });
+  const IsaOps& o = isa();
+  chunked(n, 32768, [&](long i0, long i1) { o.swigluForward(out + i0, gate + i0, up + i0, i1 - i0); });
 }
 
 void swigluBackward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, long n) {
+  const IsaOps& o = isa();
   chunked(n, 32768, [&](long i0, long i1) {
-    for (long i = i0; i < i1; i++) {
-      float g = gate[i], s = sigmoidf(g);
-      dgate[i] += dout[i] * up[i] * s * (1.f + g * (1.f - s));
-      dup[i] += dout[i] * g * s;
-    }
+    o.swigluBackward(dgate + i0, dup + i0, dout + i0, gate + i0, up + i0, i1 - i0);
   });
 }
 
@@ -329,20 +323,20 @@ void logprobsBackward(float* dlogits, const float* dlogprob, const float* dentro
 
 void adamw(float* p, const float* g, float* m, float* v, long n, double lr, double b1, double b2, double eps, double wd,
            double step, double gradScale) {
-  // Computed in double (memory-bound anyway) so moments match the reference to float rounding.
-  const double bc1 = 1.0 / (1.0 - std::pow(b1, step));
-  const double bc2 = 1.0 / (1.0 - std::pow(b2, step));
-  const double decay = 1.0 - lr * wd;
-  chunked(n, 65536, [&](long i0, long i1) {
-    for (long i = i0; i < i1; i++) {
-      double gi = double(g[i]) * gradScale;
-      double mi = b1 * m[i] + (1.0 - b1) * gi;
-      double vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-      m[i] = float(mi);
-      v[i] = float(vi);
-      p[i] = float(p[i] * decay - lr * (mi * bc1) / (std::sqrt(vi * bc2) + eps));
-    }
-  });
+  // Constants are formed in double and rounded once (1 - b1 rounded from double, not from float(b1)),
+  // so the float32 update matches the float64 reference to a few ulps.
+  const AdamConsts c{float(b1),
+                     float(1.0 - b1),
+                     float(b2),
+                     float(1.0 - b2),
+                     float(lr),
+                     float(eps),
+                     float(1.0 - lr * wd),
+                     float(1.0 / (1.0 - std::pow(b1, step))),
+                     float(1.0 / (1.0 - std::pow(b2, step))),
+                     float(gradScale)};
+  const IsaOps& o = isa();
+  chunked(n, 65536, [&](long i0, long i1) { o.adamw(p + i0, g + i0, m + i0, v + i0, i1 - i0, c); });
 }
 
 double sumSquares(const float* x, long n) {
