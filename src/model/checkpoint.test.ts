@@ -59,6 +59,10 @@ test('checkpoint: sharded save writes an index and reloads bit-exactly; bf16 rou
   assert.equal(Object.keys(index.weight_map).length, m.layout.tensors.length);
   assert.equal(index.metadata.total_size, m.weights.length * 4);
   assert.deepEqual(loadModelDir(dir).weights, m.weights);
+  // Saving again unsharded into the same directory leaves no stale shards or index behind.
+  saveModelDir(dir, m);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('safetensors')), ['model.safetensors']);
+  assert.deepEqual(loadModelDir(dir).weights, m.weights);
 
   const bdir = join(tmp(), 'bf16');
   saveModelDir(bdir, { ...m, dtype: 'BF16' });

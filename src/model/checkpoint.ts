@@ -8,7 +8,7 @@
  * disk (f32/bf16/f16 are widened to f32). Saving writes f32 by default (a reload is bit-exact) or
  * bf16/f16 on request; every file is written to a temporary name and renamed.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FileFormatError } from '../errors.ts';
 import { parseModelConfig, toHFConfig, type ModelConfig } from './config.ts';
@@ -157,6 +157,9 @@ export function saveModelDir(dir: string, options: SaveOptions): void {
     writeJsonAtomic(indexFile, { metadata: { total_size: weights.length * bytesPer }, weight_map: weightMap });
     removeIfExists(single);
   }
+  // Shards of an earlier save with a different shard count would confuse readers that glob for them.
+  const current = new Set(groups.length === 1 ? [] : groups.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`));
+  for (const f of readdirSync(dir)) if (/^model-\d{5}-of-\d{5}\.safetensors$/.test(f) && !current.has(f)) removeIfExists(join(dir, f));
 
   writeJsonAtomic(join(dir, 'config.json'), toHFConfig(config));
   const generation: Record<string, unknown> = { do_sample: true, temperature: 1.0, top_p: 1.0, top_k: 0 };
