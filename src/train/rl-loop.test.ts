@@ -57,11 +57,11 @@ test('the RL loop learns the toy task in MATPO mode and writes the run-directory
   const metrics = readMetrics(p);
   const stepLines = metrics.filter((m) => m['planner/reward'] !== undefined);
   assert.equal(stepLines.length, 80);
-  for (const key of ['planner/reward', 'planner/accuracy', 'planner/format', 'planner/tokens', 'planner/turns', 'planner/workers_per_rollout', 'train/loss', 'train/grad_norm', 'train/clip_frac', 'planner/ratio_mean', 'planner/entropy', 'time/rollout_s', 'time/train_s'])
+  for (const key of ['planner/reward', 'planner/accuracy', 'planner/format', 'planner/tokens', 'planner/turns', 'planner/workers_per_rollout', 'train/loss', 'train/grad_norm', 'train/clip_fraction', 'planner/ratio_mean', 'planner/entropy', 'time/rollout_s', 'time/train_s'])
     assert.equal(typeof stepLines[10][key], 'number', key);
   assert.ok(metrics.every((m) => typeof m.time === 'string' && typeof m.step === 'number'));
   assert.ok(metrics.some((m) => m['eval/accuracy'] !== undefined && m.step === 0));
-  assert.ok(metrics.some((m) => typeof m['worker/tokens'] === 'number'), 'some steps have workers');
+  assert.ok(metrics.some((m) => typeof m['worker/tokens'] === 'number' && typeof m['worker/reward'] === 'number'), 'some steps have workers');
 
   // Saved rollouts have reward and advantage; workers' datums carried the parent's advantage.
   const rollouts: Rollout[] = readJsonl(join(p.rollouts, 'step-000001.jsonl'));

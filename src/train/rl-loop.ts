@@ -118,6 +118,8 @@ export function rolloutMetrics(rollouts: readonly Rollout[]): Record<string, num
     m['planner/format_workers'] = mean(rollouts.map((r) => r.reward?.formatWorkers ?? NaN));
     m['worker/sequences'] = workers.length;
     if (workers.length) {
+      // workers are not judged: a worker's reward is its parent rollout's (what credit assignment uses)
+      m['worker/reward'] = mean(rollouts.flatMap((r) => r.workers.map(() => r.reward?.total ?? NaN)));
       m['worker/format'] = mean(workers.map((w) => w.formatScore));
       m['worker/tokens'] = mean(workers.map((w) => w.tokens.length));
       m['worker/trainable_tokens'] = mean(workers.map((w) => sumMask(w.mask)));
@@ -135,8 +137,8 @@ export function lossMetrics(sums: Record<string, number>): Record<string, number
     if (!n) continue;
     const out = prefix === '' ? 'train/' : prefix;
     const ratio = sums[`${prefix}ratio_sum`] / n;
-    m[`${out}clip_frac`] = sums[`${prefix}clipped`] / n;
-    m[`${out}dual_clip_frac`] = sums[`${prefix}dual_clipped`] / n;
+    m[`${out}clip_fraction`] = sums[`${prefix}clipped`] / n;
+    m[`${out}dual_clip_fraction`] = sums[`${prefix}dual_clipped`] / n;
     m[`${out}ratio_mean`] = ratio;
     m[`${out}ratio_std`] = Math.sqrt(Math.max(0, sums[`${prefix}ratio_sq_sum`] / n - ratio * ratio));
     m[`${out}entropy`] = sums[`${prefix}entropy_sum`] / n;
