@@ -132,6 +132,16 @@ function wrongValue(world: World, relation: string, gold: string, rng: Rng): str
   return `${gold}x`;
 }
 
+/** The worker's final summary when it found the fact (the sections MATPO asks for). */
+export function workerSummaryText(a: { np: string; value: string; docId: string; title: string; sentence?: string; other?: string }): string {
+  return [
+    `Conclusion: ${cap(a.np)} is ${a.value}.`,
+    `Supporting information: Document ${a.docId} (${a.title}) says: "${a.sentence ?? `${cap(a.np)} is ${a.value}.`}"`,
+    `Observations: ${a.other !== undefined ? `The search also returned ${a.other}, a different entry.` : 'No other close matches.'}`,
+    `Contribution to the main task: ${a.value} is ${a.np}.`,
+  ].join('\n');
+}
+
 export class ExpertPolicy implements Policy {
   readonly name = 'expert';
   readonly tokenExact = true;
@@ -265,13 +275,7 @@ export class ExpertPolicy implements Policy {
         `Contribution to the main task: ${cap(what)} is still unknown.`,
       ].join('\n');
     }
-    const others = done.others.slice(0, 2);
-    return [
-      `Conclusion: ${cap(task.np)} is ${done.value}.`,
-      `Supporting information: Document ${done.docId} (${done.title}) says: "${done.sentence ?? `${cap(task.np)} is ${done.value}.`}"`,
-      `Observations: ${others.length > 0 ? `The search also returned ${others.join(' and ')}, which are different entries.` : 'The search returned no other close matches.'}`,
-      `Contribution to the main task: ${done.value} is ${task.np}.`,
-    ].join('\n');
+    return workerSummaryText({ np: task.np, value: done.value, docId: done.docId ?? '?', title: done.title ?? '?', sentence: done.sentence, other: done.others[0] });
   }
 
   /** The value a worker reported for `np`, read from its final message. */

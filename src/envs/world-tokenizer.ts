@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CHAT_TEMPLATE, createChatTokenizer, trainWorldTokenizer, type TrainedTokenizer } from './tokenizer-train.ts';
 import { Template } from '@huggingface/jinja';
-import { nounPhrase, toolCallText } from './expert.ts';
-import { SUBTASK_TEMPLATES } from './world/vocab.ts';
+import { nounPhrase, toolCallText, workerSummaryText } from './expert.ts';
+import { SUBTASK_TEMPLATES, extractFacts, splitSentences } from './world/vocab.ts';
 import type { World } from './world/world.ts';
 import { formatHits, formatPage } from '../tools/search/search-index.ts';
 import type { ChatTokenizer } from '../policy/types.ts';
@@ -51,15 +51,23 @@ export function worldTokenizerTexts(world: World, options: WorldTokenizerTextOpt
       const np = nounPhrase(step.relation, step.subject);
       for (const t of SUBTASK_TEMPLATES) texts.push(toolCallText('delegate_subtask', { subtask: t.replace('{np}', np) }));
       texts.push(toolCallText('search', { query: step.subject }), toolCallText('open', { id: step.docId }));
-      texts.push(formatHits(step.subject, index.search(step.subject, 5)));
       const doc = docs.get(step.docId)!;
       texts.push(formatPage(index.open(doc.id)));
-      const cap = np.charAt(0).toUpperCase() + np.slice(1);
-      texts.push(`Conclusion: ${cap} is ${step.object}.\nSupporting information: Document ${doc.id} (${doc.title}) says: "${cap} is ${step.object}."\nContribution to the main task: ${step.object} is ${np}.`);
+      const hits = index.search(step.subject, 5);
+      texts.push(formatHits(step.subject, hits));
+      const other = hits.find((h) => h.title !== step.subject)?.title;
+      const sentence = extractFactSentence(doc.text, step.relation);
+      texts.push(workerSummaryText({ np, value: step.object, docId: doc.id, title: doc.title, sentence, other }));
+      texts.push(`${np.charAt(0).toUpperCase() + np.slice(1)} is ${step.object}.`);
     }
     texts.push(`The answer is \\boxed{${q.answers[0]}}.`);
   }
   return texts;
+}
+
+function extractFactSentence(text: string, relation: string): string | undefined {
+  const fact = extractFacts(text, relation)[0];
+  return fact ? splitSentences(text).find((x) => x.includes(fact.subject) && x.includes(fact.object)) : undefined;
 }
 
 export function trainTokenizerForWorld(world: World, vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
