@@ -27,6 +27,8 @@ struct IsaOps {
   void (*adamw)(float* p, const float* g, float* m, float* v, long n, const AdamConsts& c);
   void (*swigluForward)(float* out, const float* gate, const float* up, long n);
   void (*swigluBackward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, long n);
+  float (*maxv)(const float* x, int n);                                   // max (−inf for n = 0)
+  double (*dotShiftF64)(const float* a, const float* b, int n, float shift);  // Σ a·(b − shift) in double
 };
 
 extern const IsaOps kAvx512Ops;

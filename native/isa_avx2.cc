@@ -181,4 +181,4 @@ void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
 }  // namespace
 
-extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};
+extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};

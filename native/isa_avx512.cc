@@ -191,4 +191,4 @@ void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
 }  // namespace
 
-extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};
+extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};

@@ -64,4 +64,4 @@ void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
 }  // namespace
 
-extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop};
+extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};

@@ -283,19 +283,15 @@ void logprobsForward(float* logprob, float* lse, float* entropy, const float* lo
   const IsaOps& o = isa();
   pool::parallelFor(T, [&](long t) {
     const float* z = logits + t * V;
-    float mx = -INFINITY;
-    for (int j = 0; j < V; j++) mx = std::max(mx, z[j]);
+    const float mx = o.maxv(z, V);
     float* e = tlS.get(size_t(V));
     std::memcpy(e, z, sizeof(float) * V);
-    double sum = o.expShiftSum(e, V, mx);
-    double l = mx + std::log(sum);
+    const double sum = o.expShiftSum(e, V, mx);
+    const double l = mx + std::log(sum);
     lse[t] = float(l);
     logprob[t] = float(double(z[targets[t]]) - l);
-    if (entropy) {
-      double ez = 0;
-      for (int j = 0; j < V; j++) ez += double(e[j]) * (z[j] - mx);
-      entropy[t] = float(std::log(sum) - ez / sum);  // H = lse - E[z], both shifted by mx
-    }
+    // H = lse − E[z]; both taken relative to mx to keep the difference accurate
+    if (entropy) entropy[t] = float(std::log(sum) - o.dotShiftF64(e, z, V, mx) / sum);
   });
 }
 
@@ -310,10 +306,10 @@ void logprobsBackward(float* dlogits, const float* dlogprob, const float* dentro
     std::memcpy(d, z, sizeof(float) * V);
     o.expShiftSum(d, V, lse[t]);  // d = softmax(z)
     if (ge != 0.f) {
-      double ez = 0;
-      for (int j = 0; j < V; j++) ez += double(d[j]) * z[j];
-      const float ezf = float(ez);
-      for (int j = 0; j < V; j++) d[j] = -d[j] * (g + ge * (z[j] - ezf));
+      // dH/dz_j = −p_j (z_j − E[z]); E[z] relative to lse keeps the subtraction well conditioned
+      const float ezRel = float(o.dotShiftF64(d, z, V, lse[t]));
+      const float l = lse[t];
+      for (int j = 0; j < V; j++) d[j] = -d[j] * (g + ge * ((z[j] - l) - ezRel));
     } else {
       for (int j = 0; j < V; j++) d[j] = -g * d[j];
     }
