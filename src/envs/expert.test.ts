@@ -123,7 +123,7 @@ async function successRate(expert: ExpertPolicy, mode: 'single' | 'matpo', qs: W
 }
 
 test('success rate is about 1 − errorRate in both modes; the single agent context is the largest', async () => {
-  const qs = world.questions.slice(0, 120);
+  const qs = world.questions.slice(0, 80);
   const perfect = new ExpertPolicy({ world, tokenizer });
   assert.equal(await successRate(perfect, 'single', qs), 1);
   assert.equal(await successRate(perfect, 'matpo', qs), 1);
