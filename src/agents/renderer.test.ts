@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../model/tokenizer.ts';
+import { CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
 import { Trajectory, renderConversation } from './renderer.ts';
 
@@ -149,4 +150,26 @@ test('renderConversation: mask 1 exactly on assistant content and its <|im_end|>
   assert.equal(runs.length, 2);
   assert.ok(runs.every((r) => r[r.length - 1] === imEnd));
   assert.throws(() => renderConversation(tok, [{ role: 'user', content: 'x' }]), /at least one assistant/);
+});
+
+test('trajectory: many turns past the checks (cached delta skeletons) stay exact; a template that trims contents falls back', async () => {
+  const run = (tok: ChatTokenizer, turns: number) => {
+    const t = new Trajectory(tok, TOOLS);
+    t.start([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }]);
+    for (let k = 0; k < turns; k++) {
+      t.appendSample(sample(tok, `<tool_call>{"name": "lookup", "arguments": {"key": "${k}"}}</tool_call>`, k % 5 !== 3));
+      const long = (n: number) => `  result ${k}.${n}: ${'lorem ipsum '.repeat(5 + ((k * 7 + n) % 11))}\n`;
+      const added: ChatMessage[] = k % 4 === 0 ? [{ role: 'tool', content: long(0) }, { role: 'tool', content: 'short' }, { role: 'tool', content: long(2) }] : [{ role: 'tool', content: long(0) }];
+      if (k % 6 === 5) added.push({ role: 'user', content: `Please summarise ${'now '.repeat(k)}` });
+      t.appendMessages(added);
+    }
+    assert.equal(tok.decode(t.tokens), tok.applyChatTemplate(t.messages, { tools: TOOLS, addGenerationPrompt: true }));
+    return t;
+  };
+  // Turns that stopped without <|im_end|> get it in the next prompt, so decode equals the rendering.
+  run(await createTestTokenizer(tmp()), 40);
+  const trimming = CHATML_TOOLS_TEMPLATE.replace("'\\n<tool_response>\\n' + message.content + '\\n</tool_response>'", "'\\n<tool_response>\\n' + message.content|trim + '\\n</tool_response>'");
+  assert.notEqual(trimming, CHATML_TOOLS_TEMPLATE);
+  const t = run(await createTestTokenizer(tmp(), { chatTemplate: trimming }), 40);
+  assert.ok(!t.tokenizer.decode(t.tokens).includes('<tool_response>\n  result'), 'the trimming template was used');
 });

@@ -16,7 +16,8 @@
  * message, which templates inspect), the message before the assistant turn, the assistant turn and
  * the new messages. Rendering just those (long contents of the context shortened, tools reduced to
  * names) with a marker in place of the assistant content, in one render, is much cheaper than the
- * whole history twice. Because a template might look further back, every
+ * whole history twice; and the rendering of a given shape of new messages is cached as a skeleton
+ * into which their contents are put (`deltaBySkeleton`). Because a template might look further back, every
  * tokenizer's first `TAIL_CHECKS` deltas are computed both ways; if they ever differ, that
  * tokenizer falls back to full renders for good.
  *
@@ -100,6 +101,65 @@ function deltaByMarker(
   if (at < 0) throw new InvalidArgumentError('chat_template', 'cannot locate the assistant turn in the rendered conversation');
   const tail = probe.slice(at + marker.length);
   return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
+}
+
+const skeletons = new WeakMap<ChatTokenizer, Map<string, string[] | null>>();
+
+/**
+ * The delta with the template's work cached: what a template writes around new messages depends on
+ * their roles and names, not on what a long tool result or report says. So the delta is rendered
+ * once per shape with each long content (> 48 characters; short ones are part of the shape) replaced
+ * by a numbered stand-in, split at the stand-ins into a skeleton, and later deltas of the same shape
+ * are the skeleton with the real contents put back. Context messages enter the shape by role and
+ * name only. When a stand-in does not come out of the template verbatim, the shape is not cached and
+ * the delta is rendered; templates that transform contents fail the first checks against full
+ * renders and are never served from here.
+ */
+function deltaBySkeleton(
+  tokenizer: ChatTokenizer,
+  messages: readonly ChatMessage[],
+  assistantAt: number,
+  sampled: SampledText,
+  added: readonly ChatMessage[],
+  tools: readonly ToolSpec[] | undefined,
+): string {
+  let cache = skeletons.get(tokenizer);
+  if (!cache) skeletons.set(tokenizer, (cache = new Map()));
+  const context = tailContext(messages, assistantAt).map((m): ChatMessage => ({ role: m.role, content: 'x', ...(m.name !== undefined ? { name: m.name } : {}) }));
+  const standIns: (string | null)[] = added.map((m, k) => (m.content.length > 48 ? `\u0000MATPO_${k}\u0000` : null));
+  const key = JSON.stringify([
+    context.map((m) => [m.role, m.name ?? null]),
+    added.map((m, k) => [m.role, m.name ?? null, standIns[k] ?? m.content]),
+    sampled.stopText,
+    tools?.map((t) => t.function.name) ?? null,
+  ]);
+  let skeleton = cache.get(key);
+  if (skeleton === undefined) {
+    const shaped = added.map((m, k) => (standIns[k] === null ? m : { ...m, content: standIns[k]! }));
+    const text = deltaByMarker(tokenizer, context, sampled, shaped, tools);
+    skeleton = [];
+    let at = 0;
+    for (const s of standIns) {
+      if (s === null) continue;
+      const found = text.indexOf(s, at);
+      if (found < 0 || text.indexOf(s, found + s.length) >= 0) {
+        skeleton = null;
+        break;
+      }
+      skeleton.push(text.slice(at, found));
+      at = found + s.length;
+    }
+    if (skeleton) skeleton.push(text.slice(at));
+    if (cache.size > 10_000) cache.clear();
+    cache.set(key, skeleton);
+  }
+  if (skeleton === null) return deltaByMarker(tokenizer, tailContext(messages, assistantAt), sampled, added, tools);
+  let out = skeleton[0];
+  let piece = 1;
+  added.forEach((m, k) => {
+    if (standIns[k] !== null) out += m.content + skeleton![piece++];
+  });
+  return out;
 }
 
 /** A long content cut to its ends (templates test prefixes such as `<tool_response>`, rarely more). */
@@ -223,7 +283,7 @@ export class Trajectory {
     if (!state) tailState.set(this.tokenizer, (state = { checked: 0, ok: true }));
     const full = () => deltaAfterAssistant(this.tokenizer, messages.slice(0, assistantAt), sampled, added, this.tools);
     if (!state.ok) return full();
-    const tail = deltaByMarker(this.tokenizer, tailContext(messages, assistantAt), sampled, added, this.toolsLite);
+    const tail = deltaBySkeleton(this.tokenizer, messages, assistantAt, sampled, added, this.toolsLite);
     if (state.checked < TAIL_CHECKS) {
       state.checked++;
       const reference = full();
