@@ -61,6 +61,8 @@ export interface Sequence {
   formatScore: number;
   /** Turns dropped by the drop-middle overflow policy. */
   droppedTurns?: number;
+  /** The scalar advantage this sequence was trained with (filled in by the trainer; workers get their credit-assigned value). */
+  advantage?: number;
 }
 
 export interface RewardParts {

@@ -67,6 +67,8 @@ test('the RL loop learns the toy task in MATPO mode and writes the run-directory
   const rollouts: Rollout[] = readJsonl(join(p.rollouts, 'step-000001.jsonl'));
   assert.equal(rollouts.length, 24);
   assert.ok(rollouts.every((r) => typeof r.reward?.total === 'number' && typeof r.advantage === 'number'));
+  // every sequence records the advantage it was trained with; under matpo credit a worker's is its parent's
+  assert.ok(rollouts.every((r) => r.root.advantage === r.advantage && r.workers.every((w) => w.advantage === r.advantage)));
   assert.equal(readdirSync(p.rollouts).length, 80);
   assert.deepEqual(readdirSync(p.eval).sort(), ['step-000000.jsonl', 'step-000040.jsonl', 'step-000080.jsonl']);
 

@@ -250,7 +250,10 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       t0 = performance.now();
       await mapLimit(rollouts, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
       const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
-      for (const r of rollouts) if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
+      for (const r of rollouts) {
+        if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
+        for (const s of [r.root, ...r.workers]) if (credit.sequenceAdvantages.has(s.id)) s.advantage = credit.sequenceAdvantages.get(s.id);
+      }
       const { datums } = buildDatums(rollouts, credit);
       metrics['train/groups'] = credit.metrics.groups;
       metrics['train/groups_kept'] = credit.metrics.groups_kept;
