@@ -35,7 +35,7 @@ import { executeTool, formatSchemaError, toToolSpec } from '../tools/execute.ts'
 import { extractAnswer } from '../rl/scoring.ts';
 import type { Rollout, Sequence, SequenceOutcome, ToolCallRecord } from './records.ts';
 import { Trajectory } from './renderer.ts';
-import { nativeFormat, stripReasoningAndCalls, toolCallFormat, type ParsedCall, type ToolCallFormat } from './formats/index.ts';
+import { formatFor, stripReasoningAndCalls, type ParsedCall, type ToolCallFormat } from './formats/index.ts';
 import { fillPrompt, loadPrompts, type Prompts } from './prompts.ts';
 
 export const DELEGATE_TOOL = 'delegate_subtask';
@@ -126,8 +126,7 @@ export class RolloutEngine {
     readonly options: RolloutOptions = {},
   ) {
     this.limits = checkLimits({ ...DEFAULT_LIMITS, ...options.limits });
-    const format = options.format ?? 'native';
-    this.format = format === 'native' ? nativeFormat(tokenizer) : toolCallFormat(format);
+    this.format = formatFor(tokenizer, options.format ?? 'native');
     this.prompts = options.prompts ?? loadPrompts();
     this.workerResultRole = options.workerResultRole ?? 'user';
     this.toolsByName = new Map(tools.map((t) => [t.name, t]));

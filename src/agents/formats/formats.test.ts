@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../../model/tokenizer.ts';
 import { UnknownNameError } from '../../errors.ts';
-import { hermesFormat, mcpFormat, nativeFormat, stripReasoningAndCalls, toolCallFormat } from './index.ts';
+import { formatFor, hermesFormat, hermesInPromptFormat, mcpFormat, nativeFormat, stripReasoningAndCalls, toolCallFormat } from './index.ts';
 import { parseLenientJson } from './lenient-json.ts';
 
 test('lenient JSON: exact, missing braces, trailing text, trailing commas, open strings, hopeless', () => {
@@ -71,6 +71,12 @@ test('format lookup and the native default', async () => {
   assert.equal(nativeFormat(await createTestTokenizer(dir)).name, 'hermes');
   const plain = await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-fmt-')), { chatTemplate: '{% for m in messages %}{{ m.content }}{% endfor %}' });
   assert.equal(nativeFormat(plain).name, 'mcp');
+  // Hermes with a template that cannot list tools: the list goes into the system prompt.
+  assert.equal(formatFor(plain, 'hermes'), hermesInPromptFormat);
+  assert.equal(formatFor(await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-fmt-'))), 'hermes'), hermesFormat);
+  const section = hermesInPromptFormat.systemSection([{ type: 'function', function: { name: 'search', description: 'Search.', parameters: { type: 'object' } } }]);
+  assert.ok(section.includes('<tools>\n{"type":"function","function":{"name":"search"') && section.includes('<tool_call>'));
+  assert.equal(hermesInPromptFormat.parse(hermesInPromptFormat.callText('s', { q: 1 }))[0].arguments?.q, 1);
 });
 
 test('stripReasoningAndCalls removes think blocks and call blocks of both formats', () => {

@@ -96,6 +96,41 @@ export const hermesFormat: ToolCallFormat = {
   },
 };
 
+/**
+ * Hermes calls for a chat template that cannot list tools itself: the same call syntax, with the
+ * tool list and instructions written into the system prompt.
+ */
+export const hermesInPromptFormat: ToolCallFormat = {
+  ...hermesFormat,
+  templateTools: false,
+  systemSection(tools) {
+    if (tools.length === 0) return '';
+    return [
+      '# Tools',
+      '',
+      'You may call the functions below. Their signatures are listed inside <tools></tools>:',
+      '<tools>',
+      ...tools.map((t) => JSON.stringify(t)),
+      '</tools>',
+      '',
+      'To call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:',
+      '<tool_call>',
+      '{"name": <function-name>, "arguments": <args-json-object>}',
+      '</tool_call>',
+    ].join('\n');
+  },
+};
+
+/** True when the tokenizer's chat template writes a tool list given to it. */
+export function templateListsTools(tokenizer: ChatTokenizer): boolean {
+  const probe: ToolSpec = { type: 'function', function: { name: 'matpo_probe_tool', description: 'probe', parameters: { type: 'object' } } };
+  try {
+    return tokenizer.applyChatTemplate([{ role: 'user', content: 'x' }], { tools: [probe], addGenerationPrompt: true }).includes('matpo_probe_tool');
+  } catch {
+    return false;
+  }
+}
+
 function tagText(inner: string, tag: string): string | null {
   const open = `<${tag}>`;
   const at = inner.indexOf(open);
@@ -160,14 +195,14 @@ export function toolCallFormat(name: string, serverName?: string): ToolCallForma
 
 /** The model family's native format: hermes when the chat template renders a tool list, else mcp. */
 export function nativeFormat(tokenizer: ChatTokenizer): ToolCallFormat {
-  const probe: ToolSpec = { type: 'function', function: { name: 'matpo_probe_tool', description: 'probe', parameters: { type: 'object' } } };
-  try {
-    const text = tokenizer.applyChatTemplate([{ role: 'user', content: 'x' }], { tools: [probe], addGenerationPrompt: true });
-    if (text.includes('matpo_probe_tool')) return hermesFormat;
-  } catch {
-    // a template that cannot render tools
-  }
-  return mcpFormat();
+  return templateListsTools(tokenizer) ? hermesFormat : mcpFormat();
+}
+
+/** A format by name for a tokenizer: 'native', or hermes/mcp (hermes lists tools in the prompt when the template cannot). */
+export function formatFor(tokenizer: ChatTokenizer, name: 'native' | 'hermes' | 'mcp', serverName?: string): ToolCallFormat {
+  if (name === 'native') return nativeFormat(tokenizer);
+  if (name === 'hermes') return templateListsTools(tokenizer) ? hermesFormat : hermesInPromptFormat;
+  return toolCallFormat(name, serverName);
 }
 
 /** Remove reasoning (`<think>…</think>`, or everything up to a lone `</think>`) and every tool-call block, in both formats. */
