@@ -1,0 +1,32 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const bin = join(import.meta.dirname, '../../../bin/matpo.js');
+
+test('matpo demo --quick runs every phase through the real CLI, writes a run the dashboard reads, and resumes instead of redoing', () => {
+  const out = mkdtempSync(join(tmpdir(), 'matpo-demo-'));
+  try {
+    const r = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 240_000 });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    for (const phase of ['world', 'init-model', 'sft', 'train']) assert.match(r.stdout, new RegExp(`== demo: ${phase}`));
+    assert.match(r.stdout, /held-out accuracy/);
+    assert.match(r.stdout, /npx matpo view /);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    assert.equal(summary.steps, 2);
+    assert.ok(summary.before && summary.after, 'evaluations before and after training were recorded');
+    assert.ok(existsSync(join(out, 'matpo', 'metrics.jsonl')));
+    assert.ok(existsSync(join(out, 'matpo', 'rollouts', 'step-000002.jsonl')));
+    assert.ok(existsSync(join(out, 'model-sft', 'model.safetensors')));
+    // A second run finds every phase done and only prints the summary again.
+    const again = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /demo: world already done/);
+    assert.match(again.stdout, /demo: train already done/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
