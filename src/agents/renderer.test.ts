@@ -173,3 +173,20 @@ test('trajectory: many turns past the checks (cached delta skeletons) stay exact
   const t = run(await createTestTokenizer(tmp(), { chatTemplate: trimming }), 40);
   assert.ok(!t.tokenizer.decode(t.tokens).includes('<tool_response>\n  result'), 'the trimming template was used');
 });
+
+test('trajectory: a template that strips reasoning from assistant turns (Qwen3-like) keeps the sampled tokens and closes turns from the template', async () => {
+  const template = CHATML_TOOLS_TEMPLATE.replace(
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+    "{%- if message.role == 'assistant' and '</think>' in message.content %}{{- '<|im_start|>assistant\\n' + message.content.split('</think>')[-1].lstrip('\\n') + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}",
+  );
+  assert.notEqual(template, CHATML_TOOLS_TEMPLATE);
+  const tok = await createTestTokenizer(tmp(), { chatTemplate: template });
+  assert.equal(tok.applyChatTemplate([{ role: 'assistant', content: '<think>hmm</think>\nyes' }]), '<|im_start|>assistant\nyes<|im_end|>\n');
+  const t = new Trajectory(tok, undefined);
+  t.start([{ role: 'user', content: 'Q' }]);
+  const s1 = sample(tok, '<think>let me see</think>\n<tool_call>{"name": "lookup", "arguments": {}}</tool_call>');
+  const turn = t.appendSample(s1);
+  t.appendMessages([{ role: 'tool', content: 'r' }]);
+  assert.deepEqual(t.tokens.slice(turn.sampleStart, turn.end), s1.tokens, 'the reasoning the model sampled stays in the sequence');
+  assert.equal(tok.decode(t.tokens.slice(turn.end)), '\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n<|im_start|>assistant\n');
+});

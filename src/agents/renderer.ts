@@ -63,18 +63,19 @@ function deltaAfterAssistant(
 ): string {
   const before = tokenizer.applyChatTemplate(context, { tools, addGenerationPrompt: true });
   const full = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: sampled.content }, ...added], { tools, addGenerationPrompt: true });
-  if (!full.startsWith(before)) {
-    throw new InvalidArgumentError('chat_template', 'the template renders earlier turns differently once a turn is added; token-exact rollouts need a template whose rendering only grows');
+  // A template may re-render earlier turns once a turn is added (e.g. dropping old reasoning); the
+  // tokens keep what was sampled, and the delta then comes from the marker render below.
+  if (full.startsWith(before)) {
+    const rest = full.slice(before.length);
+    if (sampled.stopText && rest.startsWith(sampled.text)) return rest.slice(sampled.text.length);
+    if (rest.startsWith(sampled.content)) {
+      const tail = rest.slice(sampled.content.length);
+      // Stopped on a stop token the template writes differently (e.g. eos instead of <|im_end|>): keep the template's closing.
+      return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
+    }
   }
-  const rest = full.slice(before.length);
-  if (sampled.stopText && rest.startsWith(sampled.text)) return rest.slice(sampled.text.length);
-  if (rest.startsWith(sampled.content)) {
-    const tail = rest.slice(sampled.content.length);
-    // Stopped on a stop token the template writes differently (e.g. eos instead of <|im_end|>): keep the template's closing.
-    return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
-  }
-  // The template rewrites the assistant content (e.g. drops reasoning): find where the turn ends by
-  // rendering a marker in its place.
+  // The template rewrites the assistant content (e.g. drops reasoning) or earlier turns: find where
+  // the turn ends by rendering a marker in its place.
   const marker = '\u0000MATPO_CONTENT\u0000';
   const probe = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: marker }, ...added], { tools, addGenerationPrompt: true });
   const at = probe.indexOf(marker);
