@@ -33,8 +33,11 @@ export const command: Command = {
     });
     // Flags are config overrides, so they are validated (and named) like config fields.
     const sets = [...((values.set as string[] | undefined) ?? [])];
+    const flagOf = new Map<string, string>();
     const flag = (name: string, path: string) => {
-      if (values[name as keyof typeof values] !== undefined) sets.push(`${path}=${String(values[name as keyof typeof values])}`);
+      if (values[name as keyof typeof values] === undefined) return;
+      sets.push(`${path}=${String(values[name as keyof typeof values])}`);
+      flagOf.set(path, `--${name}`);
     };
     flag('model', 'model.path');
     flag('tokenizer', 'model.path');
@@ -48,7 +51,14 @@ export const command: Command = {
     flag('scorer', 'rl.reward.scorer');
     if (values.endpoint) sets.push('model.kind=endpoint');
     if (values['no-progress']) sets.push('run.progress=false');
-    const config = loadConfig(values.config, sets);
+    let config;
+    try {
+      config = loadConfig(values.config, sets);
+    } catch (err) {
+      // name the flag the user typed rather than the config field it sets
+      if (err instanceof ConfigError && flagOf.has(err.path)) throw new ConfigError({ path: flagOf.get(err.path)!, message: err.message.slice(err.message.indexOf(`${err.path}: `) + err.path.length + 2) });
+      throw err;
+    }
     if (!values.world && !values.dataset && !config.data.world) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
     const world = values.world || (!values.dataset && config.data.world) ? loadWorld(values.world ?? config.data.world) : null;
     let questions = world ? worldQuestions(world, values.split ?? config.data.evalSplit) : await datasetQuestions(values.dataset!, values.preset);
