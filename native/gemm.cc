@@ -67,6 +67,10 @@ double selfCheck(const IsaOps& o) {
   double s1 = o.expShiftSum(e1.data(), 203, 3.f), s2 = p.expShiftSum(e2.data(), 203, 3.f);
   worst = std::max(worst, std::abs(s1 - s2) / (1e-5 * s2));
   for (int i = 0; i < 203; i++) worst = std::max(worst, std::abs(double(e1[i]) - e2[i]) / (1e-5 * e2[i] + 1e-30));
+  worst = std::max(worst, std::abs(double(o.maxv(x.data(), 203)) - p.maxv(x.data(), 203)) / 1e-30);
+  worst = std::max(worst, std::abs(double(o.maxv(x.data(), 5)) - p.maxv(x.data(), 5)) / 1e-30);
+  const double d1 = o.dotShiftF64(x.data(), y.data(), 203, 0.5f), d2 = p.dotShiftF64(x.data(), y.data(), 203, 0.5f);
+  worst = std::max(worst, std::abs(d1 - d2) / 1e-9);
   std::vector<float> y1(y), y2(y);
   o.axpy(0.75f, x.data(), y1.data(), 203);
   p.axpy(0.75f, x.data(), y2.data(), 203);

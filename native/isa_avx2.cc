@@ -177,6 +177,35 @@ double expShiftSum(float* x, int n, float shift) {
 
 void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
+// Σ a[j]·(b[j] − shift) in double (the subtraction in float, as in the generic loop).
+double dotShiftF64Loop(const float* a, const float* b, int n, float shift) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  const __m256 sh = _mm256_set1_ps(shift);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 av = _mm256_loadu_ps(a + j), bv = _mm256_sub_ps(_mm256_loadu_ps(b + j), sh);
+    s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(av)), _mm256_cvtps_pd(_mm256_castps256_ps128(bv)), s0);
+    s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(av, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(bv, 1)), s1);
+  }
+  alignas(32) double t[4];
+  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
+  double s = (t[0] + t[1]) + (t[2] + t[3]);
+  for (; j < n; j++) s += double(a[j]) * double(b[j] - shift);
+  return s;
+}
+
+float maxLoop(const float* x, int n) {
+  __m256 m = _mm256_set1_ps(-__builtin_inff());
+  int j = 0;
+  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
+  alignas(32) float t[8];
+  _mm256_store_ps(t, m);
+  float r = t[0];
+  for (int u = 1; u < 8; u++) r = t[u] > r ? t[u] : r;
+  for (; j < n; j++) r = x[j] > r ? x[j] : r;
+  return r;
+}
+
 #include "elementwise.inc"
 
 }  // namespace

@@ -187,6 +187,31 @@ double expShiftSum(float* x, int n, float shift) {
 
 void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
+// Σ a[j]·(b[j] − shift) in double (the subtraction in float, as in the generic loop).
+double dotShiftF64Loop(const float* a, const float* b, int n, float shift) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  const __m512 sh = _mm512_set1_ps(shift);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 av = _mm512_loadu_ps(a + j), bv = _mm512_sub_ps(_mm512_loadu_ps(b + j), sh);
+    s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(av)), _mm512_cvtps_pd(_mm512_castps512_ps256(bv)), s0);
+    s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(av, 1)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(bv, 1)), s1);
+  }
+  double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+  for (; j < n; j++) s += double(a[j]) * double(b[j] - shift);
+  return s;
+}
+
+float maxLoop(const float* x, int n) {
+  __m512 m = _mm512_set1_ps(-__builtin_inff());
+  for (int j = 0; j < n; j += 16) {
+    int rem = n - j;
+    __mmask16 k = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + j));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
 #include "elementwise.inc"
 
 }  // namespace

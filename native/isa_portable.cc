@@ -60,8 +60,14 @@ double expShiftSum(float* x, int n, float shift) {
 
 void expInPlace(float* x, int n) { expShiftSum(x, n, 0.f); }
 
+float maxLoop(const float* x, int n) {
+  float m = -__builtin_inff();
+  for (int j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 #include "elementwise.inc"
 
 }  // namespace
 
-extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};
+extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Generic};

@@ -122,14 +122,11 @@ void softmaxRows(float* S, int m, int nk, int r0, float scale, const float* lseI
   for (int i = 0; i < m; i++) {
     float* row = S + long(i) * nk;
     int valid = r0 + i + 1;
-    float mx = -INFINITY;
-    for (int j = 0; j < valid; j++) {
-      row[j] *= scale;
-      mx = std::max(mx, row[j]);
-    }
+    for (int j = 0; j < valid; j++) row[j] *= scale;
     if (lseIn) {
       o.expShiftSum(row, valid, lseIn[i * lseStride]);
     } else {
+      const float mx = o.maxv(row, valid);
       double sum = o.expShiftSum(row, valid, mx);
       lseOut[i * lseStride] = float(mx + std::log(sum));
       float inv = float(1.0 / sum);
