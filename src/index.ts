@@ -1,0 +1,58 @@
+/**
+ * matpo's public TypeScript API. Everything a user needs to run planner–worker agents, train them
+ * with MATPO or a single-agent baseline, and bring their own tools, rewards, models and servers.
+ * Layers (see docs/design.md): engine → model → policy → tools/agents → rl → train.
+ */
+// Errors and registries
+export { MatpoError, ConfigError, FileFormatError, UnknownNameError, EndpointError, InvalidArgumentError, Registry } from './errors.ts';
+
+// Policy: the one door to compute
+export type {
+  Policy, ChatTokenizer, ChatMessage, ToolSpec, SampleParams, SampleHint, SampleResult, Datum, Role, LossFn, LossOutput,
+  ForwardOutput, ForwardBackwardResult, OptimParams, OptimResult,
+} from './policy/types.ts';
+export { EmbeddedPolicy, type EmbeddedLoadOptions } from './policy/embedded.ts';
+export { OpenAIPolicy, assertTokenExact, listModels, type OpenAIPolicyOptions } from './policy/openai.ts';
+export { servePolicy, type ServeOptions } from './policy/server.ts';
+
+// Model files
+export { loadTokenizer } from './model/tokenizer.ts';
+export { loadModelDir, saveModelDir } from './model/checkpoint.ts';
+export { parseModelConfig, presetConfig, MODEL_PRESETS, type ModelConfig } from './model/config.ts';
+
+// Tools
+export { defineTool, type Tool, type ToolContext } from './tools/tool.ts';
+export { executeTool, toToolSpec } from './tools/execute.ts';
+export { createWebSearchTool } from './tools/web-search.ts';
+export { createWebFetchTool } from './tools/web-fetch.ts';
+export { McpClient, connectMcpServers, type McpServerConfig } from './tools/mcp.ts';
+export { SearchIndex } from './tools/search/search-index.ts';
+export { createSearchTools } from './tools/search/tools.ts';
+
+// Agents: roles, rendering, rollouts
+export type { Rollout, Sequence, TurnRecord, ToolCallRecord, RewardParts, SequenceOutcome } from './agents/records.ts';
+export { RolloutEngine, runRollouts, writeRolloutsJsonl, readRolloutsJsonl, DELEGATE_TOOL, DEFAULT_LIMITS, type AgentLimits, type RolloutOptions } from './agents/rollout.ts';
+export { renderConversation } from './agents/renderer.ts';
+export { loadPrompts } from './agents/prompts.ts';
+
+// RL: rewards, advantages, credit assignment, losses, datums, scoring
+export { rewardRegistry, scoreRollout, registeredScorer, DEFAULT_REWARD_WEIGHTS, type RewardWeights, type AnswerScorer } from './rl/rewards.ts';
+export { estimatorRegistry, filterZeroVarianceGroups } from './rl/advantages.ts';
+export { creditRegistry } from './rl/credit.ts';
+export { policyLossRegistry, aggregationRegistry, makePolicyLoss, makeNllLoss, DEFAULT_POLICY_LOSS, type PolicyLossConfig } from './rl/losses.ts';
+export { buildDatums } from './rl/datums.ts';
+export { extractAnswer, normalizeAnswer, exactMatch, coverExactMatch, formatScore, scorers } from './rl/scoring.ts';
+export { createJudgeScorer } from './rl/judge.ts';
+
+// Environments: the offline research world, QA datasets, the scripted expert
+export { generateWorld, saveWorld, loadWorld, type World, type WorldOptions } from './envs/world/world.ts';
+export { worldSearchTools } from './envs/world-tools.ts';
+export { loadQaDataset, QA_PRESETS } from './envs/datasets.ts';
+export { ExpertPolicy } from './envs/expert.ts';
+
+// Training
+export { parseConfig, loadConfig, TrainConfigSchema, type TrainConfig } from './train/config.ts';
+export { trainRl, type RlDeps } from './train/rl-loop.ts';
+export { trainSft } from './train/sft.ts';
+export { evaluate } from './train/evaluate.ts';
+export type { Question, RolloutRunner } from './train/types.ts';
