@@ -337,7 +337,8 @@ test('thread pool: resizing between calls and concurrent use from a worker threa
 });
 
 test('report', () => {
-  console.log(`# native isa=${K.isa} tile=${K.gemmTile} threads=${K.threads()}`);
+  console.log(`# native isa=${K.isa} tile=${K.gemmTile} threads=${K.threads()} self-check=${K.isaSelfCheck.toExponential(2)}`);
+  assert.ok(K.isaSelfCheck <= 1, 'load-time self-check of the SIMD path');
   for (const [k, e] of worst) console.log(`# ${k.padEnd(18)} max abs err ${e.abs.toExponential(2)}  max rel err ${e.rel.toExponential(2)}`);
   assert.ok(worst.size >= 15);
 });
