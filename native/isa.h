@@ -23,7 +23,7 @@ struct IsaOps {
   void (*axpy)(float alpha, const float* x, float* y, int n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum of the results (float64).
   double (*expShiftSum)(float* x, int n, float shift);
-  // Elementwise kernels of the contract (see elementwise.inc), on [0, n).
+  // Elementwise kernels of the contract (see elementwise_impl.h), on [0, n).
   void (*adamw)(float* p, const float* g, float* m, float* v, long n, const AdamConsts& c);
   void (*swigluForward)(float* out, const float* gate, const float* up, long n);
   void (*swigluBackward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, long n);

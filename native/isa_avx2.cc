@@ -206,7 +206,7 @@ float maxLoop(const float* x, int n) {
   return r;
 }
 
-#include "elementwise.inc"
+#include "elementwise_impl.h"
 
 }  // namespace
 

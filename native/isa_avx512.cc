@@ -212,7 +212,7 @@ float maxLoop(const float* x, int n) {
   return _mm512_reduce_max_ps(m);
 }
 
-#include "elementwise.inc"
+#include "elementwise_impl.h"
 
 }  // namespace
 

@@ -66,7 +66,7 @@ float maxLoop(const float* x, int n) {
   return m;
 }
 
-#include "elementwise.inc"
+#include "elementwise_impl.h"
 
 }  // namespace
 

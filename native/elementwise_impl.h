@@ -1,3 +1,4 @@
+// (Included inside an anonymous namespace; not a normal header. Named .h so packaging picks it up.)
 // Elementwise kernels written once as plain loops and compiled once per ISA: this file is included
 // inside the anonymous namespace of each isa_*.cc, which must define expInPlace(float*, int) before
 // including it. Only builtins are used here (no inline library functions), so no code compiled with
