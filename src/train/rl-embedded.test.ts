@@ -84,3 +84,37 @@ test('two MATPO steps with the embedded engine and the real rollout engine; resu
   assert.ok(bytes('b', 'model.safetensors').equals(bytes('a', 'model.safetensors')), 'model.safetensors differs after resume');
   assert.ok(bytes('b', 'trainer_state.json').equals(bytes('a', 'trainer_state.json')));
 });
+
+test('the embedded engine: the policy loss over micro-batches gives the same loss and gradient norm as one batch', { timeout: 120_000 }, async () => {
+  const { makePolicyLoss, DEFAULT_POLICY_LOSS } = await import('../rl/losses.ts');
+  const { Rng } = await import('../util/rng.ts');
+  const rng = new Rng(9);
+  const a = await EmbeddedPolicy.load(modelDir, { threads: 1 });
+  const b = await EmbeddedPolicy.load(modelDir, { threads: 1 });
+  try {
+    const datums = Array.from({ length: 6 }, (_, i) => {
+      const T = 20 + rng.int(30);
+      const tokens = Array.from({ length: T }, () => rng.int(500));
+      const mask = tokens.map((_, t) => (t > 3 && rng.next() < 0.6 ? 1 : 0));
+      const A = rng.normal();
+      return { tokens, mask, advantages: mask.map((m) => (m ? A : 0)), oldLogprobs: [] as number[], questionId: 'q', rolloutId: `r${i >> 1}`, sequenceId: `s${i}`, role: (i % 2 ? 'worker' : 'planner') as 'worker' | 'planner' };
+    });
+    const fwd = await a.forward!(datums);
+    datums.forEach((d, i) => (d.oldLogprobs = Array.from(fwd.logprobs[i], (x, t) => (d.mask[t] ? x + 0.2 * rng.normal() : 0))));
+    for (const aggregation of ['token-mean', 'seq-mean-token-mean']) {
+      const cfg = { ...DEFAULT_POLICY_LOSS, aggregation, entropyCoef: 0.01 };
+      const whole = await a.forwardBackward!(datums, makePolicyLoss(cfg, datums), { microBatchTokens: 100_000 });
+      const split = await b.forwardBackward!(datums, makePolicyLoss(cfg, datums), { microBatchTokens: 60 });
+      assert.equal(whole.microBatches, 1);
+      assert.ok(split.microBatches >= 3);
+      assert.ok(Math.abs(whole.loss - split.loss) < 1e-5 * Math.max(1, Math.abs(whole.loss)), `${aggregation}: ${whole.loss} vs ${split.loss}`);
+      const ga = await a.optimStep!({ learningRate: 0 });
+      const gb = await b.optimStep!({ learningRate: 0 });
+      assert.ok(ga.gradNorm > 0);
+      assert.ok(Math.abs(ga.gradNorm - gb.gradNorm) < 1e-4 * ga.gradNorm, `${aggregation}: grad norm ${ga.gradNorm} vs ${gb.gradNorm}`);
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
