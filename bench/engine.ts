@@ -26,6 +26,15 @@ import { Rng } from '../src/util/rng.ts';
 const TORCH_SCRIPT = fileURLToPath(new URL('./engine_torch.py', import.meta.url));
 const TRAIN_B = 16, TRAIN_T = 512;
 const DEC_B = 32, DEC_P = 128, DEC_N = 128;
+/** `--torch-threads 2` limits the PyTorch thread settings tried (default 1 and 2); `--no-sgemm` skips the kernel rows. */
+const argv = process.argv.slice(2);
+const flagValue = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const TORCH_THREADS = (flagValue('--torch-threads') ?? '1,2').split(',').map(Number);
+const WITH_SGEMM = !argv.includes('--no-sgemm');
+const progress = (msg: string) => process.stderr.write(`[bench:engine] ${msg}\n`);
 
 /** A python3 that imports torch (Debian's python3-torch lives under /usr/bin/python3, which a pyenv shim may hide). */
 export function findTorchPython(): { python: string; version: string } | null {
@@ -61,7 +70,8 @@ async function timeBest(fn: () => unknown | Promise<unknown>, runs: number, thre
 async function main(): Promise<void> {
   const k = loadNativeKernels();
   console.log(`native kernels: isa=${k.isa} tile=${k.gemmTile}; the machine may be shared, so wall-clock numbers are noisy (CPU-time column excludes descheduled time)`);
-  const rows: Row[] = await sgemmBench();
+  const rows: Row[] = WITH_SGEMM ? await sgemmBench() : [];
+  progress('kernel rows done');
   const threads = 2;
   k.setThreads(threads);
   await new Promise((r) => setTimeout(r, 50));
@@ -100,6 +110,7 @@ async function main(): Promise<void> {
     const tr = await timeBest(step, 2, threads);
     const trainTps = (TRAIN_B * TRAIN_T) / (tr.wall / 1000);
     const peakRss = process.resourceUsage().maxRSS / 1024;
+    progress(`train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`);
 
     // ---- decode: 32 concurrent sequences, 128 prompt + 128 new tokens
     // distinct random prompts (no shared prefix to reuse), prefix cache off so repeats recompute
@@ -109,6 +120,7 @@ async function main(): Promise<void> {
     const decode = () => Promise.all(prompts.map((p) => sampler.generate(p, { maxNewTokens: DEC_N, temperature: 1, seed: seed++ })));
     const de = await timeBest(decode, 2, threads);
     const decTps = (DEC_B * DEC_N) / (de.wall / 1000);
+    progress(`decode: ${(de.wall / 1000).toFixed(2)} s wall, ${(de.cpu / 1000).toFixed(2)} s CPU per thread, ${decTps.toFixed(0)} new tokens/s`);
 
     // ---- PyTorch on the same weights
     const torch = findTorchPython();
@@ -118,10 +130,12 @@ async function main(): Promise<void> {
     let torchDecode: { tps: number; threads: number } | null = null;
     let maxDiff: number | null = null;
     if (torchVersion) {
-      for (const t of [1, 2]) {
-        const r = runTorch(['--model', dir, '--threads', String(t), 'train', String(TRAIN_B), String(TRAIN_T), '2']);
+      for (const t of TORCH_THREADS) {
+        const r = runTorch(['--model', dir, '--threads', String(t), 'train', String(TRAIN_B), String(TRAIN_T), '1']);
+        progress(`PyTorch train, ${t} threads: ${JSON.stringify(r)}`);
         if (!torchTrain || (r.tokens_per_s as number) > torchTrain.tps) torchTrain = { tps: r.tokens_per_s as number, threads: t };
-        const d = runTorch(['--model', dir, '--threads', String(t), 'decode', String(DEC_B), String(DEC_P), String(DEC_N), '2']);
+        const d = runTorch(['--model', dir, '--threads', String(t), 'decode', String(DEC_B), String(DEC_P), String(DEC_N), '1']);
+        progress(`PyTorch decode, ${t} threads: ${JSON.stringify(d)}`);
         if (!torchDecode || (d.tokens_per_s as number) > torchDecode.tps) torchDecode = { tps: d.tokens_per_s as number, threads: t };
       }
       // numerical agreement: logprobs of the same tokens under the same (trained) weights
@@ -146,7 +160,7 @@ async function main(): Promise<void> {
     if (torchDecode) rows.push({ bench: 'decode bench-28m f32', case: `PyTorch ${torchVersion} eager, KV cache, same work`, threads: torchDecode.threads, value: torchDecode.tps, unit: 'new tokens/s' });
     if (maxDiff !== null) rows.push({ bench: 'agreement', case: 'max |logprob matpo − PyTorch|, 4 seqs, trained weights', threads, value: maxDiff, unit: 'nats' });
     rows.push({ bench: 'memory', case: 'peak resident set through the training step', threads, value: peakRss, unit: 'MiB' });
-    console.log(formatRows(rows).replace(/\| (\d\.\d+e[-+]\d+|0\.0) \|/, (m) => m));
+    console.log(formatRows(rows));
     if (maxDiff !== null) console.log(`max |Δ logprob| matpo vs PyTorch: ${(maxDiff as number).toExponential(2)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
