@@ -172,6 +172,12 @@ export const MODEL_PRESETS: Record<string, Omit<ModelConfig, 'bosTokenId' | 'eos
     headDim: 64, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, qkvBias: false,
     qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
   },
+  /** Smoke runs of the whole pipeline (`--quick`): tiny, but with room for a single agent's long context. */
+  'mini': {
+    family: 'qwen3', vocabSize: 1024, hiddenSize: 64, intermediateSize: 176, numLayers: 2, numHeads: 4, numKvHeads: 2,
+    headDim: 16, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, qkvBias: false,
+    qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
+  },
   /** For tests: a few thousand parameters. */
   'micro': {
     family: 'qwen3', vocabSize: 512, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2,

@@ -18,14 +18,35 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     assert.equal(summary.steps, 2);
     assert.ok(summary.before && summary.after, 'evaluations before and after training were recorded');
-    assert.ok(existsSync(join(out, 'matpo', 'metrics.jsonl')));
-    assert.ok(existsSync(join(out, 'matpo', 'rollouts', 'step-000002.jsonl')));
-    assert.ok(existsSync(join(out, 'model-sft', 'model.safetensors')));
+    assert.ok(existsSync(join(out, 'matpo', 'run', 'metrics.jsonl')));
+    assert.ok(existsSync(join(out, 'matpo', 'run', 'rollouts', 'step-000002.jsonl')));
+    assert.ok(existsSync(join(out, 'matpo', 'model-sft', 'model.safetensors')));
     // A second run finds every phase done and only prints the summary again.
     const again = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, /demo: world already done/);
     assert.match(again.stdout, /demo: train already done/);
+    assert.match(again.stdout, /held-out accuracy/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('matpo experiment --quick runs both modes on one world per seed and writes the results table', () => {
+  const out = mkdtempSync(join(tmpdir(), 'matpo-experiment-'));
+  try {
+    const r = spawnSync(process.execPath, [bin, 'experiment', '--quick', '--seeds', '3', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 300_000 });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const md = readFileSync(join(out, 'results.md'), 'utf8');
+    assert.match(md, /MATPO \(planner–worker\)\s*\|\s*single-agent GRPO/);
+    assert.match(md, /held-out accuracy after RL/);
+    assert.match(md, /context-overflow rate/);
+    const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    assert.equal(results.matpo.length, 1);
+    assert.equal(results.single.length, 1);
+    assert.equal(results.single[0].after.workersPerRollout, 0, 'single agents never spawn workers');
+    // both modes trained on the same world
+    assert.ok(existsSync(join(out, 'seed-3', 'world', 'demos-matpo.jsonl')) && existsSync(join(out, 'seed-3', 'world', 'demos-single.jsonl')));
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

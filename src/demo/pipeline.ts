@@ -1,0 +1,279 @@
+/**
+ * The end-to-end pipeline behind `matpo demo` and `matpo experiment`, on one CPU machine:
+ *
+ *   world phase   generate an offline research world, train its tokenizer, and record the scripted
+ *                 expert's demonstrations (planner–worker and/or single-agent) through the real
+ *                 rollout engine                                                 → <dir>/world/
+ *   mode phases   for one mode (matpo | single): create a tiny model with the world tokenizer,
+ *                 warm-start it on that mode's transcripts, then train it with RL (MATPO credit
+ *                 assignment for planner–worker rollouts, plain GRPO for the single agent),
+ *                 evaluating on held-out questions before and after              → <dir>/<mode>/
+ *
+ * Each phase runs the same command a user would run, and leaves a marker file when it completes,
+ * so running again after a kill continues where it stopped (training resumes from its last
+ * checkpoint).
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import YAML from 'yaml';
+import { loadCommand } from '../cli/main.ts';
+import { readMetrics, runPaths } from '../train/run-dir.ts';
+import type { Rollout } from '../agents/records.ts';
+
+export type Mode = 'matpo' | 'single';
+
+export interface PipelineSettings {
+  seed: number;
+  world: {
+    entities: number; questions: number; demoQuestions: number; vocabSize: number; demoErrorRate: number;
+    noise: number; distractors: number; docLength: string;
+  };
+  model: { preset: string };
+  sft: { epochs: number; lr: number; batchTokens: number };
+  rl: {
+    steps: number; groupSize: number; questionsPerStep: number; learningRate: number; evalQuestions: number;
+    maxTurns: number; maxNewTokens: number; maxSequenceTokens: number; workerSummaryTokens: number; microBatchTokens: number;
+    overflow: 'drop-middle' | 'stop';
+  };
+}
+
+/** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
+export const DEMO_DEFAULTS: PipelineSettings = {
+  seed: 1,
+  world: { entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, noise: 0, distractors: 0.2, docLength: 'short' },
+  model: { preset: 'tiny' },
+  sft: { epochs: 2, lr: 2e-3, batchTokens: 16384 },
+  rl: {
+    steps: 20, groupSize: 8, questionsPerStep: 4, learningRate: 5e-5, evalQuestions: 100,
+    maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 2048, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
+  },
+};
+
+/** A smoke-sized version of the same pipeline (tests, `--quick`). */
+export const QUICK: PipelineSettings = {
+  seed: 1,
+  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, noise: 0, distractors: 0.2, docLength: 'short' },
+  model: { preset: 'mini' },
+  sft: { epochs: 1, lr: 3e-3, batchTokens: 4096 },
+  rl: {
+    steps: 2, groupSize: 2, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4,
+    maxTurns: 3, maxNewTokens: 24, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
+  },
+};
+
+/**
+ * Defaults of `matpo experiment`: the demo's world made noisy (misleading search hits, distractor
+ * documents, longer documents) under a context limit, where a single agent's context fills with
+ * tool output — the setting MATPO's planner–worker split is meant for.
+ */
+export const EXPERIMENT_DEFAULTS: PipelineSettings = {
+  ...DEMO_DEFAULTS,
+  world: { ...DEMO_DEFAULTS.world, noise: 0.3, distractors: 0.5, docLength: 'medium' },
+  rl: { ...DEMO_DEFAULTS.rl, maxSequenceTokens: 1536 },
+};
+
+export interface RunSummary {
+  mode: Mode;
+  runDir: string;
+  steps: number;
+  before: EvalSummary | null;
+  after: EvalSummary | null;
+  /** Training reward per step (the root role's mean reward). */
+  rewardCurve: number[];
+  phaseSeconds: Record<string, number>;
+}
+
+export interface EvalSummary {
+  accuracy: number;
+  stderr: number;
+  format: number;
+  workersPerRollout: number;
+  /** Fraction of rollouts in which some sequence hit the context limit (stopped or had turns dropped). */
+  overflowRate: number;
+  /** Tokens sampled per question (planner + workers, or the single agent). */
+  sampledTokens: number;
+  /** Tokens in the largest context of the rollout (the longest sequence), averaged. */
+  longestContext: number;
+}
+
+async function runCommand(name: string, args: string[]): Promise<void> {
+  const command = await loadCommand(name);
+  const code = await command.run(args);
+  if (typeof code === 'number' && code !== 0) throw new Error(`matpo ${name} exited with code ${code}`);
+}
+
+interface Phase {
+  name: string;
+  done: string;
+  run(): Promise<void>;
+}
+
+async function runPhases(phases: Phase[], timesFile: string, label: string): Promise<Record<string, number>> {
+  const seconds: Record<string, number> = existsSync(timesFile) ? JSON.parse(readFileSync(timesFile, 'utf8')) : {};
+  for (const phase of phases) {
+    if (existsSync(phase.done)) {
+      console.log(`${label}: ${phase.name} already done, skipping`);
+      continue;
+    }
+    console.log(`\n== ${label}: ${phase.name}`);
+    const t0 = performance.now();
+    await phase.run();
+    seconds[phase.name] = (seconds[phase.name] ?? 0) + (performance.now() - t0) / 1000;
+    writeFileSync(timesFile, JSON.stringify(seconds));
+    writeFileSync(phase.done, new Date().toISOString() + '\n');
+  }
+  return seconds;
+}
+
+/** Generate the world, its tokenizer and the expert's demonstrations for the given modes. */
+export async function worldPhase(dir: string, s: PipelineSettings, demos: 'matpo' | 'single' | 'both', label = 'demo'): Promise<Record<string, number>> {
+  const world = join(resolve(dir), 'world');
+  mkdirSync(resolve(dir), { recursive: true });
+  return runPhases([{
+    name: 'world', done: join(world, '.done'),
+    run: async () => {
+      rmSync(world, { recursive: true, force: true });
+      await runCommand('world', [
+        '--seed', String(s.seed), '--out', world, '--entities', String(s.world.entities), '--questions', String(s.world.questions),
+        '--noise', String(s.world.noise), '--distractors', String(s.world.distractors), '--doc-length', s.world.docLength,
+        '--vocab-size', String(s.world.vocabSize), '--demos', demos,
+        '--demo-questions', String(s.world.demoQuestions), '--demo-error-rate', String(s.world.demoErrorRate),
+      ]);
+    },
+  }], join(resolve(dir), '.world-seconds.json'), label);
+}
+
+/** Model init, warm-start and RL for one mode, on the world under `dir/world`. */
+export async function modePhases(
+  dir: string, s: PipelineSettings, mode: Mode, options: { progress?: boolean; threads?: number; label?: string } = {},
+): Promise<RunSummary> {
+  const root = resolve(dir);
+  const world = join(root, 'world');
+  const base = join(root, mode);
+  mkdirSync(base, { recursive: true });
+  const modelInit = join(base, 'model-init');
+  const modelSft = join(base, 'model-sft');
+  const runDir = join(base, 'run');
+  const label = options.label ?? mode;
+  const noProgress = options.progress === false ? ['--no-progress'] : [];
+  const threads = options.threads ? ['--threads', String(options.threads)] : [];
+  const config = {
+    model: { path: modelSft, threads: options.threads ?? 0 },
+    data: { world, trainSplit: 'train', evalSplit: 'test' },
+    rollout: {
+      mode, groupSize: s.rl.groupSize, questionsPerStep: s.rl.questionsPerStep, temperature: 1,
+      maxTurns: s.rl.maxTurns, maxNewTokens: s.rl.maxNewTokens, maxSequenceTokens: s.rl.maxSequenceTokens,
+      workerSummaryTokens: s.rl.workerSummaryTokens, overflow: s.rl.overflow, concurrency: 32,
+    },
+    rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' } },
+    optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
+    run: {
+      name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions,
+      checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)), keepCheckpoints: 2, progress: options.progress !== false,
+    },
+  };
+  const configFile = join(base, 'train.yaml');
+  const phaseSeconds = await runPhases([
+    {
+      name: 'init-model', done: join(modelInit, '.done'),
+      run: async () => {
+        rmSync(modelInit, { recursive: true, force: true });
+        await runCommand('init-model', ['--config', s.model.preset, '--tokenizer', join(world, 'tokenizer'), '--out', modelInit, '--seed', String(s.seed)]);
+      },
+    },
+    {
+      name: 'sft', done: join(modelSft, '.done'),
+      run: async () => {
+        rmSync(modelSft, { recursive: true, force: true });
+        await runCommand('sft', [
+          '--model', modelInit, '--data', join(world, `demos-${mode}.jsonl`), '--out', modelSft, '--epochs', String(s.sft.epochs),
+          '--lr', String(s.sft.lr), '--batch-tokens', String(s.sft.batchTokens), '--seed', String(s.seed), ...threads, ...noProgress,
+        ]);
+      },
+    },
+    {
+      name: 'train', done: join(runDir, '.done'),
+      run: async () => {
+        if (existsSync(join(runDir, 'checkpoints', 'latest'))) {
+          await runCommand('train', ['--resume', runDir]);
+        } else {
+          rmSync(runDir, { recursive: true, force: true });
+          writeFileSync(configFile, YAML.stringify(config));
+          await runCommand('train', ['--config', configFile]);
+        }
+      },
+    },
+  ], join(base, '.phase-seconds.json'), label);
+  return summarizeRun(runDir, mode, phaseSeconds);
+}
+
+function mean(xs: readonly number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
+}
+
+function readRollouts(file: string): Rollout[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Rollout);
+}
+
+/** Held-out results before (step 0) and after (last step) training, from a run's own records. */
+export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<string, number> = {}): RunSummary {
+  const paths = runPaths(runDir);
+  const metrics = readMetrics(paths);
+  const evalSteps = existsSync(paths.eval)
+    ? readdirSync(paths.eval).map((f) => /^step-(\d+)\.jsonl$/.exec(f)).filter((m) => m).map((m) => Number(m![1])).sort((a, b) => a - b)
+    : [];
+  const evalAt = (step: number): EvalSummary | null => {
+    const rollouts = readRollouts(join(paths.eval, `step-${String(step).padStart(6, '0')}.jsonl`));
+    if (rollouts.length === 0) return null;
+    const m = metrics.filter((x) => x.step === step && typeof x['eval/accuracy'] === 'number').at(-1);
+    const sequences = (r: Rollout) => [r.root, ...r.workers];
+    const sampled = (r: Rollout) => sequences(r).reduce((a, q) => a + q.mask.reduce((x, y) => x + y, 0), 0);
+    return {
+      accuracy: m ? Number(m['eval/accuracy']) : mean(rollouts.map((r) => r.reward?.accuracy ?? 0)),
+      stderr: m ? Number(m['eval/accuracy_se']) : NaN,
+      format: mean(rollouts.map((r) => r.root.formatScore)),
+      workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
+      overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
+      sampledTokens: mean(rollouts.map(sampled)),
+      longestContext: mean(rollouts.map((r) => Math.max(...sequences(r).map((q) => q.tokens.length)))),
+    };
+  };
+  const first = evalSteps[0];
+  const last = evalSteps.at(-1);
+  const root = mode === 'matpo' ? 'planner' : 'single';
+  const rewardCurve = metrics.filter((m) => typeof m[`${root}/reward`] === 'number' && Number(m.step) > 0).map((m) => Number(m[`${root}/reward`]));
+  return {
+    mode, runDir, steps: last ?? 0,
+    before: first === 0 ? evalAt(0) : null,
+    after: last !== undefined && last > 0 ? evalAt(last) : null,
+    rewardCurve, phaseSeconds,
+  };
+}
+
+const pct = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : `${(100 * x).toFixed(1)}%`);
+const fix = (x: number | undefined, d = 2) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(d));
+
+/** A Markdown table (aligned for the terminal). */
+export function table(rows: string[][]): string {
+  const w = rows[0].map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
+  const line = (row: string[]) => `| ${row.map((cell, c) => (cell ?? '').padEnd(w[c])).join(' | ')} |`;
+  return [line(rows[0]), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, number> = {}): string {
+  const rows = [
+    ['', 'before RL (warm-started)', `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
+    ['held-out accuracy', `${pct(r.before?.accuracy)} ± ${pct(r.before?.stderr)}`, `${pct(r.after?.accuracy)} ± ${pct(r.after?.stderr)}`],
+    ['format score', fix(r.before?.format), fix(r.after?.format)],
+    ['workers per rollout', fix(r.before?.workersPerRollout), fix(r.after?.workersPerRollout)],
+    ['context overflow rate', pct(r.before?.overflowRate), pct(r.after?.overflowRate)],
+    ['sampled tokens per question', fix(r.before?.sampledTokens, 0), fix(r.after?.sampledTokens, 0)],
+  ];
+  const seconds = { ...worldSeconds, ...r.phaseSeconds };
+  const total = Object.values(seconds).reduce((a, b) => a + b, 0);
+  const phases = Object.entries(seconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ');
+  const curve = r.rewardCurve.length ? `training reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}` : '';
+  return [table(rows), '', curve, `wall time ${(total / 60).toFixed(1)} min (${phases})`, `run directory: ${r.runDir}`, `dashboard:     npx matpo view ${r.runDir}`]
+    .filter((l) => l !== '').join('\n');
+}
