@@ -204,8 +204,9 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       const t0 = performance.now();
       const qs = config.run.evalQuestions > 0 ? deps.evalQuestions.slice(0, config.run.evalQuestions) : deps.evalQuestions;
       const bar = progress.bar('eval', qs.length * config.run.evalRepeats);
+      // the same sampling seeds at every evaluation (common random numbers for before/after)
       const r = await evaluate({
-        runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval/${step}`,
+        runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval`,
         temperature: config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
         onRollout: (d) => bar.update(d),
       });
@@ -289,7 +290,7 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
 
       // 4. update
       const sums: Record<string, number> = {};
-      let losses: number[] = [];
+      const losses: number[] = [];
       const gradNorms: number[] = [];
       let skipped = 0;
       let tokens = 0;
@@ -327,7 +328,6 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       metrics['train/tokens'] = tokens;
       metrics['train/micro_batches'] = micro;
       metrics['train/epoch'] = state.epoch;
-      losses = [];
 
       if (config.run.saveRollouts) writeStepRecords(paths.rollouts, step, rollouts);
       state.step = step;
