@@ -129,6 +129,8 @@ void packAT(bool transA, const float* A, long lda, int i0, int mc, int p0, int k
           for (; r < MR; r++) d[r] = 0.f;
         }
       }
+    } else if (m == MR && gIsa->packAPanel) {
+      gIsa->packAPanel(A + long(i0 + ir) * lda + p0, lda, kc, dst);
     } else if (m == MR) {  // op(A)(i,k) = A[i*lda + k]: read MR rows side by side, write contiguously
       const float* rows[MR];
       for (int r = 0; r < MR; r++) rows[r] = A + long(i0 + ir + r) * lda + p0;
@@ -208,7 +210,7 @@ void gemmCore(bool transA, bool transB, int M, int N, int K, const float* A, lon
   int mcMax = std::min(MC, ((M + MR - 1) / MR) * MR);
   int ncMax = std::min(NC, ((N + NR - 1) / NR) * NR);
   int kcMax = std::min(KC, K);
-  float* ap = tlA.get(size_t(mcMax) * kcMax);
+  float* ap = tlA.get(size_t(mcMax) * kcMax + 8);  // + slack for packAPanel's overlapping stores
   float* bp = prepacked ? nullptr : tlB.get(size_t(ncMax) * kcMax);
   for (int jc = 0; jc < N; jc += NC) {
     int nc = std::min(NC, N - jc);

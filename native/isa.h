@@ -29,6 +29,9 @@ struct IsaOps {
   void (*swigluBackward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, long n);
   float (*maxv)(const float* x, int n);                                   // max (−inf for n = 0)
   double (*dotShiftF64)(const float* a, const float* b, int n, float shift);  // Σ a·(b − shift) in double
+  // Optional (may be null): pack one full MR-row panel of a row-major A (rows `lda` apart) for kc
+  // columns, k-major; may write up to 8 floats past the panel's end (the driver leaves slack).
+  void (*packAPanel)(const float* A, long lda, int kc, float* dst);
 };
 
 extern const IsaOps kAvx512Ops;

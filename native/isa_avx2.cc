@@ -194,6 +194,45 @@ double dotShiftF64Loop(const float* a, const float* b, int n, float shift) {
   return s;
 }
 
+// 6 rows x 8 columns at a time: an 8x8 transpose (two zero rows) and overlapping 8-float stores
+// that each leave 6 values (the next store overwrites the 2 zeros).
+void packAPanel(const float* A, long lda, int kc, float* dst) {
+  const float* r0 = A;
+  const float* r1 = A + lda;
+  const float* r2 = A + 2 * lda;
+  const float* r3 = A + 3 * lda;
+  const float* r4 = A + 4 * lda;
+  const float* r5 = A + 5 * lda;
+  const __m256 z = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 a0 = _mm256_loadu_ps(r0 + k), a1 = _mm256_loadu_ps(r1 + k), a2 = _mm256_loadu_ps(r2 + k);
+    __m256 a3 = _mm256_loadu_ps(r3 + k), a4 = _mm256_loadu_ps(r4 + k), a5 = _mm256_loadu_ps(r5 + k);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+    __m256 t6 = _mm256_unpacklo_ps(z, z), t7 = t6;
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    // column c of the 8 rows is [s(c%4 pair) low/high 128-bit halves]
+    float* d = dst + long(k) * 6;
+    _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(s3, s7, 0x31));
+  }
+  for (; k < kc; k++) {
+    float* d = dst + long(k) * 6;
+    d[0] = r0[k]; d[1] = r1[k]; d[2] = r2[k]; d[3] = r3[k]; d[4] = r4[k]; d[5] = r5[k];
+  }
+}
+
 float maxLoop(const float* x, int n) {
   __m256 m = _mm256_set1_ps(-__builtin_inff());
   int j = 0;
@@ -210,4 +249,4 @@ float maxLoop(const float* x, int n) {
 
 }  // namespace
 
-extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};
+extern const IsaOps kAvx2Ops = {"avx2", MR, NR, 384, 6 * 24, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop, packAPanel};

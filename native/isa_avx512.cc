@@ -216,4 +216,4 @@ float maxLoop(const float* x, int n) {
 
 }  // namespace
 
-extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop};
+extern const IsaOps kAvx512Ops = {"avx512", MR, NR, 192, 14 * 12, 4096, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Loop, nullptr};

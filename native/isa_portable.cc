@@ -70,4 +70,4 @@ float maxLoop(const float* x, int n) {
 
 }  // namespace
 
-extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Generic};
+extern const IsaOps kPortableOps = {"portable", MR, NR, 256, 64, 2048, ukernel, fmaLoop, dot, axpy, expShiftSum, adamwLoop, swigluFwdLoop, swigluBwdLoop, maxLoop, dotShiftF64Generic, nullptr};
