@@ -18,6 +18,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { FileFormatError, InvalidArgumentError } from '../errors.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
+import { CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
 
 /** Special tokens, in id order after the learned vocabulary. The first three are "special" (skipped on decode when asked). */
 export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<think>', '</think>'] as const;
@@ -67,29 +68,8 @@ export interface TrainedTokenizer {
   merges: number;
 }
 
-/** The ChatML template with a tools section (Qwen2.5-like behaviour, our own wording). */
-export const CHAT_TEMPLATE = [
-  "{%- if tools %}",
-  "{{- '<|im_start|>system\\n' }}",
-  "{%- if messages | length > 0 and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
-  "{{- '# Tools\\n\\nYou can call the functions below. Their signatures are listed inside <tools></tools>:\\n<tools>' }}",
-  "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}",
-  "{{- '\\n</tools>\\n\\nTo call a function, write one JSON object with its name and arguments inside <tool_call></tool_call> tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}",
-  "{%- elif messages | length > 0 and messages[0].role == 'system' %}",
-  "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- for message in messages %}",
-  "{%- if message.role == 'system' and loop.first %}",
-  "{%- elif message.role == 'tool' %}",
-  "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}",
-  "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}",
-  "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}",
-  "{%- else %}",
-  "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- endfor %}",
-  "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
-].join('\n');
+/** The world tokenizer's chat template: the project's ChatML template with a tools section. */
+export const CHAT_TEMPLATE = CHATML_TOOLS_TEMPLATE;
 
 /** Train a byte-level BPE on `texts`. Deterministic. */
 export function trainWorldTokenizer(texts: Iterable<string>, options: TokenizerTrainOptions = {}): TrainedTokenizer {
