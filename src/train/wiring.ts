@@ -4,7 +4,7 @@
  * QA dataset file) and answer scorers. Components that a build may lack are imported lazily, so a
  * missing one is a one-line error when it is asked for, not a crash at start-up.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, MatpoError } from '../errors.ts';
 import { loadWorld, type World } from '../envs/world/world.ts';
@@ -31,6 +31,23 @@ export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<Poli
   if (!dir) throw new ConfigError({ path: 'model.path', message: 'is required (a model directory)' });
   if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: 'model.path', message: `${dir} is not a model directory (no config.json)` });
   return EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
+}
+
+/**
+ * Refuse a rollout context larger than the model's: sequences would fail in the middle of a run.
+ * (Reads max_position_embeddings from the model directory's config.json when there is one.)
+ */
+export function checkModelContext(config: TrainConfig): void {
+  const file = join(config.model.path, 'config.json');
+  if (config.model.kind !== 'embedded' || !existsSync(file)) return;
+  let max: unknown;
+  try {
+    max = (JSON.parse(readFileSync(file, 'utf8')) as { max_position_embeddings?: unknown }).max_position_embeddings;
+  } catch {
+    return; // the policy's own loader reports a malformed config.json
+  }
+  if (typeof max === 'number' && config.rollout.maxSequenceTokens > max)
+    throw new ConfigError({ path: 'rollout.maxSequenceTokens', message: `${config.rollout.maxSequenceTokens} exceeds the model's context (max_position_embeddings ${max} in ${file})` });
 }
 
 /** The sampling policy for evaluation: embedded (model.path) or an OpenAI-compatible endpoint. */

@@ -12,7 +12,7 @@ import { loadConfig } from '../../train/config.ts';
 import { evaluate } from '../../train/evaluate.ts';
 import { Progress } from '../../train/progress.ts';
 import { rewardWeights } from '../../train/rl-loop.ts';
-import { datasetQuestions, openSamplingPolicy, rolloutRunnerFactory, worldQuestions } from '../../train/wiring.ts';
+import { checkModelContext, datasetQuestions, openSamplingPolicy, rolloutRunnerFactory, worldQuestions } from '../../train/wiring.ts';
 import { loadWorld } from '../../envs/world/world.ts';
 import { registeredScorer } from '../../rl/rewards.ts';
 
@@ -63,6 +63,7 @@ export const command: Command = {
     const world = values.world || (!values.dataset && config.data.world) ? loadWorld(values.world ?? config.data.world) : null;
     let questions = world ? worldQuestions(world, values.split ?? config.data.evalSplit) : await datasetQuestions(values.dataset!, values.preset);
     if (config.run.evalQuestions > 0 && values.questions !== undefined) questions = questions.slice(0, config.run.evalQuestions);
+    checkModelContext(config);
     const policy = await openSamplingPolicy(config.model);
     try {
     const runner = (await rolloutRunnerFactory(config, world))(policy);

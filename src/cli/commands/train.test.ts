@@ -27,6 +27,10 @@ test('train: config errors name the file and the field path', () => {
   oneLineError(['train', '--config', cfg, '--set', 'rl.credit=nope'], /rl\.credit: unknown credit assignment "nope"; available: agent-wise, matpo, per-role-groups/);
   oneLineError(['train', '--config', cfg], /data: set data\.world .* or data\.dataset/);
   oneLineError(['train'], /--config: is required/);
+  const model = mkdtempSync(join(dir, 'model-'));
+  writeFileSync(join(model, 'config.json'), JSON.stringify({ max_position_embeddings: 1024 }));
+  writeFileSync(cfg, `model:\n  path: ${model}\nrollout:\n  maxSequenceTokens: 4096\n`);
+  oneLineError(['train', '--config', cfg], /rollout\.maxSequenceTokens: 4096 exceeds the model's context \(max_position_embeddings 1024/);
   oneLineError(['train', '--resume', join(dir, 'nothing')], /nothing\/config\.yaml: cannot read/);
 });
 

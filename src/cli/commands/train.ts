@@ -11,7 +11,7 @@ import { parseFlags, type Command } from '../command.ts';
 import { configHelp, loadConfig } from '../../train/config.ts';
 import { trainRl } from '../../train/rl-loop.ts';
 import { runPaths } from '../../train/run-dir.ts';
-import { configQuestions, loadEmbeddedPolicy, rolloutRunnerFactory } from '../../train/wiring.ts';
+import { checkModelContext, configQuestions, loadEmbeddedPolicy, rolloutRunnerFactory } from '../../train/wiring.ts';
 import { registeredScorer } from '../../rl/rewards.ts';
 
 export const command: Command = {
@@ -36,6 +36,7 @@ export const command: Command = {
       config = loadConfig(values.config, sets);
       runDir = join(config.run.dir, config.run.name);
     }
+    checkModelContext(config);
     const { train, eval: evalQuestions, world } = await configQuestions(config);
     const makeRunner = await rolloutRunnerFactory(config, world);
     const stop = { requested: false };
