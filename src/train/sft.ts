@@ -11,7 +11,6 @@ import { FileFormatError } from '../errors.ts';
 import { makeNllLoss } from '../rl/losses.ts';
 import type { ChatMessage, ChatTokenizer, Datum, Policy, ToolSpec } from '../policy/types.ts';
 import { Rng } from '../util/rng.ts';
-import type { Rendered } from './render.ts';
 import { Progress } from './progress.ts';
 
 export interface Transcript {
@@ -77,6 +76,12 @@ export interface SftResult {
   heldOutLoss: number[];
   /** Mean training loss of each epoch. */
   trainLoss: number[];
+}
+
+/** A transcript rendered for training: tokens and the assistant-only mask. */
+export interface Rendered {
+  tokens: number[];
+  mask: number[];
 }
 
 function toDatum(r: Rendered, i: number): Datum {
