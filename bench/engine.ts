@@ -126,6 +126,7 @@ async function main(): Promise<void> {
     const torch = findTorchPython();
     const torchVersion = torch?.version ?? null;
     if (torch) PYTHON = torch.python;
+    let torchBlas = '';
     let torchTrain: { tps: number; threads: number } | null = null;
     let torchDecode: { tps: number; threads: number } | null = null;
     let maxDiff: number | null = null;
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
       for (const t of TORCH_THREADS) {
         const r = runTorch(['--model', dir, '--threads', String(t), 'train', String(TRAIN_B), String(TRAIN_T), '1']);
         progress(`PyTorch train, ${t} threads: ${JSON.stringify(r)}`);
+        torchBlas = String(r.blas ?? '');
         if (!torchTrain || (r.tokens_per_s as number) > torchTrain.tps) torchTrain = { tps: r.tokens_per_s as number, threads: t };
         const d = runTorch(['--model', dir, '--threads', String(t), 'decode', String(DEC_B), String(DEC_P), String(DEC_N), '1']);
         progress(`PyTorch decode, ${t} threads: ${JSON.stringify(d)}`);
@@ -153,11 +155,11 @@ async function main(): Promise<void> {
     rows.push({ bench: 'train bench-28m f32', case: `matpo ${TRAIN_B}x${TRAIN_T} fwd+bwd+AdamW (${(tr.wall / 1000).toFixed(2)} s/step)`, threads, value: trainTps, unit: 'tokens/s',
       cpuValue: (TRAIN_B * TRAIN_T) / (tr.cpu / 1000),
       ...(torchTrain ? { target: `>= 1.5x PyTorch (${(trainTps / torchTrain.tps).toFixed(2)}x)`, met: trainTps >= 1.5 * torchTrain.tps } : { target: `>= 1.5x PyTorch${note}` }) });
-    if (torchTrain) rows.push({ bench: 'train bench-28m f32', case: `PyTorch ${torchVersion} eager, same work`, threads: torchTrain.threads, value: torchTrain.tps, unit: 'tokens/s' });
+    if (torchTrain) rows.push({ bench: 'train bench-28m f32', case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), same work`, threads: torchTrain.threads, value: torchTrain.tps, unit: 'tokens/s' });
     rows.push({ bench: 'decode bench-28m f32', case: `matpo ${DEC_B} seqs, ${DEC_P} prompt + ${DEC_N} new (${(de.wall / 1000).toFixed(2)} s)`, threads, value: decTps, unit: 'new tokens/s',
       cpuValue: (DEC_B * DEC_N) / (de.cpu / 1000),
       ...(torchDecode ? { target: `>= 2x PyTorch (${(decTps / torchDecode.tps).toFixed(2)}x)`, met: decTps >= 2 * torchDecode.tps } : { target: `>= 2x PyTorch${note}` }) });
-    if (torchDecode) rows.push({ bench: 'decode bench-28m f32', case: `PyTorch ${torchVersion} eager, KV cache, same work`, threads: torchDecode.threads, value: torchDecode.tps, unit: 'new tokens/s' });
+    if (torchDecode) rows.push({ bench: 'decode bench-28m f32', case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), KV cache, same work`, threads: torchDecode.threads, value: torchDecode.tps, unit: 'new tokens/s' });
     if (maxDiff !== null) rows.push({ bench: 'agreement', case: 'max |logprob matpo − PyTorch|, 4 seqs, trained weights', threads, value: maxDiff, unit: 'nats' });
     rows.push({ bench: 'memory', case: 'peak resident set through the training step', threads, value: peakRss, unit: 'MiB' });
     console.log(formatRows(rows));

@@ -191,6 +191,9 @@ def main():
     else:
         r = cmd_decode(model, int(a.args[0]), int(a.args[1]), int(a.args[2]), int(a.args[3]) if len(a.args) > 3 else 2)
     r["threads"] = torch.get_num_threads()
+    # Debian's torch calls the system libblas.so.3 (netlib reference unless OpenBLAS/BLIS is installed)
+    lib = "/usr/lib/x86_64-linux-gnu/libblas.so.3"
+    r["blas"] = os.path.basename(os.path.dirname(os.path.realpath(lib))) if os.path.exists(lib) else "bundled"
     r["torch"] = torch.__version__
     json.dump(r, sys.stdout)
     sys.stdout.write("\n")
