@@ -9,6 +9,7 @@
  *   the float type only decides which typed array the scratch buffers are.
  * - The LM head and its log-softmax run in chunks of tokens; a [T×V] logits buffer never exists.
  *   Backward recomputes each chunk's logits.
+ * - The SwiGLU output is not kept: backward recomputes it from gate and up (saves T×F floats per layer).
  * - Per-layer activations that backward needs are kept in scratch buffers sized for the largest
  *   batch seen so far and reused across steps (no allocation in the steady state). One forward's
  *   context is valid until the next forward: forward → backward must not interleave with another
@@ -61,7 +62,6 @@ interface LayerActs {
   xn2: Float32Array; // [T×C]
   gate: Float32Array; // [T×F]
   up: Float32Array; // [T×F]
-  h: Float32Array; // [T×F] swiglu output
 }
 
 /** Tokens per LM-head chunk so that a chunk's logits stay around 2M floats. */
@@ -111,6 +111,8 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
   private dqPre!: Float32Array;
   private dkPre!: Float32Array;
   private datt!: Float32Array;
+  /** [T×F] SwiGLU output, shared by all layers: backward recomputes it from gate and up. */
+  private hBuf!: Float32Array;
 
   private lastCtx: ForwardContext | null = null;
   private lastSaved = false;
@@ -164,7 +166,7 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
         qPre: qkNorm ? a(cap * H * D) : null, kPre: qkNorm ? a(cap * KV * D) : null,
         qRstd: qkNorm ? a(cap * H) : null, kRstd: qkNorm ? a(cap * KV) : null,
         q: a(cap * H * D), k: a(cap * KV * D), v: a(cap * KV * D), att: a(cap * H * D), lse: a(cap * H),
-        mid: a(cap * C), rstd2: a(cap), xn2: a(cap * C), gate: a(cap * F), up: a(cap * F), h: a(cap * F),
+        mid: a(cap * C), rstd2: a(cap), xn2: a(cap * C), gate: a(cap * F), up: a(cap * F),
       });
     }
     const nRes = nSaved === 1 ? 2 : L + 1;
@@ -180,6 +182,7 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       this.dF1 = a(cap * F); this.dF2 = a(cap * F); this.dF3 = a(cap * F);
       this.dq = a(cap * H * D); this.dk = a(cap * KV * D); this.dv = a(cap * KV * D);
       this.dqPre = a(cap * H * D); this.dkPre = a(cap * KV * D); this.datt = a(cap * H * D);
+      this.hBuf = a(cap * F);
     }
     this.cap = cap;
     this.capSaved = nSaved;
@@ -262,9 +265,9 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       k.rmsnormForward(a.xn2, a.rstd2, a.mid, w.postNorm, T, C, eps);
       k.sgemm(false, true, T, F, C, a.xn2, w.gateProj, a.gate, false);
       k.sgemm(false, true, T, F, C, a.xn2, w.upProj, a.up, false);
-      k.swigluForward(a.h, a.gate, a.up, T * F);
+      k.swigluForward(this.hBuf, a.gate, a.up, T * F);
       xout.set(a.mid.subarray(0, T * C));
-      k.sgemm(false, true, T, C, F, a.h, w.downProj, xout, true);
+      k.sgemm(false, true, T, C, F, this.hBuf, w.downProj, xout, true);
     }
     const xL = this.res[needGrad ? L : L & 1];
     k.rmsnormForward(this.xnF, this.rstdF, xL, this.W.finalNorm, T, C, eps);
@@ -356,7 +359,9 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       // MLP: xout = mid + h·Wdᵀ
       const dh = this.dF1;
       k.sgemm(false, false, T, F, C, dres, w.downProj, dh, false);
-      k.sgemm(true, false, C, F, T, dres, a.h, g.downProj, true);
+      const h = this.dF2; // recompute silu(gate)·up into what becomes dgate below
+      k.swigluForward(h, a.gate, a.up, T * F);
+      k.sgemm(true, false, C, F, T, dres, h, g.downProj, true);
       const dgate = this.dF2;
       const dup = this.dF3;
       dgate.fill(0, 0, T * F);
