@@ -74,7 +74,6 @@ async function main(): Promise<void> {
   progress('kernel rows done');
   const threads = 2;
   k.setThreads(threads);
-  await new Promise((r) => setTimeout(r, 50));
 
   const dir = mkdtempSync(join(tmpdir(), 'matpo-bench-engine-'));
   try {

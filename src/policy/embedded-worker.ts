@@ -61,9 +61,6 @@ async function handle(req: Request): Promise<void> {
     case 'init': {
       const kernels = await loadKernels(req.options.kernels);
       if (req.options.threads !== undefined) kernels.setThreads(req.options.threads);
-      // give the kernels' thread pool time to bring its workers up before the first parallel call
-      kernels.threads();
-      await new Promise((r) => setTimeout(r, 20));
       engine = Engine.load(req.options.dir, kernels);
       baseSeed = req.options.seed ?? 0;
       // the tokenizer is only needed for stop strings; a model directory without one still samples
