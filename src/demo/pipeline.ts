@@ -26,7 +26,7 @@ export interface PipelineSettings {
   seed: number;
   world: {
     entities: number; questions: number; demoQuestions: number; vocabSize: number; demoErrorRate: number;
-    noise: number; distractors: number; docLength: string;
+    hops: string; noise: number; distractors: number; docLength: string;
   };
   model: { preset: string };
   sft: { epochs: number; lr: number; batchTokens: number };
@@ -40,11 +40,11 @@ export interface PipelineSettings {
 /** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
-  world: { entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, noise: 0, distractors: 0.2, docLength: 'short' },
+  world: { entities: 300, questions: 1500, demoQuestions: 600, vocabSize: 2048, demoErrorRate: 0.1, hops: '1-2', noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'tiny' },
-  sft: { epochs: 2, lr: 2e-3, batchTokens: 16384 },
+  sft: { epochs: 1, lr: 2e-3, batchTokens: 16384 },
   rl: {
-    steps: 20, groupSize: 8, questionsPerStep: 4, learningRate: 5e-5, evalQuestions: 100,
+    steps: 10, groupSize: 8, questionsPerStep: 4, learningRate: 5e-5, evalQuestions: 50,
     maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 2048, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
   },
 };
@@ -52,7 +52,7 @@ export const DEMO_DEFAULTS: PipelineSettings = {
 /** A smoke-sized version of the same pipeline (tests, `--quick`). */
 export const QUICK: PipelineSettings = {
   seed: 1,
-  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, noise: 0, distractors: 0.2, docLength: 'short' },
+  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, hops: '1-4', noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'mini' },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096 },
   rl: {
@@ -68,7 +68,7 @@ export const QUICK: PipelineSettings = {
  */
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  world: { ...DEMO_DEFAULTS.world, noise: 0.3, distractors: 0.5, docLength: 'medium' },
+  world: { ...DEMO_DEFAULTS.world, hops: '1-4', noise: 0.3, distractors: 0.5, docLength: 'medium' },
   rl: { ...DEMO_DEFAULTS.rl, maxSequenceTokens: 1536 },
 };
 
@@ -135,7 +135,7 @@ export async function worldPhase(dir: string, s: PipelineSettings, demos: 'matpo
       rmSync(world, { recursive: true, force: true });
       await runCommand('world', [
         '--seed', String(s.seed), '--out', world, '--entities', String(s.world.entities), '--questions', String(s.world.questions),
-        '--noise', String(s.world.noise), '--distractors', String(s.world.distractors), '--doc-length', s.world.docLength,
+        '--hops', s.world.hops, '--noise', String(s.world.noise), '--distractors', String(s.world.distractors), '--doc-length', s.world.docLength,
         '--vocab-size', String(s.world.vocabSize), '--demos', demos,
         '--demo-questions', String(s.world.demoQuestions), '--demo-error-rate', String(s.world.demoErrorRate),
       ]);
