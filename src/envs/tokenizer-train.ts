@@ -18,10 +18,11 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { FileFormatError, InvalidArgumentError } from '../errors.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
-import { CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
+import { CHATML_SPECIAL_TOKENS, CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
+import { BYTE_CHARS } from '../model/tokenizer-bpe.ts';
 
 /** Special tokens, in id order after the learned vocabulary. The first three are "special" (skipped on decode when asked). */
-export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<think>', '</think>'] as const;
+export const SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS;
 const SKIPPABLE = new Set(['<|endoftext|>', '<|im_start|>', '<|im_end|>']);
 
 /** The Qwen2 pre-tokenizer pattern (Oniguruma syntax, as stored in tokenizer.json). */
@@ -30,21 +31,6 @@ export const PRETOKENIZE_PATTERN =
 /** The same pattern in JavaScript syntax (no inline case-insensitive group). */
 const PRETOKENIZE_JS = /'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
 
-/** GPT-2's reversible map from bytes to printable characters. */
-function bytesToUnicode(): string[] {
-  const printable: number[] = [];
-  for (let b = 33; b <= 126; b++) printable.push(b);
-  for (let b = 161; b <= 172; b++) printable.push(b);
-  for (let b = 174; b <= 255; b++) printable.push(b);
-  const map: string[] = new Array(256);
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    if (printable.includes(b)) map[b] = String.fromCharCode(b);
-    else map[b] = String.fromCharCode(256 + extra++);
-  }
-  return map;
-}
-const BYTE_CHARS = bytesToUnicode();
 const encoder = new TextEncoder();
 
 /** A pre-token written in the byte alphabet, one symbol per byte. */

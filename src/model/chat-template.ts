@@ -35,6 +35,9 @@ export const CHATML_TOOLS_TEMPLATE = [
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
 ].join('\n');
 
+/** The special tokens a tokenizer needs for CHATML_TOOLS_TEMPLATE (turn markers, tool calls and results, reasoning). */
+export const CHATML_SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<think>', '</think>'] as const;
+
 export interface RenderOptions {
   tools?: readonly ToolSpec[];
   addGenerationPrompt?: boolean;

@@ -17,6 +17,7 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 
 type Json = Record<string, unknown>;
 
+/** GPT-2's reversible byte → printable character map (byte b is written BYTE_CHARS[b]). */
 function byteAlphabet(): string[] {
   const keep = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
   const out: string[] = [];
@@ -24,7 +25,7 @@ function byteAlphabet(): string[] {
   for (let b = 0; b < 256; b++) out.push(String.fromCharCode(keep(b) ? b : 256 + extra++));
   return out;
 }
-const BYTE_CHARS = byteAlphabet();
+export const BYTE_CHARS: readonly string[] = byteAlphabet();
 const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const SEP = '\u0001';
 

@@ -20,8 +20,8 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { FileFormatError } from '../errors.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
-import { CHATML_TOOLS_TEMPLATE, compileChatTemplate, type ChatTemplateFn } from './chat-template.ts';
-import { createFastBpe, type FastBpe } from './tokenizer-bpe.ts';
+import { CHATML_SPECIAL_TOKENS, CHATML_TOOLS_TEMPLATE, compileChatTemplate, type ChatTemplateFn } from './chat-template.ts';
+import { BYTE_CHARS, createFastBpe, type FastBpe } from './tokenizer-bpe.ts';
 
 type Json = Record<string, unknown>;
 
@@ -231,17 +231,8 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
  * the world tokenizer). The first three are special (dropped by `skipSpecialTokens`); the tag
  * tokens are added tokens that decode as text.
  */
-export const TEST_SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<think>', '</think>'] as const;
+export const TEST_SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS;
 const SKIPPABLE = new Set<string>(['<|endoftext|>', '<|im_start|>', '<|im_end|>']);
-
-/** GPT-2's reversible byte → printable character map. */
-function byteAlphabet(): string[] {
-  const keep = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  const out: string[] = [];
-  let extra = 0;
-  for (let b = 0; b < 256; b++) out.push(String.fromCharCode(keep(b) ? b : 256 + extra++));
-  return out;
-}
 
 const TRAINING_TEXT = `You are a helpful assistant. Answer the question and put the final answer in \\boxed{}.
 The planner delegates a subtask to a worker. The worker searches the documents, opens the most relevant ones
@@ -280,7 +271,7 @@ function learnMerges(text: string, alphabet: string[], count: number): string[][
 
 /** The tokenizer.json and tokenizer_config.json objects of the test tokenizer. */
 export function testTokenizerFiles(options: { merges?: number; chatTemplate?: string | null } = {}): { tokenizerJson: Json; tokenizerConfig: Json } {
-  const alphabet = byteAlphabet();
+  const alphabet = [...BYTE_CHARS];
   const merges = learnMerges(TRAINING_TEXT, alphabet, options.merges ?? 300);
   const vocab: Record<string, number> = {};
   alphabet.forEach((c, i) => (vocab[c] = i));
