@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pool.h"
+#include "scratch.h"
 
 namespace {
 
@@ -95,20 +96,7 @@ const IsaOps* chooseIsa() {
 
 const IsaOps* gIsa = chooseIsa();
 
-// 64-byte aligned scratch that grows and is kept per thread.
-struct Scratch {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t need) {
-    if (need > n) {
-      std::free(p);
-      n = std::max(need, n * 2);
-      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
+using matpo::Scratch;
 thread_local Scratch tlA, tlB;
 
 // Pack op(A)[i0:i0+mc, p0:p0+kc] into MR-row panels, each kc x MR k-major, zero-padded.

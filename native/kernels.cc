@@ -12,23 +12,12 @@
 
 #include "gemm.h"
 #include "pool.h"
+#include "scratch.h"
 
 namespace kern {
 namespace {
 
-struct Scratch {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t need) {
-    if (need > n) {
-      std::free(p);
-      n = std::max(need, n * 2);
-      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
+using matpo::Scratch;
 thread_local Scratch tlS, tlP, tlK, tlV;
 
 // Calls fn(begin, end) over [0, n) in chunks of about `grain` items, spread over the pool.

@@ -13,18 +13,13 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadNativeKernels, type NativeKernels } from './native.ts';
 import { reference as R } from './reference.ts';
+import { Rng } from '../util/rng.ts';
 
 const K: NativeKernels = loadNativeKernels();
 
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 const r = rng(12345);
 function rand(n: number, scale = 1): Float32Array {
