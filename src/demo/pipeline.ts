@@ -17,7 +17,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { loadCommand } from '../cli/main.ts';
-import { readMetrics, runPaths } from '../train/run-dir.ts';
+import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
+import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../agents/records.ts';
 
 export type Mode = 'matpo' | 'single';
@@ -213,20 +214,17 @@ function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
-function readRollouts(file: string): Rollout[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Rollout);
-}
 
 /** Held-out results before (step 0) and after (last step) training, from a run's own records. */
 export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<string, number> = {}): RunSummary {
   const paths = runPaths(runDir);
   const metrics = readMetrics(paths);
   const evalSteps = existsSync(paths.eval)
-    ? readdirSync(paths.eval).map((f) => /^step-(\d+)\.jsonl$/.exec(f)).filter((m) => m).map((m) => Number(m![1])).sort((a, b) => a - b)
+    ? readdirSync(paths.eval).map(parseStepName).filter((n): n is number => n !== null).sort((a, b) => a - b)
     : [];
   const evalAt = (step: number): EvalSummary | null => {
-    const rollouts = readRollouts(join(paths.eval, `step-${String(step).padStart(6, '0')}.jsonl`));
+    const file = join(paths.eval, `${stepName(step)}.jsonl`);
+    const rollouts = existsSync(file) ? readRolloutsJsonl(file) : [];
     if (rollouts.length === 0) return null;
     const m = metrics.filter((x) => x.step === step && typeof x['eval/accuracy'] === 'number').at(-1);
     const sequences = (r: Rollout) => [r.root, ...r.workers];
