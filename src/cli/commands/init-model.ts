@@ -7,10 +7,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { ConfigError, FileFormatError } from '../../errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
-import { MODEL_PRESETS, parseModelConfig, presetConfig, type ModelConfig } from '../../model/config.ts';
-import { buildLayout, initParams } from '../../model/params.ts';
-import { saveModelDir } from '../../model/checkpoint.ts';
-import { loadTokenizer } from '../../model/tokenizer.ts';
+import { MODEL_PRESETS, parseModelConfig, type ModelConfig } from '../../model/config.ts';
+import { initModelDir } from '../../model/init.ts';
 import type { SafetensorsDtype } from '../../model/safetensors.ts';
 
 const DTYPES: Record<string, SafetensorsDtype> = { f32: 'F32', float32: 'F32', bf16: 'BF16', bfloat16: 'BF16', f16: 'F16', float16: 'F16' };
@@ -31,9 +29,8 @@ export const command: Command = {
     const dtype = DTYPES[dtypeArg];
     if (!dtype) throw new ConfigError({ path: '--dtype', message: `expected f32, bf16 or f16, got "${dtypeArg}"` });
     if (!existsSync(tokDir) || !statSync(tokDir).isDirectory()) throw new FileFormatError({ file: tokDir, message: 'tokenizer directory not found' });
-    const tok = await loadTokenizer(tokDir);
 
-    let config: ModelConfig;
+    let config: string | ModelConfig = configArg;
     const isFile = configArg.endsWith('.json') || (existsSync(configArg) && statSync(configArg).isFile());
     if (isFile) {
       if (!existsSync(configArg)) throw new FileFormatError({ file: configArg, message: 'file not found' });
@@ -44,23 +41,9 @@ export const command: Command = {
         throw new FileFormatError({ file: configArg, message: `not valid JSON (${(err as Error).message.split('\n')[0]})` });
       }
       config = parseModelConfig(json, configArg);
-      if (config.vocabSize < tok.vocabSize) {
-        throw new FileFormatError({ file: configArg, field: 'vocab_size', message: `${config.vocabSize} is smaller than the tokenizer's ${tok.vocabSize} tokens` });
-      }
-    } else {
-      config = presetConfig(configArg, { vocabSize: tok.vocabSize });
     }
-    if (config.eosTokenId === null) {
-      const eos = tok.stopTokenIds.length > 1 ? [...tok.stopTokenIds] : tok.eosTokenId;
-      config = { ...config, eosTokenId: eos };
-    }
-    if (config.bosTokenId === null) config = { ...config, bosTokenId: tok.bosTokenId };
-
-    const layout = buildLayout(config);
-    const weights = new Float32Array(layout.total);
-    initParams(weights, layout, config, seed);
-    saveModelDir(out, { config, layout, weights, tokenizerDir: tokDir, dtype });
-    const m = layout.total / 1e6;
-    console.log(`${out}: ${config.family}, ${m >= 1 ? m.toFixed(1) + 'M' : layout.total.toLocaleString('en-US')} parameters, vocab ${config.vocabSize}, ${config.numLayers} layers, seed ${seed}, ${dtype}`);
+    const { config: made, parameters } = await initModelDir(out, { config, tokenizerDir: tokDir, seed, dtype, configFile: configArg });
+    const m = parameters / 1e6;
+    console.log(`${out}: ${made.family}, ${m >= 1 ? m.toFixed(1) + 'M' : parameters.toLocaleString('en-US')} parameters, vocab ${made.vocabSize}, ${made.numLayers} layers, seed ${seed}, ${dtype}`);
   },
 };
