@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readTranscripts, trainSft } from './sft.ts';
+import { readTranscripts, scheduledLr, trainSft } from './sft.ts';
 import { renderConversation } from '../agents/renderer.ts';
 import { BigramPolicy } from './bigram-policy.ts';
 import type { ChatMessage, ChatTokenizer } from '../policy/types.ts';
@@ -83,4 +83,40 @@ test('SFT on demonstrations lowers the held-out loss, training only assistant to
   // user tokens are never targets: row t0 only ever predicts the user token t(8+k), so it stays
   // untouched (were user tokens trained, W[t0, t8..t15] would move)
   for (let j = 0; j < 16; j++) assert.equal(policy.W[0 * 16 + j], 0);
+});
+
+test('learning-rate schedules: warm-up, then constant, linear or cosine decay', async () => {
+  // 11 steps, 2 of warm-up, peak 1; after warm-up p = (step - 3) / 8
+  assert.equal(scheduledLr(1, 1, 11, 2, 'cosine'), 0.5);
+  assert.equal(scheduledLr(1, 2, 11, 2, 'cosine'), 1);
+  assert.equal(scheduledLr(1, 3, 11, 2, 'cosine'), 1);
+  assert.equal(scheduledLr(1, 7, 11, 2, 'constant'), 1);
+  // cosine: 0.1 + 0.45 (1 + cos(pi p))
+  assert.ok(Math.abs(scheduledLr(1, 7, 11, 2, 'cosine') - 0.55) < 1e-12); // p = 1/2
+  assert.ok(Math.abs(scheduledLr(1, 11, 11, 2, 'cosine') - 0.1) < 1e-12); // p = 1
+  assert.ok(Math.abs(scheduledLr(1, 7, 11, 2, 'linear') - (0.5 + 0.0005)) < 1e-12);
+  // no warm-up: the first step runs at the peak
+  assert.equal(scheduledLr(2, 1, 10, 0, 'cosine'), 2);
+
+  // trainSft applies it step by step
+  const transcripts = Array.from({ length: 10 }, (_, i) => ({ messages: [{ role: 'user', content: `t${i % 4}` }, { role: 'assistant', content: `t${4 + (i % 4)}` }] as ChatMessage[] }));
+  const policy = new BigramPolicy(8);
+  const tok = await policy.tokenizer();
+  const render = (t: ChatTokenizer, messages: readonly ChatMessage[]) => {
+    const tokens: number[] = [];
+    const mask: number[] = [];
+    for (const m of messages) for (const id of t.encode(m.content)) tokens.push(id), mask.push(m.role === 'assistant' ? 1 : 0);
+    return { tokens, mask };
+  };
+  const lrs: number[] = [];
+  await trainSft(policy, tok, transcripts, render, {
+    epochs: 2, learningRate: 0.4, schedule: 'linear', warmupFraction: 0.25, batchTokens: 4, microBatchTokens: 4, evalFraction: 0, seed: 1,
+    maxGradNorm: 0, maxTokens: 0, progress: false, log: () => {}, onStep: (m) => lrs.push(m.learningRate),
+  });
+  // 10 two-token transcripts, 2 per batch: 5 steps an epoch, 10 in all, round(2.5) = 3 of warm-up
+  assert.equal(lrs.length, 10);
+  assert.deepEqual(lrs.slice(0, 3).map((x) => +x.toFixed(12)), [0.4 / 3, 0.8 / 3, 0.4].map((x) => +x.toFixed(12)));
+  assert.equal(lrs[3], 0.4);
+  for (let i = 4; i < 10; i++) assert.ok(lrs[i] < lrs[i - 1], `decreasing: ${lrs.join(', ')}`);
+  assert.ok(Math.abs(lrs[9] - 0.4 * 1e-3) < 1e-12);
 });

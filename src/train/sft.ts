@@ -50,9 +50,16 @@ export function readTranscripts(file: string): Transcript[] {
   return out;
 }
 
+export type LrSchedule = 'constant' | 'linear' | 'cosine';
+
 export interface SftOptions {
   epochs: number;
+  /** Peak learning rate. */
   learningRate: number;
+  /** Decay after warm-up: linearly to a thousandth of the peak, along a half cosine to a tenth, or none. Default cosine. */
+  schedule?: LrSchedule;
+  /** Fraction of all steps spent warming up linearly from zero (default 0.03). */
+  warmupFraction?: number;
   /** Token budget of one optimizer batch. */
   batchTokens: number;
   microBatchTokens: number;
@@ -64,7 +71,7 @@ export interface SftOptions {
   progress: boolean;
   log?: (line: string) => void;
   /** Called after each optimizer step with its metrics. */
-  onStep?: (m: { step: number; epoch: number; loss: number; gradNorm: number; tokens: number }) => void;
+  onStep?: (m: { step: number; epoch: number; loss: number; gradNorm: number; tokens: number; learningRate: number }) => void;
 }
 
 export interface SftResult {
@@ -120,6 +127,19 @@ export async function heldOutNll(policy: Policy, datums: readonly Datum[], micro
   return n ? nll / n : NaN;
 }
 
+/**
+ * Learning rate at optimizer step `step` (1-based) of `total`: linear warm-up over the first
+ * `warmup` steps, then constant, linear decay to a thousandth of the peak, or a half cosine down to a tenth.
+ */
+export function scheduledLr(peak: number, step: number, total: number, warmup: number, schedule: LrSchedule): number {
+  if (warmup > 0 && step <= warmup) return (peak * step) / warmup;
+  if (schedule === 'constant' || total - warmup <= 1) return peak;
+  // the first step after warm-up runs at the peak, the last at the floor
+  const progress = Math.min(1, (step - warmup - 1) / (total - warmup - 1));
+  if (schedule === 'linear') return peak * (1 - progress) + (peak * 1e-3) * progress;
+  return peak * (0.1 + 0.45 * (1 + Math.cos(Math.PI * progress)));
+}
+
 /** Batches of consecutive datums with at most `budget` tokens each (a longer one alone). */
 function batches(datums: readonly Datum[], budget: number): Datum[][] {
   const out: Datum[][] = [];
@@ -161,6 +181,12 @@ export async function trainSft(
     result.heldOutLoss.push(await heldOutNll(policy, heldOut, o.microBatchTokens));
     log(`sft: ${train.length} training / ${heldOut.length} held-out transcripts; held-out loss ${result.heldOutLoss[0].toFixed(4)}`);
   }
+  // every epoch has the same number of batches (same datums, same budget, only the order differs
+  // — near enough for the schedule), so the total is known up front
+  const perEpoch = batches(train, o.batchTokens).length;
+  const totalSteps = perEpoch * o.epochs;
+  const warmup = Math.round(totalSteps * (o.warmupFraction ?? 0.03));
+  const schedule = o.schedule ?? 'cosine';
   for (let epoch = 1; epoch <= o.epochs; epoch++) {
     const order = train.slice();
     rng.shuffle(order);
@@ -169,13 +195,14 @@ export async function trainSft(
     const losses: number[] = [];
     for (const [bi, batch] of bs.entries()) {
       const fb = await policy.forwardBackward(batch, makeNllLoss(batch), { microBatchTokens: o.microBatchTokens });
-      const opt = await policy.optimStep({ learningRate: o.learningRate, maxGradNorm: o.maxGradNorm });
+      const lr = scheduledLr(o.learningRate, result.steps + 1, totalSteps, warmup, schedule);
+      const opt = await policy.optimStep({ learningRate: lr, maxGradNorm: o.maxGradNorm });
       result.steps++;
       if (!Number.isFinite(fb.loss) || !opt.applied) {
         result.skipped++;
         log(`sft: step ${result.steps} skipped (non-finite loss or gradient)`);
       } else losses.push(fb.loss);
-      o.onStep?.({ step: result.steps, epoch, loss: fb.loss, gradNorm: opt.gradNorm, tokens: fb.tokens });
+      o.onStep?.({ step: result.steps, epoch, loss: fb.loss, gradNorm: opt.gradNorm, tokens: fb.tokens, learningRate: lr });
       bar.update(bi + 1, { loss: fb.loss.toFixed(4) });
     }
     bar.stop();

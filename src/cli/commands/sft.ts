@@ -25,11 +25,11 @@ export const command: Command = {
   name: 'sft',
   summary: 'Supervised warm-start on chat transcripts (assistant tokens only), with a held-out loss.',
   usage:
-    'sft --model DIR --data transcripts.jsonl --out DIR [--epochs 2] [--lr 1e-4] [--batch-tokens 8192] [--micro-batch-tokens 4096]\n' +
+    'sft --model DIR --data transcripts.jsonl --out DIR [--epochs 2] [--lr 1e-4] [--schedule cosine|linear|constant] [--warmup 0.03] [--batch-tokens 8192] [--micro-batch-tokens 4096]\n' +
     '    [--eval-fraction 0.1] [--seed 1] [--max-grad-norm 1] [--max-tokens N (default: the model\'s context)] [--threads 0] [--no-progress]',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' },
+      model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' },
       'batch-tokens': { type: 'string' }, 'micro-batch-tokens': { type: 'string' }, 'eval-fraction': { type: 'string' }, seed: { type: 'string' },
       'max-grad-norm': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, 'no-progress': { type: 'boolean' },
     });
@@ -40,6 +40,10 @@ export const command: Command = {
     if (evalFraction < 0 || evalFraction >= 1) throw new ConfigError({ path: '--eval-fraction', message: `expected a fraction in [0, 1), got ${evalFraction}` });
     const epochs = intFlag(values, 'epochs', 2);
     if (epochs < 1) throw new ConfigError({ path: '--epochs', message: 'must be at least 1' });
+    const schedule = (values.schedule as string | undefined) ?? 'cosine';
+    if (schedule !== 'cosine' && schedule !== 'linear' && schedule !== 'constant') throw new ConfigError({ path: '--schedule', message: `expected cosine, linear or constant, got "${schedule}"` });
+    const warmupFraction = numFlag(values, 'warmup', 0.03);
+    if (!(warmupFraction >= 0 && warmupFraction < 1)) throw new ConfigError({ path: '--warmup', message: `expected a fraction of the steps in [0, 1), got ${warmupFraction}` });
     const transcripts = readTranscripts(data);
     // transcripts longer than the model's context are dropped (default: max_position_embeddings)
     const maxTokens = intFlag(values, 'max-tokens', modelMaxPositions(model));
@@ -53,6 +57,8 @@ export const command: Command = {
     const result = await trainSft(policy, tokenizer, transcripts, renderConversation, {
       epochs,
       learningRate: numFlag(values, 'lr', 1e-4),
+      schedule,
+      warmupFraction,
       batchTokens: intFlag(values, 'batch-tokens', 8192),
       microBatchTokens: intFlag(values, 'micro-batch-tokens', 4096),
       evalFraction,
@@ -60,7 +66,7 @@ export const command: Command = {
       maxGradNorm: numFlag(values, 'max-grad-norm', 1),
       maxTokens,
       progress: !values['no-progress'],
-      onStep: (m) => appendFileSync(metricsFile, JSON.stringify({ step: m.step, time: new Date().toISOString(), 'sft/loss': m.loss, 'train/grad_norm': m.gradNorm, 'sft/tokens': m.tokens, 'sft/epoch': m.epoch }) + '\n'),
+      onStep: (m) => appendFileSync(metricsFile, JSON.stringify({ step: m.step, time: new Date().toISOString(), 'sft/loss': m.loss, 'sft/lr': m.learningRate, 'train/grad_norm': m.gradNorm, 'sft/tokens': m.tokens, 'sft/epoch': m.epoch }) + '\n'),
     });
     await policy.save!(out); // the model layer writes each file atomically
     appendFileSync(metricsFile, JSON.stringify({ step: result.steps, time: new Date().toISOString(), 'sft/held_out_loss_before': result.heldOutLoss[0] ?? null, 'sft/held_out_loss_after': result.heldOutLoss[result.heldOutLoss.length - 1] ?? null }) + '\n');
