@@ -121,6 +121,7 @@ export const RunSchema = z
     evalEvery: int(10, 'evaluate every N steps (0 = never; also before step 1 and at the end)'),
     evalQuestions: int(50, 'held-out questions per evaluation (0 = whole split)'),
     evalRepeats: int(1, 'rollouts per held-out question', 1),
+    evalTemperature: z.number().min(0).nullable().default(null).describe('sampling temperature of held-out evaluation (0 = greedy; null = rollout.temperature)'),
     checkpointEvery: int(10, 'checkpoint every N steps (and at the end)', 1),
     keepCheckpoints: int(3, 'complete checkpoints kept on disk (0 = all)'),
     saveRollouts: z.boolean().default(true).describe('write each step\'s rollouts to rollouts/step-NNNNNN.jsonl'),

@@ -207,7 +207,7 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       // the same sampling seeds at every evaluation (common random numbers for before/after)
       const r = await evaluate({
         runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval`,
-        temperature: config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        temperature: config.run.evalTemperature ?? config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
         onRollout: (d) => bar.update(d),
       });
       bar.stop();

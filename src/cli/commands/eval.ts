@@ -46,7 +46,7 @@ export const command: Command = {
     flag('mode', 'rollout.mode');
     flag('repeats', 'run.evalRepeats');
     flag('questions', 'run.evalQuestions');
-    flag('temperature', 'rollout.temperature');
+    flag('temperature', 'run.evalTemperature');
     flag('seed', 'run.seed');
     flag('scorer', 'rl.reward.scorer');
     if (values.endpoint) sets.push('model.kind=endpoint');
@@ -72,7 +72,7 @@ export const command: Command = {
     const t0 = performance.now();
     const r = await evaluate({
       runner, questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
-      temperature: config.rollout.temperature, scorer: registeredScorer(config.rl.reward.scorer), weights: rewardWeights(config),
+      temperature: config.run.evalTemperature ?? config.rollout.temperature, scorer: registeredScorer(config.rl.reward.scorer), weights: rewardWeights(config),
       concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
     });
     bar.stop();
