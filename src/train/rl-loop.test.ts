@@ -258,3 +258,26 @@ test('old logprobs recomputed by the trainer (gap logged) and a KL term to the f
   assert.ok(Math.abs(Number(m[0]['train/kl_ref'])) < 1e-6);
   assert.ok(Number(m[2]['train/kl_ref']) > 0);
 });
+
+test('held-out evaluation samples at run.evalTemperature; training rollouts at rollout.temperature', async () => {
+  const dir = join(tmp(), 'run');
+  const seen: { id: string; temperature: number }[] = [];
+  const deps = toyDeps();
+  const makeRunner = deps.makeRunner;
+  deps.makeRunner = (policy) => {
+    const run = makeRunner(policy);
+    return (req) => {
+      seen.push({ id: req.rolloutId, temperature: req.temperature });
+      return run(req);
+    };
+  };
+  const cfg = toyConfig({ rollout: { temperature: 0.7 }, run: { steps: 1, evalEvery: 1, evalRepeats: 1, evalTemperature: 0 } });
+  await trainRl(cfg, deps, { runDir: dir, resume: false });
+  const evals = seen.filter((s) => s.id.startsWith('eval/'));
+  const train = seen.filter((s) => !s.id.startsWith('eval/'));
+  assert.ok(evals.length > 0 && train.length > 0);
+  assert.ok(evals.every((s) => s.temperature === 0), JSON.stringify(evals));
+  assert.ok(train.every((s) => s.temperature === 0.7), JSON.stringify(train));
+  // unset, evaluation follows the rollout temperature
+  assert.equal(toyConfig().run.evalTemperature, null);
+});
