@@ -277,3 +277,18 @@ test('supervised NLL: mean over the whole mini-batch\'s trainable tokens', () =>
   close(a.dLogprobs[0][1], -1 / 14, 1e-8); // float32
   assert.equal(a.dLogprobs[0][0], 0);
 });
+
+test('supervised NLL with a weight on the other tokens: hand-computed', () => {
+  // tokens a b c d, trainable c d; logprobs of b, c, d = −1, −2, −3 (position 0 has none)
+  const d: Datum = {
+    tokens: [5, 6, 7, 8], mask: [0, 0, 1, 1], advantages: [0, 0, 0, 0], oldLogprobs: [0, 0, 0, 0],
+    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+  };
+  const lp = [Float32Array.from([0, -1, -2, -3])];
+  // weights 0.5 (b), 1 (c), 1 (d): loss = (0.5·1 + 2 + 3) / 2.5 = 2.2
+  const r = makeNllLoss([d], { otherTokenWeight: 0.5 })([d], { logprobs: lp, entropies: [] });
+  close(r.loss, 2.2, 1e-12);
+  assert.deepEqual(Array.from(r.dLogprobs[0], (x) => +x.toFixed(6)), [0, -0.2, -0.4, -0.4]);
+  // weight 0 is the plain assistant-only mean: (2 + 3) / 2
+  close(makeNllLoss([d])([d], { logprobs: lp, entropies: [] }).loss, 2.5, 1e-12);
+});

@@ -347,9 +347,13 @@ export function makePolicyLoss(config: PolicyLossConfig, allDatums: readonly Dat
  * Supervised loss for the warm-start: mean negative log-likelihood over the trainable tokens of
  * the whole mini-batch (w = 1/N, N computed up front, so micro-batches sum).
  */
-export function makeNllLoss(allDatums: readonly Datum[]): LossFn {
+export function makeNllLoss(allDatums: readonly Datum[], options: { otherTokenWeight?: number } = {}): LossFn {
+  // weight of each predicted token (t ≥ 1): 1 where the mask is set, otherTokenWeight elsewhere
+  // (0 by default: only the trainable tokens); the loss is the weighted mean over all datums
+  const other = options.otherTokenWeight ?? 0;
+  const weightOf = (d: Datum, t: number) => (d.mask[t] ? 1 : t > 0 ? other : 0);
   let N = 0;
-  for (const d of allDatums) N += countMask(d.mask);
+  for (const d of allDatums) N += other > 0 ? d.tokens.reduce((a, _, t) => a + weightOf(d, t), 0) : countMask(d.mask);
   const w = N > 0 ? 1 / N : 0;
   return (datums, forward) => {
     let loss = 0;
@@ -358,9 +362,10 @@ export function makeNllLoss(allDatums: readonly Datum[]): LossFn {
       const g = new Float32Array(d.tokens.length);
       const lp = forward.logprobs[i];
       for (let t = 0; t < d.tokens.length; t++) {
-        if (!d.mask[t]) continue;
-        loss -= w * lp[t];
-        g[t] = -w;
+        const k = weightOf(d, t);
+        if (!k) continue;
+        loss -= w * k * lp[t];
+        g[t] = -w * k;
         tokens++;
       }
       return g;

@@ -66,6 +66,13 @@ export interface SftOptions {
   evalFraction: number;
   seed: number;
   maxGradNorm: number;
+  /**
+   * Weight of the loss on tokens that are not the assistant's (system, user, tool output), relative
+   * to the assistant's 1; default 0. Those tokens cost the same forward and backward either way, and
+   * they carry what a small model from scratch learns slowest from the assistant's alone: copying
+   * names and values that appeared earlier in the context.
+   */
+  otherTokenWeight?: number;
   /** Drop examples longer than this (tokens); 0 = keep all. */
   maxTokens: number;
   progress: boolean;
@@ -194,7 +201,7 @@ export async function trainSft(
     const bar = progress.bar(`epoch ${epoch}`, bs.length);
     const losses: number[] = [];
     for (const [bi, batch] of bs.entries()) {
-      const fb = await policy.forwardBackward(batch, makeNllLoss(batch), { microBatchTokens: o.microBatchTokens });
+      const fb = await policy.forwardBackward(batch, makeNllLoss(batch, { otherTokenWeight: o.otherTokenWeight }), { microBatchTokens: o.microBatchTokens });
       const lr = scheduledLr(o.learningRate, result.steps + 1, totalSteps, warmup, schedule);
       const opt = await policy.optimStep({ learningRate: lr, maxGradNorm: o.maxGradNorm });
       result.steps++;

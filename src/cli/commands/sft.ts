@@ -25,11 +25,11 @@ export const command: Command = {
   name: 'sft',
   summary: 'Supervised warm-start on chat transcripts (assistant tokens only), with a held-out loss.',
   usage:
-    'sft --model DIR --data transcripts.jsonl --out DIR [--epochs 2] [--lr 1e-4] [--schedule cosine|linear|constant] [--warmup 0.03] [--batch-tokens 8192] [--micro-batch-tokens 4096]\n' +
+    'sft --model DIR --data transcripts.jsonl --out DIR [--epochs 2] [--lr 1e-4] [--schedule cosine|linear|constant] [--warmup 0.03] [--other-token-weight 0] [--batch-tokens 8192] [--micro-batch-tokens 4096]\n' +
     '    [--eval-fraction 0.1] [--seed 1] [--max-grad-norm 1] [--max-tokens N (default: the model\'s context)] [--threads 0] [--no-progress]',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' },
+      model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'other-token-weight': { type: 'string' },
       'batch-tokens': { type: 'string' }, 'micro-batch-tokens': { type: 'string' }, 'eval-fraction': { type: 'string' }, seed: { type: 'string' },
       'max-grad-norm': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, 'no-progress': { type: 'boolean' },
     });
@@ -44,6 +44,8 @@ export const command: Command = {
     if (schedule !== 'cosine' && schedule !== 'linear' && schedule !== 'constant') throw new ConfigError({ path: '--schedule', message: `expected cosine, linear or constant, got "${schedule}"` });
     const warmupFraction = numFlag(values, 'warmup', 0.03);
     if (!(warmupFraction >= 0 && warmupFraction < 1)) throw new ConfigError({ path: '--warmup', message: `expected a fraction of the steps in [0, 1), got ${warmupFraction}` });
+    const otherTokenWeight = numFlag(values, 'other-token-weight', 0);
+    if (!(otherTokenWeight >= 0)) throw new ConfigError({ path: '--other-token-weight', message: `expected a weight ≥ 0, got ${otherTokenWeight}` });
     const transcripts = readTranscripts(data);
     // transcripts longer than the model's context are dropped (default: max_position_embeddings)
     const maxTokens = intFlag(values, 'max-tokens', modelMaxPositions(model));
@@ -59,6 +61,7 @@ export const command: Command = {
       learningRate: numFlag(values, 'lr', 1e-4),
       schedule,
       warmupFraction,
+      otherTokenWeight,
       batchTokens: intFlag(values, 'batch-tokens', 8192),
       microBatchTokens: intFlag(values, 'micro-batch-tokens', 4096),
       evalFraction,
