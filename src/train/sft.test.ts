@@ -28,6 +28,17 @@ function charTokenizer(): ChatTokenizer {
   };
 }
 
+/**
+ * The bigram vocabulary has no chat template or end-of-turn token: render each message's tokens in
+ * order, trainable on assistant messages only.
+ */
+function renderBigram(t: ChatTokenizer, messages: readonly ChatMessage[]) {
+  const tokens: number[] = [];
+  const mask: number[] = [];
+  for (const m of messages) for (const id of t.encode(m.content)) tokens.push(id), mask.push(m.role === 'assistant' ? 1 : 0);
+  return { tokens, mask };
+}
+
 test('renderConversation masks exactly the assistant content and its end marker', () => {
   const tok = charTokenizer();
   const msgs: ChatMessage[] = [
@@ -63,14 +74,6 @@ test('SFT on demonstrations lowers the held-out loss, training only assistant to
   });
   const policy = new BigramPolicy(16);
   const tok = await policy.tokenizer();
-  // The bigram vocabulary has no chat template or end-of-turn token: render each message's tokens
-  // in order, trainable on assistant messages only.
-  const renderBigram = (t: ChatTokenizer, messages: readonly ChatMessage[]) => {
-    const tokens: number[] = [];
-    const mask: number[] = [];
-    for (const m of messages) for (const id of t.encode(m.content)) tokens.push(id), mask.push(m.role === 'assistant' ? 1 : 0);
-    return { tokens, mask };
-  };
   const r = await trainSft(policy, tok, transcripts, renderBigram, {
     epochs: 4, learningRate: 0.1, batchTokens: 24, microBatchTokens: 8, evalFraction: 0.2, seed: 1, maxGradNorm: 1, maxTokens: 0, progress: false, log: () => {},
   });
@@ -102,14 +105,8 @@ test('learning-rate schedules: warm-up, then constant, linear or cosine decay', 
   const transcripts = Array.from({ length: 10 }, (_, i) => ({ messages: [{ role: 'user', content: `t${i % 4}` }, { role: 'assistant', content: `t${4 + (i % 4)}` }] as ChatMessage[] }));
   const policy = new BigramPolicy(8);
   const tok = await policy.tokenizer();
-  const render = (t: ChatTokenizer, messages: readonly ChatMessage[]) => {
-    const tokens: number[] = [];
-    const mask: number[] = [];
-    for (const m of messages) for (const id of t.encode(m.content)) tokens.push(id), mask.push(m.role === 'assistant' ? 1 : 0);
-    return { tokens, mask };
-  };
   const lrs: number[] = [];
-  await trainSft(policy, tok, transcripts, render, {
+  await trainSft(policy, tok, transcripts, renderBigram, {
     epochs: 2, learningRate: 0.4, schedule: 'linear', warmupFraction: 0.25, batchTokens: 4, microBatchTokens: 4, evalFraction: 0, seed: 1,
     maxGradNorm: 0, maxTokens: 0, progress: false, log: () => {}, onStep: (m) => lrs.push(m.learningRate),
   });
