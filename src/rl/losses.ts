@@ -345,7 +345,8 @@ export function makePolicyLoss(config: PolicyLossConfig, allDatums: readonly Dat
 
 /**
  * Supervised loss for the warm-start: mean negative log-likelihood over the trainable tokens of
- * the whole mini-batch (w = 1/N, N computed up front, so micro-batches sum).
+ * the whole mini-batch (w = 1/N, N computed up front, so micro-batches sum). With
+ * `otherTokenWeight` > 0 the other predicted tokens count too, at that weight, in a weighted mean.
  */
 export function makeNllLoss(allDatums: readonly Datum[], options: { otherTokenWeight?: number } = {}): LossFn {
   // weight of each predicted token (t ≥ 1): 1 where the mask is set, otherTokenWeight elsewhere

@@ -23,7 +23,7 @@ function modelMaxPositions(dir: string): number {
 
 export const command: Command = {
   name: 'sft',
-  summary: 'Supervised warm-start on chat transcripts (assistant tokens only), with a held-out loss.',
+  summary: 'Supervised warm-start on chat transcripts (assistant tokens; optionally the context at a lower weight), with a held-out loss.',
   usage:
     'sft --model DIR --data transcripts.jsonl --out DIR [--epochs 2] [--lr 1e-4] [--schedule cosine|linear|constant] [--warmup 0.03] [--other-token-weight 0] [--batch-tokens 8192] [--micro-batch-tokens 4096]\n' +
     '    [--eval-fraction 0.1] [--seed 1] [--max-grad-norm 1] [--max-tokens N (default: the model\'s context)] [--threads 0] [--no-progress]',
