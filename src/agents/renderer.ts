@@ -76,12 +76,7 @@ function deltaAfterAssistant(
   }
   // The template rewrites the assistant content (e.g. drops reasoning) or earlier turns: find where
   // the turn ends by rendering a marker in its place.
-  const marker = '\u0000MATPO_CONTENT\u0000';
-  const probe = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: marker }, ...added], { tools, addGenerationPrompt: true });
-  const at = probe.indexOf(marker);
-  if (at < 0) throw new InvalidArgumentError('chat_template', 'cannot locate the assistant turn in the rendered conversation');
-  const tail = probe.slice(at + marker.length);
-  return sampled.stopText && tail.startsWith(sampled.stopText) ? tail.slice(sampled.stopText.length) : tail;
+  return deltaByMarker(tokenizer, context, sampled, added, tools);
 }
 
 /**
