@@ -139,6 +139,11 @@ export const TrainConfigSchema = z.strictObject({
 });
 
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+
+/** Sampling temperature of held-out evaluation: run.evalTemperature, or the rollouts' when unset. */
+export function evalTemperature(config: TrainConfig): number {
+  return config.run.evalTemperature ?? config.rollout.temperature;
+}
 export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
 
 function issuePath(path: readonly PropertyKey[]): string {

@@ -26,7 +26,7 @@ import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewar
 import type { Datum, Policy } from '../policy/types.ts';
 import { Rng } from '../util/rng.ts';
 import { findLatestCheckpoint, listCheckpoints, OPTIMIZER_DIR, saveCheckpoint, type TrainerState } from './checkpoint.ts';
-import { configToYaml, type TrainConfig } from './config.ts';
+import { configToYaml, evalTemperature, type TrainConfig } from './config.ts';
 import { evaluate, mapLimit } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { appendMetrics, ensureRunDir, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
@@ -207,7 +207,7 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       // the same sampling seeds at every evaluation (common random numbers for before/after)
       const r = await evaluate({
         runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval`,
-        temperature: config.run.evalTemperature ?? config.rollout.temperature, scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        temperature: evalTemperature(config), scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
         onRollout: (d) => bar.update(d),
       });
       bar.stop();

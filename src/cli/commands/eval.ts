@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { ConfigError } from '../../errors.ts';
 import { parseFlags, type Command } from '../command.ts';
-import { loadConfig } from '../../train/config.ts';
+import { evalTemperature, loadConfig } from '../../train/config.ts';
 import { evaluate } from '../../train/evaluate.ts';
 import { Progress } from '../../train/progress.ts';
 import { rewardWeights } from '../../train/rl-loop.ts';
@@ -72,7 +72,7 @@ export const command: Command = {
     const t0 = performance.now();
     const r = await evaluate({
       runner, questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
-      temperature: config.run.evalTemperature ?? config.rollout.temperature, scorer: registeredScorer(config.rl.reward.scorer), weights: rewardWeights(config),
+      temperature: evalTemperature(config), scorer: registeredScorer(config.rl.reward.scorer), weights: rewardWeights(config),
       concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
     });
     bar.stop();
