@@ -188,16 +188,17 @@ export async function trainSft(
     result.heldOutLoss.push(await heldOutNll(policy, heldOut, o.microBatchTokens));
     log(`sft: ${train.length} training / ${heldOut.length} held-out transcripts; held-out loss ${result.heldOutLoss[0].toFixed(4)}`);
   }
-  // every epoch has the same number of batches (same datums, same budget, only the order differs
-  // — near enough for the schedule), so the total is known up front
-  const perEpoch = batches(train, o.batchTokens).length;
-  const totalSteps = perEpoch * o.epochs;
+  // every epoch's order and batches up front, so the schedule knows the exact number of steps
+  const epochBatches = Array.from({ length: o.epochs }, () => {
+    const order = train.slice();
+    rng.shuffle(order);
+    return batches(order, o.batchTokens);
+  });
+  const totalSteps = epochBatches.reduce((a, bs) => a + bs.length, 0);
   const warmup = Math.round(totalSteps * (o.warmupFraction ?? 0.03));
   const schedule = o.schedule ?? 'cosine';
   for (let epoch = 1; epoch <= o.epochs; epoch++) {
-    const order = train.slice();
-    rng.shuffle(order);
-    const bs = batches(order, o.batchTokens);
+    const bs = epochBatches[epoch - 1];
     const bar = progress.bar(`epoch ${epoch}`, bs.length);
     const losses: number[] = [];
     for (const [bi, batch] of bs.entries()) {
