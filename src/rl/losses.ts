@@ -354,7 +354,7 @@ export function makeNllLoss(allDatums: readonly Datum[], options: { otherTokenWe
   const other = options.otherTokenWeight ?? 0;
   const weightOf = (d: Datum, t: number) => (d.mask[t] ? 1 : t > 0 ? other : 0);
   let N = 0;
-  for (const d of allDatums) N += other > 0 ? d.tokens.reduce((a, _, t) => a + weightOf(d, t), 0) : countMask(d.mask);
+  for (const d of allDatums) for (let t = 0; t < d.tokens.length; t++) N += weightOf(d, t);
   const w = N > 0 ? 1 / N : 0;
   return (datums, forward) => {
     let loss = 0;
