@@ -171,6 +171,7 @@ test('toToolSpec gives the OpenAI function format with a JSON schema', () => {
     inputSchema: z.object({
       query: z.string().describe('what to look for'),
       k: z.number().int().min(1).default(5),
+      page: z.number().int().max(40).optional(),
     }),
     async execute() {
       return '';
@@ -188,4 +189,9 @@ test('toToolSpec gives the OpenAI function format with a JSON schema', () => {
   assert.equal(p.properties.query.description, 'what to look for');
   assert.equal(p.properties.k.type, 'integer');
   assert.equal(p.properties.k.default, 5);
+  // The author's bounds stay; zod's implicit safe-integer bounds do not.
+  assert.equal(p.properties.k.minimum, 1);
+  assert.equal(p.properties.k.maximum, undefined);
+  assert.equal(p.properties.page.maximum, 40);
+  assert.equal(p.properties.page.minimum, undefined);
 });

@@ -143,7 +143,16 @@ export function toToolSpec(tool: Tool & { jsonSchema?: Record<string, unknown> }
     const { $schema: _ignored, ...parameters } = tool.jsonSchema;
     return { type: 'function', function: { name: tool.name, description: tool.description, parameters } };
   }
-  const schema = z.toJSONSchema(tool.inputSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  const schema = z.toJSONSchema(tool.inputSchema, {
+    io: 'input',
+    unrepresentable: 'any',
+    // `z.number().int()` carries the safe-integer range as bounds; they say nothing to a model and
+    // cost it tokens in every prompt, so only bounds the tool's author set are kept.
+    override: ({ jsonSchema: js }) => {
+      if (js.maximum === Number.MAX_SAFE_INTEGER) delete js.maximum;
+      if (js.minimum === Number.MIN_SAFE_INTEGER) delete js.minimum;
+    },
+  }) as Record<string, unknown>;
   delete schema.$schema;
   return { type: 'function', function: { name: tool.name, description: tool.description, parameters: schema } };
 }
