@@ -98,6 +98,29 @@ test('worker on a hand-built conversation: search, open the matching hit, state 
   assert.ok(expert.respond({ role: 'worker', messages: doctored }).endsWith(' is Zzyzx Qqq.'));
 });
 
+test('worker reads the fact from a search snippet that states it, and opens the page when the snippet cuts it off', () => {
+  const expert = new ExpertPolicy({ world, tokenizer });
+  const q = world.questions.find((x) => x.hops === 2)!;
+  const step = q.chain[0];
+  const doc = world.documents.find((d) => d.id === step.docId)!;
+  const sentence = doc.text.split(/(?<=\.) /).find((x) => x.includes(step.object))!;
+  const msgs: ChatMessage[] = [{ role: 'system', content: 'Find facts.' }, { role: 'user', content: `Main task: ${q.question}\nYour subtask: Find ${nounPhrase(step.relation, step.subject)}.` }];
+  msgs.push({ role: 'assistant', content: toolCallText('search', { query: step.subject }) });
+  const withSnippet = (snippet: string): ChatMessage[] =>
+    [...msgs, { role: 'tool', name: 'search', content: `Results for "${step.subject}":\n[d999] Someone Else: x\n[${step.docId}] ${step.subject}: ${snippet}` }];
+  // The whole sentence is in the snippet: state the fact without opening the page.
+  const direct = withSnippet(`…filler words. ${sentence} More…`);
+  assert.equal(expert.respond({ role: 'worker', messages: direct }), `${nounPhrase(step.relation, step.subject).replace(/^t/, 'T')} is ${step.object}.`);
+  direct.push({ role: 'assistant', content: 'ok' }, { role: 'user', content: 'Final turn: summarise.' });
+  const summary = expert.respond({ role: 'worker', messages: direct });
+  assert.ok(summary.includes(`Document ${step.docId} (${step.subject}) says: "${sentence}"`), summary);
+  // The snippet stops inside the sentence: the value might be cut, so open the page.
+  const cut = sentence.slice(0, sentence.lastIndexOf(' '));
+  assert.equal(expert.respond({ role: 'worker', messages: withSnippet(`${cut}…`) }), toolCallText('open', { id: step.docId }));
+  // A sentence about another entity does not answer the subtask.
+  assert.equal(expert.respond({ role: 'worker', messages: withSnippet(sentence.replaceAll(step.subject, 'Someone Else')) }), toolCallText('open', { id: step.docId }));
+});
+
 test('planner uses what the worker reported, not the gold', () => {
   const expert = new ExpertPolicy({ world, tokenizer });
   const q = world.questions.find((x) => x.hops === 2 && x.chain[0].objectId !== undefined)!;

@@ -86,13 +86,37 @@ export function parseSubtask(text: string): { relation: string; entity: string }
 }
 
 /** Search hits as listed by the `search` tool: `[id] title: snippet`. */
-function parseHits(text: string): { id: string; title: string }[] {
-  const hits: { id: string; title: string }[] = [];
+function parseHits(text: string): { id: string; title: string; snippet: string }[] {
+  const hits: { id: string; title: string; snippet: string }[] = [];
   for (const line of text.split('\n')) {
-    const m = /^\[([^\]]+)\] (.+?): /.exec(line) ?? /^\[([^\]]+)\] (.+)$/.exec(line);
-    if (m) hits.push({ id: m[1], title: m[2] });
+    const m = /^\[([^\]]+)\] (.+?): (.*)$/.exec(line) ?? /^\[([^\]]+)\] (.+)$/.exec(line);
+    if (m) hits.push({ id: m[1], title: m[2], snippet: m[3] ?? '' });
   }
   return hits;
+}
+
+/**
+ * The task's fact as stated in `text` (a page or a snippet of document `title`): its value and the
+ * sentence stating it. Only a statement about the task's entity counts, unless `anySubject`
+ * (a page opened for the hop, whose title may differ from the entity).
+ */
+function readFact(text: string, task: HopTask, title: string, anySubject = false): { value: string; sentence?: string } | null {
+  const facts = extractFacts(text, task.relation);
+  const fact = facts.find((f) => f.subject === title) ?? (anySubject ? facts[0] : undefined);
+  if (!fact) return null;
+  const sentence = splitSentences(text).find((s) => s.includes(fact.subject) && s.includes(fact.object));
+  return { value: fact.object, sentence };
+}
+
+/** A snippet without the cut-off sentence pieces at either end (marked by `…`). */
+function wholeSentences(snippet: string): string {
+  let text = snippet;
+  if (text.startsWith('…')) {
+    const first = text.indexOf('. ');
+    text = first < 0 ? '' : text.slice(first + 2);
+  }
+  if (text.endsWith('…')) text = text.slice(0, text.lastIndexOf('.') + 1);
+  return text;
 }
 
 function isSearchResult(text: string): boolean {
@@ -220,7 +244,12 @@ export class ExpertPolicy implements Policy {
         const wrong = hits.find((h) => h.title !== task.entity);
         if (wrong) return { kind: 'call', name: 'open', args: { id: wrong.id } };
       }
-      if (exact) return { kind: 'call', name: 'open', args: { id: exact.id } };
+      if (exact) {
+        // The snippet may already state the fact (short documents are shown whole): read it there.
+        const read = readFact(wholeSentences(exact.snippet), task, exact.title);
+        if (read) return this.found(task, read.value, exact.id, exact.title, read.sentence, results);
+        return { kind: 'call', name: 'open', args: { id: exact.id } };
+      }
       if (searches < 2) return { kind: 'call', name: 'search', args: { query: task.np } };
       if (hits.length > 0) return { kind: 'call', name: 'open', args: { id: hits[0].id } };
       return { kind: 'done', value: null, others: [] };
@@ -231,15 +260,18 @@ export class ExpertPolicy implements Policy {
       if (searches < 2) return { kind: 'call', name: 'search', args: { query: task.np } };
       return { kind: 'done', value: null, others: [] };
     }
-    const facts = extractFacts(page.body, task.relation);
-    const fact = facts.find((f) => f.subject === page.title) ?? facts[0];
-    let value: string | null = fact?.object ?? null;
-    const sentence = fact ? splitSentences(page.body).find((s) => s.includes(fact.subject) && s.includes(fact.object)) : undefined;
-    const others = results.filter(isSearchResult).flatMap((r) => parseHits(r).map((h) => h.title)).filter((t) => t !== page.title);
+    const read = readFact(page.body, task, page.title, true);
+    return this.found(task, read?.value ?? null, page.id, page.title, read?.sentence, results);
+  }
+
+  /** The end of a hop: the value read from document `docId` (or a planned wrong value instead). */
+  private found(task: HopTask, read: string | null, docId: string, title: string, sentence: string | undefined, results: readonly string[]): HopStep {
+    let value = read;
+    const others = results.filter(isSearchResult).flatMap((r) => parseHits(r).map((h) => h.title)).filter((t) => t !== title);
     if (task.error && (task.error.kind === 'wrong_copy' || value === null || value === task.error.gold)) {
       value = wrongValue(this.world, task.relation, task.error.gold, task.error.rng);
     }
-    return { kind: 'done', value, docId: page.id, title: page.title, sentence, others: [...new Set(others)] };
+    return { kind: 'done', value, docId, title, sentence, others: [...new Set(others)] };
   }
 
   private worker(messages: readonly ChatMessage[], question: WorldQuestion | undefined): string {
