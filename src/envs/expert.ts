@@ -7,7 +7,8 @@
  * - planner: delegates one subtask per hop with `delegate_subtask` ({subtask}), reads the value the
  *   worker reported (never the gold), builds the next subtask from it, and finally answers `\boxed{}`.
  * - worker: reads its subtask from the query recap (its first user message), calls `search` with the
- *   entity's name, `open`s the hit whose title matches, states the fact it read, and when asked for
+ *   entity's name, reads the fact from the snippet of the hit whose title matches (or `open`s that
+ *   hit when the snippet does not state it), states the fact it read, and when asked for
  *   its final summary writes the sections Conclusion / Supporting information / Observations /
  *   Contribution to the main task.
  * - single: does every hop itself with search and open, then boxes the answer.
