@@ -41,6 +41,7 @@ export type SequenceOutcome =
   | 'no_answer' // stopped without an answer
   | 'turn_limit'
   | 'context_overflow'
+  | 'token_budget' // the rollout's sampled-token budget ran out
   | 'failed'; // sampler or internal error (see `error`)
 
 export interface Sequence {

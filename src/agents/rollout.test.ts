@@ -236,6 +236,48 @@ test('context overflow: "stop" ends with context_overflow; "drop-middle" drops t
   assert.equal(drop.root.mask.filter((m) => m === 1).length > 0, sampledKept > 0);
 });
 
+test('token budget per rollout: planner and workers share it; an agent with nothing left stops with token_budget', async () => {
+  const tok = await tokP;
+  const sampled = (r: Rollout) => [r.root, ...r.workers].reduce((a, q) => a + q.mask.filter((m) => m === 1).length, 0);
+  const script = {
+    planner: ['A', 'B'].map((s) => hermesFormat.callText(DELEGATE_TOOL, { subtask: `Find ${s}.` })).concat(['The answer is \\boxed{42}']),
+    worker: [hermesFormat.callText('lookup', { key: 'k' }), 'The value of k is 42.', 'Conclusion: the value is 42.'],
+  };
+  // Unlimited: how many tokens the whole rollout samples.
+  const free = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup]).run(request());
+  const full = sampled(free);
+  assert.equal(free.answer, '42');
+  // A budget that covers it changes nothing.
+  const enough = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: full } }).run(request());
+  assert.deepEqual(enough.root.tokens, free.root.tokens);
+  assert.equal(enough.outcome, 'answered');
+  // A smaller one: the planner and its two workers (one after the other) never exceed it together,
+  // and the agent that meets the limit stops with token_budget.
+  // One token short: the planner's last turn is cut before its end-of-turn token.
+  const short = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: full - 1 } }).run(request());
+  assert.equal(sampled(short), full - 1);
+  assert.equal(short.root.turns.at(-1)!.finishReason, 'length');
+  for (const budget of [Math.floor(full / 2), 5]) {
+    const r = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: budget } }).run(request());
+    assert.ok(sampled(r) <= budget, `sampled ${sampled(r)} > budget ${budget}`);
+    assert.notEqual(r.answer, '42');
+    assert.ok([r.root, ...r.workers].some((q) => q.outcome === 'token_budget'), `budget ${budget}: no sequence stopped on the budget`);
+    for (const w of r.workers) assertExact(tok, w, [toToolSpec(lookup)]);
+  }
+  // Workers of one planner turn run concurrently: each turn is capped by what was left when it
+  // started, so the total passes the budget by at most one turn per concurrent worker.
+  const together = { ...script, planner: [script.planner.slice(0, 2).join('\n'), script.planner[2]] };
+  const perWorker = sampled({ ...free, root: { ...free.root, mask: [] } } as Rollout) / 2;
+  const concurrent = await new RolloutEngine(new ScriptedPolicy(tok, together), tok, [lookup], { limits: { maxRolloutTokens: full - 1 } }).run(request());
+  assert.equal(concurrent.workers.length, 2);
+  assert.ok(sampled(concurrent) <= full - 1 + perWorker);
+  // The same budget applies to a single agent.
+  const single = await new RolloutEngine(new ScriptedPolicy(tok, { single: [hermesFormat.callText('lookup', { key: 'k' }), 'Done: \\boxed{42}'] }), tok, [lookup], { limits: { maxRolloutTokens: 8 } }).run(request('single'));
+  assert.ok(sampled(single) <= 8);
+  assert.equal(single.outcome, 'token_budget');
+  assert.throws(() => new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: 0 } }), /limits\.maxRolloutTokens/);
+});
+
 test('a sampler error fails only its rollout; a failing or slow tool becomes an error result', async () => {
   const tok = await tokP;
   const failing = defineTool({ name: 'broken', description: 'Always fails.', inputSchema: z.object({}), execute: async () => { throw new Error('disk on fire'); } });

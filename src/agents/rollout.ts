@@ -20,6 +20,11 @@
  * `maxNewTokens` fits, otherwise the overflow policy applies: `drop-middle` (the reference: keep
  * system, first user and the messages after the last assistant turn; dropped turns leave the
  * training sequence and are counted in `droppedTurns`) or `stop` (outcome `context_overflow`).
+ * `maxRolloutTokens` (optional) caps the tokens sampled by the whole rollout — planner and all its
+ * workers together, or the single agent — so that both modes can be given the same budget: each
+ * turn may sample at most what is left when it starts, and an agent with nothing left stops
+ * (`token_budget`). Turns that run at the same time (workers of one planner turn) each see what
+ * was left when they started, so together they can pass the budget by at most their own sizes.
  *
  * Errors: a bad or unknown tool call, a schema violation, a failing or slow tool → error text as
  * the tool result (format score = valid calls / all calls). A sampler error marks its sequence and
@@ -56,6 +61,8 @@ export interface AgentLimits {
   toolTimeoutMs: number;
   /** Tool output cut-off in characters. Reference: 20000. */
   toolMaxChars: number;
+  /** Tokens sampled per rollout, all its sequences together; null = no limit. */
+  maxRolloutTokens: number | null;
 }
 
 export const DEFAULT_LIMITS: AgentLimits = {
@@ -67,6 +74,7 @@ export const DEFAULT_LIMITS: AgentLimits = {
   maxWorkers: 8,
   toolTimeoutMs: 30_000,
   toolMaxChars: 20_000,
+  maxRolloutTokens: null,
 };
 
 export interface RolloutOptions {
@@ -104,6 +112,8 @@ function checkLimits(limits: AgentLimits): AgentLimits {
     const v = limits[key];
     if (!Number.isInteger(v) || v < (key === 'maxWorkers' ? 0 : 1)) throw new ConfigError({ path: `limits.${key}`, message: `expected a positive integer, got ${String(v)}` });
   }
+  const budget = limits.maxRolloutTokens;
+  if (budget !== null && !(Number.isInteger(budget) && budget >= 1)) throw new ConfigError({ path: 'limits.maxRolloutTokens', message: `expected a positive integer or null, got ${String(budget)}` });
   if (limits.overflow !== 'drop-middle' && limits.overflow !== 'stop') throw new ConfigError({ path: 'limits.overflow', message: `expected "drop-middle" or "stop", got "${String(limits.overflow)}"` });
   return limits;
 }
@@ -214,7 +224,7 @@ export class RolloutEngine {
     let calls = 0;
     let validCalls = 0;
     let turnsUsed = 0;
-    let limitHit: 'turn_limit' | 'context_overflow' | null = null;
+    let limitHit: 'turn_limit' | 'context_overflow' | 'token_budget' | null = null;
     try {
       for (;;) {
         if (turnsUsed >= limits.maxTurns) {
@@ -225,7 +235,12 @@ export class RolloutEngine {
           limitHit = 'context_overflow';
           break;
         }
-        const { result, ms } = await this.sample(run, seq, trajectory, limits.maxNewTokens, turnsUsed);
+        const allowed = run.allowance(limits.maxNewTokens);
+        if (allowed === 0) {
+          limitHit = 'token_budget';
+          break;
+        }
+        const { result, ms } = await this.sample(run, seq, trajectory, allowed, turnsUsed);
         turnsUsed++;
         const turn = trajectory.appendSample(result);
         const parsed = this.format.parse(turn.content);
@@ -241,20 +256,21 @@ export class RolloutEngine {
       }
       if (seq.role === 'worker') {
         // The final-summary turn (the failure variant when a limit was hit).
-        const reason = limitHit === 'turn_limit' ? `you reached the limit of ${limits.maxTurns} turns` : 'you ran out of context';
+        const reason =
+          limitHit === 'turn_limit' ? `you reached the limit of ${limits.maxTurns} turns` : limitHit === 'token_budget' ? 'the task ran out of its token budget' : 'you ran out of context';
         const prompt = limitHit === null ? this.prompts['worker-summary'] : fillPrompt(this.prompts['worker-summary-failed'], { reason });
         const maxNew = limits.summaryMaxNewTokens;
         trajectory.appendMessages([{ role: 'user', content: prompt }]);
         sync();
         // Drop the middle if the summary does not fit; a summary cut short is better than none.
         this.makeRoom(trajectory, seq, maxNew);
-        const room = Math.min(maxNew, limits.maxContextTokens - trajectory.length);
+        const room = run.allowance(Math.min(maxNew, limits.maxContextTokens - trajectory.length));
         if (room > 0) {
           const { result, ms } = await this.sample(run, seq, trajectory, room, turnsUsed);
           const turn = trajectory.appendSample(result);
           seq.turns.push({ promptStart: turn.promptStart, sampleStart: turn.sampleStart, end: turn.end, text: turn.text, finishReason: result.finishReason, toolCalls: [], ms });
         } else {
-          limitHit = 'context_overflow';
+          limitHit = limits.maxContextTokens - trajectory.length > 0 ? 'token_budget' : 'context_overflow';
         }
       }
       seq.outcome = limitHit ?? 'answered';
@@ -297,6 +313,7 @@ export class RolloutEngine {
     const ms = performance.now() - t;
     run.sampleMs += ms;
     if (!Array.isArray(result?.tokens) || result.tokens.length > maxNewTokens) throw new Error(`policy returned ${result?.tokens?.length ?? 'no'} tokens for maxNewTokens ${maxNewTokens}`);
+    run.charge(result.tokens.length);
     return { result, ms };
   }
 
@@ -366,10 +383,24 @@ class RunState {
   sampleMs = 0;
   toolMs = 0;
   private nextWorker = 0;
+  /** Sampled-token budget left (Infinity: no budget). */
+  private left: number;
   constructor(
     readonly engine: RolloutEngine,
     readonly request: RolloutRequest,
-  ) {}
+  ) {
+    this.left = engine.limits.maxRolloutTokens ?? Infinity;
+  }
+
+  /** The new tokens a turn may sample: `want`, or what is left of the rollout's budget (0 when spent). */
+  allowance(want: number): number {
+    return Math.max(0, Math.min(want, this.left));
+  }
+
+  /** Charge a turn's sampled tokens to the budget. */
+  charge(tokens: number): void {
+    this.left -= tokens;
+  }
 
   newSequence(role: Role, parentId: string | null): Sequence {
     const id = role === 'worker' ? `${this.request.rolloutId}/w${this.nextWorker++}` : `${this.request.rolloutId}/p`;

@@ -52,6 +52,8 @@ export const RolloutSchema = z
     workerSummaryTokens: int(512, 'token limit of a worker\'s final summary turn', 1),
     toolResultChars: int(20000, 'tool results are cut to this many characters', 1),
     maxWorkers: int(8, 'workers a planner rollout may spawn'),
+    maxRolloutTokens: z.number().int().min(1).nullable().default(null)
+      .describe('tokens sampled per rollout, planner and workers together (null: no limit); equal budgets for matpo and single'),
     overflow: z.enum(['drop-middle', 'stop']).default('drop-middle').describe('context overflow: drop middle turns (the reference) or stop the agent'),
     toolCallFormat: z.enum(['native', 'hermes', 'mcp']).default('native').describe('tool-call format: the chat template\'s own, Hermes <tool_call>, or MCP XML'),
     workerResultRole: z.enum(['user', 'tool']).default('user').describe('how the planner receives a worker\'s report (user message as in the reference, or tool message)'),

@@ -100,6 +100,7 @@ export function rolloutOptions(config: TrainConfig): RolloutOptions {
       overflow: r.overflow,
       maxWorkers: r.maxWorkers,
       toolMaxChars: r.toolResultChars,
+      maxRolloutTokens: r.maxRolloutTokens,
     },
     format: r.toolCallFormat,
     workerResultRole: r.workerResultRole,
