@@ -36,6 +36,10 @@ export interface PipelineSettings {
     steps: number; groupSize: number; questionsPerStep: number; learningRate: number; evalQuestions: number; evalTemperature: number;
     maxTurns: number; maxNewTokens: number; maxSequenceTokens: number; workerSummaryTokens: number; microBatchTokens: number;
     overflow: 'drop-middle' | 'stop';
+    /** Tokens sampled per rollout (planner and workers together, or the single agent); null = no limit. */
+    maxRolloutTokens: number | null;
+    /** Advantage estimator (rl.estimator). */
+    estimator: 'grpo' | 'dr-grpo' | 'rloo';
   };
 }
 
@@ -52,6 +56,7 @@ export const DEMO_DEFAULTS: PipelineSettings = {
   rl: {
     steps: 15, groupSize: 8, questionsPerStep: 4, learningRate: 1e-4, evalQuestions: 50, evalTemperature: 0,
     maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 2048, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
+    maxRolloutTokens: null, estimator: 'grpo',
   },
 };
 
@@ -64,6 +69,7 @@ export const QUICK: PipelineSettings = {
   rl: {
     steps: 2, groupSize: 2, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4, evalTemperature: 0,
     maxTurns: 3, maxNewTokens: 24, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
+    maxRolloutTokens: 256, estimator: 'grpo',
   },
 };
 
@@ -82,6 +88,8 @@ export interface RunSummary {
   mode: Mode;
   runDir: string;
   steps: number;
+  /** The freshly initialised model, before any training (same questions and settings). */
+  untrained: EvalSummary | null;
   before: EvalSummary | null;
   after: EvalSummary | null;
   /** Training reward per step (the root role's mean reward). */
@@ -96,6 +104,8 @@ export interface EvalSummary {
   workersPerRollout: number;
   /** Fraction of rollouts in which some sequence hit the context limit (stopped or had turns dropped). */
   overflowRate: number;
+  /** Fraction of rollouts that ran out of their sampled-token budget. */
+  budgetRate: number;
   /** Tokens sampled per question (planner + workers, or the single agent). */
   sampledTokens: number;
   /** Tokens in the largest context of the rollout (the longest sequence), averaged. */
@@ -169,9 +179,9 @@ export async function modePhases(
     rollout: {
       mode, groupSize: s.rl.groupSize, questionsPerStep: s.rl.questionsPerStep, temperature: 1,
       maxTurns: s.rl.maxTurns, maxNewTokens: s.rl.maxNewTokens, maxSequenceTokens: s.rl.maxSequenceTokens,
-      workerSummaryTokens: s.rl.workerSummaryTokens, overflow: s.rl.overflow, concurrency: 32,
+      workerSummaryTokens: s.rl.workerSummaryTokens, overflow: s.rl.overflow, maxRolloutTokens: s.rl.maxRolloutTokens, concurrency: 32,
     },
-    rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' } },
+    rl: { estimator: s.rl.estimator, credit: 'matpo', loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' } },
     optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
     run: {
       name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions,
@@ -179,12 +189,24 @@ export async function modePhases(
     },
   };
   const configFile = join(base, 'train.yaml');
+  const initEval = join(base, 'eval-untrained.jsonl');
   const phaseSeconds = await runPhases([
     {
       name: 'init-model', done: join(modelInit, '.done'),
       run: async () => {
         rmSync(modelInit, { recursive: true, force: true });
         await runCommand('init-model', ['--config', s.model.preset, '--tokenizer', join(world, 'tokenizer'), '--out', modelInit, '--seed', String(s.seed)]);
+      },
+    },
+    {
+      // The same held-out questions and rollout settings as the training run's evaluations.
+      name: 'eval-untrained', done: `${initEval}.done`,
+      run: async () => {
+        writeFileSync(configFile, YAML.stringify(config));
+        await runCommand('eval', [
+          '--config', configFile, '--model', modelInit, '--world', world, '--split', 'test', '--questions', String(s.rl.evalQuestions),
+          '--temperature', String(s.rl.evalTemperature), '--seed', String(s.seed), '--out', initEval, ...noProgress,
+        ]);
       },
     },
     {
@@ -211,13 +233,38 @@ export async function modePhases(
       },
     },
   ], join(base, '.phase-seconds.json'), label);
-  return summarizeRun(runDir, mode, phaseSeconds);
+  const summary = summarizeRun(runDir, mode, phaseSeconds);
+  summary.untrained = existsSync(initEval) ? evalSummary(readRolloutsJsonl(initEval)) : null;
+  return summary;
 }
 
 function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
+
+/**
+ * Held-out results from scored evaluation rollouts (one per question). Accuracy and its standard
+ * error come from the run's metrics when given, else from the rollouts (standard error over them).
+ */
+export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: number; stderr: number }): EvalSummary | null {
+  if (rollouts.length === 0) return null;
+  const sequences = (r: Rollout) => [r.root, ...r.workers];
+  const sampled = (r: Rollout) => sequences(r).reduce((a, q) => a + q.mask.reduce((x, y) => x + y, 0), 0);
+  const correct = rollouts.map((r) => r.reward?.accuracy ?? 0);
+  const accuracy = mean(correct);
+  const stderr = rollouts.length > 1 ? Math.sqrt(correct.reduce((a, x) => a + (x - accuracy) ** 2, 0) / (rollouts.length - 1) / rollouts.length) : NaN;
+  return {
+    accuracy: logged?.accuracy ?? accuracy,
+    stderr: logged?.stderr ?? stderr,
+    format: mean(rollouts.map((r) => r.root.formatScore)),
+    workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
+    overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
+    budgetRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'token_budget') ? 1 : 0))),
+    sampledTokens: mean(rollouts.map(sampled)),
+    longestContext: mean(rollouts.map((r) => Math.max(...sequences(r).map((q) => q.tokens.length)))),
+  };
+}
 
 /** Held-out results before (step 0) and after (last step) training, from a run's own records. */
 export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<string, number> = {}): RunSummary {
@@ -229,19 +276,8 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
   const evalAt = (step: number): EvalSummary | null => {
     const file = join(paths.eval, `${stepName(step)}.jsonl`);
     const rollouts = existsSync(file) ? readRolloutsJsonl(file) : [];
-    if (rollouts.length === 0) return null;
     const m = metrics.filter((x) => x.step === step && typeof x['eval/accuracy'] === 'number').at(-1);
-    const sequences = (r: Rollout) => [r.root, ...r.workers];
-    const sampled = (r: Rollout) => sequences(r).reduce((a, q) => a + q.mask.reduce((x, y) => x + y, 0), 0);
-    return {
-      accuracy: m ? Number(m['eval/accuracy']) : mean(rollouts.map((r) => r.reward?.accuracy ?? 0)),
-      stderr: m ? Number(m['eval/accuracy_se']) : NaN,
-      format: mean(rollouts.map((r) => r.root.formatScore)),
-      workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
-      overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
-      sampledTokens: mean(rollouts.map(sampled)),
-      longestContext: mean(rollouts.map((r) => Math.max(...sequences(r).map((q) => q.tokens.length)))),
-    };
+    return evalSummary(rollouts, m ? { accuracy: Number(m['eval/accuracy']), stderr: Number(m['eval/accuracy_se']) } : undefined);
   };
   const first = evalSteps[0];
   const last = evalSteps.at(-1);
@@ -249,6 +285,7 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
   const rewardCurve = metrics.filter((m) => typeof m[`${root}/reward`] === 'number' && Number(m.step) > 0).map((m) => Number(m[`${root}/reward`]));
   return {
     mode, runDir, steps: last ?? 0,
+    untrained: null,
     before: first === 0 ? evalAt(0) : null,
     after: last !== undefined && last > 0 ? evalAt(last) : null,
     rewardCurve, phaseSeconds,
@@ -266,13 +303,15 @@ export function table(rows: string[][]): string {
 }
 
 export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, number> = {}): string {
+  const cols = [r.untrained, r.before, r.after];
+  const row = (label: string, f: (e: EvalSummary | null) => string) => [label, ...cols.map(f)];
   const rows = [
-    ['', 'before RL (warm-started)', `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
-    ['held-out accuracy', `${pct(r.before?.accuracy)} ± ${pct(r.before?.stderr)}`, `${pct(r.after?.accuracy)} ± ${pct(r.after?.stderr)}`],
-    ['format score', fix(r.before?.format), fix(r.after?.format)],
-    ['workers per rollout', fix(r.before?.workersPerRollout), fix(r.after?.workersPerRollout)],
-    ['context overflow rate', pct(r.before?.overflowRate), pct(r.after?.overflowRate)],
-    ['sampled tokens per question', fix(r.before?.sampledTokens, 0), fix(r.after?.sampledTokens, 0)],
+    ['', 'untrained', 'warm-started (before RL)', `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
+    row('held-out accuracy', (e) => `${pct(e?.accuracy)} ± ${pct(e?.stderr)}`),
+    row('format score', (e) => fix(e?.format)),
+    row('workers per rollout', (e) => fix(e?.workersPerRollout)),
+    row('context overflow rate', (e) => pct(e?.overflowRate)),
+    row('sampled tokens per question', (e) => fix(e?.sampledTokens, 0)),
   ];
   const seconds = { ...worldSeconds, ...r.phaseSeconds };
   const total = Object.values(seconds).reduce((a, b) => a + b, 0);

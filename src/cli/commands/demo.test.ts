@@ -17,7 +17,9 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(r.stdout, /npx matpo view /);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     assert.equal(summary.steps, 2);
-    assert.ok(summary.before && summary.after, 'evaluations before and after training were recorded');
+    assert.ok(summary.untrained && summary.before && summary.after, 'evaluations of the untrained, warm-started and trained model were recorded');
+    assert.equal(summary.untrained.accuracy, 0);
+    assert.match(r.stdout, /\| held-out accuracy .*\|.*\|.*\|/);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'metrics.jsonl')));
     assert.ok(existsSync(join(out, 'matpo', 'run', 'rollouts', 'step-000002.jsonl')));
     assert.ok(existsSync(join(out, 'matpo', 'model-sft', 'model.safetensors')));
@@ -41,6 +43,7 @@ test('matpo experiment --quick runs both modes on one world per seed and writes 
     assert.match(md, /MATPO \(planner–worker\)\s*\|\s*single-agent GRPO/);
     assert.match(md, /held-out accuracy after RL/);
     assert.match(md, /context-overflow rate/);
+    assert.match(md, /out of token budget/);
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     assert.equal(results.matpo.length, 1);
     assert.equal(results.single.length, 1);

@@ -31,6 +31,7 @@ export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   both('held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
   both('held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
   both('context-overflow rate after RL, %', (rs) => meanStd(rs.map((r) => r.after?.overflowRate ?? NaN)));
+  both('out of token budget after RL, %', (rs) => meanStd(rs.map((r) => r.after?.budgetRate ?? NaN)));
   both('sampled tokens per question', (rs) => avg(rs.map((r) => r.after?.sampledTokens ?? NaN)));
   both('longest context per rollout, tokens', (rs) => avg(rs.map((r) => r.after?.longestContext ?? NaN)));
   both('workers per rollout', (rs) => avg(rs.map((r) => r.after?.workersPerRollout ?? NaN), 2));
