@@ -40,23 +40,31 @@ export interface PipelineSettings {
     maxRolloutTokens: number | null;
     /** Advantage estimator (rl.estimator). */
     estimator: 'grpo' | 'dr-grpo' | 'rloo';
+    /**
+     * Keep the paper's format terms in the reward. Off, the reward is accuracy alone: when a small
+     * model rarely succeeds, most groups differ only by format, GRPO's division by their tiny std
+     * blows that noise up to full-size advantages, and the model learns to stop calling tools.
+     */
+    formatReward: boolean;
+    /** DAPO: drop groups whose rewards are all equal (they carry no signal, only dilute the batch). */
+    dropZeroVarianceGroups: boolean;
   };
 }
 
 /** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
-  world: { entities: 300, questions: 1500, demoQuestions: 600, vocabSize: 2048, demoErrorRate: 0.1, hops: '1-2', noise: 0, distractors: 0.2, docLength: 'short' },
+  world: { entities: 300, questions: 1500, demoQuestions: 1000, vocabSize: 2048, demoErrorRate: 0.1, hops: '1-2', noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'tiny' },
   // Many small steps beat few large ones here: at equal compute, 4k-token batches reach a held-out
   // loss of 0.49 after 2 epochs where 16k-token batches reach 1.06 after one. Learning the system,
   // user and tool tokens too (weight 0.3) halves it again (0.25 after 2 epochs): the tool output
   // repeats names and ids, which teaches the model to copy from its context.
-  sft: { epochs: 3, lr: 2e-3, batchTokens: 4096, otherTokenWeight: 0.3 },
+  sft: { epochs: 2, lr: 2e-3, batchTokens: 4096, otherTokenWeight: 0.3 },
   rl: {
-    steps: 15, groupSize: 8, questionsPerStep: 4, learningRate: 1e-4, evalQuestions: 50, evalTemperature: 0,
+    steps: 15, groupSize: 8, questionsPerStep: 4, learningRate: 3e-5, evalQuestions: 50, evalTemperature: 0,
     maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 2048, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
-    maxRolloutTokens: null, estimator: 'grpo',
+    maxRolloutTokens: null, estimator: 'grpo', formatReward: false, dropZeroVarianceGroups: true,
   },
 };
 
@@ -69,7 +77,7 @@ export const QUICK: PipelineSettings = {
   rl: {
     steps: 2, groupSize: 2, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4, evalTemperature: 0,
     maxTurns: 3, maxNewTokens: 24, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
-    maxRolloutTokens: 256, estimator: 'grpo',
+    maxRolloutTokens: 256, estimator: 'grpo', formatReward: false, dropZeroVarianceGroups: false,
   },
 };
 
@@ -80,8 +88,12 @@ export const QUICK: PipelineSettings = {
  */
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  world: { ...DEMO_DEFAULTS.world, hops: '1-4', noise: 0.3, distractors: 0.5, docLength: 'medium' },
-  rl: { ...DEMO_DEFAULTS.rl, maxSequenceTokens: 1536 },
+  world: { ...DEMO_DEFAULTS.world, demoQuestions: 1200, noise: 0.3, distractors: 0.5, docLength: 'medium' },
+  // One warm-start epoch keeps three seeds of both modes near an hour on two cores.
+  sft: { ...DEMO_DEFAULTS.sft, epochs: 1 },
+  // The single agent's expert transcripts run to 1,420 tokens (median 820); its context limit
+  // binds on the longer two-hop ones. Every rollout of either mode may sample 512 tokens.
+  rl: { ...DEMO_DEFAULTS.rl, maxSequenceTokens: 1152, maxRolloutTokens: 512 },
 };
 
 export interface RunSummary {
@@ -181,7 +193,11 @@ export async function modePhases(
       maxTurns: s.rl.maxTurns, maxNewTokens: s.rl.maxNewTokens, maxSequenceTokens: s.rl.maxSequenceTokens,
       workerSummaryTokens: s.rl.workerSummaryTokens, overflow: s.rl.overflow, maxRolloutTokens: s.rl.maxRolloutTokens, concurrency: 32,
     },
-    rl: { estimator: s.rl.estimator, credit: 'matpo', loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' } },
+    rl: {
+      estimator: s.rl.estimator, credit: 'matpo', dropZeroVarianceGroups: s.rl.dropZeroVarianceGroups,
+      reward: s.rl.formatReward ? {} : { formatScale: 0, formatSingle: 0 },
+      loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' },
+    },
     optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
     run: {
       name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions,
