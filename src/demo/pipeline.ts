@@ -42,8 +42,8 @@ export interface PipelineSettings {
     estimator: 'grpo' | 'dr-grpo' | 'rloo';
     /**
      * Keep the paper's format terms in the reward. Off, the reward is accuracy alone: when a small
-     * model rarely succeeds, most groups differ only by format, GRPO's division by their tiny std
-     * blows that noise up to full-size advantages, and the model learns to stop calling tools.
+     * model rarely succeeds, most groups differ only by format, which favours not delegating (no
+     * workers, no malformed calls). See docs/matpo.md, "Rewards".
      */
     formatReward: boolean;
     /** DAPO: drop groups whose rewards are all equal (they carry no signal, only dilute the batch). */
