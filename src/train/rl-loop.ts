@@ -336,7 +336,11 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       appendMetrics(paths, step, metrics);
       const root = mode === 'single' ? 'single' : 'planner';
       stepsBar.update(step, { reward: Number(metrics[`${root}/reward`]).toFixed(3) });
-      if (!config.run.progress) log(`step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} loss ${Number(metrics['train/loss']).toFixed(4)} (${Number(metrics['time/step_s']).toFixed(2)} s)`);
+      if (!config.run.progress) {
+        // A step whose groups were all dropped (equal rewards) makes no update and has no loss.
+        const loss = metrics['train/datums'] === 0 ? 'no update (every group dropped)' : `loss ${Number(metrics['train/loss']).toFixed(4)}`;
+        log(`step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} ${loss} (${Number(metrics['time/step_s']).toFixed(2)} s)`);
+      }
 
       if (config.run.evalEvery > 0 && (step % config.run.evalEvery === 0 || step === config.run.steps)) await runEval(step);
       if (step % config.run.checkpointEvery === 0 || step === config.run.steps || options.stop?.requested) {
