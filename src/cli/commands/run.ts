@@ -19,7 +19,7 @@ export const USAGE =
   'run (--model DIR | --endpoint URL [--served NAME] [--tokenizer DIR] [--api-key KEY]) (--world DIR [--split test] | --data FILE [--preset NAME])\n' +
   '    [--mode matpo|single] [--group 1] [--questions 0] [--concurrency 8] [--temperature 1] [--seed 1]\n' +
   '    [--max-turns 20] [--max-new-tokens 1024] [--summary-tokens 1024] [--max-context 32768] [--overflow drop-middle|stop]\n' +
-  '    [--max-workers 8] [--tool-timeout-ms 30000] [--tool-chars 20000] [--format native|hermes|mcp] [--worker-result user|tool]\n' +
+  '    [--max-workers 8] [--tool-timeout-ms 30000] [--tool-chars 20000] [--max-rollout-tokens N] [--format native|hermes|mcp] [--worker-result user|tool]\n' +
   '    [--index DIR] [--web] [--prompts DIR] [--scorer exact_match] [--out rollouts.jsonl]';
 
 function oneOf<T extends string>(values: Record<string, unknown>, flag: string, allowed: readonly T[], fallback: T): T {
@@ -97,7 +97,7 @@ export const command: Command = {
       temperature: { type: 'string' }, seed: { type: 'string' },
       'max-turns': { type: 'string' }, 'max-new-tokens': { type: 'string' }, 'summary-tokens': { type: 'string' }, 'max-context': { type: 'string' },
       overflow: { type: 'string' }, 'max-workers': { type: 'string' }, 'tool-timeout-ms': { type: 'string' }, 'tool-chars': { type: 'string' },
-      format: { type: 'string' }, 'worker-result': { type: 'string' },
+      'max-rollout-tokens': { type: 'string' }, format: { type: 'string' }, 'worker-result': { type: 'string' },
       index: { type: 'string' }, web: { type: 'boolean' }, prompts: { type: 'string' }, scorer: { type: 'string' }, out: { type: 'string' },
     });
     const mode = oneOf(values, 'mode', ['matpo', 'single'] as const, 'matpo');
@@ -115,6 +115,7 @@ export const command: Command = {
       maxWorkers: intFlag(values, 'max-workers', DEFAULT_LIMITS.maxWorkers),
       toolTimeoutMs: intFlag(values, 'tool-timeout-ms', DEFAULT_LIMITS.toolTimeoutMs),
       toolMaxChars: intFlag(values, 'tool-chars', DEFAULT_LIMITS.toolMaxChars),
+      maxRolloutTokens: values['max-rollout-tokens'] === undefined ? null : intFlag(values, 'max-rollout-tokens', 0),
     };
     const format = oneOf(values, 'format', ['native', 'hermes', 'mcp'] as const, 'native');
     const workerResultRole = oneOf(values, 'worker-result', ['user', 'tool'] as const, 'user');
