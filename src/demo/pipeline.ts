@@ -88,12 +88,15 @@ export const QUICK: PipelineSettings = {
  */
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  // 800 demonstrated questions, two epochs and 10 RL steps keep three seeds of both modes near
-  // 75 minutes on two cores. (One epoch over 1,200 questions left MATPO at 0 %.)
-  world: { ...DEMO_DEFAULTS.world, demoQuestions: 800, noise: 0.3, distractors: 0.5, docLength: 'medium' },
-  // The single agent's expert transcripts run to 1,420 tokens (median 820); its context limit
-  // binds on the longer two-hop ones. Every rollout of either mode may sample 512 tokens.
-  rl: { ...DEMO_DEFAULTS.rl, steps: 10, maxSequenceTokens: 1152, maxRolloutTokens: 512 },
+  // 800 demonstrated questions, two epochs and 10 RL steps keep a seed of both modes near 25
+  // minutes on two cores. Documents stay short: with medium ones the snippet rarely holds the
+  // fact, workers must copy a document id into `open`, and the warm-started MATPO model scored 0 %.
+  world: { ...DEMO_DEFAULTS.world, demoQuestions: 800, noise: 0.3, distractors: 0.5 },
+  // The single agent's expert transcripts run to 1,258 tokens (median 777, a quarter above 930);
+  // a turn starts only if 96 more tokens fit, so a 1,024-token context binds on the longer ones
+  // while planner (≤ 556) and worker (90 % ≤ 921) contexts fit. Every rollout of either mode may
+  // sample 512 tokens.
+  rl: { ...DEMO_DEFAULTS.rl, steps: 10, maxSequenceTokens: 1024, maxRolloutTokens: 512 },
 };
 
 export interface RunSummary {
