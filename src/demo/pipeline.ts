@@ -85,9 +85,9 @@ export const QUICK: PipelineSettings = {
 };
 
 /**
- * Defaults of `matpo experiment`: the demo's world made noisy (misleading search hits, distractor
- * documents, longer documents) under a context limit, where a single agent's context fills with
- * tool output — the setting MATPO's planner–worker split is meant for.
+ * Defaults of `matpo experiment`: the demo's world made noisy (misleading search hits, more
+ * distractor documents) under a context limit, where a single agent's context fills with tool
+ * output — the setting MATPO's planner–worker split is meant for.
  */
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
