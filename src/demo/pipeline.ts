@@ -207,7 +207,7 @@ export async function modePhases(
     },
     optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
     run: {
-      name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions,
+      name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions, evalTemperature: s.rl.evalTemperature,
       checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)), keepCheckpoints: 2, progress: options.progress !== false,
     },
   };

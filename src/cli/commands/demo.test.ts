@@ -21,6 +21,8 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.equal(summary.untrained.accuracy, 0);
     assert.match(r.stdout, /\| held-out accuracy .*\|.*\|.*\|/);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'metrics.jsonl')));
+    // Held-out evaluations inside the run use the demo's evaluation temperature (greedy), like the untrained one.
+    assert.match(readFileSync(join(out, 'matpo', 'run', 'config.yaml'), 'utf8'), /evalTemperature: 0\n/);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'rollouts', 'step-000002.jsonl')));
     assert.ok(existsSync(join(out, 'matpo', 'model-sft', 'model.safetensors')));
     // A second run finds every phase done and only prints the summary again.
