@@ -20,6 +20,7 @@ import { loadCommand } from '../cli/main.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../agents/records.ts';
+import { standardError } from '../train/evaluate.ts';
 
 export type Mode = 'matpo' | 'single';
 
@@ -276,10 +277,9 @@ export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: n
   const sampled = (r: Rollout) => sequences(r).reduce((a, q) => a + q.mask.reduce((x, y) => x + y, 0), 0);
   const correct = rollouts.map((r) => r.reward?.accuracy ?? 0);
   const accuracy = mean(correct);
-  const stderr = rollouts.length > 1 ? Math.sqrt(correct.reduce((a, x) => a + (x - accuracy) ** 2, 0) / (rollouts.length - 1) / rollouts.length) : NaN;
   return {
     accuracy: logged?.accuracy ?? accuracy,
-    stderr: logged?.stderr ?? stderr,
+    stderr: logged?.stderr ?? standardError(correct),
     format: mean(rollouts.map((r) => r.root.formatScore)),
     workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
     overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
