@@ -213,6 +213,7 @@ export async function modePhases(
     },
   };
   const configFile = join(base, 'train.yaml');
+  writeFileSync(configFile, YAML.stringify(config));
   const initEval = join(base, 'eval-untrained.jsonl');
   const phaseSeconds = await runPhases([
     {
@@ -226,7 +227,6 @@ export async function modePhases(
       // The same held-out questions and rollout settings as the training run's evaluations.
       name: 'eval-untrained', done: `${initEval}.done`,
       run: async () => {
-        writeFileSync(configFile, YAML.stringify(config));
         await runCommand('eval', [
           '--config', configFile, '--model', modelInit, '--world', world, '--split', 'test', '--questions', String(s.rl.evalQuestions),
           '--temperature', String(s.rl.evalTemperature), '--seed', String(s.seed), '--out', initEval, ...noProgress,
@@ -251,7 +251,6 @@ export async function modePhases(
           await runCommand('train', ['--resume', runDir]);
         } else {
           rmSync(runDir, { recursive: true, force: true });
-          writeFileSync(configFile, YAML.stringify(config));
           await runCommand('train', ['--config', configFile]);
         }
       },
