@@ -46,6 +46,9 @@ test('matpo experiment --quick runs both modes on one world per seed and writes 
     assert.match(md, /held-out accuracy after RL/);
     assert.match(md, /context-overflow rate/);
     assert.match(md, /out of token budget/);
+    assert.match(md, /command: npx matpo experiment --quick --seeds 3 --out \S+ --no-progress/);
+    assert.match(md, /\]\(reward-curves\.svg\)/);
+    assert.match(readFileSync(join(out, 'reward-curves.svg'), 'utf8'), /<polyline points=/);
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     assert.equal(results.matpo.length, 1);
     assert.equal(results.single.length, 1);

@@ -10,6 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
+import { rewardCurvesSvg } from '../../demo/curves.ts';
 import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
 
 function meanStd(xs: number[]): string {
@@ -28,6 +29,7 @@ function avg(xs: number[], d = 0): string {
 export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   const rows = [['', 'MATPO (planner–worker)', 'single-agent GRPO']];
   const both = (label: string, f: (rs: RunSummary[]) => string) => rows.push([label, f(results.matpo), f(results.single)]);
+  both('held-out accuracy untrained, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.untrained?.accuracy ?? NaN)));
   both('held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
   both('held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
   both('context-overflow rate after RL, %', (rs) => meanStd(rs.map((r) => r.after?.overflowRate ?? NaN)));
@@ -73,9 +75,15 @@ export const command: Command = {
       '',
       ...curves,
       '',
-      `command: matpo experiment${values.quick ? ' --quick' : ''} --seeds ${seeds.join(',')}${values.steps ? ` --steps ${values.steps}` : ''}`,
+      `![training reward by step](reward-curves.svg)`,
+      '',
+      `command: npx matpo experiment${argv.length ? ` ${argv.join(' ')}` : ''}`,
       `dashboard: npx matpo view ${[...results.matpo, ...results.single].map((r) => r.runDir).join(' ')}`,
     ].join('\n');
+    writeFileSync(join(out, 'reward-curves.svg'), rewardCurvesSvg([
+      { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map((r) => r.rewardCurve) },
+      { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map((r) => r.rewardCurve) },
+    ], { title: `Training reward by step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` }));
     writeFileSync(join(out, 'results.md'), report + '\n');
     writeFileSync(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     console.log(`\n${report}`);
