@@ -81,7 +81,7 @@ export const command: Command = {
     const s = (performance.now() - t0) / 1000;
     console.log(`${config.rollout.mode} eval of ${config.model.kind === 'endpoint' ? config.model.endpoint : config.model.path}: ${r.questions} questions × ${config.run.evalRepeats} repeats, ${s.toFixed(1)} s`);
     console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`);
-    console.log(`reward ${r.reward.toFixed(4)}, format planner ${r.formatPlanner.toFixed(3)}${Number.isFinite(r.formatWorkers) ? `, format workers ${r.formatWorkers.toFixed(3)}` : ''}, workers per rollout ${r.workersPerRollout.toFixed(2)}`);
+    console.log(`reward ${r.reward.toFixed(4)}, format ${config.rollout.mode === 'single' ? 'single agent' : 'planner'} ${r.formatPlanner.toFixed(3)}${Number.isFinite(r.formatWorkers) ? `, format workers ${r.formatWorkers.toFixed(3)}` : ''}, workers per rollout ${r.workersPerRollout.toFixed(2)}`);
     if (values.out) console.log(`per-question records: ${values.out}`);
     } finally {
       await policy.close();
