@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';
-import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
+import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type EvalSummary, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
 
 function meanStd(xs: number[]): string {
   const v = xs.filter(Number.isFinite);
@@ -32,8 +32,10 @@ export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   both('held-out accuracy untrained, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.untrained?.accuracy ?? NaN)));
   both('held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
   both('held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
-  both('context-overflow rate after RL, %', (rs) => meanStd(rs.map((r) => r.after?.overflowRate ?? NaN)));
-  both('out of token budget after RL, %', (rs) => meanStd(rs.map((r) => r.after?.budgetRate ?? NaN)));
+  const beforeAfter = (f: (e: EvalSummary) => number) => (rs: RunSummary[]) =>
+    `${meanStd(rs.map((r) => (r.before ? f(r.before) : NaN)))} → ${meanStd(rs.map((r) => (r.after ? f(r.after) : NaN)))}`;
+  both('context-overflow rate before → after RL, %', beforeAfter((e) => e.overflowRate));
+  both('out of token budget before → after RL, %', beforeAfter((e) => e.budgetRate));
   both('sampled tokens per question', (rs) => avg(rs.map((r) => r.after?.sampledTokens ?? NaN)));
   both('longest context per rollout, tokens', (rs) => avg(rs.map((r) => r.after?.longestContext ?? NaN)));
   both('workers per rollout', (rs) => avg(rs.map((r) => r.after?.workersPerRollout ?? NaN), 2));
