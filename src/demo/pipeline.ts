@@ -92,8 +92,8 @@ export const QUICK: PipelineSettings = {
  */
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  // The demo's warm-start (all 1,200 training questions, two epochs) and 10 RL steps: about 35
-  // minutes per seed for both modes on two cores. Documents stay short: with medium ones the
+  // The demo's warm-start (all 1,200 training questions, two epochs) and 10 RL steps: 27 minutes
+  // per seed for both modes on two cores (80.5 for seeds 1-3). Documents stay short: with medium ones the
   // snippet rarely holds the fact, workers must copy a document id into `open`, and MATPO
   // warm-started for one epoch scored 2 % (greedy).
   world: { ...DEMO_DEFAULTS.world, noise: 0.3, distractors: 0.5 },
