@@ -4,6 +4,7 @@
  * the mean over seeds at each step. Self-contained (no fonts, scripts or external references), so
  * it renders the same on GitHub, in a browser and in an image viewer.
  */
+import { finiteMean } from '../util/stats.ts';
 
 export interface CurveSeries {
   label: string;
@@ -22,10 +23,7 @@ const num = (x: number) => (Math.round(x * 10) / 10).toString();
 /** Mean over the runs that have a finite value at each step. */
 export function meanCurve(runs: readonly number[][]): number[] {
   const n = Math.max(0, ...runs.map((r) => r.length));
-  return Array.from({ length: n }, (_, i) => {
-    const v = runs.map((r) => r[i]).filter((x): x is number => Number.isFinite(x));
-    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
-  });
+  return Array.from({ length: n }, (_, i) => finiteMean(runs.map((r) => r[i])));
 }
 
 /** "Nice" upper bound for the y axis: the smallest of 0.1, 0.2, 0.25, 0.5, 1, 2, ... × 10^k above max. */
@@ -46,15 +44,15 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
   /** Polylines for one curve, split at gaps. */
   const lines = (ys: readonly number[], color: string, width: number, opacity: number) => {
     const c = esc(color);
-    const parts: string[][] = [[]];
+    const parts: [string, string][][] = [[]];
     ys.forEach((y, i) => {
-      if (Number.isFinite(y)) parts.at(-1)!.push(`${num(px(i + 1))},${num(py(y))}`);
+      if (Number.isFinite(y)) parts.at(-1)!.push([num(px(i + 1)), num(py(y))]);
       else if (parts.at(-1)!.length) parts.push([]);
     });
     return parts.filter((p) => p.length).map((p) =>
       p.length === 1
-        ? `<circle cx="${p[0].split(',')[0]}" cy="${p[0].split(',')[1]}" r="${width}" fill="${c}" fill-opacity="${opacity}"/>`
-        : `<polyline points="${p.join(' ')}" fill="none" stroke="${c}" stroke-width="${width}" stroke-opacity="${opacity}"/>`);
+        ? `<circle cx="${p[0][0]}" cy="${p[0][1]}" r="${width}" fill="${c}" fill-opacity="${opacity}"/>`
+        : `<polyline points="${p.map((xy) => xy.join(',')).join(' ')}" fill="none" stroke="${c}" stroke-width="${width}" stroke-opacity="${opacity}"/>`);
   };
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
