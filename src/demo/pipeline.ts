@@ -21,6 +21,7 @@ import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../agents/records.ts';
 import { standardError } from '../train/evaluate.ts';
+import { mean } from '../util/stats.ts';
 
 export type Mode = 'matpo' | 'single';
 
@@ -93,9 +94,9 @@ export const QUICK: PipelineSettings = {
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
   // The demo's warm-start (all 1,200 training questions, two epochs) and 10 RL steps: 27 minutes
-  // per seed for both modes on two cores (80.5 for seeds 1-3). Documents stay short: with medium ones the
-  // snippet rarely holds the fact, workers must copy a document id into `open`, and MATPO
-  // warm-started for one epoch scored 2 % (greedy).
+  // per seed for both modes on two cores (80.5 for seeds 1-3). Documents stay short: with medium
+  // ones the snippet rarely holds the fact, workers must copy a document id into `open`, and
+  // MATPO warm-started for one epoch scored 2 % (greedy).
   world: { ...DEMO_DEFAULTS.world, noise: 0.3, distractors: 0.5 },
   // The single agent's expert transcripts run to 1,258 tokens (median 777, a quarter above 930);
   // a turn starts only if 96 more tokens fit, so a 1,024-token context binds on the longer ones
@@ -261,9 +262,6 @@ export async function modePhases(
   return summary;
 }
 
-function mean(xs: readonly number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
-}
 
 
 /**

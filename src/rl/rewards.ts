@@ -19,6 +19,7 @@
 import { Registry } from '../errors.ts';
 import type { RewardParts, Rollout } from '../agents/records.ts';
 import { scorers } from './scoring.ts';
+import { mean } from '../util/stats.ts';
 
 /** Scores a predicted answer against the gold answers, in [0, 1] (a judge may be asynchronous). */
 export type AnswerScorer = (prediction: string | null, golds: readonly string[], question?: string) => number | Promise<number>;
@@ -66,11 +67,6 @@ export type RewardFn = (input: RewardInput, weights: RewardWeights) => RewardRes
 
 export const rewardRegistry = new Registry<RewardFn>('reward');
 
-function mean(xs: readonly number[]): number {
-  let s = 0;
-  for (const x of xs) s += x;
-  return s / xs.length;
-}
 
 rewardRegistry.register('matpo', (input, w) => {
   const fw = input.formatWorkers.length > 0 ? mean(input.formatWorkers) : w.noWorkerFormat;

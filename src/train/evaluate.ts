@@ -8,6 +8,7 @@ import type { Rollout } from '../agents/records.ts';
 import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewards.ts';
 import { Rng } from '../util/rng.ts';
 import type { Question, RolloutRunner } from './types.ts';
+import { mean } from '../util/stats.ts';
 
 /** Map with at most `limit` calls in flight; results keep the input order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
@@ -51,7 +52,6 @@ export interface EvalResult {
   metrics: Record<string, number>;
 }
 
-const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 
 export function standardError(xs: readonly number[]): number {
   if (xs.length < 2) return NaN;

@@ -28,6 +28,7 @@ import { Rng } from '../util/rng.ts';
 import { findLatestCheckpoint, listCheckpoints, OPTIMIZER_DIR, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { configToYaml, evalTemperature, type TrainConfig } from './config.ts';
 import { evaluate, mapLimit } from './evaluate.ts';
+import { mean } from '../util/stats.ts';
 import { Progress } from './progress.ts';
 import { appendMetrics, ensureRunDir, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
 import type { PolicyLoader, Question, RolloutRunner } from './types.ts';
@@ -95,7 +96,6 @@ export class QuestionStream {
   }
 }
 
-const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const sumMask = (m: readonly number[]) => m.reduce((a, b) => a + (b ? 1 : 0), 0);
 
 /** Per-role rollout statistics: reward, accuracy, format, tokens, turns, workers per rollout. */

@@ -10,20 +10,21 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
+import { finiteMean, mean } from '../../util/stats.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';
 import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type EvalSummary, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
 
 function meanStd(xs: number[]): string {
   const v = xs.filter(Number.isFinite);
   if (v.length === 0) return '—';
-  const m = v.reduce((a, b) => a + b, 0) / v.length;
+  const m = mean(v);
   const sd = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
   return `${(100 * m).toFixed(1)} ± ${(100 * sd).toFixed(1)}`;
 }
 
 function avg(xs: number[], d = 0): string {
-  const v = xs.filter(Number.isFinite);
-  return v.length ? (v.reduce((a, b) => a + b, 0) / v.length).toFixed(d) : '—';
+  const m = finiteMean(xs);
+  return Number.isFinite(m) ? m.toFixed(d) : '—';
 }
 
 export function experimentTable(results: Record<Mode, RunSummary[]>): string {
