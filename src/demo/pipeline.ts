@@ -20,8 +20,7 @@ import { loadCommand } from '../cli/main.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../agents/records.ts';
-import { standardError } from '../train/evaluate.ts';
-import { mean } from '../util/stats.ts';
+import { mean, standardError } from '../util/stats.ts';
 
 export type Mode = 'matpo' | 'single';
 
@@ -261,8 +260,6 @@ export async function modePhases(
   summary.untrained = existsSync(initEval) ? evalSummary(readRolloutsJsonl(initEval)) : null;
   return summary;
 }
-
-
 
 /**
  * Held-out results from scored evaluation rollouts (one per question). Accuracy and its standard

@@ -10,6 +10,7 @@
  * Every estimator is a pure function `(rewardsG, options) → { advantagesG, metrics }`.
  */
 import { Registry } from '../errors.ts';
+import { mean, sampleStd } from '../util/stats.ts';
 
 export interface EstimatorOptions {
   /** Added to the std in grpo (1e-6 by default). */
@@ -25,21 +26,6 @@ export type AdvantageEstimator = (rewardsG: readonly number[], options?: Estimat
 
 export const estimatorRegistry = new Registry<AdvantageEstimator>('advantage estimator');
 
-export function groupMean(xs: readonly number[]): number {
-  let s = 0;
-  for (const x of xs) s += x;
-  return s / xs.length;
-}
-
-/** Unbiased (n−1) standard deviation; NaN for fewer than 2 values. */
-export function groupStdUnbiased(xs: readonly number[]): number {
-  if (xs.length < 2) return NaN;
-  const m = groupMean(xs);
-  let s = 0;
-  for (const x of xs) s += (x - m) * (x - m);
-  return Math.sqrt(s / (xs.length - 1));
-}
-
 function checkRewards(rewardsG: readonly number[]): void {
   if (rewardsG.length === 0) throw new RangeError('advantage estimator: empty group');
   for (const r of rewardsG) if (!Number.isFinite(r)) throw new RangeError(`advantage estimator: reward ${r} is not finite`);
@@ -49,15 +35,15 @@ estimatorRegistry.register('grpo', (rewardsG, options = {}) => {
   checkRewards(rewardsG);
   const eps = options.eps ?? 1e-6;
   const n = rewardsG.length;
-  const mean = n === 1 ? 0 : groupMean(rewardsG);
-  const std = n === 1 ? 1 : groupStdUnbiased(rewardsG);
-  return { advantagesG: rewardsG.map((r) => (r - mean) / (std + eps)), metrics: { reward_mean: mean, reward_std: std } };
+  const m = n === 1 ? 0 : mean(rewardsG);
+  const std = n === 1 ? 1 : sampleStd(rewardsG);
+  return { advantagesG: rewardsG.map((r) => (r - m) / (std + eps)), metrics: { reward_mean: m, reward_std: std } };
 });
 
 estimatorRegistry.register('dr-grpo', (rewardsG) => {
   checkRewards(rewardsG);
-  const mean = rewardsG.length === 1 ? 0 : groupMean(rewardsG);
-  return { advantagesG: rewardsG.map((r) => r - mean), metrics: { reward_mean: mean } };
+  const m = rewardsG.length === 1 ? 0 : mean(rewardsG);
+  return { advantagesG: rewardsG.map((r) => r - m), metrics: { reward_mean: m } };
 });
 
 estimatorRegistry.register('rloo', (rewardsG) => {

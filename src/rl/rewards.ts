@@ -67,7 +67,6 @@ export type RewardFn = (input: RewardInput, weights: RewardWeights) => RewardRes
 
 export const rewardRegistry = new Registry<RewardFn>('reward');
 
-
 rewardRegistry.register('matpo', (input, w) => {
   const fw = input.formatWorkers.length > 0 ? mean(input.formatWorkers) : w.noWorkerFormat;
   const total = w.accuracy * input.accuracy + w.formatScale * (w.formatPlanner * input.formatPlanner + w.formatWorkers * fw);

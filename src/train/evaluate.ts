@@ -8,7 +8,7 @@ import type { Rollout } from '../agents/records.ts';
 import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewards.ts';
 import { Rng } from '../util/rng.ts';
 import type { Question, RolloutRunner } from './types.ts';
-import { mean } from '../util/stats.ts';
+import { mean, standardError } from '../util/stats.ts';
 
 /** Map with at most `limit` calls in flight; results keep the input order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
@@ -50,14 +50,6 @@ export interface EvalResult {
   rollouts: Rollout[];
   /** Flat metrics named "eval/<metric>". */
   metrics: Record<string, number>;
-}
-
-
-export function standardError(xs: readonly number[]): number {
-  if (xs.length < 2) return NaN;
-  const m = mean(xs);
-  const v = xs.reduce((a, x) => a + (x - m) * (x - m), 0) / (xs.length - 1);
-  return Math.sqrt(v / xs.length);
 }
 
 export async function evaluate(o: EvalOptions): Promise<EvalResult> {

@@ -21,6 +21,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import type { ChatMessage, Role } from '../policy/types.ts';
 import type { Rollout, RewardParts, Sequence, ToolCallRecord, TurnRecord } from '../agents/records.ts';
 import { stepFile } from './run-files.ts';
+import { standardError } from '../util/stats.ts';
 
 const SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'];
 const SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
@@ -309,8 +310,7 @@ async function writeEval(dir: string, tok: Tokenizer, imEnd: number, rand: () =>
   const rollouts = questions.flatMap((q) => [0, 1].map((i) => buildRollout(tok, imEnd, rand, q, step, i, `eval/${q.id}/${i}`)));
   await writeFile(stepFile(dir, 'eval', step), rollouts.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const perQ = questions.map((q) => meanOf(rollouts.filter((r) => r.questionId === q.id).map((r) => r.reward!.accuracy)));
-  const m = meanOf(perQ);
-  const se = Math.sqrt(perQ.reduce((a, x) => a + (x - m) ** 2, 0) / (perQ.length - 1) / perQ.length);
+  const se = standardError(perQ);
   const workers = rollouts.flatMap((r) => r.workers);
   return {
     'eval/accuracy': round(meanOf(rollouts.map((r) => r.reward!.accuracy))),

@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
-import { finiteMean, mean } from '../../util/stats.ts';
+import { finiteMean, mean, sampleStd } from '../../util/stats.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';
 import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type EvalSummary, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
 
@@ -18,7 +18,7 @@ function meanStd(xs: number[]): string {
   const v = xs.filter(Number.isFinite);
   if (v.length === 0) return '—';
   const m = mean(v);
-  const sd = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
+  const sd = v.length > 1 ? sampleStd(v) : 0;
   return `${(100 * m).toFixed(1)} ± ${(100 * sd).toFixed(1)}`;
 }
 
