@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExpertPolicy, writeTranscripts } from './expert.ts';
+import { runExpert } from './expert-runs.ts';
 import { generateWorld } from './world/world.ts';
 import { trainTokenizerForWorld } from './world-tokenizer.ts';
 import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
@@ -85,6 +86,43 @@ test('the single agent context is clearly larger than planner and worker context
     const rendered = tokenizer.encode(tokenizer.applyChatTemplate(line.messages, { tools: line.tools }));
     assert.deepEqual(rendered.slice(0, seq.tokens.length), seq.tokens);
     assert.equal(tokenizer.decode(rendered.slice(seq.tokens.length)), '\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('guessRate: the root answers those questions at once and wrongly; workers are still demonstrated on every subtask', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'guess-'));
+  try {
+    for (const mode of ['matpo', 'single'] as const) {
+      const file = join(dir, `demos-${mode}.jsonl`);
+      const r = await runExpert({ world, tokenizer, mode, questions, guessRate: 0.5, seed: 3, transcripts: file, rollout: { limits } });
+      const expert = new ExpertPolicy({ world, tokenizer, guessRate: 0.5, seed: 3 });
+      const guessedIds = new Set(questions.filter((q) => expert.guessPlan(q) !== null).map((q) => q.id));
+      assert.equal(r.guessed, guessedIds.size / questions.length);
+      assert.ok(Math.abs(r.guessed - 0.5) < 0.2, `guessed ${r.guessed}`);
+      for (const [i, x] of r.rollouts.entries()) {
+        const guessed = guessedIds.has(questions[i].id);
+        // A guess is one assistant turn with no tool call, boxing a value that is not the answer.
+        assert.equal(x.workers.length === 0 && x.root.messages.filter((m) => m.role === 'assistant').length === 1, guessed, `${mode} ${questions[i].id}`);
+        if (guessed) {
+          assert.match(x.root.messages.at(-1)!.content, /^I can answer this from memory, without searching\. The answer is \\boxed\{.+\}\.$/);
+          assert.equal(exactMatch(x.answer, questions[i].answers), 0);
+        }
+      }
+      assert.ok(Math.abs(r.success - (1 - r.guessed)) < 1e-9, `${mode}: success ${r.success}, guessed ${r.guessed}`);
+      const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const roots = lines.filter((l) => l.role !== 'worker');
+      assert.equal(roots.length, questions.length);
+      assert.equal(r.transcriptLines, lines.length);
+      if (mode === 'matpo') {
+        // Every hop of every question has a worker transcript, guessed questions included.
+        const workers = lines.filter((l) => l.role === 'worker');
+        assert.equal(workers.length, questions.reduce((a, q) => a + q.hops, 0));
+        assert.ok(workers.some((l) => guessedIds.has(l.questionId)));
+      }
+    }
+    assert.throws(() => new ExpertPolicy({ world, tokenizer, guessRate: -0.1 }), /guessRate/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

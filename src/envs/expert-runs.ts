@@ -17,6 +17,12 @@ export interface ExpertRunOptions {
   mode: 'matpo' | 'single';
   questions?: readonly WorldQuestion[];
   errorRate?: number;
+  /**
+   * Probability that the planner (or single agent) answers a question from memory (see
+   * `ExpertOptions.guessRate`). In planner–worker mode the workers are still demonstrated on every
+   * question's subtasks, from a run of the same expert without guesses.
+   */
+  guessRate?: number;
   seed?: number;
   rollout?: RolloutOptions;
   concurrency?: number;
@@ -28,6 +34,8 @@ export interface ExpertRunResult {
   rollouts: Rollout[];
   /** Fraction of rollouts whose answer exactly matches a gold answer. */
   success: number;
+  /** Fraction of rollouts answered from memory, without a tool call. */
+  guessed: number;
   /** Longest sequence in tokens: the root (planner or single agent) and the workers (0 in single mode). */
   longestRoot: number;
   longestWorker: number;
@@ -37,13 +45,30 @@ export interface ExpertRunResult {
 export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunResult> {
   const questions = options.questions ?? options.world.questions.filter((q) => q.split === 'train');
   const { tools } = worldSearchTools(options.world);
-  const expert = new ExpertPolicy({ world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, seed: options.seed ?? 0 });
-  const engine = new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {});
-  const rollouts = await runRollouts(engine, questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  const expertWith = (guessRate: number) =>
+    new ExpertPolicy({ world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, guessRate, seed: options.seed ?? 0 });
+  const run = async (guessRate: number) => {
+    const expert = expertWith(guessRate);
+    const engine = new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {});
+    return runRollouts(engine, questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  };
+  const guessRate = options.guessRate ?? 0;
+  const rollouts = await run(guessRate);
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);
+  const guesser = expertWith(guessRate);
+  const guessed = questions.filter((q) => guesser.guessPlan(q) !== null).length / Math.max(1, questions.length);
+  const separateWorkers = options.mode === 'matpo' && guessed > 0;
+  const withWorkers = separateWorkers ? await run(0) : rollouts;
   const longestRoot = Math.max(0, ...rollouts.map((r) => r.root.tokens.length));
-  const longestWorker = Math.max(0, ...rollouts.flatMap((r) => r.workers.map((w) => w.tokens.length)));
+  const longestWorker = Math.max(0, ...withWorkers.flatMap((r) => r.workers.map((w) => w.tokens.length)));
   let transcriptLines = 0;
-  if (options.transcripts) transcriptLines = writeTranscripts(rollouts, options.transcripts, { tools: worldToolSpecs(tools) }).lines;
-  return { rollouts, success, longestRoot, longestWorker, transcriptLines };
+  if (options.transcripts) {
+    const specs = { tools: worldToolSpecs(tools) };
+    if (!separateWorkers) transcriptLines = writeTranscripts(rollouts, options.transcripts, specs).lines;
+    else {
+      transcriptLines = writeTranscripts(rollouts, options.transcripts, { ...specs, sequences: 'root' }).lines;
+      transcriptLines += writeTranscripts(withWorkers, options.transcripts, { ...specs, sequences: 'workers', append: true }).lines;
+    }
+  }
+  return { rollouts, success, guessed, longestRoot, longestWorker, transcriptLines };
 }

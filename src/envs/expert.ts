@@ -16,10 +16,13 @@
  * The expert knows each question's relation sequence (from the world) but takes every entity and
  * value from actual tool output. With `errorRate` = e, a seeded draw per question makes one hop
  * go wrong with probability e (it opens a wrong hit, or copies a wrong value), so the success
- * rate is about 1 − e in both modes. Tool calls use the Qwen/Hermes form
+ * rate is about 1 − e in both modes. With `guessRate` = g, another seeded draw per question makes the
+ * planner (or single agent) answer at once "from memory", without a tool call, with a value of the
+ * right kind that is not the answer: the shortcut an untuned planner takes, which reward can train
+ * away. Tool calls use the Qwen/Hermes form
  * `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
  */
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { InvalidArgumentError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -33,6 +36,8 @@ export interface ExpertOptions {
   tokenizer: ChatTokenizer;
   /** Probability that a question's trajectory contains one wrong step. Default 0. */
   errorRate?: number;
+  /** Probability that the planner (or single agent) answers a question from memory, without any tool call (always wrong). Default 0. */
+  guessRate?: number;
   seed?: number;
   /** Name of the planner's delegate tool. Default `delegate_subtask`. */
   delegateTool?: string;
@@ -157,6 +162,11 @@ function wrongValue(world: World, relation: string, gold: string, rng: Rng): str
   return `${gold}x`;
 }
 
+/** An answer given at once, from memory. */
+function guessText(value: string): string {
+  return `I can answer this from memory, without searching. The answer is \\boxed{${value}}.`;
+}
+
 /** The worker's final summary when it found the fact (the sections MATPO asks for). */
 export function workerSummaryText(a: { np: string; value: string; docId: string; title: string; sentence?: string; other?: string }): string {
   return [
@@ -171,6 +181,7 @@ export class ExpertPolicy implements Policy {
   readonly name = 'expert';
   readonly tokenExact = true;
   readonly errorRate: number;
+  readonly guessRate: number;
   private readonly world: World;
   private readonly tok: ChatTokenizer;
   private readonly seed: number;
@@ -183,6 +194,8 @@ export class ExpertPolicy implements Policy {
     this.tok = options.tokenizer;
     this.errorRate = options.errorRate ?? 0;
     if (!(this.errorRate >= 0 && this.errorRate <= 1)) throw new InvalidArgumentError('errorRate', `expected a fraction in [0, 1], got ${this.errorRate}`);
+    this.guessRate = options.guessRate ?? 0;
+    if (!(this.guessRate >= 0 && this.guessRate <= 1)) throw new InvalidArgumentError('guessRate', `expected a fraction in [0, 1], got ${this.guessRate}`);
     this.seed = options.seed ?? 0;
     this.delegateTool = options.delegateTool ?? 'delegate_subtask';
     this.questions = new Map(options.world.questions.map((q) => [q.id, q]));
@@ -214,6 +227,15 @@ export class ExpertPolicy implements Policy {
     const rng = new Rng(`expert:${this.seed}:${question.id}`);
     if (rng.next() >= this.errorRate) return null;
     return { hop: rng.int(question.hops), kind: rng.next() < 0.5 ? 'wrong_hit' : 'wrong_copy' };
+  }
+
+  /** The value the planner or single agent gives from memory for a question, or null when it uses the tools. */
+  guessPlan(question: WorldQuestion): string | null {
+    if (this.guessRate === 0) return null;
+    const rng = new Rng(`expert-guess:${this.seed}:${question.id}`);
+    if (rng.next() >= this.guessRate) return null;
+    const last = question.chain[question.hops - 1];
+    return wrongValue(this.world, last.relation, last.object, rng);
   }
 
   /** The next assistant message, as text. */
@@ -327,6 +349,8 @@ export class ExpertPolicy implements Policy {
     const firstUser = messages.findIndex((m) => m.role === 'user');
     // Worker results arrive as user or tool messages after the question; the planner's own turns are assistant messages.
     const reports = messages.slice(firstUser + 1).filter((m) => m.role === 'user' || m.role === 'tool').map((m) => m.content);
+    const guess = reports.length === 0 ? this.guessPlan(question) : null;
+    if (guess !== null) return guessText(guess);
     let entity = question.chain[0].subject;
     for (let hop = 0; hop < question.hops; hop++) {
       const np = nounPhrase(question.chain[hop].relation, entity);
@@ -342,6 +366,8 @@ export class ExpertPolicy implements Policy {
   private single(messages: readonly ChatMessage[], question: WorldQuestion): string {
     const firstUser = messages.findIndex((m) => m.role === 'user');
     const results = toolResults(messages.slice(firstUser + 1));
+    const guess = results.length === 0 ? this.guessPlan(question) : null;
+    if (guess !== null) return guessText(guess);
     const plan = this.errorPlan(question);
     let entity = question.chain[0].subject;
     let used = 0;
@@ -381,15 +407,18 @@ export interface TranscriptLine {
 
 /**
  * Write rollouts as chat transcripts for supervised warm-start, one JSONL line per planner,
- * worker or single-agent sequence. `tools` gives the tool specs each role was offered.
+ * worker or single-agent sequence. `tools` gives the tool specs each role was offered;
+ * `sequences` keeps only the root (planner or single agent) or only the workers; `append` adds to
+ * the file instead of replacing it.
  */
 export function writeTranscripts(
   rollouts: readonly Rollout[],
   file: string,
-  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean },
+  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean; sequences?: 'all' | 'root' | 'workers'; append?: boolean },
 ): { lines: number; rollouts: number } {
   const lines: string[] = [];
   let kept = 0;
+  const sequences = options.sequences ?? 'all';
   for (const r of rollouts) {
     if (options.filter && !options.filter(r)) continue;
     kept++;
@@ -404,10 +433,12 @@ export function writeTranscripts(
       answer: s === r.root ? r.answer : null,
       ...(r.reward ? { reward: r.reward.total } : {}),
     });
-    lines.push(JSON.stringify(line(r.root)));
-    for (const w of r.workers) lines.push(JSON.stringify(line(w)));
+    if (sequences !== 'workers') lines.push(JSON.stringify(line(r.root)));
+    if (sequences !== 'root') for (const w of r.workers) lines.push(JSON.stringify(line(w)));
   }
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, lines.join('\n') + (lines.length ? '\n' : ''));
+  const text = lines.join('\n') + (lines.length ? '\n' : '');
+  if (options.append) appendFileSync(file, text);
+  else writeFileSync(file, text);
   return { lines: lines.length, rollouts: kept };
 }
