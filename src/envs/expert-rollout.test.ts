@@ -103,10 +103,10 @@ test('guessRate: the root answers those questions at once and wrongly; workers a
       assert.ok(Math.abs(r.guessed - 0.5) < 0.2, `guessed ${r.guessed}`);
       for (const [i, x] of r.rollouts.entries()) {
         const guessed = guessedIds.has(questions[i].id);
-        // A guess is one assistant turn with no tool call, boxing a value that is not the answer.
+        // A guess is one assistant turn with no tool call, boxing the entity the question names.
         assert.equal(x.workers.length === 0 && x.root.messages.filter((m) => m.role === 'assistant').length === 1, guessed, `${mode} ${questions[i].id}`);
         if (guessed) {
-          assert.match(x.root.messages.at(-1)!.content, /^I can answer this from memory, without searching\. The answer is \\boxed\{.+\}\.$/);
+          assert.equal(x.root.messages.at(-1)!.content, `I know this without searching: \\boxed{${questions[i].chain[0].subject}}.`);
           assert.equal(exactMatch(x.answer, questions[i].answers), 0);
         }
       }

@@ -17,9 +17,9 @@
  * value from actual tool output. With `errorRate` = e, a seeded draw per question makes one hop
  * go wrong with probability e (it opens a wrong hit, or copies a wrong value), so the success
  * rate is about 1 − e in both modes. With `guessRate` = g, another seeded draw per question makes the
- * planner (or single agent) answer at once "from memory", without a tool call, with a value of the
- * right kind that is not the answer: the shortcut an untuned planner takes, which reward can train
- * away. Tool calls use the Qwen/Hermes form
+ * planner (or single agent) answer at once "from memory", without a tool call, by boxing the entity
+ * the question names, which is not the answer: the shortcut of an untuned planner, which reward can
+ * train away. Tool calls use the Qwen/Hermes form
  * `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
  */
 import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -164,7 +164,7 @@ function wrongValue(world: World, relation: string, gold: string, rng: Rng): str
 
 /** An answer given at once, from memory. */
 function guessText(value: string): string {
-  return `I can answer this from memory, without searching. The answer is \\boxed{${value}}.`;
+  return `I know this without searching: \\boxed{${value}}.`;
 }
 
 /** The worker's final summary when it found the fact (the sections MATPO asks for). */
@@ -229,11 +229,17 @@ export class ExpertPolicy implements Policy {
     return { hop: rng.int(question.hops), kind: rng.next() < 0.5 ? 'wrong_hit' : 'wrong_copy' };
   }
 
-  /** The value the planner or single agent gives from memory for a question, or null when it uses the tools. */
+  /**
+   * The value the planner or single agent gives "from memory" for a question, or null when it uses
+   * the tools: the entity the question names, echoed back (never the answer). A value drawn at
+   * random instead would teach the model that a boxed answer need not come from its context.
+   */
   guessPlan(question: WorldQuestion): string | null {
     if (this.guessRate === 0) return null;
     const rng = new Rng(`expert-guess:${this.seed}:${question.id}`);
     if (rng.next() >= this.guessRate) return null;
+    const named = question.chain[0].subject;
+    if (!question.answers.some((a) => a.toLowerCase() === named.toLowerCase())) return named;
     const last = question.chain[question.hops - 1];
     return wrongValue(this.world, last.relation, last.object, rng);
   }
