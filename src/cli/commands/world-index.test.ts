@@ -32,6 +32,15 @@ test('matpo world writes a world, its tokenizer, demos and held-out worlds; matp
     assert.ok(w.questions.every((q) => q.hops <= 2));
     assert.ok(existsSync(join(dir, 'tokenizer', 'tokenizer.json')));
     assert.equal(readFileSync(join(dir, 'demos-single.jsonl'), 'utf8').trim().split('\n').length, 6);
+    // With guesses, the planner answers some questions from memory; every subtask still has a worker transcript.
+    const guessed = await quiet(() => world.run(['--seed', '3', '--out', join(dir, 'guess'), '--entities', '80', '--questions', '40', '--hops', '1-2', '--vocab-size', '600', '--demos', 'matpo', '--demo-questions', '20', '--demo-guess-rate', '0.5']));
+    const m = /expert matpo \(error rate 0, guess rate 0\.5\): success ([\d.]+)%, answered from memory ([\d.]+)% on 20 questions/.exec(guessed.out);
+    assert.ok(m, guessed.out);
+    assert.equal(Number(m[1]) + Number(m[2]), 100);
+    assert.ok(Number(m[2]) > 0 && Number(m[2]) < 100);
+    const lines = readFileSync(join(dir, 'guess', 'demos-matpo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const train = loadWorld(join(dir, 'guess')).questions.filter((q) => q.split === 'train').slice(0, 20);
+    assert.equal(lines.filter((l) => l.role === 'worker').length, train.reduce((a, q) => a + q.hops, 0));
     const held = loadWorld(join(dir, 'heldout-1003'));
     assert.equal(held.manifest.seed, 1003);
     assert.ok(held.questions.length === 40 && held.questions.every((q) => q.split === 'test'));
@@ -51,5 +60,6 @@ test('bad flags are one-line config errors naming the flag', async () => {
   await assert.rejects(world.run(['--seed', '1']), /--out: is required/);
   await assert.rejects(world.run(['--out', '/tmp/x', '--doc-length', 'huge']), /--doc-length/);
   await assert.rejects(world.run(['--out', '/tmp/x', '--demos', 'all']), /--demos/);
+  await assert.rejects(world.run(['--out', '/tmp/x', '--demos', 'matpo', '--demo-guess-rate', '1.5']), (e: unknown) => e instanceof ConfigError && /--demo-guess-rate: expected a fraction in \[0, 1\], got 1\.5/.test(e.message));
   await assert.rejects(index.run(['--out', '/tmp/x']), /expected exactly one corpus/);
 });

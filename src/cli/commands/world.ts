@@ -26,6 +26,12 @@ function parseDocLength(v: unknown): WorldOptions['docLength'] {
   return n;
 }
 
+function fraction(values: Record<string, unknown>, flag: string): number {
+  const v = numFlag(values, flag, 0);
+  if (!(v >= 0 && v <= 1)) throw new ConfigError({ path: `--${flag}`, message: `expected a fraction in [0, 1], got ${v}` });
+  return v;
+}
+
 export const command: Command = {
   name: 'world',
   summary: 'Generate an offline research world: entities, one document per entity plus distractors, multi-hop questions with gold chains, train/test splits.',
@@ -61,6 +67,8 @@ export const command: Command = {
     for (const d of demos) if (d !== 'matpo' && d !== 'single') throw new ConfigError({ path: '--demos', message: `expected matpo, single, both or none, got "${d}"` });
     const vocabSize = intFlag(values, 'vocab-size', 2048);
     if (demos.length > 0 && vocabSize <= 0) throw new ConfigError({ path: '--demos', message: 'needs the world tokenizer (--vocab-size > 0)' });
+    const errorRate = fraction(values, 'demo-error-rate');
+    const guessRate = fraction(values, 'demo-guess-rate');
     const start = performance.now();
     const world = generateWorld(options);
     saveWorld(world, out);
@@ -75,8 +83,6 @@ export const command: Command = {
       saveTokenizer(trained, join(out, 'tokenizer'));
       console.log(`  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`);
       console.log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
-      const errorRate = numFlag(values, 'demo-error-rate', 0);
-      const guessRate = numFlag(values, 'demo-guess-rate', 0);
       const train = world.questions.filter((q) => q.split === 'train');
       const questions = train.slice(0, intFlag(values, 'demo-questions', train.length));
       for (const mode of demos as ('matpo' | 'single')[]) {
