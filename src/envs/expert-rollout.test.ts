@@ -91,7 +91,7 @@ test('the single agent context is clearly larger than planner and worker context
   }
 });
 
-test('guessRate: the root answers those questions at once and wrongly; workers are still demonstrated on every subtask', async () => {
+test('guessRate: the root answers those questions at once and wrongly, and the transcripts are those of the rollouts', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'guess-'));
   try {
     for (const mode of ['matpo', 'single'] as const) {
@@ -112,16 +112,18 @@ test('guessRate: the root answers those questions at once and wrongly; workers a
       }
       assert.ok(Math.abs(r.success - (1 - r.guessed)) < 1e-9, `${mode}: success ${r.success}, guessed ${r.guessed}`);
       const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-      const roots = lines.filter((l) => l.role !== 'worker');
-      assert.equal(roots.length, questions.length);
+      assert.equal(lines.filter((l) => l.role !== 'worker').length, questions.length);
       assert.equal(r.transcriptLines, lines.length);
       if (mode === 'matpo') {
-        // Every hop of every question has a worker transcript, guessed questions included.
+        // One worker transcript per hop of each question the planner did not guess.
         const workers = lines.filter((l) => l.role === 'worker');
-        assert.equal(workers.length, questions.reduce((a, q) => a + q.hops, 0));
-        assert.ok(workers.some((l) => guessedIds.has(l.questionId)));
+        assert.equal(workers.length, questions.filter((q) => !guessedIds.has(q.id)).reduce((a, q) => a + q.hops, 0));
       }
     }
+    // guessMaxHops: only the one-hop questions are ever answered from memory.
+    const simple = new ExpertPolicy({ world, tokenizer, guessRate: 1, guessMaxHops: 1, seed: 3 });
+    assert.ok(questions.some((q) => q.hops > 1));
+    for (const q of questions) assert.equal(simple.guessPlan(q) !== null, q.hops === 1, q.id);
     assert.throws(() => new ExpertPolicy({ world, tokenizer, guessRate: -0.1 }), /guessRate/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

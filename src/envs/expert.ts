@@ -16,13 +16,13 @@
  * The expert knows each question's relation sequence (from the world) but takes every entity and
  * value from actual tool output. With `errorRate` = e, a seeded draw per question makes one hop
  * go wrong with probability e (it opens a wrong hit, or copies a wrong value), so the success
- * rate is about 1 − e in both modes. With `guessRate` = g, another seeded draw per question makes the
- * planner (or single agent) answer at once "from memory", without a tool call, by boxing the entity
- * the question names, which is not the answer: the shortcut of an untuned planner, which reward can
- * train away. Tool calls use the Qwen/Hermes form
+ * rate is about 1 − e in both modes. With `guessRate` = g, another seeded draw per question (of at
+ * most `guessMaxHops` hops) makes the planner (or single agent) answer at once "from memory",
+ * without a tool call, by boxing the entity the question names, which is not the answer: the
+ * shortcut an untuned planner takes on questions that look simple, which reward can train away. Tool calls use the Qwen/Hermes form
  * `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
  */
-import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { InvalidArgumentError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -38,6 +38,8 @@ export interface ExpertOptions {
   errorRate?: number;
   /** Probability that the planner (or single agent) answers a question from memory, without any tool call (always wrong). Default 0. */
   guessRate?: number;
+  /** Only questions of at most this many hops are answered from memory. Default: any. */
+  guessMaxHops?: number;
   seed?: number;
   /** Name of the planner's delegate tool. Default `delegate_subtask`. */
   delegateTool?: string;
@@ -182,6 +184,7 @@ export class ExpertPolicy implements Policy {
   readonly tokenExact = true;
   readonly errorRate: number;
   readonly guessRate: number;
+  readonly guessMaxHops: number;
   private readonly world: World;
   private readonly tok: ChatTokenizer;
   private readonly seed: number;
@@ -196,6 +199,7 @@ export class ExpertPolicy implements Policy {
     if (!(this.errorRate >= 0 && this.errorRate <= 1)) throw new InvalidArgumentError('errorRate', `expected a fraction in [0, 1], got ${this.errorRate}`);
     this.guessRate = options.guessRate ?? 0;
     if (!(this.guessRate >= 0 && this.guessRate <= 1)) throw new InvalidArgumentError('guessRate', `expected a fraction in [0, 1], got ${this.guessRate}`);
+    this.guessMaxHops = options.guessMaxHops ?? Infinity;
     this.seed = options.seed ?? 0;
     this.delegateTool = options.delegateTool ?? 'delegate_subtask';
     this.questions = new Map(options.world.questions.map((q) => [q.id, q]));
@@ -235,7 +239,7 @@ export class ExpertPolicy implements Policy {
    * random instead would teach the model that a boxed answer need not come from its context.
    */
   guessPlan(question: WorldQuestion): string | null {
-    if (this.guessRate === 0) return null;
+    if (this.guessRate === 0 || question.hops > this.guessMaxHops) return null;
     const rng = new Rng(`expert-guess:${this.seed}:${question.id}`);
     if (rng.next() >= this.guessRate) return null;
     const named = question.chain[0].subject;
@@ -413,18 +417,15 @@ export interface TranscriptLine {
 
 /**
  * Write rollouts as chat transcripts for supervised warm-start, one JSONL line per planner,
- * worker or single-agent sequence. `tools` gives the tool specs each role was offered;
- * `sequences` keeps only the root (planner or single agent) or only the workers; `append` adds to
- * the file instead of replacing it.
+ * worker or single-agent sequence. `tools` gives the tool specs each role was offered.
  */
 export function writeTranscripts(
   rollouts: readonly Rollout[],
   file: string,
-  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean; sequences?: 'all' | 'root' | 'workers'; append?: boolean },
+  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean },
 ): { lines: number; rollouts: number } {
   const lines: string[] = [];
   let kept = 0;
-  const sequences = options.sequences ?? 'all';
   for (const r of rollouts) {
     if (options.filter && !options.filter(r)) continue;
     kept++;
@@ -439,12 +440,10 @@ export function writeTranscripts(
       answer: s === r.root ? r.answer : null,
       ...(r.reward ? { reward: r.reward.total } : {}),
     });
-    if (sequences !== 'workers') lines.push(JSON.stringify(line(r.root)));
-    if (sequences !== 'root') for (const w of r.workers) lines.push(JSON.stringify(line(w)));
+    lines.push(JSON.stringify(line(r.root)));
+    for (const w of r.workers) lines.push(JSON.stringify(line(w)));
   }
   mkdirSync(dirname(file), { recursive: true });
-  const text = lines.join('\n') + (lines.length ? '\n' : '');
-  if (options.append) appendFileSync(file, text);
-  else writeFileSync(file, text);
+  writeFileSync(file, lines.join('\n') + (lines.length ? '\n' : ''));
   return { lines: lines.length, rollouts: kept };
 }

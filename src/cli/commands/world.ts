@@ -38,17 +38,18 @@ export const command: Command = {
   usage:
     'world --seed N --out DIR [--entities 300] [--questions 1500] [--hops 1-4] [--distractors 0.2] [--noise 0] ' +
     '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K] [--vocab-size 2048]\n' +
-    '      [--demos matpo|single|both] [--demo-error-rate 0] [--demo-guess-rate 0] [--demo-questions N]\n\n' +
+    '      [--demos matpo|single|both] [--demo-error-rate 0] [--demo-guess-rate 0] [--demo-guess-max-hops N] [--demo-questions N]\n\n' +
     '  --vocab-size N  train a byte-level BPE tokenizer on the world into DIR/tokenizer/ (0: skip)\n' +
     '  --demos MODE    run the scripted expert on the train split and write SFT transcripts to DIR/demos-<mode>.jsonl\n' +
     '  --demo-guess-rate G  the expert planner (or single agent) answers a fraction G of questions from memory, wrongly, without a tool\n' +
+    '  --demo-guess-max-hops N  ... only questions of at most N hops\n' +
     '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...; every question in the test split) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
       seed: { type: 'string' }, out: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
       hops: { type: 'string' }, distractors: { type: 'string' }, noise: { type: 'string' }, 'doc-length': { type: 'string' },
       'test-fraction': { type: 'string' }, heldout: { type: 'string' }, 'vocab-size': { type: 'string' },
-      demos: { type: 'string' }, 'demo-error-rate': { type: 'string' }, 'demo-guess-rate': { type: 'string' }, 'demo-questions': { type: 'string' },
+      demos: { type: 'string' }, 'demo-error-rate': { type: 'string' }, 'demo-guess-rate': { type: 'string' }, 'demo-guess-max-hops': { type: 'string' }, 'demo-questions': { type: 'string' },
     });
     const out = required(values, 'out');
     const [minHops, maxHops] = parseHops(values.hops);
@@ -69,6 +70,7 @@ export const command: Command = {
     if (demos.length > 0 && vocabSize <= 0) throw new ConfigError({ path: '--demos', message: 'needs the world tokenizer (--vocab-size > 0)' });
     const errorRate = fraction(values, 'demo-error-rate');
     const guessRate = fraction(values, 'demo-guess-rate');
+    const guessMaxHops = intFlag(values, 'demo-guess-max-hops', maxHops);
     const start = performance.now();
     const world = generateWorld(options);
     saveWorld(world, out);
@@ -88,10 +90,10 @@ export const command: Command = {
       for (const mode of demos as ('matpo' | 'single')[]) {
         const t0 = performance.now();
         const file = join(out, `demos-${mode}.jsonl`);
-        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, seed: world.options.seed, transcripts: file });
+        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file });
         const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
         const guessed = guessRate > 0 ? `, answered from memory ${(100 * r.guessed).toFixed(1)}%` : '';
-        console.log(`  expert ${mode} (error rate ${errorRate}${guessRate > 0 ? `, guess rate ${guessRate}` : ''}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+        console.log(`  expert ${mode} (error rate ${errorRate}${guessRate > 0 ? `, guess rate ${guessRate}${guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : ''}` : ''}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
       }
     }
     for (let k = 1; k <= heldout; k++) {
