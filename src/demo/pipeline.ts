@@ -137,6 +137,8 @@ export interface EvalSummary {
   stderr: number;
   format: number;
   workersPerRollout: number;
+  /** Fraction of rollouts answered without any tool call (no worker, no search). */
+  noToolRate: number;
   /** Fraction of rollouts in which some sequence hit the context limit (stopped or had turns dropped). */
   overflowRate: number;
   /** Fraction of rollouts that ran out of their sampled-token budget. */
@@ -292,6 +294,7 @@ export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: n
     stderr: logged?.stderr ?? standardError(correct),
     format: mean(rollouts.map((r) => r.root.formatScore)),
     workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
+    noToolRate: mean(rollouts.map((r) => (r.workers.length === 0 && r.root.turns.every((t) => t.toolCalls.length === 0) ? 1 : 0))),
     overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
     budgetRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'token_budget') ? 1 : 0))),
     sampledTokens: mean(rollouts.map(sampled)),
@@ -343,6 +346,7 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
     row('held-out accuracy', (e) => `${pct(e?.accuracy)} ± ${pct(e?.stderr)}`),
     row('format score', (e) => fix(e?.format)),
     row('workers per rollout', (e) => fix(e?.workersPerRollout)),
+    row('answered without a tool call', (e) => pct(e?.noToolRate)),
     row('context overflow rate', (e) => pct(e?.overflowRate)),
     row('sampled tokens per question', (e) => fix(e?.sampledTokens, 0)),
   ];

@@ -20,6 +20,8 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.ok(summary.untrained && summary.before && summary.after, 'evaluations of the untrained, warm-started and trained model were recorded');
     assert.equal(summary.untrained.accuracy, 0);
     assert.match(r.stdout, /\| held-out accuracy .*\|.*\|.*\|/);
+    assert.match(r.stdout, /\| answered without a tool call +\| [\d.]+% +\| [\d.]+% +\| [\d.]+% +\|/);
+    assert.ok(summary.after.noToolRate >= 0 && summary.after.noToolRate <= 1);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'metrics.jsonl')));
     // Held-out evaluations inside the run use the demo's evaluation temperature (greedy), like the untrained one.
     assert.match(readFileSync(join(out, 'matpo', 'run', 'config.yaml'), 'utf8'), /evalTemperature: 0\n/);
