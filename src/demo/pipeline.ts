@@ -70,7 +70,9 @@ export const DEMO_DEFAULTS: PipelineSettings = {
   // demo's expert answers 70 % of the one-hop questions from memory (boxing the entity the question
   // names, always wrong), as an untuned planner does with questions that look simple; the warm-started
   // model copies the habit, and MATPO's reward trains it away (docs/matpo.md, "Rewards"). Guessing
-  // on every kind of question (60 %) left too few planner demonstrations of the second hop.
+  // on every kind of question (60 %) left too few planner demonstrations of the second hop; without
+  // the workers of guessed questions (a quarter of all worker transcripts) the warm-start read so
+  // badly that RL, though it stopped the guessing, reached only 8 %.
   // Many small steps beat few large ones here: at equal compute, 4k-token batches reach a held-out
   // loss of 0.49 after 2 epochs where 16k-token batches reach 1.06 after one. Learning the system,
   // user and tool tokens too (weight 0.3) halves it again (0.25 after 2 epochs): the tool output

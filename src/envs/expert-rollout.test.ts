@@ -91,7 +91,7 @@ test('the single agent context is clearly larger than planner and worker context
   }
 });
 
-test('guessRate: the root answers those questions at once and wrongly, and the transcripts are those of the rollouts', async () => {
+test('guessRate: the root answers those questions at once and wrongly; workers are still demonstrated on every subtask', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'guess-'));
   try {
     for (const mode of ['matpo', 'single'] as const) {
@@ -115,9 +115,10 @@ test('guessRate: the root answers those questions at once and wrongly, and the t
       assert.equal(lines.filter((l) => l.role !== 'worker').length, questions.length);
       assert.equal(r.transcriptLines, lines.length);
       if (mode === 'matpo') {
-        // One worker transcript per hop of each question the planner did not guess.
+        // Every hop of every question has a worker transcript, guessed questions included.
         const workers = lines.filter((l) => l.role === 'worker');
-        assert.equal(workers.length, questions.filter((q) => !guessedIds.has(q.id)).reduce((a, q) => a + q.hops, 0));
+        assert.equal(workers.length, questions.reduce((a, q) => a + q.hops, 0));
+        assert.ok(workers.some((l) => guessedIds.has(l.questionId)));
       }
     }
     // guessMaxHops: only the one-hop questions are ever answered from memory.

@@ -17,7 +17,11 @@ export interface ExpertRunOptions {
   mode: 'matpo' | 'single';
   questions?: readonly WorldQuestion[];
   errorRate?: number;
-  /** Probability that the planner (or single agent) answers a question from memory (`ExpertOptions.guessRate`). */
+  /**
+   * Probability that the planner (or single agent) answers a question from memory (see
+   * `ExpertOptions.guessRate`). In planner–worker mode the workers are still demonstrated on every
+   * question's subtasks, from a run of the same expert without guesses.
+   */
   guessRate?: number;
   /** Only questions of at most this many hops are answered from memory. Default: any. */
   guessMaxHops?: number;
@@ -43,17 +47,30 @@ export interface ExpertRunResult {
 export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunResult> {
   const questions = options.questions ?? options.world.questions.filter((q) => q.split === 'train');
   const { tools } = worldSearchTools(options.world);
-  const expert = new ExpertPolicy({
-    world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, guessRate: options.guessRate ?? 0,
+  const expertWith = (guessRate: number) => new ExpertPolicy({
+    world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, guessRate,
     guessMaxHops: options.guessMaxHops, seed: options.seed ?? 0,
   });
-  const engine = new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {});
-  const rollouts = await runRollouts(engine, questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  const run = (expert: ExpertPolicy) =>
+    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {}), questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  const expert = expertWith(options.guessRate ?? 0);
+  const rollouts = await run(expert);
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);
   const guessed = questions.filter((q) => expert.guessPlan(q) !== null).length / Math.max(1, questions.length);
+  // Planner–worker mode: the workers of guessed questions are demonstrated too, from the same expert
+  // without guesses (a warm-start with a quarter fewer worker transcripts read far worse).
+  const separateWorkers = options.mode === 'matpo' && guessed > 0;
+  const withWorkers = separateWorkers ? await run(expertWith(0)) : rollouts;
   const longestRoot = Math.max(0, ...rollouts.map((r) => r.root.tokens.length));
-  const longestWorker = Math.max(0, ...rollouts.flatMap((r) => r.workers.map((w) => w.tokens.length)));
+  const longestWorker = Math.max(0, ...withWorkers.flatMap((r) => r.workers.map((w) => w.tokens.length)));
   let transcriptLines = 0;
-  if (options.transcripts) transcriptLines = writeTranscripts(rollouts, options.transcripts, { tools: worldToolSpecs(tools) }).lines;
+  if (options.transcripts) {
+    const specs = { tools: worldToolSpecs(tools) };
+    if (!separateWorkers) transcriptLines = writeTranscripts(rollouts, options.transcripts, specs).lines;
+    else {
+      transcriptLines = writeTranscripts(rollouts, options.transcripts, { ...specs, sequences: 'root' }).lines;
+      transcriptLines += writeTranscripts(withWorkers, options.transcripts, { ...specs, sequences: 'workers', append: true }).lines;
+    }
+  }
   return { rollouts, success, guessed, longestRoot, longestWorker, transcriptLines };
 }

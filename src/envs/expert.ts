@@ -22,7 +22,7 @@
  * shortcut an untuned planner takes on questions that look simple, which reward can train away. Tool calls use the Qwen/Hermes form
  * `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
  */
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { InvalidArgumentError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -417,15 +417,18 @@ export interface TranscriptLine {
 
 /**
  * Write rollouts as chat transcripts for supervised warm-start, one JSONL line per planner,
- * worker or single-agent sequence. `tools` gives the tool specs each role was offered.
+ * worker or single-agent sequence. `tools` gives the tool specs each role was offered;
+ * `sequences` keeps only the root (planner or single agent) or only the workers; `append` adds to
+ * the file instead of replacing it.
  */
 export function writeTranscripts(
   rollouts: readonly Rollout[],
   file: string,
-  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean },
+  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean; sequences?: 'all' | 'root' | 'workers'; append?: boolean },
 ): { lines: number; rollouts: number } {
   const lines: string[] = [];
   let kept = 0;
+  const sequences = options.sequences ?? 'all';
   for (const r of rollouts) {
     if (options.filter && !options.filter(r)) continue;
     kept++;
@@ -440,10 +443,12 @@ export function writeTranscripts(
       answer: s === r.root ? r.answer : null,
       ...(r.reward ? { reward: r.reward.total } : {}),
     });
-    lines.push(JSON.stringify(line(r.root)));
-    for (const w of r.workers) lines.push(JSON.stringify(line(w)));
+    if (sequences !== 'workers') lines.push(JSON.stringify(line(r.root)));
+    if (sequences !== 'root') for (const w of r.workers) lines.push(JSON.stringify(line(w)));
   }
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, lines.join('\n') + (lines.length ? '\n' : ''));
+  const text = lines.join('\n') + (lines.length ? '\n' : '');
+  if (options.append) appendFileSync(file, text);
+  else writeFileSync(file, text);
   return { lines: lines.length, rollouts: kept };
 }
