@@ -36,7 +36,7 @@ export interface ExpertRunResult {
   rollouts: Rollout[];
   /** Fraction of rollouts whose answer exactly matches a gold answer. */
   success: number;
-  /** Fraction of rollouts answered from memory, without a tool call. */
+  /** Fraction of the questions answered from memory, without a tool call. */
   guessed: number;
   /** Longest sequence in tokens: the root (planner or single agent) and the workers (0 in single mode). */
   longestRoot: number;

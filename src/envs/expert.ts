@@ -19,8 +19,8 @@
  * rate is about 1 − e in both modes. With `guessRate` = g, another seeded draw per question (of at
  * most `guessMaxHops` hops) makes the planner (or single agent) answer at once "from memory",
  * without a tool call, by boxing the entity the question names, which is not the answer: the
- * shortcut an untuned planner takes on questions that look simple, which reward can train away. Tool calls use the Qwen/Hermes form
- * `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
+ * shortcut an untuned planner takes on questions that look simple, which reward can train away.
+ * Tool calls use the Qwen/Hermes form `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
  */
 import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
