@@ -296,7 +296,7 @@ export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: n
     stderr: logged?.stderr ?? standardError(correct),
     format: mean(rollouts.map((r) => r.root.formatScore)),
     workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
-    noToolRate: mean(rollouts.map((r) => (r.workers.length === 0 && r.root.turns.every((t) => t.toolCalls.length === 0) ? 1 : 0))),
+    noToolRate: mean(rollouts.map((r) => (r.root.turns.every((t) => t.toolCalls.length === 0) ? 1 : 0))),
     overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
     budgetRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'token_budget') ? 1 : 0))),
     sampledTokens: mean(rollouts.map(sampled)),

@@ -51,16 +51,22 @@ export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunRes
     world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, guessRate,
     guessMaxHops: options.guessMaxHops, seed: options.seed ?? 0,
   });
-  const run = (expert: ExpertPolicy) =>
-    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {}), questions, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+  const run = (expert: ExpertPolicy, qs: readonly WorldQuestion[]) =>
+    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {}), qs, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
   const expert = expertWith(options.guessRate ?? 0);
-  const rollouts = await run(expert);
+  const rollouts = await run(expert, questions);
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);
-  const guessed = questions.filter((q) => expert.guessPlan(q) !== null).length / Math.max(1, questions.length);
+  const guessedQuestions = questions.filter((q) => expert.guessPlan(q) !== null);
+  const guessed = guessedQuestions.length / Math.max(1, questions.length);
   // Planner–worker mode: the workers of guessed questions are demonstrated too, from the same expert
-  // without guesses (a warm-start with a quarter fewer worker transcripts read far worse).
-  const separateWorkers = options.mode === 'matpo' && guessed > 0;
-  const withWorkers = separateWorkers ? await run(expertWith(0)) : rollouts;
+  // without guesses (a warm-start with a quarter fewer worker transcripts read far worse). Workers do
+  // not depend on the guess, so only the guessed questions are run again.
+  const separateWorkers = options.mode === 'matpo' && guessedQuestions.length > 0;
+  let withWorkers = rollouts;
+  if (separateWorkers) {
+    const again = new Map((await run(expertWith(0), guessedQuestions)).map((r) => [r.questionId, r]));
+    withWorkers = rollouts.map((r) => again.get(r.questionId) ?? r);
+  }
   const longestRoot = Math.max(0, ...rollouts.map((r) => r.root.tokens.length));
   const longestWorker = Math.max(0, ...withWorkers.flatMap((r) => r.workers.map((w) => w.tokens.length)));
   let transcriptLines = 0;

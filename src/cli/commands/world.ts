@@ -92,8 +92,10 @@ export const command: Command = {
         const file = join(out, `demos-${mode}.jsonl`);
         const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file });
         const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
+        const scope = guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : '';
+        const rates = guessRate > 0 ? `error rate ${errorRate}, guess rate ${guessRate}${scope}` : `error rate ${errorRate}`;
         const guessed = guessRate > 0 ? `, answered from memory ${(100 * r.guessed).toFixed(1)}%` : '';
-        console.log(`  expert ${mode} (error rate ${errorRate}${guessRate > 0 ? `, guess rate ${guessRate}${guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : ''}` : ''}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+        console.log(`  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
       }
     }
     for (let k = 1; k <= heldout; k++) {
