@@ -20,7 +20,7 @@ import { presetConfig } from '../src/model/config.ts';
 import { buildLayout, initParams } from '../src/model/params.ts';
 import { saveModelDir } from '../src/model/checkpoint.ts';
 import { Engine } from '../src/model/engine.ts';
-import type { Datum } from '../src/policy/types.ts';
+import type { Datum } from '../src/core/records.ts';
 import { Rng } from '../src/util/rng.ts';
 
 const TORCH_SCRIPT = fileURLToPath(new URL('./engine_torch.py', import.meta.url));

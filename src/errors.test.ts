@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Registry, UnknownNameError, FileFormatError, ConfigError } from './errors.ts';
+import { Registry } from './core/registry.ts';
+import { UnknownNameError, FileFormatError, ConfigError } from './core/errors.ts';
 
 test('registry: unknown names list the valid ones; duplicates throw', () => {
   const r = new Registry<number>('loss');

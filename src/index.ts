@@ -4,13 +4,16 @@
  * Layers (see docs/design.md): engine → model → policy → tools/agents → rl → train.
  */
 // Errors and registries
-export { MatpoError, ConfigError, FileFormatError, UnknownNameError, EndpointError, InvalidArgumentError, Registry } from './errors.ts';
+export { MatpoError, ConfigError, FileFormatError, UnknownNameError, EndpointError, InvalidArgumentError } from './core/errors.ts';
+export { Registry } from './core/registry.ts';
 
-// Policy: the one door to compute
+// SamplingPolicy: the one door to compute
+export type { ChatTokenizer, ChatMessage, ToolSpec } from './core/chat.ts';
 export type {
-  Policy, ChatTokenizer, ChatMessage, ToolSpec, SampleParams, SampleHint, SampleResult, Datum, Role, LossFn, LossOutput,
-  ForwardOutput, ForwardBackwardResult, OptimParams, OptimResult,
-} from './policy/types.ts';
+  SamplingPolicy, TrainablePolicy, PolicyLoader, SampleParams, SampleHint, SampleResult, LossFn, LossOutput, ForwardOutput,
+  ForwardBackwardResult, OptimParams, OptimResult,
+} from './core/policy.ts';
+export { isTrainable } from './core/policy.ts';
 export { EmbeddedPolicy, type EmbeddedLoadOptions } from './policy/embedded.ts';
 export { OpenAIPolicy, assertTokenExact, listModels, type OpenAIPolicyOptions } from './policy/openai.ts';
 export { servePolicy, type ServeOptions } from './policy/server.ts';
@@ -30,7 +33,7 @@ export { SearchIndex } from './tools/search/search-index.ts';
 export { createSearchTools } from './tools/search/tools.ts';
 
 // Agents: roles, rendering, rollouts
-export type { Rollout, Sequence, TurnRecord, ToolCallRecord, RewardParts, SequenceOutcome } from './agents/records.ts';
+export type { Rollout, Sequence, TurnRecord, ToolCallRecord, RewardParts, SequenceOutcome, Datum, Role, Mode } from './core/records.ts';
 export { RolloutEngine, runRollouts, writeRolloutsJsonl, readRolloutsJsonl, DELEGATE_TOOL, DEFAULT_LIMITS, type AgentLimits, type RolloutOptions } from './agents/rollout.ts';
 export { renderConversation } from './agents/renderer.ts';
 export { loadPrompts } from './agents/prompts.ts';
@@ -41,7 +44,8 @@ export { estimatorRegistry, filterZeroVarianceGroups } from './rl/advantages.ts'
 export { creditRegistry } from './rl/credit.ts';
 export { policyLossRegistry, aggregationRegistry, makePolicyLoss, makeNllLoss, DEFAULT_POLICY_LOSS, type PolicyLossConfig } from './rl/losses.ts';
 export { buildDatums } from './rl/datums.ts';
-export { extractAnswer, normalizeAnswer, exactMatch, coverExactMatch, formatScore, scorers } from './rl/scoring.ts';
+export { normalizeAnswer, exactMatch, coverExactMatch, formatScore, scorers } from './rl/scoring.ts';
+export { extractAnswer } from './agents/answer.ts';
 export { createJudgeScorer } from './rl/judge.ts';
 
 // Environments: the offline research world, QA datasets, the scripted expert
@@ -55,4 +59,4 @@ export { parseConfig, loadConfig, TrainConfigSchema, type TrainConfig } from './
 export { trainRl, type RlDeps } from './train/rl-loop.ts';
 export { trainSft } from './train/sft.ts';
 export { evaluate } from './train/evaluate.ts';
-export type { Question, RolloutRunner } from './train/types.ts';
+export type { Question, RolloutRequest, RolloutRunner } from './core/question.ts';

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, FileFormatError } from '../errors.ts';
+import { ConfigError, FileFormatError } from '../core/errors.ts';
 
 export const PROMPT_KEYS = [
   'planner-system',

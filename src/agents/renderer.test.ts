@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../model/tokenizer.ts';
 import { CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
-import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
 import { Trajectory, renderConversation } from './renderer.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-render-'));

@@ -24,8 +24,9 @@
  * `renderConversation` renders a complete transcript for supervised training: mask 1 on the
  * assistant turns' content and the stop token that closes them, 0 elsewhere.
  */
-import { InvalidArgumentError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, SampleResult, ToolSpec } from '../policy/types.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { SampleResult } from '../core/policy.ts';
 
 const TAIL_CHECKS = 16;
 const tailState = new WeakMap<ChatTokenizer, { checked: number; ok: boolean }>();

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import type { Rollout, Sequence } from './records.ts';
-import type { Policy, SampleParams } from '../policy/types.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
+import type { SamplingPolicy, SampleParams } from '../core/policy.ts';
 import { RolloutEngine } from './rollout.ts';
 import { DELEGATE_TOOL } from './rollout.ts';
 import { hermesFormat } from './formats/index.ts';
@@ -86,7 +86,7 @@ test('embedded engine with one scripted malformed planner turn: errors are resul
     const tok = await embedded.tokenizer();
     const imEnd = tok.tokenToId('<|im_end|>')!;
     const scripted = `${hermesFormat.callText(DELEGATE_TOOL, { subtask: 'Find the founder of X.' })}\n<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": `;
-    const mixed: Policy = {
+    const mixed: SamplingPolicy = {
       name: 'mixed',
       tokenExact: true,
       tokenizer: () => embedded.tokenizer(),

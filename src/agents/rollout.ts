@@ -1,6 +1,6 @@
 /**
  * The rollout engine: MATPO's planner–worker protocol (and the single-agent baseline) over any
- * `Policy`, producing `Rollout` trees with every token recorded exactly as sampled.
+ * `SamplingPolicy`, producing `Rollout` trees with every token recorded exactly as sampled.
  *
  * One agent sequence is a loop of turns (a turn = one `policy.sample` call):
  *   check the context budget → sample → parse tool calls from the sampled text →
@@ -33,12 +33,15 @@
 import { writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, FileFormatError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, Policy, Role, SampleResult, ToolSpec } from '../policy/types.ts';
+import { ConfigError, FileFormatError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { SamplingPolicy, SampleResult } from '../core/policy.ts';
+import type { Role } from '../core/records.ts';
 import type { Tool } from '../tools/tool.ts';
 import { executeTool, formatSchemaError, toToolSpec } from '../tools/execute.ts';
-import { extractAnswer } from '../rl/scoring.ts';
-import type { Rollout, Sequence, SequenceOutcome, ToolCallRecord } from './records.ts';
+import { extractAnswer } from './answer.ts';
+import type { Rollout, Sequence, SequenceOutcome, ToolCallRecord } from '../core/records.ts';
+import type { Question, RolloutRequest } from '../core/question.ts';
 import { Trajectory } from './renderer.ts';
 import { formatFor, stripReasoningAndCalls, type ParsedCall, type ToolCallFormat } from './formats/index.ts';
 import { fillPrompt, loadPrompts, type Prompts } from './prompts.ts';
@@ -90,23 +93,6 @@ export interface RolloutOptions {
   topK?: number;
 }
 
-export interface RolloutQuestion {
-  id: string;
-  question: string;
-  answers: string[];
-}
-
-/** One rollout to run (structurally the same as the train layer's RolloutRequest). */
-export interface RolloutRequest {
-  question: RolloutQuestion;
-  index: number;
-  rolloutId: string;
-  mode: 'matpo' | 'single';
-  seed: number;
-  temperature?: number;
-  signal?: AbortSignal;
-}
-
 function checkLimits(limits: AgentLimits): AgentLimits {
   for (const key of ['maxTurns', 'maxNewTokens', 'summaryMaxNewTokens', 'maxContextTokens', 'maxWorkers', 'toolTimeoutMs', 'toolMaxChars'] as const) {
     const v = limits[key];
@@ -130,7 +116,7 @@ export class RolloutEngine {
   private readonly delegateSpecs: ToolSpec[];
 
   constructor(
-    readonly policy: Policy,
+    readonly policy: SamplingPolicy,
     readonly tokenizer: ChatTokenizer,
     readonly tools: readonly Tool[],
     readonly options: RolloutOptions = {},
@@ -153,7 +139,7 @@ export class RolloutEngine {
   }
 
   /** Create an engine, fetching the policy's tokenizer. */
-  static async create(policy: Policy, tools: readonly Tool[], options: RolloutOptions = {}): Promise<RolloutEngine> {
+  static async create(policy: SamplingPolicy, tools: readonly Tool[], options: RolloutOptions = {}): Promise<RolloutEngine> {
     return new RolloutEngine(policy, await policy.tokenizer(), tools, options);
   }
 
@@ -439,7 +425,7 @@ export interface BatchOptions {
 }
 
 /** G rollouts per question for a batch of questions, `concurrency` at a time, in question-major order. */
-export async function runRollouts(engine: RolloutEngine, questions: readonly RolloutQuestion[], options: BatchOptions): Promise<Rollout[]> {
+export async function runRollouts(engine: RolloutEngine, questions: readonly Question[], options: BatchOptions): Promise<Rollout[]> {
   if (!Number.isInteger(options.group) || options.group < 1) throw new ConfigError({ path: 'group', message: `expected a positive integer, got ${options.group}` });
   if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new ConfigError({ path: 'concurrency', message: `expected a positive integer, got ${options.concurrency}` });
   const requests: RolloutRequest[] = [];

@@ -3,7 +3,7 @@
  * Argument parsing uses node's util.parseArgs; a bad flag is a one-line error naming the flag.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 
 export interface Command {
   name: string;

@@ -2,7 +2,7 @@
  * The `matpo` command. Subcommands are loaded lazily from ./commands/<name>.ts so that a quick
  * command does not pay for loading the engine.
  */
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 import type { Command } from './command.ts';
 
 /** Every subcommand, in the order `matpo --help` lists them. */

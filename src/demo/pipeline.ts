@@ -19,7 +19,7 @@ import YAML from 'yaml';
 import { loadCommand } from '../cli/main.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 import { mean, standardError } from '../util/stats.ts';
 
 export type Mode = 'matpo' | 'single';

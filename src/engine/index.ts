@@ -6,7 +6,7 @@
 import type { Kernels } from './kernels.ts';
 import { referenceKernels } from './reference.ts';
 import { loadNativeKernels } from './native.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 
 export type { Kernels, PackedWeight } from './kernels.ts';
 export { referenceKernels, reference, type FloatArray, type ReferenceKernels } from './reference.ts';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { QA_PRESETS, loadQaDataset } from './datasets.ts';
-import { FileFormatError, UnknownNameError } from '../errors.ts';
+import { FileFormatError, UnknownNameError } from '../core/errors.ts';
 
 const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const shared = fileURLToPath(new URL('../../../shared/data/', import.meta.url));

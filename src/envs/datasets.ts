@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
-import { ConfigError, FileFormatError, UnknownNameError } from '../errors.ts';
+import { ConfigError, FileFormatError, UnknownNameError } from '../core/errors.ts';
 
 export interface QaRecord {
   id: string;

@@ -14,7 +14,7 @@ import { trainTokenizerForWorld } from './world-tokenizer.ts';
 import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 import { RolloutEngine, runRollouts } from '../agents/rollout.ts';
 import { exactMatch } from '../rl/scoring.ts';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 
 const world = generateWorld({ seed: 21, entities: 200, questions: 240 });
 const { tokenizer } = trainTokenizerForWorld(world, 1500);

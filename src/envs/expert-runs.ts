@@ -8,8 +8,8 @@ import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 import type { World, WorldQuestion } from './world/world.ts';
 import { RolloutEngine, runRollouts, type RolloutOptions } from '../agents/rollout.ts';
 import { exactMatch } from '../rl/scoring.ts';
-import type { ChatTokenizer } from '../policy/types.ts';
-import type { Rollout } from '../agents/records.ts';
+import type { ChatTokenizer } from '../core/chat.ts';
+import type { Rollout } from '../core/records.ts';
 
 export interface ExpertRunOptions {
   world: World;

@@ -11,9 +11,11 @@ import { SearchIndex } from '../tools/search/search-index.ts';
 import { createSearchTools } from '../tools/search/tools.ts';
 import { executeTool, toToolSpec } from '../tools/execute.ts';
 import { defineTool, type Tool } from '../tools/tool.ts';
-import { extractAnswer, exactMatch } from '../rl/scoring.ts';
-import type { ChatMessage, ChatTokenizer, Role, ToolSpec } from '../policy/types.ts';
-import type { Rollout, Sequence } from '../agents/records.ts';
+import { exactMatch } from '../rl/scoring.ts';
+import { extractAnswer } from '../agents/answer.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { Role } from '../core/records.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
 
 const world = generateWorld({ seed: 11, entities: 150, questions: 120 });
 const trained = trainWorldTokenizer(world.documents.map((d) => d.text), { vocabSize: 800 });

@@ -1,5 +1,5 @@
 /**
- * The scripted expert for the research world: a `Policy` that writes the next assistant message
+ * The scripted expert for the research world: a `SamplingPolicy` that writes the next assistant message
  * of a planner, a worker or a single agent from the conversation so far (`params.hint`), so its
  * demonstrations go through the same rollout engine, tools and message formats a learning agent
  * sees. It returns the message's tokens (`tokenizer.encode(text)` + `<|im_end|>`) with logprob 0.
@@ -24,10 +24,12 @@
  */
 import { appendFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import { Rng } from '../util/rng.ts';
-import type { ChatMessage, ChatTokenizer, Policy, Role, SampleParams, SampleResult, SampleHint, ToolSpec } from '../policy/types.ts';
-import type { Rollout, Sequence } from '../agents/records.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { SamplingPolicy, SampleParams, SampleResult, SampleHint } from '../core/policy.ts';
+import type { Role } from '../core/records.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
 import type { World, WorldQuestion } from './world/world.ts';
 import { RELATIONS, SUBTASK_TEMPLATES, WORD_VALUES, extractFacts, splitSentences } from './world/vocab.ts';
 
@@ -179,7 +181,7 @@ export function workerSummaryText(a: { np: string; value: string; docId: string;
   ].join('\n');
 }
 
-export class ExpertPolicy implements Policy {
+export class ExpertPolicy implements SamplingPolicy {
   readonly name = 'expert';
   readonly tokenExact = true;
   readonly errorRate: number;

@@ -16,8 +16,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { FileFormatError, InvalidArgumentError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
+import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
 import { CHATML_SPECIAL_TOKENS, CHATML_TOOLS_TEMPLATE } from '../model/chat-template.ts';
 import { BYTE_CHARS } from '../model/tokenizer-bpe.ts';
 

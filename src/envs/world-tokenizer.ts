@@ -14,7 +14,7 @@ import { nounPhrase, toolCallText, workerSummaryText } from './expert.ts';
 import { SUBTASK_TEMPLATES, extractFacts, splitSentences } from './world/vocab.ts';
 import type { World } from './world/world.ts';
 import { formatHits, formatPage } from '../tools/search/search-index.ts';
-import type { ChatTokenizer } from '../policy/types.ts';
+import type { ChatTokenizer } from '../core/chat.ts';
 import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 
 const PROMPTS_DIR = fileURLToPath(new URL('../../prompts/', import.meta.url));

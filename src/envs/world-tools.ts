@@ -9,7 +9,8 @@ import { SearchIndex } from '../tools/search/search-index.ts';
 import { createSearchTools, type SearchToolOptions } from '../tools/search/tools.ts';
 import { toToolSpec } from '../tools/execute.ts';
 import { defineTool, type Tool } from '../tools/tool.ts';
-import type { Role, ToolSpec } from '../policy/types.ts';
+import type { Role } from '../core/records.ts';
+import type { ToolSpec } from '../core/chat.ts';
 import type { World } from './world/world.ts';
 
 export function worldSearchTools(world: World, options: SearchToolOptions & { index?: SearchIndex } = {}): { index: SearchIndex; tools: Tool[] } {

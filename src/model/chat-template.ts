@@ -10,7 +10,7 @@
  * so messages need no `tool_calls` field. The test tokenizer and the world tokenizer use this shape.
  */
 import { Template } from '@huggingface/jinja';
-import type { ChatMessage, ToolSpec } from '../policy/types.ts';
+import type { ChatMessage, ToolSpec } from '../core/chat.ts';
 
 export const CHATML_TOOLS_TEMPLATE = [
   "{%- if tools %}",

@@ -10,7 +10,7 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 import { parseModelConfig, toHFConfig, type ModelConfig } from './config.ts';
 import { buildLayout, type ParamLayout } from './params.ts';
 import { readSafetensors, readShardIndex, writeSafetensors, type SafetensorsDtype, type TensorToWrite } from './safetensors.ts';

@@ -4,7 +4,7 @@
  * architecture, rope scaling, an activation other than SiLU, MLP biases, sliding windows) is refused
  * with a one-line error naming the file and field rather than silently computing something else.
  */
-import { FileFormatError, UnknownNameError } from '../errors.ts';
+import { FileFormatError, UnknownNameError } from '../core/errors.ts';
 
 export type ModelFamily = 'llama' | 'qwen2' | 'qwen3';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder } from './decode.ts';
-import { makeTestModel as makeModel, naiveLogits } from './testing.ts';
+import { makeTestModel as makeModel, naiveLogits } from '../testing/tiny-model.ts';
 import { Transformer, packSequences } from './transformer.ts';
 import { referenceKernels } from '../engine/reference.ts';
 import { getKernels } from '../engine/index.ts';

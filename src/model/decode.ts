@@ -15,7 +15,7 @@
  * RMSNorm → SwiGLU MLP residual → final RMSNorm → LM head.
  */
 import type { Kernels, PackedWeight } from '../engine/kernels.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import type { ModelConfig } from './config.ts';
 import { buildLayout, viewsOf, type ModelViews } from './params.ts';
 

@@ -12,8 +12,9 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Kernels } from '../engine/kernels.ts';
-import { FileFormatError, InvalidArgumentError } from '../errors.ts';
-import type { Datum, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult } from '../policy/types.ts';
+import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
+import type { Datum } from '../core/records.ts';
+import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult } from '../core/policy.ts';
 import type { ModelConfig } from './config.ts';
 import { buildLayout, type ParamLayout } from './params.ts';
 import { loadModelDir, saveModelDir } from './checkpoint.ts';

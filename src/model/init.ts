@@ -6,7 +6,7 @@ import { buildLayout, initParams } from './params.ts';
 import { presetConfig, type ModelConfig } from './config.ts';
 import { saveModelDir } from './checkpoint.ts';
 import { loadTokenizer } from './tokenizer.ts';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 
 export interface InitModelOptions {
   /** A preset name (see MODEL_PRESETS) or a full config. */

@@ -15,7 +15,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, writeSync, unlinkSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { basename } from 'node:path';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 
 export type SafetensorsDtype = 'F32' | 'BF16' | 'F16';
 

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Sampler, sampleToken, type SamplerOptions } from './sampler.ts';
-import { makeTestModel, naiveLogits } from './testing.ts';
+import { makeTestModel, naiveLogits } from '../testing/tiny-model.ts';
 import { referenceKernels } from '../engine/reference.ts';
 import { getKernels } from '../engine/index.ts';
 import type { Kernels } from '../engine/kernels.ts';
-import type { SampleParams, SampleResult } from '../policy/types.ts';
+import type { SampleParams, SampleResult } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 
 const model = makeTestModel('qwen3', 21);

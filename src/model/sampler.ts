@@ -23,8 +23,8 @@
  * one's prefill instead of all computing it.
  */
 import type { Kernels } from '../engine/kernels.ts';
-import { InvalidArgumentError, MatpoError } from '../errors.ts';
-import type { FinishReason, SampleParams, SampleResult } from '../policy/types.ts';
+import { InvalidArgumentError, MatpoError } from '../core/errors.ts';
+import type { FinishReason, SampleParams, SampleResult } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 import type { ModelConfig } from './config.ts';
 import { Decoder, type DecodeItem, type DecoderOptions } from './decode.ts';

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 import { CHATML_TOOLS_TEMPLATE } from './chat-template.ts';
 import { createFastBpe } from './tokenizer-bpe.ts';
 import { TEST_SPECIAL_TOKENS, createTestTokenizer, loadTokenizer, testTokenizerFiles } from './tokenizer.ts';

@@ -18,8 +18,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { FileFormatError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, ToolSpec } from '../policy/types.ts';
+import { FileFormatError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
 import { CHATML_SPECIAL_TOKENS, CHATML_TOOLS_TEMPLATE, compileChatTemplate, type ChatTemplateFn } from './chat-template.ts';
 import { BYTE_CHARS, createFastBpe, type FastBpe } from './tokenizer-bpe.ts';
 

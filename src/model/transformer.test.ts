@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { reference } from '../engine/reference.ts';
 import type { Kernels } from '../engine/kernels.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import { presetConfig, type ModelConfig } from './config.ts';
 import { buildLayout, initParams } from './params.ts';
 import { Transformer, packSequences, type PackedBatch } from './transformer.ts';

@@ -17,7 +17,7 @@
  */
 import type { Kernels } from '../engine/kernels.ts';
 import type { ReferenceKernels } from '../engine/reference.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import type { ModelConfig } from './config.ts';
 import { buildLayout, viewsOf, type FloatBuffer, type ModelViews, type ParamLayout } from './params.ts';
 

@@ -4,7 +4,7 @@
  * Sequences travel packed (one Int32Array of tokens + lengths) and results likewise, so big arrays
  * move as transferables instead of being copied element by element.
  */
-import type { OptimParams, OptimResult, SampleResult } from './types.ts';
+import type { OptimParams, OptimResult, SampleResult } from '../core/policy.ts';
 
 export interface InitOptions {
   dir: string;

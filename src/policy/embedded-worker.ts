@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type { Kernels } from '../engine/kernels.ts';
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 import { Engine } from '../model/engine.ts';
 import type { Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
 import { unpack } from './embedded-protocol.ts';

@@ -8,13 +8,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getKernels } from '../engine/index.ts';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import { presetConfig } from '../model/config.ts';
 import { buildLayout, initParams } from '../model/params.ts';
 import { saveModelDir } from '../model/checkpoint.ts';
 import { Engine } from '../model/engine.ts';
 import { createTestTokenizer } from '../model/tokenizer.ts';
-import type { Datum, LossFn } from './types.ts';
+import type { Datum } from '../core/records.ts';
+import type { LossFn } from '../core/policy.ts';
 import { EmbeddedPolicy } from './embedded.ts';
 
 let dir: string;

@@ -1,5 +1,5 @@
 /**
- * `EmbeddedPolicy`: the project's own engine behind the `Policy` interface. The engine (weights,
+ * `EmbeddedPolicy`: the project's own engine behind the `SamplingPolicy` interface. The engine (weights,
  * gradients, optimizer, KV-cache sampler) lives in a worker thread so the main thread keeps serving
  * tool I/O and HTTP while it computes. Many concurrent `sample()` calls are batched together by the
  * worker's continuous-batching loop.
@@ -10,11 +10,11 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { EndpointError, FileFormatError, InvalidArgumentError, MatpoError } from '../errors.ts';
+import { EndpointError, FileFormatError, InvalidArgumentError, MatpoError } from '../core/errors.ts';
 import { DEFAULT_MICRO_BATCH_TOKENS, splitByTokens } from '../model/engine.ts';
-import type {
-  ChatTokenizer, Datum, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, Policy, SampleParams, SampleResult,
-} from './types.ts';
+import type { ChatTokenizer } from '../core/chat.ts';
+import type { Datum } from '../core/records.ts';
+import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult } from '../core/policy.ts';
 import { packTokens, unpack, type InitOptions, type InitResult, type PackedForward, type Reply, type ReplyPayload, type Request } from './embedded-protocol.ts';
 
 export interface EmbeddedLoadOptions {
@@ -31,7 +31,7 @@ type RequestBody = DistributiveOmit<Request, 'id'>;
 
 const BOOT = fileURLToPath(new URL('./embedded-worker-boot.mjs', import.meta.url));
 
-export class EmbeddedPolicy implements Policy {
+export class EmbeddedPolicy implements TrainablePolicy {
   readonly name: string;
   readonly tokenExact = true;
   readonly info: InitResult;

@@ -31,8 +31,9 @@
  * Retries with exponential backoff (and jitter) on connection errors, per-attempt timeouts, 5xx and
  * 429; any other 4xx fails at once with the server's own message as an `EndpointError`.
  */
-import { ConfigError, EndpointError, InvalidArgumentError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, FinishReason, Policy, SampleParams, SampleResult } from './types.ts';
+import { ConfigError, EndpointError, InvalidArgumentError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer } from '../core/chat.ts';
+import type { FinishReason, SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
 
 export interface OpenAIPolicyOptions {
   /** Server root, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted too). */
@@ -56,7 +57,7 @@ export interface OpenAIPolicyOptions {
 }
 
 /** Throws when `policy` cannot be trained on (its tokens and logprobs are not exactly as sampled). */
-export function assertTokenExact(policy: Policy): void {
+export function assertTokenExact(policy: SamplingPolicy): void {
   if (!policy.tokenExact) {
     throw new ConfigError({
       path: 'policy',
@@ -148,7 +149,7 @@ interface ChatChoice {
   logprobs?: { content?: { token: string; logprob: number }[] | null } | null;
 }
 
-export class OpenAIPolicy implements Policy {
+export class OpenAIPolicy implements SamplingPolicy {
   readonly name: string;
   readonly tokenExact: boolean;
   readonly mode: 'completions' | 'chat';

@@ -3,8 +3,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { servePolicy, type PolicyServer } from './server.ts';
-import { BigramPolicy, ByteTokenizer } from './openai-testkit.ts';
-import type { Policy, SampleParams, SampleResult } from './types.ts';
+import { BigramPolicy, ByteTokenizer } from '../testing/openai-testkit.ts';
+import type { SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ after(async () => {
   for (const s of servers) await s.close({ graceMs: 100 });
 });
 
-async function serve(policy: Policy = new BigramPolicy(), apiKey?: string): Promise<PolicyServer> {
+async function serve(policy: SamplingPolicy = new BigramPolicy(), apiKey?: string): Promise<PolicyServer> {
   const s = await servePolicy(policy, { port: 0, modelName: 'tiny', apiKey });
   servers.push(s);
   return s;
@@ -166,7 +166,7 @@ test('concurrent requests reach the policy concurrently; a disconnected client a
   assert.ok(ms < 4 * 300, `4 requests took ${ms.toFixed(0)} ms; they ran one after another`);
 
   let aborted = false;
-  const watcher: Policy = {
+  const watcher: SamplingPolicy = {
     ...policy,
     name: 'watcher',
     tokenExact: true,

@@ -1,5 +1,5 @@
 /**
- * `servePolicy`: any `Policy` behind an OpenAI-compatible HTTP API (node:http), so vLLM-style
+ * `servePolicy`: any `SamplingPolicy` behind an OpenAI-compatible HTTP API (node:http), so vLLM-style
  * clients — including our own `OpenAIPolicy` — can sample from it.
  *
  *   POST /v1/completions       prompt as text, token ids, or a batch of either; n; logprobs;
@@ -10,7 +10,7 @@
  *   GET  /v1/models            the one served model
  *
  * Sampled stop tokens are part of the returned ids and logprobs (as vLLM does); `text` leaves them
- * out. `top_logprobs` is null: the Policy interface gives the sampled token's logprob only.
+ * out. `top_logprobs` is null: the SamplingPolicy interface gives the sampled token's logprob only.
  * Requests run concurrently (an embedded policy batches them). With `apiKey`, requests need
  * `Authorization: Bearer <key>` (401 otherwise). Errors are JSON in OpenAI's shape
  * `{ error: { message, type, param, code } }`. A client that disconnects aborts its sampling.
@@ -19,8 +19,9 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
-import { InvalidArgumentError } from '../errors.ts';
-import type { ChatMessage, ChatTokenizer, Policy, SampleParams, SampleResult, ToolSpec } from './types.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
 
 export interface ServeOptions {
   /** Default 127.0.0.1. */
@@ -141,7 +142,7 @@ function sendError(res: http.ServerResponse, err: HttpError): void {
 }
 
 /** Serve `policy` over HTTP until `close()` is called. */
-export async function servePolicy(policy: Policy, options: ServeOptions): Promise<PolicyServer> {
+export async function servePolicy(policy: SamplingPolicy, options: ServeOptions): Promise<PolicyServer> {
   const host = options.host ?? '127.0.0.1';
   const maxBody = options.maxBodyBytes ?? 32 * 1024 * 1024;
   const tokenizer: ChatTokenizer = await policy.tokenizer();

@@ -9,7 +9,7 @@
  *
  * Every estimator is a pure function `(rewardsG, options) → { advantagesG, metrics }`.
  */
-import { Registry } from '../errors.ts';
+import { Registry } from '../core/registry.ts';
 import { mean, sampleStd } from '../util/stats.ts';
 
 export interface EstimatorOptions {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { creditRegistry } from './credit.ts';
 import { buildDatums } from './datums.ts';
-import { testRollout } from './test-rollouts.ts';
+import { testRollout } from '../testing/rollouts.ts';
 
 const close = (a: number | undefined, b: number, tol = 1e-12) => assert.ok(a !== undefined && Math.abs(a - b) <= tol, `${a} vs ${b}`);
 

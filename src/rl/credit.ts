@@ -17,8 +17,9 @@
  * The advantage is a scalar per sequence; `buildDatums` broadcasts it onto the sequence's OWN
  * trainable mask (never another sequence's mask — see MATPO.md on the reference's row-copy defect).
  */
-import { Registry, InvalidArgumentError } from '../errors.ts';
-import type { Rollout } from '../agents/records.ts';
+import { Registry } from '../core/registry.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { Rollout } from '../core/records.ts';
 import { estimatorRegistry, filterZeroVarianceGroups, type EstimatorOptions } from './advantages.ts';
 
 export interface CreditOptions extends EstimatorOptions {

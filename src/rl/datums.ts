@@ -8,9 +8,9 @@
  * oldLogprobs[t] are the sampler's logprobs on sampled tokens (0 elsewhere). Rollouts whose id is
  * not in `keptRolloutIds` (DAPO filter) produce no datums.
  */
-import { InvalidArgumentError } from '../errors.ts';
-import type { Rollout, Sequence } from '../agents/records.ts';
-import type { Datum } from '../policy/types.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
+import type { Datum } from '../core/records.ts';
 import type { CreditResult } from './credit.ts';
 
 function checkSequence(s: Sequence): void {

@@ -1,10 +1,10 @@
 /**
  * LLM-judge scoring with the SimpleQA rubric: a grader model reads the question, the gold answer(s)
  * and the predicted answer and replies with one letter — A (correct), B (incorrect) or C (not
- * attempted). Only A scores 1. The grader is any `Policy`; the prompt below is our own wording of
+ * attempted). Only A scores 1. The grader is any `SamplingPolicy`; the prompt below is our own wording of
  * the rubric. A reply with no recognisable grade is recorded as `unparsed` and scores 0.
  */
-import type { Policy } from '../policy/types.ts';
+import type { SamplingPolicy } from '../core/policy.ts';
 import type { Scorer } from './scoring.ts';
 
 export type JudgeGrade = 'A' | 'B' | 'C' | 'unparsed';
@@ -49,7 +49,7 @@ export interface JudgeOptions {
 }
 
 /** A scorer that asks `policy` to grade. Never throws for a bad reply; sampler failures do propagate. */
-export function createJudgeScorer(policy: Policy, options: JudgeOptions = {}): Scorer {
+export function createJudgeScorer(policy: SamplingPolicy, options: JudgeOptions = {}): Scorer {
   return async ({ prediction, answers, question }) => {
     const tokenizer = await policy.tokenizer();
     const prompt = buildJudgePrompt(question ?? '', answers, prediction);

@@ -11,7 +11,7 @@ import {
   policyLossRegistry,
   type PolicyLossConfig,
 } from './losses.ts';
-import type { Datum, Role } from '../policy/types.ts';
+import type { Datum, Role } from '../core/records.ts';
 import { Rng } from '../util/rng.ts';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);

@@ -1,5 +1,5 @@
 /**
- * Policy losses for one mini-batch of datums (planner, worker and single sequences together), in
+ * SamplingPolicy losses for one mini-batch of datums (planner, worker and single sequences together), in
  * float64 over plain arrays, with exact gradients d(loss)/d(logprob) (and d(loss)/d(entropy)).
  *
  * Per trainable token t with advantage A and log-ratio Δ_t = logπθ − logπ_old (clamped to ±20):
@@ -27,11 +27,13 @@
  * ratio_sq_sum, entropy_sum, approx_kl_sum (k3 of π_old‖πθ), kl_ref_sum, also per role
  * ("planner/tokens", …).
  */
-import { Registry, InvalidArgumentError } from '../errors.ts';
-import type { Datum, ForwardOutput, LossFn, LossOutput } from '../policy/types.ts';
+import { Registry } from '../core/registry.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { Datum } from '../core/records.ts';
+import type { ForwardOutput, LossFn, LossOutput } from '../core/policy.ts';
 
 export interface PolicyLossConfig {
-  /** Policy-loss registry name: "ppo" or "gspo". */
+  /** SamplingPolicy-loss registry name: "ppo" or "gspo". */
   name: string;
   clipLow: number;
   clipHigh: number;
@@ -121,7 +123,7 @@ export function aggregationWeights(datums: readonly Datum[], config: PolicyLossC
 }
 
 // ---------------------------------------------------------------------------------------------
-// Policy-loss terms (one sequence at a time)
+// SamplingPolicy-loss terms (one sequence at a time)
 
 export interface TermInput {
   logprobs: ArrayLike<number>;
@@ -332,7 +334,7 @@ export function makePolicyLoss(config: PolicyLossConfig, allDatums: readonly Dat
   return (datums: readonly Datum[], forward: ForwardOutput): LossOutput => {
     const r = computePolicyLoss(config, weights, datums, forward.logprobs, forward.entropies);
     // A non-finite loss poisons its gradient, so the policy's optimStep skips the update (the
-    // Policy contract: a non-finite gradient is not applied).
+    // SamplingPolicy contract: a non-finite gradient is not applied).
     const poison = !Number.isFinite(r.loss);
     return {
       loss: r.loss,

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_REWARD_WEIGHTS, registeredScorer, rewardRegistry, scoreRollout } from './rewards.ts';
-import { UnknownNameError } from '../errors.ts';
-import { testRollout } from './test-rollouts.ts';
+import { UnknownNameError } from '../core/errors.ts';
+import { testRollout } from '../testing/rollouts.ts';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
 const exact = (pred: string | null, golds: readonly string[]) => (pred !== null && golds.includes(pred) ? 1 : 0);

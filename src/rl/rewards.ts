@@ -16,8 +16,8 @@
  * tool calls": no worker wrote a malformed call). This keeps a planner that answers directly from
  * being penalised on format relative to one that delegates; set it to 0 to reward delegation.
  */
-import { Registry } from '../errors.ts';
-import type { RewardParts, Rollout } from '../agents/records.ts';
+import { Registry } from '../core/registry.ts';
+import type { RewardParts, Rollout } from '../core/records.ts';
 import { scorers } from './scoring.ts';
 import { mean } from '../util/stats.ts';
 

@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { coverExactMatch, exactMatch, extractAnswer, formatScore, normalizeAnswer, scorers, tokenF1 } from './scoring.ts';
+import { coverExactMatch, exactMatch, formatScore, normalizeAnswer, scorers, tokenF1 } from './scoring.ts';
+import { extractAnswer } from '../agents/answer.ts';
 import { buildJudgePrompt, createJudgeScorer, parseJudgeGrade } from './judge.ts';
-import { UnknownNameError } from '../errors.ts';
-import type { ChatTokenizer, Policy, SampleParams } from '../policy/types.ts';
+import { UnknownNameError } from '../core/errors.ts';
+import type { ChatTokenizer } from '../core/chat.ts';
+import type { SamplingPolicy, SampleParams } from '../core/policy.ts';
 
 test('extractAnswer: nested braces, answer tags, last one wins', () => {
   assert.equal(extractAnswer('so \\boxed{\\frac{1}{2}} done'), '\\frac{1}{2}');
@@ -61,7 +63,7 @@ test('judge grade parsing tolerates malformed replies', () => {
 });
 
 /** A character-level tokenizer and a policy that replies with a scripted string. */
-function scriptedJudge(reply: string, seen: string[]): Policy {
+function scriptedJudge(reply: string, seen: string[]): SamplingPolicy {
   const tokenizer: ChatTokenizer = {
     vocabSize: 0x10000, stopTokenIds: [0], bosTokenId: null, eosTokenId: 0,
     encode: (t) => [...t].map((c) => c.charCodeAt(0)),

@@ -1,35 +1,14 @@
 /**
- * Rule-based answer scoring as used in multi-hop QA work: extract the final answer from a model's
- * text (`\boxed{...}` with nested braces, or `<answer>...</answer>`; whichever comes last wins),
- * normalise it (lowercase, strip punctuation and the articles a/an/the, collapse whitespace — the
- * SQuAD rule), and compare with one or more gold answers: exact match, token F1, cover-EM (the
+ * Rule-based answer scoring as used in multi-hop QA work (the answer itself is extracted from the
+ * model's text by agents/answer.ts): normalise it (lowercase, strip punctuation and the articles
+ * a/an/the, collapse whitespace — the SQuAD rule), and compare with one or more gold answers: exact match, token F1, cover-EM (the
  * normalised gold appears as a whole-word span inside the normalised prediction). With several
  * golds the score is the maximum over golds. A missing prediction scores 0.
  *
  * Scorers are registered by name (`exact_match`, `f1`, `cover_em`; the LLM judge in judge.ts is
  * built around a policy with `createJudgeScorer`). `formatScore` is the tool-call format score.
  */
-import { Registry } from '../errors.ts';
-
-/** The text inside the last `\boxed{...}` or `<answer>...</answer>` in `text`, or null. */
-export function extractAnswer(text: string): string | null {
-  let best: { at: number; value: string } | null = null;
-  const boxRe = /\\boxed\s*\{/g;
-  for (let m = boxRe.exec(text); m !== null; m = boxRe.exec(text)) {
-    let depth = 1;
-    let i = m.index + m[0].length;
-    for (; i < text.length && depth > 0; i++) {
-      if (text[i] === '{') depth++;
-      else if (text[i] === '}') depth--;
-    }
-    if (depth === 0 && (best === null || m.index >= best.at)) best = { at: m.index, value: text.slice(m.index + m[0].length, i - 1) };
-  }
-  const tagRe = /<answer>([\s\S]*?)<\/answer>/g;
-  for (let m = tagRe.exec(text); m !== null; m = tagRe.exec(text)) {
-    if (best === null || m.index >= best.at) best = { at: m.index, value: m[1] };
-  }
-  return best === null ? null : best.value.trim();
-}
+import { Registry } from '../core/registry.ts';
 
 /** Lowercase, drop punctuation, drop articles, collapse whitespace. */
 export function normalizeAnswer(s: string): string {

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import type { Tool } from './tool.ts';
-import type { ToolSpec } from '../policy/types.ts';
+import type { ToolSpec } from '../core/chat.ts';
 
 export interface ExecuteOptions {
   /** Per-call time limit in milliseconds (the tool's signal is aborted when it passes). */

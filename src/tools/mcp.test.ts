@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { McpClient, connectMcpServers, contentToText, jsonSchemaToZod, type McpTool } from './mcp.ts';
 import { executeTool, toToolSpec } from './execute.ts';
-import { ConfigError, EndpointError } from '../errors.ts';
+import { ConfigError, EndpointError } from '../core/errors.ts';
 
 const SERVER = fileURLToPath(new URL('../../test/fixtures/mcp/server.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { createNetworkTools } from './network.ts';
 import { executeTool } from './execute.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 
 const SERVER = fileURLToPath(new URL('../../test/fixtures/mcp/server.ts', import.meta.url));
 

@@ -11,7 +11,7 @@
  * Local search/open over an index come from `src/tools/search/`; callers add those themselves.
  */
 import { z } from 'zod';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import type { Tool } from './tool.ts';
 import { createWebSearchTool } from './web-search.ts';
 import { createWebFetchTool } from './web-fetch.ts';

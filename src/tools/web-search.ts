@@ -5,7 +5,7 @@
  * and space pages are dropped, because benchmark answers are published there.
  */
 import { z } from 'zod';
-import { ConfigError, EndpointError } from '../errors.ts';
+import { ConfigError, EndpointError } from '../core/errors.ts';
 import { defineTool, type Tool } from './tool.ts';
 
 export interface WebSearchOptions {

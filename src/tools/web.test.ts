@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { createWebFetchTool, fetchPage } from './web-fetch.ts';
 import { createWebSearchTool, formatSearchResults, isAnswerLeakUrl } from './web-search.ts';
 import { executeTool } from './execute.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import { isPrivateAddress, refusalReason } from './net-guard.ts';
 
 const FIXTURES = new URL('../../test/fixtures/web/', import.meta.url);

@@ -15,8 +15,8 @@
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, MatpoError } from '../errors.ts';
-import type { Policy } from '../policy/types.ts';
+import { FileFormatError, MatpoError } from '../core/errors.ts';
+import type { TrainablePolicy } from '../core/policy.ts';
 import { fsyncPath, parseStepName, stepName, writeFileAtomic, type RunPaths } from './run-dir.ts';
 
 export interface TrainerState {
@@ -42,17 +42,14 @@ function fsyncTree(dir: string): void {
   fsyncPath(dir);
 }
 
-export async function saveCheckpoint(paths: RunPaths, policy: Policy, state: TrainerState, keep = 0): Promise<string> {
-  if (!policy.save) throw new MatpoError('unsupported', `policy ${policy.name} cannot save weights`);
+export async function saveCheckpoint(paths: RunPaths, policy: TrainablePolicy, state: TrainerState, keep = 0): Promise<string> {
   const name = stepName(state.step);
   const tmp = join(paths.checkpoints, `.tmp-${name}-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   await policy.save(tmp);
-  if (policy.saveOptimizerState) {
-    mkdirSync(join(tmp, OPTIMIZER_DIR), { recursive: true });
-    await policy.saveOptimizerState(join(tmp, OPTIMIZER_DIR));
-  }
+  mkdirSync(join(tmp, OPTIMIZER_DIR), { recursive: true });
+  await policy.saveOptimizerState(join(tmp, OPTIMIZER_DIR));
   writeFileAtomic(join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
   fsyncTree(tmp);
   const final = join(paths.checkpoints, name);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { applyOverride, configHelp, configToYaml, loadConfig, parseConfig } from './config.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'matpo-cfg-'));
 const file = (name: string, text: string) => {

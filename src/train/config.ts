@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import YAML from 'yaml';
-import { ConfigError, UnknownNameError } from '../errors.ts';
+import { ConfigError, UnknownNameError } from '../core/errors.ts';
 import { estimatorRegistry } from '../rl/advantages.ts';
 import { creditRegistry } from '../rl/credit.ts';
 import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';

@@ -4,10 +4,10 @@
  * sampling unit: SE = sd_q(mean accuracy of question q over its repeats) / sqrt(#questions) (sample
  * sd, n−1). Sampling seeds come from a stream of their own, so evaluating never perturbs training.
  */
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewards.ts';
 import { Rng } from '../util/rng.ts';
-import type { Question, RolloutRunner } from './types.ts';
+import type { Question, RolloutRunner } from '../core/question.ts';
 import { mean, standardError } from '../util/stats.ts';
 
 /** Map with at most `limit` calls in flight; results keep the input order. */

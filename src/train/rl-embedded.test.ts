@@ -13,10 +13,10 @@ import { parseConfig } from './config.ts';
 import { trainRl, type RlDeps } from './rl-loop.ts';
 import { readMetrics, runPaths } from './run-dir.ts';
 import { configQuestions, loadEmbeddedPolicy, rolloutRunnerFactory } from './wiring.ts';
-import { buildWorldModel } from './fixtures/world-model.ts';
+import { buildWorldModel } from '../testing/world-model.ts';
 import { registeredScorer } from '../rl/rewards.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 
 let dir: string;
 let worldDir: string;

@@ -7,11 +7,12 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig, type TrainConfigInput } from './config.ts';
 import { trainRl, QuestionStream, miniBatches, type RlDeps } from './rl-loop.ts';
-import { BigramPolicy } from './bigram-policy.ts';
-import { toyQuestions, toyRunner, toyScorer, TOY_VOCAB } from './toy-task.ts';
+import { BigramPolicy } from '../testing/bigram-policy.ts';
+import { toyQuestions, toyRunner, toyScorer, TOY_VOCAB } from '../testing/toy-task.ts';
 import { readMetrics, runPaths } from './run-dir.ts';
-import type { Rollout } from '../agents/records.ts';
-import type { Datum, ForwardOutput, Policy } from '../policy/types.ts';
+import type { Rollout } from '../core/records.ts';
+import type { Datum } from '../core/records.ts';
+import type { ForwardOutput, TrainablePolicy } from '../core/policy.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-rl-'));
@@ -27,7 +28,7 @@ function toyConfig(over: Record<string, Record<string, unknown>> = {}) {
   return parseConfig(base);
 }
 
-function toyDeps(wrap: (p: BigramPolicy) => Policy = (p) => p): RlDeps {
+function toyDeps(wrap: (p: BigramPolicy) => TrainablePolicy = (p) => p): RlDeps {
   return {
     loadPolicy: async (dir) => wrap(dir === 'toy:init' ? new BigramPolicy(TOY_VOCAB) : BigramPolicy.load(dir)),
     makeRunner: (policy) => toyRunner(policy),
@@ -79,7 +80,7 @@ test('the RL loop learns the toy task in MATPO mode and writes the run-directory
 test('a non-finite loss skips the update and is logged; training continues', async () => {
   const dir = join(tmp(), 'run');
   let calls = 0;
-  const wrap = (p: BigramPolicy): Policy => {
+  const wrap = (p: BigramPolicy): TrainablePolicy => {
     const forward = p.forward.bind(p);
     p.forward = async (datums: readonly Pick<Datum, 'tokens'>[]): Promise<ForwardOutput> => {
       const out = await forward(datums);
@@ -120,7 +121,7 @@ test('data stream: per-epoch seeded order, cursor advances across epochs; mini-b
 
 function runChild(runDir: string, delayMs: number, args: string[], onLine?: (line: string, kill: (sig: NodeJS.Signals) => void) => void): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'fixtures', 'toy-train.ts'), runDir, String(delayMs), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(here, '..', 'testing', 'toy-train.ts'), runDir, String(delayMs), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let buf = '';
     child.stdout.on('data', (c: Buffer) => {
@@ -267,7 +268,7 @@ test('held-out evaluation samples at run.evalTemperature; training rollouts at r
   deps.makeRunner = (policy) => {
     const run = makeRunner(policy);
     return (req) => {
-      seen.push({ id: req.rolloutId, temperature: req.temperature });
+      seen.push({ id: req.rolloutId, temperature: req.temperature ?? NaN });
       return run(req);
     };
   };

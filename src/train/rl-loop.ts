@@ -17,13 +17,14 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Rollout } from '../agents/records.ts';
-import { ConfigError, MatpoError } from '../errors.ts';
+import type { Rollout } from '../core/records.ts';
+import { ConfigError, MatpoError } from '../core/errors.ts';
 import { creditRegistry } from '../rl/credit.ts';
 import { buildDatums } from '../rl/datums.ts';
 import { makePolicyLoss, type PolicyLossConfig } from '../rl/losses.ts';
 import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewards.ts';
-import type { Datum, Policy } from '../policy/types.ts';
+import type { Datum } from '../core/records.ts';
+import type { SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 import { findLatestCheckpoint, listCheckpoints, OPTIMIZER_DIR, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { configToYaml, evalTemperature, type TrainConfig } from './config.ts';
@@ -31,11 +32,12 @@ import { evaluate, mapLimit } from './evaluate.ts';
 import { mean } from '../util/stats.ts';
 import { Progress } from './progress.ts';
 import { appendMetrics, ensureRunDir, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
-import type { PolicyLoader, Question, RolloutRunner } from './types.ts';
+import type { PolicyLoader } from '../core/policy.ts';
+import type { Question, RolloutRunner } from '../core/question.ts';
 
 export interface RlDeps {
   loadPolicy: PolicyLoader;
-  makeRunner: (policy: Policy) => RolloutRunner;
+  makeRunner: (policy: SamplingPolicy) => RolloutRunner;
   trainQuestions: readonly Question[];
   evalQuestions: readonly Question[];
   scorer: AnswerScorer;
@@ -172,10 +174,9 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
   writeFileAtomic(paths.config, configToYaml(config));
 
   const policy = await deps.loadPolicy(ck ? ck.dir : config.model.path);
-  let refPolicy: Policy | null = null;
+  let refPolicy: TrainablePolicy | null = null;
   try {
-    if (!policy.forwardBackward || !policy.optimStep) throw new MatpoError('unsupported', `policy ${policy.name} cannot train (no forwardBackward/optimStep)`);
-    if (ck && policy.loadOptimizerState && existsSync(join(ck.dir, OPTIMIZER_DIR))) await policy.loadOptimizerState(join(ck.dir, OPTIMIZER_DIR));
+    if (ck && existsSync(join(ck.dir, OPTIMIZER_DIR))) await policy.loadOptimizerState(join(ck.dir, OPTIMIZER_DIR));
     refPolicy = config.rl.loss.klCoef > 0 ? await deps.loadPolicy(config.model.path) : null;
     const state: TrainerState = ck
       ? structuredClone(ck.state)
@@ -300,8 +301,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       } else {
         for (let e = 0; e < config.optim.epochs; e++)
           for (const mb of miniBatches(datums, config.optim.miniBatches)) {
-            const fb = await policy.forwardBackward!(mb, makePolicyLoss(lossCfg, mb), { microBatchTokens: config.optim.microBatchTokens });
-            const opt = await policy.optimStep!({
+            const fb = await policy.forwardBackward(mb, makePolicyLoss(lossCfg, mb), { microBatchTokens: config.optim.microBatchTokens });
+            const opt = await policy.optimStep({
               learningRate: config.optim.learningRate, beta1: config.optim.beta1, beta2: config.optim.beta2, eps: config.optim.eps,
               weightDecay: config.optim.weightDecay, maxGradNorm: config.optim.maxGradNorm,
             });

@@ -25,7 +25,7 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 
 export const stepName = (step: number): string => `step-${String(step).padStart(6, '0')}`;
 

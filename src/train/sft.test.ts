@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readTranscripts, scheduledLr, trainSft } from './sft.ts';
 import { renderConversation } from '../agents/renderer.ts';
-import { BigramPolicy } from './bigram-policy.ts';
-import type { ChatMessage, ChatTokenizer } from '../policy/types.ts';
+import { BigramPolicy } from '../testing/bigram-policy.ts';
+import type { ChatMessage, ChatTokenizer } from '../core/chat.ts';
 
 /** A character-level tokenizer with a ChatML-like template: "<role>content|" per message, "<assistant>" as generation prompt. */
 function charTokenizer(): ChatTokenizer {

@@ -7,9 +7,11 @@
  * reported before training and after every epoch.
  */
 import { readFileSync } from 'node:fs';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 import { makeNllLoss } from '../rl/losses.ts';
-import type { ChatMessage, ChatTokenizer, Datum, Policy, ToolSpec } from '../policy/types.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { Datum } from '../core/records.ts';
+import type { TrainablePolicy } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 import { Progress } from './progress.ts';
 
@@ -112,7 +114,7 @@ function toDatum(r: Rendered, i: number): Datum {
 }
 
 /** Mean NLL per trainable token of `datums` under the policy (forward only). */
-export async function heldOutNll(policy: Policy, datums: readonly Datum[], microBatchTokens: number): Promise<number> {
+export async function heldOutNll(policy: TrainablePolicy, datums: readonly Datum[], microBatchTokens: number): Promise<number> {
   if (!policy.forward) throw new Error(`policy ${policy.name} has no forward()`);
   let nll = 0;
   let n = 0;
@@ -166,13 +168,12 @@ function batches(datums: readonly Datum[], budget: number): Datum[][] {
 }
 
 export async function trainSft(
-  policy: Policy,
+  policy: TrainablePolicy,
   tokenizer: ChatTokenizer,
   transcripts: readonly Transcript[],
   render: (tokenizer: ChatTokenizer, messages: readonly ChatMessage[], tools?: readonly ToolSpec[]) => Rendered,
   o: SftOptions,
 ): Promise<SftResult> {
-  if (!policy.forwardBackward || !policy.optimStep) throw new Error(`policy ${policy.name} cannot train`);
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   let all = transcripts.map((t, i) => toDatum(render(tokenizer, t.messages, t.tools), i)).filter((d) => d.mask.some((m) => m));
   if (o.maxTokens > 0) all = all.filter((d) => d.tokens.length <= o.maxTokens);

@@ -6,15 +6,15 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, MatpoError } from '../errors.ts';
+import { ConfigError, MatpoError } from '../core/errors.ts';
 import { loadWorld, type World } from '../envs/world/world.ts';
 import { OpenAIPolicy } from '../policy/openai.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
-import type { Policy } from '../policy/types.ts';
+import type { SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
 import { RolloutEngine, type RolloutOptions } from '../agents/rollout.ts';
 import { worldSearchTools } from '../envs/world-tools.ts';
 import type { TrainConfig } from './config.ts';
-import type { Question, RolloutRunner } from './types.ts';
+import type { Question, RolloutRunner } from '../core/question.ts';
 
 async function importOptional<T>(spec: string, what: string): Promise<T> {
   try {
@@ -27,7 +27,7 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
 }
 
 /** Open a model directory with the embedded engine (trainable). */
-export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<Policy> {
+export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<TrainablePolicy> {
   if (!dir) throw new ConfigError({ path: 'model.path', message: 'is required (a model directory)' });
   if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: 'model.path', message: `${dir} is not a model directory (no config.json)` });
   return EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
@@ -51,7 +51,7 @@ export function checkModelContext(config: TrainConfig): void {
 }
 
 /** The sampling policy for evaluation: embedded (model.path) or an OpenAI-compatible endpoint. */
-export async function openSamplingPolicy(model: TrainConfig['model']): Promise<Policy> {
+export async function openSamplingPolicy(model: TrainConfig['model']): Promise<SamplingPolicy> {
   if (model.kind === 'endpoint') {
     if (!model.endpoint) throw new ConfigError({ path: 'model.endpoint', message: 'is required when model.kind is endpoint' });
     return new OpenAIPolicy({ baseUrl: model.endpoint, model: model.served || 'default', tokenizerDir: model.path || undefined });
@@ -113,7 +113,7 @@ export function rolloutOptions(config: TrainConfig): RolloutOptions {
  * A factory of rollout runners for a config: binds the agents layer's rollout engine (planner–worker
  * or single-agent) with the world's search tools (built once) to a policy.
  */
-export async function rolloutRunnerFactory(config: TrainConfig, world: World | null): Promise<(policy: Policy) => RolloutRunner> {
+export async function rolloutRunnerFactory(config: TrainConfig, world: World | null): Promise<(policy: SamplingPolicy) => RolloutRunner> {
   // planners need workers with tools; without a world there are no offline tools to give them
   if (config.rollout.mode === 'matpo' && !world) throw new ConfigError({ path: 'data.world', message: 'planner–worker rollouts need tools: set data.world (an offline world), or use rollout.mode single' });
   const tools = world ? worldSearchTools(world).tools : [];

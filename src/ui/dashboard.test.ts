@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { startViewServer } from './server.ts';
-import { writeFixtureRun } from './fixture-run.ts';
+import { writeFixtureRun } from '../testing/fixture-run.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FIXTURE = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'run');

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, mkdir, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 import { readJsonl, readMetricsFrom, resolveInside, summariseStep, listSteps } from './run-files.ts';
-import { writeFixtureRun } from './fixture-run.ts';
+import { writeFixtureRun } from '../testing/fixture-run.ts';
 
 const FIXTURE = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'run');
 
@@ -118,7 +118,7 @@ async function listFiles(dir: string, root = dir): Promise<string[]> {
   return out.sort();
 }
 
-test('the committed fixture run is exactly what src/ui/fixture-run.ts writes', async (t) => {
+test('the committed fixture run is exactly what src/testing/fixture-run.ts writes', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'matpo-ui-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   await writeFixtureRun(dir);

@@ -9,7 +9,7 @@
  */
 import { open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type { Rollout, Sequence } from '../agents/records.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
 
 /** One parsed line of metrics.jsonl: `step`, maybe `time` / `event`, numeric `group/metric` keys. */
 export type MetricRecord = Record<string, unknown> & { step: number };

@@ -21,7 +21,7 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 import { listSteps, readJsonl, readMetricsFrom, resolveInside, stepFile, summariseStep } from './run-files.ts';
 import { findTokenizerDir, loadTokenDecoder } from './token-decoder.ts';
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Rollout } from '../agents/records.ts';
+import type { Rollout } from '../core/records.ts';
 import { findTokenizerDir, loadTokenDecoder, tokenPieces } from './token-decoder.ts';
 
 const FIXTURE = join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'run');

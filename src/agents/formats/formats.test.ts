@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../../model/tokenizer.ts';
-import { UnknownNameError } from '../../errors.ts';
+import { UnknownNameError } from '../../core/errors.ts';
 import { formatFor, hermesFormat, hermesInPromptFormat, mcpFormat, nativeFormat, stripReasoningAndCalls, toolCallFormat } from './index.ts';
 import { parseLenientJson } from './lenient-json.ts';
 

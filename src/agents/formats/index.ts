@@ -13,8 +13,8 @@
  * that only parse after repair (missing closing braces, trailing text, trailing commas) are used,
  * but the call is marked `repaired` so the format score does not count it as well-formed.
  */
-import type { ChatTokenizer, ToolSpec } from '../../policy/types.ts';
-import { UnknownNameError } from '../../errors.ts';
+import type { ChatTokenizer, ToolSpec } from '../../core/chat.ts';
+import { UnknownNameError } from '../../core/errors.ts';
 import { parseLenientJson } from './lenient-json.ts';
 
 export interface ParsedCall {

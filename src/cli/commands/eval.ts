@@ -6,7 +6,7 @@
  * Rollout settings (turn and token limits, reward weights) come from --config when given.
  */
 import { writeFileSync } from 'node:fs';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { parseFlags, type Command } from '../command.ts';
 import { evalTemperature, loadConfig } from '../../train/config.ts';
 import { evaluate } from '../../train/evaluate.ts';

@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
 import { finiteMean, mean, sampleStd } from '../../util/stats.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';

@@ -4,13 +4,13 @@
  * with the model's chat template (generation prompt added), and the reply is streamed to stdout as
  * tokens are sampled; a one-line summary (tokens, finish reason, speed) goes to stderr.
  */
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { loadModelDir } from '../../model/checkpoint.ts';
 import { loadTokenizer } from '../../model/tokenizer.ts';
 import { Sampler } from '../../model/sampler.ts';
 import { getKernels, referenceKernels } from '../../engine/index.ts';
-import type { ChatMessage } from '../../policy/types.ts';
+import type { ChatMessage } from '../../core/chat.ts';
 
 export const command: Command = {
   name: 'generate',

@@ -5,7 +5,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { SearchIndex, loadCorpus, formatHits } from '../../tools/search/search-index.ts';
 

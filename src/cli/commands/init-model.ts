@@ -5,7 +5,7 @@
  * eos/bos come from the tokenizer when the config does not set them.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { ConfigError, FileFormatError } from '../../errors.ts';
+import { ConfigError, FileFormatError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { MODEL_PRESETS, parseModelConfig, type ModelConfig } from '../../model/config.ts';
 import { initModelDir } from '../../model/init.ts';

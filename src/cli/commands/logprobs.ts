@@ -5,7 +5,7 @@
  * Runs on the embedded engine (worker thread); inputs are processed in batches by token budget.
  */
 import { readFileSync } from 'node:fs';
-import { FileFormatError, InvalidArgumentError } from '../../errors.ts';
+import { FileFormatError, InvalidArgumentError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { EmbeddedPolicy } from '../../policy/embedded.ts';
 

@@ -7,12 +7,13 @@
  * the world's search and open (`--world`), a built search index (`--index DIR`), and/or web search
  * and fetch (`--web`, key in SERPER_API_KEY).
  */
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, type Command } from '../command.ts';
-import type { Policy } from '../../policy/types.ts';
+import type { SamplingPolicy } from '../../core/policy.ts';
 import type { Tool } from '../../tools/tool.ts';
-import type { Rollout } from '../../agents/records.ts';
-import { DEFAULT_LIMITS, RolloutEngine, runRollouts, writeRolloutsJsonl, type RolloutQuestion } from '../../agents/rollout.ts';
+import type { Rollout } from '../../core/records.ts';
+import { DEFAULT_LIMITS, RolloutEngine, runRollouts, writeRolloutsJsonl } from '../../agents/rollout.ts';
+import type { Question } from '../../core/question.ts';
 import { loadPrompts } from '../../agents/prompts.ts';
 
 export const USAGE =
@@ -29,14 +30,14 @@ function oneOf<T extends string>(values: Record<string, unknown>, flag: string, 
   return v as T;
 }
 
-async function openPolicy(values: Record<string, unknown>): Promise<Policy> {
+async function openPolicy(values: Record<string, unknown>): Promise<SamplingPolicy> {
   if (values.model && values.endpoint) throw new ConfigError({ path: '--model', message: 'give --model or --endpoint, not both' });
   if (typeof values.model === 'string') {
-    const { EmbeddedPolicy } = (await import('../../policy/embedded.ts')) as { EmbeddedPolicy: { load(dir: string, o?: object): Promise<Policy> } };
+    const { EmbeddedPolicy } = (await import('../../policy/embedded.ts')) as { EmbeddedPolicy: { load(dir: string, o?: object): Promise<SamplingPolicy> } };
     return EmbeddedPolicy.load(values.model);
   }
   if (typeof values.endpoint === 'string') {
-    const { OpenAIPolicy } = (await import('../../policy/openai.ts')) as { OpenAIPolicy: new (o: object) => Policy };
+    const { OpenAIPolicy } = (await import('../../policy/openai.ts')) as { OpenAIPolicy: new (o: object) => SamplingPolicy };
     return new OpenAIPolicy({
       baseUrl: values.endpoint,
       model: (values.served as string | undefined) ?? 'default',
@@ -48,13 +49,13 @@ async function openPolicy(values: Record<string, unknown>): Promise<Policy> {
 }
 
 interface Loaded {
-  questions: RolloutQuestion[];
+  questions: Question[];
   tools: Tool[];
 }
 
 async function loadQuestionsAndTools(values: Record<string, unknown>): Promise<Loaded> {
   const tools: Tool[] = [];
-  let questions: RolloutQuestion[];
+  let questions: Question[];
   if (values.world && values.data) throw new ConfigError({ path: '--world', message: 'give --world or --data, not both' });
   if (typeof values.world === 'string') {
     const { loadWorld } = await import('../../envs/world/world.ts');

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { command } from './serve.ts';
-import { MatpoError } from '../../errors.ts';
+import { MatpoError } from '../../core/errors.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/matpo.js', import.meta.url));
 

@@ -6,16 +6,16 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { ConfigError, FileFormatError, MatpoError } from '../../errors.ts';
+import { ConfigError, FileFormatError, MatpoError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { servePolicy } from '../../policy/server.ts';
-import type { Policy } from '../../policy/types.ts';
+import type { SamplingPolicy } from '../../core/policy.ts';
 
 interface EmbeddedModule {
-  EmbeddedPolicy: { load(dir: string, options?: Record<string, unknown>): Promise<Policy> };
+  EmbeddedPolicy: { load(dir: string, options?: Record<string, unknown>): Promise<SamplingPolicy> };
 }
 
-async function loadEmbedded(dir: string, threads: number | undefined): Promise<Policy> {
+async function loadEmbedded(dir: string, threads: number | undefined): Promise<SamplingPolicy> {
   // Imported on demand (computed path) so that the HTTP layer does not depend on the engine at load time.
   const modulePath = '../../policy/embedded.ts';
   let mod: EmbeddedModule;

@@ -6,7 +6,7 @@
  */
 import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { readTranscripts, trainSft } from '../../train/sft.ts';
 import { renderConversation } from '../../agents/renderer.ts';
@@ -71,7 +71,7 @@ export const command: Command = {
       progress: !values['no-progress'],
       onStep: (m) => appendFileSync(metricsFile, JSON.stringify({ step: m.step, time: new Date().toISOString(), 'sft/loss': m.loss, 'sft/lr': m.learningRate, 'train/grad_norm': m.gradNorm, 'sft/tokens': m.tokens, 'sft/epoch': m.epoch }) + '\n'),
     });
-    await policy.save!(out); // the model layer writes each file atomically
+    await policy.save(out); // the model layer writes each file atomically
     appendFileSync(metricsFile, JSON.stringify({ step: result.steps, time: new Date().toISOString(), 'sft/held_out_loss_before': result.heldOutLoss[0] ?? null, 'sft/held_out_loss_after': result.heldOutLoss[result.heldOutLoss.length - 1] ?? null }) + '\n');
     const s = (performance.now() - t0) / 1000;
     console.log(`sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`);

@@ -6,7 +6,7 @@
  * flight, writes a checkpoint and exits; a second Ctrl-C exits at once.
  */
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { parseFlags, type Command } from '../command.ts';
 import { configHelp, loadConfig } from '../../train/config.ts';
 import { trainRl } from '../../train/rl-loop.ts';

@@ -7,7 +7,7 @@ import { command as world } from './world.ts';
 import { command as index } from './index.ts';
 import { loadWorld } from '../../envs/world/world.ts';
 import { SearchIndex } from '../../tools/search/search-index.ts';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 
 async function quiet<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
   const log = console.log;

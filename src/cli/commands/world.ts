@@ -3,7 +3,7 @@
  * seeds) and write it as JSONL files plus manifest.json.
  */
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { trainTokenizerForWorld } from '../../envs/world-tokenizer.ts';
 import { saveTokenizer } from '../../envs/tokenizer-train.ts';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateWorld, loadWorld, saveWorld } from './world.ts';
 import { extractFacts, RELATIONS } from './vocab.ts';
-import { ConfigError, FileFormatError } from '../../errors.ts';
+import { ConfigError, FileFormatError } from '../../core/errors.ts';
 
 const small = { seed: 7, entities: 120, questions: 200 };
 

@@ -8,7 +8,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, FileFormatError } from '../../errors.ts';
+import { ConfigError, FileFormatError } from '../../core/errors.ts';
 import { Rng } from '../../util/rng.ts';
 import {
   CITY_PREFIXES, COUNTRY_SUFFIXES, ENTITY_KINDS, FILLER_SENTENCES, FIRST_NAMES, GENERIC_QUESTIONS, INTRO_SENTENCES,

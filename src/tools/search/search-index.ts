@@ -15,7 +15,7 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import MiniSearch from 'minisearch';
-import { FileFormatError, InvalidArgumentError } from '../../errors.ts';
+import { FileFormatError, InvalidArgumentError } from '../../core/errors.ts';
 import { Rng } from '../../util/rng.ts';
 
 export interface CorpusDocument {

@@ -7,7 +7,7 @@ import { SearchIndex, loadCorpus, snippet } from './search-index.ts';
 import { createSearchTools } from './tools.ts';
 import { executeTool } from '../execute.ts';
 import { generateWorld } from '../../envs/world/world.ts';
-import { FileFormatError } from '../../errors.ts';
+import { FileFormatError } from '../../core/errors.ts';
 
 const docs = [
   { id: 'a', title: 'Tarnis Institute', text: 'Tarnis Institute was founded by Alor Venmit. It is based in Kelda.' },

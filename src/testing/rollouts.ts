@@ -2,8 +2,8 @@
  * Small hand-made Rollout records for the rl and train tests: sequences with a given trainable mask
  * and format score, and rollouts with given workers and reward.
  */
-import type { Rollout, Sequence } from '../agents/records.ts';
-import type { Role } from '../policy/types.ts';
+import type { Rollout, Sequence } from '../core/records.ts';
+import type { Role } from '../core/records.ts';
 
 export function testSequence(args: { id: string; role: Role; parentId?: string | null; mask: number[]; formatScore?: number; logprob?: number }): Sequence {
   return {

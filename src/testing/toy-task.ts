@@ -10,10 +10,10 @@
  * a worker's is 1 when it ended with STOP, else 0.5. Single mode never delegates (DELEGATE is then
  * just a token). Planner and worker masks differ in length and position by construction.
  */
-import type { Rollout, Sequence, TurnRecord } from '../agents/records.ts';
-import type { Policy } from '../policy/types.ts';
+import type { Rollout, Sequence, TurnRecord } from '../core/records.ts';
+import type { SamplingPolicy } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
-import type { Question, RolloutRunner } from './types.ts';
+import type { Question, RolloutRunner } from '../core/question.ts';
 
 export const TOY_VOCAB = 16;
 export const TOY_DELEGATE = 6;
@@ -32,7 +32,7 @@ function sequence(id: string, parentId: string | null, role: Sequence['role'], p
   return { id, parentId, role, tokens: prompt.slice(), mask: prompt.map(() => 0), logprobs: prompt.map(() => 0), turns: [], messages: [], outcome: 'answered', formatScore: 1 };
 }
 
-async function turn(policy: Policy, s: Sequence, seed: number, temperature: number): Promise<number[]> {
+async function turn(policy: SamplingPolicy, s: Sequence, seed: number, temperature: number): Promise<number[]> {
   const t0 = Date.now();
   const r = await policy.sample(s.tokens, { maxNewTokens: 3, temperature, seed, stopTokenIds: [TOY_STOP] });
   const start = s.tokens.length;
@@ -45,8 +45,8 @@ async function turn(policy: Policy, s: Sequence, seed: number, temperature: numb
 }
 
 /** A RolloutRunner for the toy task; `delayMs` slows each rollout down (for kill-and-resume tests). */
-export function toyRunner(policy: Policy, delayMs = 0): RolloutRunner {
-  return async ({ question, index, rolloutId, mode, seed, temperature }) => {
+export function toyRunner(policy: SamplingPolicy, delayMs = 0): RolloutRunner {
+  return async ({ question, index, rolloutId, mode, seed, temperature = 1 }) => {
     const t0 = Date.now();
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     const rng = new Rng(seed);

@@ -3,8 +3,8 @@
  * and biases), and a naive full-recompute forward (no KV cache, float64, reference kernels) that
  * gives the logits of every position — the independent reference for decode and sampling tests.
  */
-import { presetConfig, type ModelConfig } from './config.ts';
-import { buildLayout, initParams, viewsOf } from './params.ts';
+import { presetConfig, type ModelConfig } from '../model/config.ts';
+import { buildLayout, initParams, viewsOf } from '../model/params.ts';
 import { reference } from '../engine/reference.ts';
 import { Rng } from '../util/rng.ts';
 

@@ -1,43 +1,18 @@
 /**
- * The one door to compute. Everything above this layer (agents, rl, train) talks to a model only
- * through `Policy`; everything below (engine, model, HTTP clients) is hidden behind it.
+ * The one door to compute. Everything above the policy layer (agents, rl, train) talks to a model
+ * only through these two contracts; everything below (engine, model, HTTP clients) is hidden behind
+ * them. They mirror Tinker's own client split:
  *
- * Implementations: `EmbeddedPolicy` (our engine, off the main thread) and `OpenAIPolicy` (any
- * OpenAI-compatible server: vLLM, SGLang, llama.cpp). Test policies live next to their tests.
+ * - `SamplingPolicy`: a tokenizer and `sample(prompt tokens) → tokens + logprobs`. Rollouts, the
+ *   judge, evaluation and the OpenAI-compatible server need nothing more. Implementations: the
+ *   embedded engine, any OpenAI-compatible server (vLLM, SGLang, llama.cpp), the scripted expert.
+ * - `TrainablePolicy`: a sampling policy that also computes logprobs (`forward`), accumulates
+ *   gradients of a loss written in TypeScript (`forwardBackward`), applies AdamW (`optimStep`) and
+ *   saves weights and optimizer state. The training loops take one of these, so they call no
+ *   optional methods.
  */
-
-/** A chat message as the chat template sees it. */
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | 'tool';
-  content: string;
-  /** Name of the tool whose result this is (role 'tool'). */
-  name?: string;
-}
-
-/** A tool as the chat template sees it (OpenAI function format). */
-export interface ToolSpec {
-  type: 'function';
-  function: { name: string; description: string; parameters: Record<string, unknown> };
-}
-
-/**
- * A tokenizer with the model's chat template. Backed by `tokenizer.json` + `tokenizer_config.json`
- * (@huggingface/tokenizers and @huggingface/jinja).
- */
-export interface ChatTokenizer {
-  readonly vocabSize: number;
-  /** Token ids that end an assistant turn (eos and e.g. <|im_end|>). */
-  readonly stopTokenIds: readonly number[];
-  readonly bosTokenId: number | null;
-  readonly eosTokenId: number | null;
-  /** Encode plain text; special-token strings in `text` are recognised as special tokens. */
-  encode(text: string): number[];
-  decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
-  tokenToId(token: string): number | undefined;
-  idToToken(id: number): string | undefined;
-  /** Render messages with the chat template (Jinja) to text. */
-  applyChatTemplate(messages: readonly ChatMessage[], options?: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean }): string;
-}
+import type { ChatMessage, ChatTokenizer } from './chat.ts';
+import type { Datum, Role } from './records.ts';
 
 export interface SampleParams {
   maxNewTokens: number;
@@ -74,27 +49,6 @@ export interface SampleResult {
   logprobs: number[];
   finishReason: FinishReason;
 }
-
-/**
- * What the trainer sees for one sequence. Arrays are aligned with `tokens`:
- * mask[t] = 1 when tokens[t] was sampled by the policy in this role (trainable), else 0;
- * advantages[t] and oldLogprobs[t] are meaningful where mask[t] = 1 (0 elsewhere).
- */
-export interface Datum {
-  tokens: number[];
-  mask: number[];
-  advantages: number[];
-  oldLogprobs: number[];
-  /** Logprobs under a frozen reference policy, when a KL term is used. */
-  refLogprobs?: number[];
-  questionId: string;
-  /** The planner rollout this sequence belongs to (the unit of MATPO's sequence-level aggregation). */
-  rolloutId: string;
-  sequenceId: string;
-  role: Role;
-}
-
-export type Role = 'planner' | 'worker' | 'single';
 
 /**
  * Per-datum arrays produced by the forward pass: logprobs[t] = log π(tokens[t] | tokens[<t]) for t ≥ 1,
@@ -147,21 +101,34 @@ export interface OptimResult {
   step: number;
 }
 
-export interface Policy {
+export interface SamplingPolicy {
   readonly name: string;
   /** True when sample() returns exact token ids and logprobs (usable for training). */
   readonly tokenExact: boolean;
   tokenizer(): Promise<ChatTokenizer>;
   sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult>;
-  /** Forward only: logprobs (and entropies) of the given sequences under the current weights. */
-  forward?(datums: readonly Pick<Datum, 'tokens'>[]): Promise<ForwardOutput>;
-  /** Forward, loss, backward; gradients accumulate until optimStep. */
-  forwardBackward?(datums: readonly Datum[], loss: LossFn, options?: { microBatchTokens?: number }): Promise<ForwardBackwardResult>;
-  optimStep?(params: OptimParams): Promise<OptimResult>;
-  /** Write a Hugging Face model directory (weights, config, tokenizer). */
-  save?(dir: string): Promise<void>;
-  /** Optimizer moments and step counter, for exact resume (written beside a checkpoint). */
-  saveOptimizerState?(dir: string): Promise<void>;
-  loadOptimizerState?(dir: string): Promise<void>;
   close(): Promise<void>;
 }
+
+export interface TrainablePolicy extends SamplingPolicy {
+  /** Forward only: logprobs (and entropies) of the given sequences under the current weights. */
+  forward(datums: readonly Pick<Datum, 'tokens'>[], options?: { microBatchTokens?: number }): Promise<ForwardOutput>;
+  /** Forward, loss, backward; gradients accumulate until optimStep. */
+  forwardBackward(datums: readonly Datum[], loss: LossFn, options?: { microBatchTokens?: number }): Promise<ForwardBackwardResult>;
+  /** One AdamW step over the accumulated gradients, which are then zeroed. */
+  optimStep(params: OptimParams): Promise<OptimResult>;
+  /** Write a Hugging Face model directory (weights, config, tokenizer, chat template): complete on its own. */
+  save(dir: string): Promise<void>;
+  /** Optimizer moments and step counter, for exact resume (written beside a checkpoint). */
+  saveOptimizerState(dir: string): Promise<void>;
+  loadOptimizerState(dir: string): Promise<void>;
+}
+
+/** True when a sampling policy can also be trained. */
+export function isTrainable(policy: SamplingPolicy): policy is TrainablePolicy {
+  const p = policy as Partial<TrainablePolicy>;
+  return typeof p.forward === 'function' && typeof p.forwardBackward === 'function' && typeof p.optimStep === 'function' && typeof p.save === 'function';
+}
+
+/** Opens a model directory as a trainable policy. */
+export type PolicyLoader = (modelDir: string) => Promise<TrainablePolicy>;

@@ -6,11 +6,12 @@
  * - `BigramPolicy`: a seeded random bigram model over that vocabulary. Logits of the next token
  *   depend only on the previous token; sampling honours temperature (0 = greedy), top-k, top-p,
  *   stop token ids, stop strings and the seed; logprobs are those of the temperature-1
- *   distribution, as the Policy contract says. The same (prompt, params) always gives the same
+ *   distribution, as the SamplingPolicy contract says. The same (prompt, params) always gives the same
  *   tokens and logprobs, which is what a token-exact round trip through HTTP is checked against.
  */
 import { Rng } from '../util/rng.ts';
-import type { ChatMessage, ChatTokenizer, Policy, SampleParams, SampleResult, ToolSpec } from './types.ts';
+import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
+import type { SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
 
 const SPECIALS = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'] as const;
 
@@ -84,7 +85,7 @@ export interface BigramPolicyOptions {
   delayMs?: number;
 }
 
-export class BigramPolicy implements Policy {
+export class BigramPolicy implements SamplingPolicy {
   readonly name = 'bigram-test-policy';
   readonly tokenExact = true;
   readonly vocab: ChatTokenizer;

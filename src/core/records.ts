@@ -1,9 +1,15 @@
 /**
  * The records that cross layers (see docs/design.md): a Sequence is one agent's token stream, a
  * Rollout is one planner (or single-agent) sequence with the worker sequences it spawned, a group is
- * the G rollouts of one question. They serialise to JSON as they are (one rollout per JSONL line).
+ * the G rollouts of one question, and a Datum is what the trainer sees of one sequence. Rollouts serialise to JSON as they are (one rollout per JSONL line).
  */
-import type { ChatMessage, Role } from '../policy/types.ts';
+import type { ChatMessage } from './chat.ts';
+
+/** The part an agent sequence plays: MATPO's planner and workers, or the single-agent baseline. */
+export type Role = 'planner' | 'worker' | 'single';
+
+/** Planner–worker rollouts (MATPO) or one tool-using agent (the single-agent GRPO baseline). */
+export type Mode = 'matpo' | 'single';
 
 export interface ToolCallRecord {
   /** Tool name as the model wrote it (may be unknown). */
@@ -79,7 +85,7 @@ export interface Rollout {
   questionId: string;
   /** Index of this rollout within its group (0..G-1). */
   index: number;
-  mode: 'matpo' | 'single';
+  mode: Mode;
   question: string;
   goldAnswers: string[];
   /** The planner sequence (mode 'matpo') or the single agent's sequence (mode 'single'). */
@@ -91,4 +97,23 @@ export interface Rollout {
   outcome: SequenceOutcome;
   error?: string;
   timings: { totalMs: number; sampleMs: number; toolMs: number };
+}
+
+/**
+ * What the trainer sees for one sequence. Arrays are aligned with `tokens`:
+ * mask[t] = 1 when tokens[t] was sampled by the policy in this role (trainable), else 0;
+ * advantages[t] and oldLogprobs[t] are meaningful where mask[t] = 1 (0 elsewhere).
+ */
+export interface Datum {
+  tokens: number[];
+  mask: number[];
+  advantages: number[];
+  oldLogprobs: number[];
+  /** Logprobs under a frozen reference policy, when a KL term is used. */
+  refLogprobs?: number[];
+  questionId: string;
+  /** The planner rollout this sequence belongs to (the unit of MATPO's sequence-level aggregation). */
+  rolloutId: string;
+  sequenceId: string;
+  role: Role;
 }

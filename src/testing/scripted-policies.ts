@@ -14,7 +14,9 @@
  * Logprobs are deterministic and distinct per position: −0.01·(1 + i mod 7) for the i-th sampled
  * token, so tests can check they land where the tokens land.
  */
-import type { ChatTokenizer, Policy, Role, SampleHint, SampleParams, SampleResult } from './types.ts';
+import type { ChatTokenizer } from '../core/chat.ts';
+import type { SamplingPolicy, SampleHint, SampleParams, SampleResult } from '../core/policy.ts';
+import type { Role } from '../core/records.ts';
 
 export type ScriptStep = string | { text: string; stop?: boolean } | { error: string };
 export type Script = readonly ScriptStep[] | ((hint: SampleHint, turn: number) => ScriptStep);
@@ -41,7 +43,7 @@ function turnCounter(): (hint: SampleHint) => number {
   };
 }
 
-export class ScriptedPolicy implements Policy {
+export class ScriptedPolicy implements SamplingPolicy {
   readonly name = 'scripted';
   readonly tokenExact = true;
   readonly calls: { role: Role; turn: number; promptTokens: number[]; params: SampleParams; result?: SampleResult }[] = [];
@@ -103,7 +105,7 @@ export interface InstantOptions {
   callText?: (name: string, args: Record<string, unknown>) => string;
 }
 
-export class InstantPolicy implements Policy {
+export class InstantPolicy implements SamplingPolicy {
   readonly name = 'instant';
   readonly tokenExact = true;
   samples = 0;

@@ -1,7 +1,7 @@
 /**
- * A tiny, exactly trainable Policy in plain TypeScript for the training-loop tests: a bigram model
+ * A tiny, exactly trainable policy in plain TypeScript for the training-loop tests: a bigram model
  * π(next | prev) = softmax(W[prev, :]) over a small vocabulary, float64 weights, AdamW. It implements
- * the whole Policy contract (sample with seeds, forward, forwardBackward with token-budget
+ * the whole TrainablePolicy contract (sample with seeds, forward, forwardBackward with token-budget
  * micro-batches, optimStep with clipping and non-finite skip, save/load, optimizer state), so loops,
  * checkpoints and resume are tested against real learning and exact bytes without the engine.
  *
@@ -10,21 +10,11 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, InvalidArgumentError } from '../errors.ts';
+import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
 import { Rng } from '../util/rng.ts';
-import type {
-  ChatMessage,
-  ChatTokenizer,
-  Datum,
-  ForwardBackwardResult,
-  ForwardOutput,
-  LossFn,
-  OptimParams,
-  OptimResult,
-  Policy,
-  SampleParams,
-  SampleResult,
-} from '../policy/types.ts';
+import type { ChatMessage, ChatTokenizer } from '../core/chat.ts';
+import type { Datum } from '../core/records.ts';
+import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult } from '../core/policy.ts';
 
 /** Token i is written "t<i>"; text is space-separated tokens. */
 class BigramTokenizer implements ChatTokenizer {
@@ -64,7 +54,7 @@ function logSoftmaxRow(W: Float64Array, V: number, row: number, out: Float64Arra
   for (let j = 0; j < V; j++) out[j] = W[row * V + j] - lz;
 }
 
-export class BigramPolicy implements Policy {
+export class BigramPolicy implements TrainablePolicy {
   readonly name = 'bigram';
   readonly tokenExact = true;
   readonly W: Float64Array; // [V*V]
