@@ -20,6 +20,7 @@ import { InstantPolicy } from '../src/testing/scripted-policies.ts';
 import { defineTool } from '../src/tools/tool.ts';
 import { RolloutEngine, runRollouts } from '../src/agents/rollout.ts';
 import { toolCallFormat } from '../src/agents/formats/index.ts';
+import { testRolloutOptions } from '../src/testing/rollout-options.ts';
 
 const { values } = parseArgs({
   options: {
@@ -74,7 +75,7 @@ const tok: ChatTokenizer = {
   applyChatTemplate: timed('template', (m: readonly ChatMessage[], o?: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean }) => baseTok.applyChatTemplate(m, o)),
 };
 const policy = new InstantPolicy(tok, { subtasks: Number(values.subtasks), toolTurns: Number(values['tool-turns']), callText: format.callText });
-const engine = new RolloutEngine(policy, tok, [lookup], { format: format.name, limits: { maxContextTokens: 65536, maxNewTokens: 512 } });
+const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ format: format.name, limits: { maxSequenceTokens: 65536, maxNewTokens: 512 } }));
 const qs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ id: `${tag}${i}`, question: `What is the combined value of the items in question ${i}?`, answers: ['42'] }));
 
 async function batch(n: number, tag: string) {

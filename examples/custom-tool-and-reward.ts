@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import {
   EmbeddedPolicy, RolloutEngine, defineTool, generateWorld, saveWorld, worldSearchTools, parseConfig, trainRl,
-  normalizeAnswer, type AnswerScorer, type Question, type SamplingPolicy,
+  normalizeAnswer, rolloutOptions, type AnswerScorer, type Question, type SamplingPolicy,
 } from '../src/index.ts';
 import { trainWorldTokenizer, saveTokenizer } from '../src/envs/tokenizer-train.ts';
 import { initModelDir } from '../src/model/init.ts';
@@ -56,7 +56,7 @@ export async function main(workDir = mkdtempSync(join(tmpdir(), 'matpo-example-'
   const result = await trainRl(config, {
     loadPolicy: (dir) => EmbeddedPolicy.load(dir),
     makeRunner: (policy: SamplingPolicy) => {
-      const engine = RolloutEngine.create(policy, tools, { limits: { maxTurns: 2, maxNewTokens: 16, summaryMaxNewTokens: 16, maxContextTokens: 512 } });
+      const engine = RolloutEngine.create(policy, tools, rolloutOptions(config));
       return async (request) => (await engine).run(request);
     },
     trainQuestions: questions.filter((_, i) => world.questions[i].split === 'train'),

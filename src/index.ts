@@ -34,7 +34,7 @@ export { createSearchTools } from './tools/search/tools.ts';
 
 // Agents: roles, rendering, rollouts
 export type { Rollout, Sequence, TurnRecord, ToolCallRecord, RewardParts, SequenceOutcome, Datum, Role, Mode } from './core/records.ts';
-export { RolloutEngine, runRollouts, writeRolloutsJsonl, readRolloutsJsonl, DELEGATE_TOOL, DEFAULT_LIMITS, type AgentLimits, type RolloutOptions } from './agents/rollout.ts';
+export { RolloutEngine, runRollouts, writeRolloutsJsonl, readRolloutsJsonl, DELEGATE_TOOL, type AgentLimits, type RolloutOptions } from './agents/rollout.ts';
 export { renderConversation } from './agents/renderer.ts';
 export { loadPrompts } from './agents/prompts.ts';
 
@@ -55,7 +55,7 @@ export { loadQaDataset, QA_PRESETS } from './envs/datasets.ts';
 export { ExpertPolicy } from './envs/expert.ts';
 
 // Training
-export { parseConfig, loadConfig, TrainConfigSchema, type TrainConfig } from './train/config.ts';
+export { parseConfig, loadConfig, rolloutOptions, TrainConfigSchema, type TrainConfig } from './train/config.ts';
 export { trainRl, type RlDeps } from './train/rl-loop.ts';
 export { trainSft } from './train/sft.ts';
 export { evaluate } from './train/evaluate.ts';

@@ -19,6 +19,7 @@ import { RolloutEngine } from './rollout.ts';
 import { DELEGATE_TOOL } from './rollout.ts';
 import { hermesFormat } from './formats/index.ts';
 import { loadPrompts } from './prompts.ts';
+import { testRolloutOptions } from '../testing/rollout-options.ts';
 
 const run = promisify(execFile);
 const BIN = fileURLToPath(new URL('../../bin/matpo.js', import.meta.url));
@@ -59,7 +60,7 @@ test('matpo run with a random-weight embedded model: every rollout ends with a r
     '--max-turns', '2', '--max-new-tokens', '96', '--summary-tokens', '32', '--max-context', '1024', '--seed', '7', '--out', out,
   ]);
   assert.match(stdout, /^matpo run of embedded:.*: 3 questions × G=2 = 6 rollouts/m);
-  assert.match(stdout, /^accuracy \d+\.\d\d% \(exact_match\)$/m);
+  assert.match(stdout, /^accuracy \d+\.\d\d% \(exact_match\) ± \d+\.\d\d/m);
   assert.match(stdout, /^format score planner \d\.\d{3}, workers/m);
   const rollouts = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rollout);
   assert.equal(rollouts.length, 6);
@@ -104,10 +105,10 @@ test('embedded engine with one scripted malformed planner turn: errors are resul
     const prompts = loadPrompts({
       overrides: { 'planner-system': 'Plan.', 'worker-system': 'Work.', 'worker-summary': 'Final turn: summarise.', 'worker-summary-failed': 'Final turn ({reason}): summarise.' },
     });
-    const engine = await RolloutEngine.create(mixed, worldSearchTools(world).tools, {
+    const engine = await RolloutEngine.create(mixed, worldSearchTools(world).tools, testRolloutOptions({
       prompts,
-      limits: { maxTurns: 2, maxNewTokens: 48, summaryMaxNewTokens: 24, maxContextTokens: 1024, toolMaxChars: 200 },
-    });
+      limits: { maxTurns: 2, maxNewTokens: 48, workerSummaryTokens: 24, maxSequenceTokens: 1024, toolResultChars: 200 },
+    }));
     const q = world.questions[0];
     const r = await engine.run({ question: { id: q.id, question: q.question, answers: q.answers }, index: 0, rolloutId: 'e2e/0', mode: 'matpo', seed: 11 });
     const calls = r.root.turns[0].toolCalls;

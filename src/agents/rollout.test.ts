@@ -16,6 +16,7 @@ import { DELEGATE_TOOL, RolloutEngine, readRolloutsJsonl, runRollouts, writeRoll
 import type { RolloutRequest } from '../core/question.ts';
 import { hermesFormat, mcpFormat, type ToolCallFormat } from './formats/index.ts';
 import { loadPrompts } from './prompts.ts';
+import { testRolloutOptions } from '../testing/rollout-options.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-rollout-'));
 const tokP = createTestTokenizer(tmp());
@@ -72,7 +73,7 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
       return `<think>private reasoning</think>Conclusion: ${sub.slice(5, 6)} is 42.\nSupporting information: lookup.${format.callText('lookup', { key: 'x' })}`;
     };
     const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: (h, t) => workerText(h, t) });
-    const engine = new RolloutEngine(policy, tok, [lookup], { format: format.name, limits: { maxNewTokens: 256, maxContextTokens: 4096 } });
+    const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ format: format.name, limits: { maxNewTokens: 256, maxSequenceTokens: 4096 } }));
     const r = await engine.run(request());
 
     assert.equal(r.outcome, 'answered');
@@ -128,7 +129,7 @@ test('malformed planner output: broken JSON, unknown tool, schema violation, gar
   ];
   const workerTexts: Script = ['<tool_call>{"name": "lookup", "arguments": {"key": 3}}</tool_call>', 'No value.', 'Conclusion: unknown.'];
   const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: workerTexts });
-  const engine = new RolloutEngine(policy, tok, [lookup]);
+  const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions());
   const r = await engine.run(request());
   assert.equal(r.root.outcome, 'no_answer');
   assert.equal(r.outcome, 'no_answer');
@@ -162,7 +163,7 @@ test('turn limits: a worker that never stops gets the failure summary; a planner
     planner: () => hermesFormat.callText(DELEGATE_TOOL, { subtask: 'Find A.' }),
     worker: (hint) => (hint.messages[hint.messages.length - 1].content.startsWith('This is your final turn') ? 'Conclusion: not found.' : hermesFormat.callText('lookup', { key: 'k' })),
   });
-  const engine = new RolloutEngine(policy, tok, [lookup], { limits: { maxTurns: 2 } });
+  const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ limits: { maxTurns: 2 } }));
   const r = await engine.run(request());
   assert.equal(r.root.outcome, 'turn_limit');
   assert.equal(r.outcome, 'turn_limit');
@@ -198,7 +199,7 @@ test('max workers per planner rollout: calls beyond the limit get an error; seve
     planner: [['A', 'B', 'C'].map((s) => hermesFormat.callText(DELEGATE_TOOL, { subtask: `Find ${s}.` })).join('\n'), '\\boxed{done}'],
     worker: [hermesFormat.callText('lookup', { key: 'k' }), 'ok', 'Conclusion: ok.'],
   });
-  const engine = new RolloutEngine(policy, tok, [barrier], { limits: { maxWorkers: 2, toolTimeoutMs: 5000 } });
+  const engine = new RolloutEngine(policy, tok, [barrier], testRolloutOptions({ limits: { maxWorkers: 2, toolTimeoutMs: 5000 } }));
   const r = await engine.run(request());
   assert.equal(r.workers.length, 2);
   const calls = r.root.turns[0].toolCalls;
@@ -212,23 +213,23 @@ test('max workers per planner rollout: calls beyond the limit get an error; seve
 test('context overflow: "stop" ends with context_overflow; "drop-middle" drops turns from the sequence and carries on', async () => {
   const tok = await tokP;
   const singleScript = (n: number): Script => (_hint, turn) => (turn < n ? hermesFormat.callText('lookup', { key: `key number ${turn}` }) : 'Done: \\boxed{42}');
-  const opts = (overflow: 'stop' | 'drop-middle'): RolloutOptions => ({ limits: { maxContextTokens: 0, maxNewTokens: 64, overflow } });
+  const opts = (overflow: 'stop' | 'drop-middle'): RolloutOptions => testRolloutOptions({ limits: { maxSequenceTokens: 0, maxNewTokens: 64, overflow } });
   // Find the size after the first prompt, then allow about two tool turns.
-  const probe = new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(0) }), tok, [lookup]);
+  const probe = new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(0) }), tok, [lookup], testRolloutOptions());
   const first = (await probe.run(request('single'))).root;
   const promptLen = first.turns[0].sampleStart;
   const perTurn = 60;
-  const maxContextTokens = promptLen + 2 * perTurn + 64;
+  const maxSequenceTokens = promptLen + 2 * perTurn + 64;
 
-  const stop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], { limits: { ...opts('stop').limits, maxContextTokens } }).run(request('single'));
+  const stop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], testRolloutOptions({ limits: { ...opts('stop').limits, maxSequenceTokens } })).run(request('single'));
   assert.equal(stop.outcome, 'context_overflow');
   assert.equal(stop.answer, null);
-  assert.ok(stop.root.tokens.length + 64 > maxContextTokens && stop.root.tokens.length <= maxContextTokens);
+  assert.ok(stop.root.tokens.length + 64 > maxSequenceTokens && stop.root.tokens.length <= maxSequenceTokens);
   assert.equal(stop.root.droppedTurns, undefined);
 
-  const drop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], { limits: { ...opts('drop-middle').limits, maxContextTokens } }).run(request('single'));
+  const drop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], testRolloutOptions({ limits: { ...opts('drop-middle').limits, maxSequenceTokens } })).run(request('single'));
   assert.ok((drop.root.droppedTurns ?? 0) > 0, 'turns were dropped');
-  assert.ok(drop.root.tokens.length <= maxContextTokens);
+  assert.ok(drop.root.tokens.length <= maxSequenceTokens);
   // The kept sequence is still exactly its messages' rendering, and starts with system + first user.
   assertExact(tok, drop.root, [toToolSpec(lookup)]);
   assert.deepEqual(drop.root.messages.slice(0, 2).map((m) => m.role), ['system', 'user']);
@@ -246,21 +247,21 @@ test('token budget per rollout: planner and workers share it; an agent with noth
     worker: [hermesFormat.callText('lookup', { key: 'k' }), 'The value of k is 42.', 'Conclusion: the value is 42.'],
   };
   // Unlimited: how many tokens the whole rollout samples.
-  const free = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup]).run(request());
+  const free = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions()).run(request());
   const full = sampled(free);
   assert.equal(free.answer, '42');
   // A budget that covers it changes nothing.
-  const enough = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: full } }).run(request());
+  const enough = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full } })).run(request());
   assert.deepEqual(enough.root.tokens, free.root.tokens);
   assert.equal(enough.outcome, 'answered');
   // A smaller one: the planner and its two workers (one after the other) never exceed it together,
   // and the agent that meets the limit stops with token_budget.
   // One token short: the planner's last turn is cut before its end-of-turn token.
-  const short = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: full - 1 } }).run(request());
+  const short = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } })).run(request());
   assert.equal(sampled(short), full - 1);
   assert.equal(short.root.turns.at(-1)!.finishReason, 'length');
   for (const budget of [Math.floor(full / 2), 5]) {
-    const r = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: budget } }).run(request());
+    const r = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: budget } })).run(request());
     assert.ok(sampled(r) <= budget, `sampled ${sampled(r)} > budget ${budget}`);
     assert.notEqual(r.answer, '42');
     assert.ok([r.root, ...r.workers].some((q) => q.outcome === 'token_budget'), `budget ${budget}: no sequence stopped on the budget`);
@@ -270,14 +271,14 @@ test('token budget per rollout: planner and workers share it; an agent with noth
   // started, so the total passes the budget by at most one turn per concurrent worker.
   const together = { ...script, planner: [script.planner.slice(0, 2).join('\n'), script.planner[2]] };
   const perWorker = sampled({ ...free, root: { ...free.root, mask: [] } } as Rollout) / 2;
-  const concurrent = await new RolloutEngine(new ScriptedPolicy(tok, together), tok, [lookup], { limits: { maxRolloutTokens: full - 1 } }).run(request());
+  const concurrent = await new RolloutEngine(new ScriptedPolicy(tok, together), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } })).run(request());
   assert.equal(concurrent.workers.length, 2);
   assert.ok(sampled(concurrent) <= full - 1 + perWorker);
   // The same budget applies to a single agent.
-  const single = await new RolloutEngine(new ScriptedPolicy(tok, { single: [hermesFormat.callText('lookup', { key: 'k' }), 'Done: \\boxed{42}'] }), tok, [lookup], { limits: { maxRolloutTokens: 8 } }).run(request('single'));
+  const single = await new RolloutEngine(new ScriptedPolicy(tok, { single: [hermesFormat.callText('lookup', { key: 'k' }), 'Done: \\boxed{42}'] }), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: 8 } })).run(request('single'));
   assert.ok(sampled(single) <= 8);
   assert.equal(single.outcome, 'token_budget');
-  assert.throws(() => new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], { limits: { maxRolloutTokens: 0 } }), /limits\.maxRolloutTokens/);
+  assert.throws(() => new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: 0 } })), /limits\.maxRolloutTokens/);
 });
 
 test('a sampler error fails only its rollout; a failing or slow tool becomes an error result', async () => {
@@ -291,7 +292,7 @@ test('a sampler error fails only its rollout; a failing or slow tool becomes an 
       return [`${hermesFormat.callText('broken', {})}\n${hermesFormat.callText('slow', {})}`, 'nothing', 'Conclusion: none.'][turn];
     },
   });
-  const engine = new RolloutEngine(policy, tok, [failing, slow], { limits: { toolTimeoutMs: 50 } });
+  const engine = new RolloutEngine(policy, tok, [failing, slow], testRolloutOptions({ limits: { toolTimeoutMs: 50 } }));
   const rollouts = await runRollouts(engine, [{ id: 'good', question: 'G?', answers: ['42'] }, { id: 'bad', question: 'B?', answers: ['42'] }], { mode: 'matpo', group: 1, concurrency: 2 });
   const [good, bad] = rollouts;
   assert.equal(good.outcome, 'answered');
@@ -316,7 +317,7 @@ test('worker reports as tool messages (option), single-agent mode, prompts from 
   const dir = tmp();
   writeFileSync(join(dir, 'planner-user.md'), 'QUESTION: {question} {unknown}\n');
   const prompts = loadPrompts({ dir, overrides: { 'worker-recap': 'Task {question} / Sub {subtask}' } });
-  const engine = new RolloutEngine(policy, tok, [lookup], { workerResultRole: 'tool', prompts });
+  const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ workerResultRole: 'tool', prompts }));
   const r = await engine.run(request());
   assert.equal(r.root.messages[1].content, 'QUESTION: What is the value of q1? {unknown}');
   assert.equal(r.workers[0].messages[1].content, 'Task What is the value of q1? / Sub Find A.');
@@ -333,7 +334,7 @@ test('worker reports as tool messages (option), single-agent mode, prompts from 
   assertExact(tok, s.root, [toToolSpec(lookup)]);
 
   assert.throws(() => loadPrompts({ overrides: { 'planner-sys': 'x' } }), ConfigError);
-  assert.throws(() => new RolloutEngine(policy, tok, [], { limits: { maxTurns: 0 } }), /limits.maxTurns/);
+  assert.throws(() => new RolloutEngine(policy, tok, [], testRolloutOptions({ limits: { maxTurns: 0 } })), /limits.maxTurns/);
 });
 
 test('runRollouts: G rollouts per question under a concurrency limit, ids and seeds, JSONL round trip', async () => {
@@ -348,7 +349,7 @@ test('runRollouts: G rollouts per question under a concurrency limit, ids and se
     inFlight--;
     return orig(p, params);
   };
-  const engine = new RolloutEngine(policy, tok, [lookup]);
+  const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions());
   const seen: string[] = [];
   const rollouts = await runRollouts(engine, [{ id: 'a', question: 'A?', answers: ['42'] }, { id: 'b', question: 'B?', answers: ['41'] }], {
     mode: 'single', group: 3, concurrency: 2, idPrefix: 'step1/', onRollout: (r) => seen.push(r.id),

@@ -16,7 +16,7 @@
  * - single: one agent with the real tools that ends with `\boxed{answer}`.
  *
  * Limits: `maxTurns` generations per agent (the worker's summary turn comes on top), `maxNewTokens`
- * per turn, `maxContextTokens` per sequence — a turn starts only if the sequence plus
+ * per turn, `maxSequenceTokens` per sequence — a turn starts only if the sequence plus
  * `maxNewTokens` fits, otherwise the overflow policy applies: `drop-middle` (the reference: keep
  * system, first user and the messages after the last assistant turn; dropped turns leave the
  * training sequence and are counted in `droppedTurns`) or `stop` (outcome `context_overflow`).
@@ -54,47 +54,40 @@ export interface AgentLimits {
   /** New tokens per turn. */
   maxNewTokens: number;
   /** New tokens for the worker's final summary. Reference: 4096. */
-  summaryMaxNewTokens: number;
+  workerSummaryTokens: number;
   /** Tokens per agent sequence (prompt + everything appended). */
-  maxContextTokens: number;
+  maxSequenceTokens: number;
   overflow: 'drop-middle' | 'stop';
   /** Workers per planner rollout. */
   maxWorkers: number;
   /** Per tool call. */
   toolTimeoutMs: number;
   /** Tool output cut-off in characters. Reference: 20000. */
-  toolMaxChars: number;
+  toolResultChars: number;
   /** Tokens sampled per rollout, all its sequences together; null = no limit. */
   maxRolloutTokens: number | null;
 }
 
-export const DEFAULT_LIMITS: AgentLimits = {
-  maxTurns: 20,
-  maxNewTokens: 1024,
-  summaryMaxNewTokens: 1024,
-  maxContextTokens: 32768,
-  overflow: 'drop-middle',
-  maxWorkers: 8,
-  toolTimeoutMs: 30_000,
-  toolMaxChars: 20_000,
-  maxRolloutTokens: null,
-};
-
+/**
+ * How rollouts run. Every value is given: the defaults live in one place, the run configuration's
+ * schema (train/config.ts `rolloutOptions(parseConfig({}))` gives them all).
+ */
 export interface RolloutOptions {
-  limits?: Partial<AgentLimits>;
+  limits: AgentLimits;
   /** Tool-call format: 'native' (the template's own: hermes for ChatML tool templates), 'hermes' or 'mcp'. */
-  format?: 'native' | 'hermes' | 'mcp';
-  /** How the planner receives a worker's report. Default 'user' (the reference). */
-  workerResultRole?: 'user' | 'tool';
+  format: 'native' | 'hermes' | 'mcp';
+  /** How the planner receives a worker's report: a user message (the reference) or a tool message. */
+  workerResultRole: 'user' | 'tool';
+  /** Sampling temperature when a request gives none. */
+  temperature: number;
+  topP: number;
+  topK?: number;
   /** Prompts (default: loaded from prompts/). */
   prompts?: Prompts;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
 }
 
 function checkLimits(limits: AgentLimits): AgentLimits {
-  for (const key of ['maxTurns', 'maxNewTokens', 'summaryMaxNewTokens', 'maxContextTokens', 'maxWorkers', 'toolTimeoutMs', 'toolMaxChars'] as const) {
+  for (const key of ['maxTurns', 'maxNewTokens', 'workerSummaryTokens', 'maxSequenceTokens', 'maxWorkers', 'toolTimeoutMs', 'toolResultChars'] as const) {
     const v = limits[key];
     if (!Number.isInteger(v) || v < (key === 'maxWorkers' ? 0 : 1)) throw new ConfigError({ path: `limits.${key}`, message: `expected a positive integer, got ${String(v)}` });
   }
@@ -119,12 +112,12 @@ export class RolloutEngine {
     readonly policy: SamplingPolicy,
     readonly tokenizer: ChatTokenizer,
     readonly tools: readonly Tool[],
-    readonly options: RolloutOptions = {},
+    readonly options: RolloutOptions,
   ) {
-    this.limits = checkLimits({ ...DEFAULT_LIMITS, ...options.limits });
-    this.format = formatFor(tokenizer, options.format ?? 'native');
+    this.limits = checkLimits({ ...options.limits });
+    this.format = formatFor(tokenizer, options.format);
     this.prompts = options.prompts ?? loadPrompts();
-    this.workerResultRole = options.workerResultRole ?? 'user';
+    this.workerResultRole = options.workerResultRole;
     this.toolsByName = new Map(tools.map((t) => [t.name, t]));
     this.toolSpecs = tools.map((t) => toToolSpec(t));
     this.delegateTool = {
@@ -139,7 +132,7 @@ export class RolloutEngine {
   }
 
   /** Create an engine, fetching the policy's tokenizer. */
-  static async create(policy: SamplingPolicy, tools: readonly Tool[], options: RolloutOptions = {}): Promise<RolloutEngine> {
+  static async create(policy: SamplingPolicy, tools: readonly Tool[], options: RolloutOptions): Promise<RolloutEngine> {
     return new RolloutEngine(policy, await policy.tokenizer(), tools, options);
   }
 
@@ -245,18 +238,18 @@ export class RolloutEngine {
         const reason =
           limitHit === 'turn_limit' ? `you reached the limit of ${limits.maxTurns} turns` : limitHit === 'token_budget' ? 'the task ran out of its token budget' : 'you ran out of context';
         const prompt = limitHit === null ? this.prompts['worker-summary'] : fillPrompt(this.prompts['worker-summary-failed'], { reason });
-        const maxNew = limits.summaryMaxNewTokens;
+        const maxNew = limits.workerSummaryTokens;
         trajectory.appendMessages([{ role: 'user', content: prompt }]);
         sync();
         // Drop the middle if the summary does not fit; a summary cut short is better than none.
         this.makeRoom(trajectory, seq, maxNew);
-        const room = run.allowance(Math.min(maxNew, limits.maxContextTokens - trajectory.length));
+        const room = run.allowance(Math.min(maxNew, limits.maxSequenceTokens - trajectory.length));
         if (room > 0) {
           const { result, ms } = await this.sample(run, seq, trajectory, room, turnsUsed);
           const turn = trajectory.appendSample(result);
           seq.turns.push({ promptStart: turn.promptStart, sampleStart: turn.sampleStart, end: turn.end, text: turn.text, finishReason: result.finishReason, toolCalls: [], ms });
         } else {
-          limitHit = limits.maxContextTokens - trajectory.length > 0 ? 'token_budget' : 'context_overflow';
+          limitHit = limits.maxSequenceTokens - trajectory.length > 0 ? 'token_budget' : 'context_overflow';
         }
       }
       seq.outcome = limitHit ?? 'answered';
@@ -265,7 +258,7 @@ export class RolloutEngine {
       seq.error = errorText(err);
       throw err;
     } finally {
-      trajectory.trimTo(limits.maxContextTokens);
+      trajectory.trimTo(limits.maxSequenceTokens);
       sync();
       seq.formatScore = calls === 0 ? 1 : validCalls / calls;
     }
@@ -273,7 +266,7 @@ export class RolloutEngine {
 
   /** Make sure `need` more tokens fit, dropping the middle when configured. */
   private makeRoom(trajectory: Trajectory, seq: Sequence, need: number): boolean {
-    const max = this.limits.maxContextTokens;
+    const max = this.limits.maxSequenceTokens;
     if (trajectory.length + need <= max) return true;
     if (this.limits.overflow !== 'drop-middle') return false;
     const dropped = trajectory.dropMiddle();
@@ -288,7 +281,7 @@ export class RolloutEngine {
     const t = performance.now();
     const result = await this.policy.sample(trajectory.tokens, {
       maxNewTokens,
-      temperature: run.request.temperature ?? this.options.temperature ?? 1,
+      temperature: run.request.temperature ?? this.options.temperature,
       topP: this.options.topP,
       topK: this.options.topK,
       stopTokenIds: this.tokenizer.stopTokenIds,
@@ -314,7 +307,7 @@ export class RolloutEngine {
           const error = `Error: unknown tool "${call.name}"; available: ${[...this.toolsByName.keys()].join(', ') || '(none)'}.`;
           return { ...base, valid: false, error, result: error };
         }
-        const res = await executeTool(tool, call.arguments, { timeoutMs: this.limits.toolTimeoutMs, maxChars: this.limits.toolMaxChars, signal: run.request.signal });
+        const res = await executeTool(tool, call.arguments, { timeoutMs: this.limits.toolTimeoutMs, maxChars: this.limits.toolResultChars, signal: run.request.signal });
         run.toolMs += res.ms;
         const rec: ToolCallRecord = { ...base, valid: res.valid && !call.repaired, result: res.text, ms: res.ms };
         if (!res.valid) rec.error = res.text;

@@ -15,12 +15,13 @@ import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 import { RolloutEngine, runRollouts } from '../agents/rollout.ts';
 import { exactMatch } from '../rl/scoring.ts';
 import type { Rollout } from '../core/records.ts';
+import { testRolloutOptions } from '../testing/rollout-options.ts';
 
 const world = generateWorld({ seed: 21, entities: 200, questions: 240 });
 const { tokenizer } = trainTokenizerForWorld(world, 1500);
 const { tools } = worldSearchTools(world);
 const questions = world.questions.filter((q) => q.split === 'train').slice(0, 60);
-const limits = { maxNewTokens: 256, summaryMaxNewTokens: 256, maxContextTokens: 8192 };
+const limits = { maxNewTokens: 256, workerSummaryTokens: 256, maxSequenceTokens: 8192 };
 
 type Run = { rollouts: Rollout[]; success: number; planned: number; expert: ExpertPolicy };
 const runs = new Map<string, Promise<Run>>();
@@ -32,7 +33,7 @@ function run(errorRate: number, mode: 'matpo' | 'single'): Promise<Run> {
 
 async function runOnce(errorRate: number, mode: 'matpo' | 'single'): Promise<Run> {
   const expert = new ExpertPolicy({ world, tokenizer, errorRate, seed: 3 });
-  const engine = await RolloutEngine.create(expert, tools, { limits });
+  const engine = await RolloutEngine.create(expert, tools, testRolloutOptions({ limits }));
   const rollouts = await runRollouts(engine, questions, { mode, group: 1, concurrency: 4 });
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / rollouts.length;
   const planned = questions.filter((q) => expert.errorPlan(q) !== null).length / questions.length;
@@ -96,7 +97,7 @@ test('guessRate: the root answers those questions at once and wrongly; workers a
   try {
     for (const mode of ['matpo', 'single'] as const) {
       const file = join(dir, `demos-${mode}.jsonl`);
-      const r = await runExpert({ world, tokenizer, mode, questions, guessRate: 0.5, seed: 3, transcripts: file, rollout: { limits } });
+      const r = await runExpert({ world, tokenizer, mode, questions, guessRate: 0.5, seed: 3, transcripts: file, rollout: testRolloutOptions({ limits }) });
       const expert = new ExpertPolicy({ world, tokenizer, guessRate: 0.5, seed: 3 });
       const guessedIds = new Set(questions.filter((q) => expert.guessPlan(q) !== null).map((q) => q.id));
       assert.equal(r.guessed, guessedIds.size / questions.length);

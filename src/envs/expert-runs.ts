@@ -26,7 +26,7 @@ export interface ExpertRunOptions {
   /** Only questions of at most this many hops are answered from memory. Default: any. */
   guessMaxHops?: number;
   seed?: number;
-  rollout?: RolloutOptions;
+  rollout: RolloutOptions;
   concurrency?: number;
   /** Write SFT transcripts here (one line per sequence). */
   transcripts?: string;
@@ -52,7 +52,7 @@ export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunRes
     guessMaxHops: options.guessMaxHops, seed: options.seed ?? 0,
   });
   const run = (expert: ExpertPolicy, qs: readonly WorldQuestion[]) =>
-    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout ?? {}), qs, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout), qs, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
   const expert = expertWith(options.guessRate ?? 0);
   const rollouts = await run(expert, questions);
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);

@@ -13,6 +13,7 @@ import { estimatorRegistry } from '../rl/advantages.ts';
 import { creditRegistry } from '../rl/credit.ts';
 import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';
 import { scorers } from '../rl/scoring.ts';
+import type { RolloutOptions } from '../agents/rollout.ts';
 
 const num = (def: number, help: string) => z.number().default(def).describe(help);
 const pos = (def: number, help: string) => z.number().positive().default(def).describe(help);
@@ -36,6 +37,48 @@ export const DataSchema = z
     evalSplit: z.string().default('test').describe('held-out split used for periodic evaluation'),
     shuffle: z.boolean().default(true).describe('reshuffle the training questions every epoch (seeded)'),
     maxQuestions: int(0, 'use at most this many training questions (0 = all)'),
+    preset: z.string().default('').describe('column mapping of a known QA set for data.dataset (frames, simpleqa, musique, …; empty: detect)'),
+  })
+  .prefault({});
+
+/** An MCP server whose tools the workers (or the single agent) get: a command to spawn, or a URL. */
+export const McpServerSchema = z
+  .strictObject({
+    name: z.string().min(1).describe('server name (MATPO\'s <server_name>)'),
+    command: z.string().min(1).optional().describe('executable of a stdio server'),
+    args: z.array(z.string()).default([]).describe('its arguments'),
+    env: z.record(z.string(), z.string()).default({}).describe('extra environment variables'),
+    cwd: z.string().optional().describe('its working directory'),
+    url: z.string().url().optional().describe('streamable HTTP endpoint of a remote server'),
+    headers: z.record(z.string(), z.string()).default({}).describe('HTTP headers sent to a remote server'),
+  })
+  .refine((m) => (m.command === undefined) !== (m.url === undefined), { message: 'give exactly one of command (stdio) or url (HTTP)' });
+
+export const ToolsSchema = z
+  .strictObject({
+    world: z.boolean().default(true).describe('the world\'s search and open tools (with data.world)'),
+    index: z.string().default('').describe('a BM25 index directory built by `matpo index` (search and open over your corpus)'),
+    web: z.boolean().default(false).describe('web_search (Serper-compatible; key in SERPER_API_KEY) and web_fetch'),
+    mcp: z.array(McpServerSchema).default([]).describe('MCP servers: [{name, command, args, env} | {name, url, headers}]'),
+    mcpPrefix: z.boolean().default(false).describe('prefix each MCP tool name with "<server>__" (keeps several servers apart)'),
+  })
+  .prefault({});
+
+export const SftSchema = z
+  .strictObject({
+    data: z.string().default('').describe('chat transcripts, JSONL {messages, tools?} (e.g. a world\'s demos-matpo.jsonl)'),
+    out: z.string().default('').describe('directory the trained model is written to'),
+    epochs: int(2, 'passes over the transcripts', 1),
+    learningRate: pos(1e-4, 'peak learning rate'),
+    schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine').describe('learning-rate schedule after warm-up'),
+    warmupFraction: z.number().min(0).lt(1).default(0.03).describe('fraction of the steps spent warming up linearly'),
+    otherTokenWeight: z.number().min(0).default(0).describe('loss weight of non-assistant tokens (system, user, tool output); 0 = assistant only'),
+    batchTokens: int(8192, 'tokens per optimizer step', 1),
+    microBatchTokens: int(4096, 'token budget of one forward/backward micro-batch', 1),
+    evalFraction: z.number().min(0).lt(1).default(0.1).describe('transcripts held out for the held-out loss'),
+    maxGradNorm: z.number().min(0).default(1).describe('clip the global gradient norm (0 = off)'),
+    maxTokens: int(0, 'drop transcripts longer than this (0 = the model\'s context)'),
+    maxSteps: int(0, 'stop after this many optimizer steps (0 = all epochs)'),
   })
   .prefault({});
 
@@ -51,6 +94,7 @@ export const RolloutSchema = z
     maxSequenceTokens: int(4096, 'context limit of one agent sequence', 1),
     workerSummaryTokens: int(512, 'token limit of a worker\'s final summary turn', 1),
     toolResultChars: int(20000, 'tool results are cut to this many characters', 1),
+    toolTimeoutMs: int(30000, 'time limit of one tool call, in milliseconds', 1),
     maxWorkers: int(8, 'workers a planner rollout may spawn'),
     maxRolloutTokens: z.number().int().min(1).nullable().default(null)
       .describe('tokens sampled per rollout, planner and workers together (null: no limit); equal budgets for matpo and single'),
@@ -63,7 +107,16 @@ export const RolloutSchema = z
 
 export const RewardSchema = z
   .strictObject({
-    scorer: z.string().default('exact_match').describe('answer scorer: exact_match (normalised), f1, cover_em'),
+    scorer: z.string().default('exact_match').describe('answer scorer: exact_match (normalised), f1, cover_em, or judge (an LLM grader, rl.reward.judge)'),
+    judge: z
+      .strictObject({
+        endpoint: z.string().default('').describe('OpenAI-compatible server of the judge model'),
+        served: z.string().default('').describe('model name sent to the judge endpoint'),
+        path: z.string().default('').describe('a local model directory as judge (embedded engine), when no endpoint'),
+        maxNewTokens: int(16, 'tokens of the judge\'s reply', 1),
+      })
+      .prefault({})
+      .describe('the LLM judge (SimpleQA grader: A correct, B incorrect, C not attempted)'),
     accuracy: num(0.9, 'weight of accuracy'),
     formatScale: num(0.5, 'outer factor on the MATPO format term'),
     formatPlanner: num(0.1, 'weight of fmt(planner) inside the MATPO format term'),
@@ -135,12 +188,36 @@ export const TrainConfigSchema = z.strictObject({
   model: ModelSchema,
   data: DataSchema,
   rollout: RolloutSchema,
+  tools: ToolsSchema,
   rl: RlSchema,
   optim: OptimSchema,
+  sft: SftSchema,
   run: RunSchema,
 });
 
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+
+/** The agents layer's rollout options from a config. */
+export function rolloutOptions(config: TrainConfig): RolloutOptions {
+  const r = config.rollout;
+  return {
+    limits: {
+      maxTurns: r.maxTurns,
+      maxNewTokens: r.maxNewTokens,
+      workerSummaryTokens: r.workerSummaryTokens,
+      maxSequenceTokens: r.maxSequenceTokens,
+      overflow: r.overflow,
+      maxWorkers: r.maxWorkers,
+      toolTimeoutMs: r.toolTimeoutMs,
+      toolResultChars: r.toolResultChars,
+      maxRolloutTokens: r.maxRolloutTokens,
+    },
+    format: r.toolCallFormat,
+    workerResultRole: r.workerResultRole,
+    temperature: r.temperature,
+    topP: r.topP,
+  };
+}
 
 /** Sampling temperature of held-out evaluation: run.evalTemperature, or the rollouts' when unset. */
 export function evalTemperature(config: TrainConfig): number {
@@ -162,7 +239,6 @@ export function parseConfig(raw: unknown, file?: string): TrainConfig {
       ['rl.credit', creditRegistry, c.rl.credit],
       ['rl.loss.name', policyLossRegistry, c.rl.loss.name],
       ['rl.loss.aggregation', aggregationRegistry, c.rl.loss.aggregation],
-      ['rl.reward.scorer', scorers, c.rl.reward.scorer],
     ];
     for (const [path, registry, name] of names) {
       try {
@@ -171,6 +247,16 @@ export function parseConfig(raw: unknown, file?: string): TrainConfig {
         if (err instanceof UnknownNameError) throw new ConfigError({ path, message: err.message, file });
         throw err;
       }
+    }
+    if (c.rl.reward.scorer !== 'judge') {
+      try {
+        scorers.get(c.rl.reward.scorer);
+      } catch (err) {
+        if (err instanceof UnknownNameError) throw new ConfigError({ path: 'rl.reward.scorer', message: `${err.message}, judge`, file });
+        throw err;
+      }
+    } else if (!c.rl.reward.judge.endpoint && !c.rl.reward.judge.path) {
+      throw new ConfigError({ path: 'rl.reward.judge', message: 'the judge scorer needs rl.reward.judge.endpoint (an OpenAI-compatible server) or rl.reward.judge.path (a model directory)', file });
     }
     if (c.rl.loss.dualClip !== null && c.rl.loss.dualClip !== 0 && !(c.rl.loss.dualClip > 1))
       throw new ConfigError({ path: 'rl.loss.dualClip', message: `must be > 1 (or null to disable), got ${c.rl.loss.dualClip}`, file });

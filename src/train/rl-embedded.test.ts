@@ -12,9 +12,8 @@ import { join } from 'node:path';
 import { parseConfig } from './config.ts';
 import { trainRl, type RlDeps } from './rl-loop.ts';
 import { readMetrics, runPaths } from './run-dir.ts';
-import { configQuestions, loadEmbeddedPolicy, rolloutRunnerFactory } from './wiring.ts';
+import { buildRun, loadEmbeddedPolicy } from './wiring.ts';
 import { buildWorldModel } from '../testing/world-model.ts';
-import { registeredScorer } from '../rl/rewards.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
 import type { Rollout } from '../core/records.ts';
 
@@ -40,13 +39,13 @@ function config(name: string, steps: number) {
 }
 
 async function deps(cfg: ReturnType<typeof config>): Promise<RlDeps> {
-  const q = await configQuestions(cfg);
+  const built = await buildRun(cfg);
   return {
     loadPolicy: (d) => loadEmbeddedPolicy(d, 1),
-    makeRunner: await rolloutRunnerFactory(cfg, q.world),
-    trainQuestions: q.train,
-    evalQuestions: q.eval,
-    scorer: registeredScorer(cfg.rl.reward.scorer),
+    makeRunner: built.makeRunner,
+    trainQuestions: built.train,
+    evalQuestions: built.eval,
+    scorer: built.scorer,
     log: () => {},
   };
 }

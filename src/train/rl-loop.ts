@@ -60,7 +60,7 @@ export interface RlRunResult {
 }
 
 export function rewardWeights(config: TrainConfig): RewardWeights {
-  const { scorer: _scorer, ...w } = config.rl.reward;
+  const { scorer: _scorer, judge: _judge, ...w } = config.rl.reward;
   return w;
 }
 

@@ -77,6 +77,8 @@ export interface SftOptions {
   otherTokenWeight?: number;
   /** Drop examples longer than this (tokens); 0 = keep all. */
   maxTokens: number;
+  /** Stop after this many optimizer steps (the schedule is fitted to them); 0 or absent = all epochs. */
+  maxSteps?: number;
   progress: boolean;
   log?: (line: string) => void;
   /** Called after each optimizer step with its metrics. */
@@ -195,11 +197,13 @@ export async function trainSft(
     rng.shuffle(order);
     return batches(order, o.batchTokens);
   });
-  const totalSteps = epochBatches.reduce((a, bs) => a + bs.length, 0);
+  const allSteps = epochBatches.reduce((a, bs) => a + bs.length, 0);
+  // a step limit shortens the schedule too, so the learning rate still decays to its floor
+  const totalSteps = o.maxSteps && o.maxSteps > 0 ? Math.min(allSteps, o.maxSteps) : allSteps;
   const warmup = Math.round(totalSteps * (o.warmupFraction ?? 0.03));
   const schedule = o.schedule ?? 'cosine';
-  for (let epoch = 1; epoch <= o.epochs; epoch++) {
-    const bs = epochBatches[epoch - 1];
+  for (let epoch = 1; epoch <= o.epochs && result.steps < totalSteps; epoch++) {
+    const bs = epochBatches[epoch - 1].slice(0, totalSteps - result.steps);
     const bar = progress.bar(`epoch ${epoch}`, bs.length);
     const losses: number[] = [];
     for (const [bi, batch] of bs.entries()) {

@@ -1,7 +1,8 @@
 /**
- * Connects the training loops to the real components: policies (the embedded engine, or an
- * OpenAI-compatible endpoint for sampling only), question sources (an offline world's split or a
- * QA dataset file) and answer scorers. Components that a build may lack are imported lazily, so a
+ * The one builder from a run configuration to the real components: policies (the embedded engine,
+ * or an OpenAI-compatible endpoint for sampling only), question sources (an offline world's split
+ * or a QA dataset file), the workers' tools (world, BM25 index, web, MCP) and the answer scorer
+ * (a rule or an LLM judge). Components that a build may lack are imported lazily, so a
  * missing one is a one-line error when it is asked for, not a crash at start-up.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,9 +12,12 @@ import { loadWorld, type World } from '../envs/world/world.ts';
 import { OpenAIPolicy } from '../policy/openai.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
 import type { SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
-import { RolloutEngine, type RolloutOptions } from '../agents/rollout.ts';
+import { RolloutEngine } from '../agents/rollout.ts';
+import type { Tool } from '../tools/tool.ts';
+import type { McpServerConfig } from '../tools/mcp.ts';
+import { registeredScorer, type AnswerScorer } from '../rl/rewards.ts';
 import { worldSearchTools } from '../envs/world-tools.ts';
-import type { TrainConfig } from './config.ts';
+import { rolloutOptions, type TrainConfig } from './config.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
 
 async function importOptional<T>(spec: string, what: string): Promise<T> {
@@ -27,9 +31,9 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
 }
 
 /** Open a model directory with the embedded engine (trainable). */
-export async function loadEmbeddedPolicy(dir: string, threads = 0): Promise<TrainablePolicy> {
-  if (!dir) throw new ConfigError({ path: 'model.path', message: 'is required (a model directory)' });
-  if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: 'model.path', message: `${dir} is not a model directory (no config.json)` });
+export async function loadEmbeddedPolicy(dir: string, threads = 0, field = 'model.path'): Promise<TrainablePolicy> {
+  if (!dir) throw new ConfigError({ path: field, message: 'is required (a model directory)' });
+  if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: field, message: `${dir} is not a model directory (no config.json)` });
   return EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
 }
 
@@ -76,50 +80,133 @@ export async function datasetQuestions(file: string, preset?: string): Promise<Q
 
 /** Training and held-out questions for a config (a world, or a dataset split 90/10 by position). */
 export async function configQuestions(config: TrainConfig): Promise<{ train: Question[]; eval: Question[]; world: World | null }> {
+  if (config.data.world && config.data.dataset) throw new ConfigError({ path: 'data.dataset', message: 'give data.world or data.dataset, not both' });
   if (config.data.world) {
     const world = loadWorld(config.data.world);
     return { train: worldQuestions(world, config.data.trainSplit), eval: worldQuestions(world, config.data.evalSplit), world };
   }
   if (config.data.dataset) {
-    const all = await datasetQuestions(config.data.dataset);
+    const all = await datasetQuestions(config.data.dataset, config.data.preset || undefined);
     const nEval = Math.max(1, Math.round(all.length * 0.1));
     return { train: all.slice(nEval), eval: all.slice(0, nEval), world: null };
   }
   throw new ConfigError({ path: 'data', message: 'set data.world (a world directory) or data.dataset (a QA file)' });
 }
 
-/** The agents layer's rollout options from a config. */
-export function rolloutOptions(config: TrainConfig): RolloutOptions {
-  const r = config.rollout;
-  return {
-    limits: {
-      maxTurns: r.maxTurns,
-      maxNewTokens: r.maxNewTokens,
-      summaryMaxNewTokens: r.workerSummaryTokens,
-      maxContextTokens: r.maxSequenceTokens,
-      overflow: r.overflow,
-      maxWorkers: r.maxWorkers,
-      toolMaxChars: r.toolResultChars,
-      maxRolloutTokens: r.maxRolloutTokens,
-    },
-    format: r.toolCallFormat,
-    workerResultRole: r.workerResultRole,
-    temperature: r.temperature,
-    topP: r.topP,
-  };
+/** The workers' (or the single agent's) tools, and how to release them (MCP processes, connections). */
+export interface ToolSet {
+  tools: Tool[];
+  close(): Promise<void>;
 }
 
 /**
- * A factory of rollout runners for a config: binds the agents layer's rollout engine (planner–worker
- * or single-agent) with the world's search tools (built once) to a policy.
+ * The tools of `config.tools`: the world's search and open (with a world), a BM25 index built by
+ * `matpo index`, web search and fetch, and every MCP server's tools. Tool names must be unique.
  */
-export async function rolloutRunnerFactory(config: TrainConfig, world: World | null): Promise<(policy: SamplingPolicy) => RolloutRunner> {
-  // planners need workers with tools; without a world there are no offline tools to give them
-  if (config.rollout.mode === 'matpo' && !world) throw new ConfigError({ path: 'data.world', message: 'planner–worker rollouts need tools: set data.world (an offline world), or use rollout.mode single' });
-  const tools = world ? worldSearchTools(world).tools : [];
+export async function openTools(config: TrainConfig, world: World | null): Promise<ToolSet> {
+  const t = config.tools;
+  const tools: Tool[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  const add = (path: string, more: readonly Tool[]) => {
+    for (const tool of more) {
+      if (tools.some((x) => x.name === tool.name))
+        throw new ConfigError({ path, message: `tool "${tool.name}" is already given by another tool source; drop one of them${path === 'tools.mcp' ? ' or set tools.mcpPrefix' : ''}` });
+      tools.push(tool);
+    }
+  };
+  const close = async () => {
+    await Promise.all(closers.map((c) => c()));
+  };
+  try {
+    if (world && t.world) add('tools.world', worldSearchTools(world).tools);
+    if (t.index) {
+      const { SearchIndex } = await import('../tools/search/search-index.ts');
+      const { createSearchTools } = await import('../tools/search/tools.ts');
+      add('tools.index', createSearchTools(SearchIndex.load(t.index)));
+    }
+    if (t.web) {
+      const { createWebSearchTool } = await import('../tools/web-search.ts');
+      const { createWebFetchTool } = await import('../tools/web-fetch.ts');
+      add('tools.web', [createWebSearchTool() as Tool, createWebFetchTool() as Tool]);
+    }
+    if (t.mcp.length > 0) {
+      const { connectMcpServers } = await import('../tools/mcp.ts');
+      const servers = t.mcp.map((m): McpServerConfig =>
+        m.command !== undefined
+          ? { name: m.name, command: m.command, args: m.args, env: m.env, ...(m.cwd !== undefined ? { cwd: m.cwd } : {}) }
+          : { name: m.name, url: m.url!, headers: m.headers },
+      );
+      const mcp = await connectMcpServers(servers, { prefixWithServerName: t.mcpPrefix });
+      closers.push(() => mcp.close());
+      add('tools.mcp', mcp.tools as Tool[]);
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  if (config.rollout.mode === 'matpo' && tools.length === 0)
+    throw new ConfigError({ path: 'tools', message: 'planner–worker rollouts need worker tools: set data.world, tools.index, tools.web or tools.mcp (or use rollout.mode single)' });
+  return { tools, close };
+}
+
+/** The answer scorer of `rl.reward`: a registered rule (exact_match, f1, cover_em) or the LLM judge. */
+export async function openScorer(config: TrainConfig): Promise<{ scorer: AnswerScorer; close(): Promise<void> }> {
+  const r = config.rl.reward;
+  if (r.scorer !== 'judge') return { scorer: registeredScorer(r.scorer), close: async () => {} };
+  const j = r.judge;
+  const judge: SamplingPolicy = j.endpoint
+    ? new OpenAIPolicy({ baseUrl: j.endpoint, model: j.served || 'default', tokenizerDir: j.path || undefined })
+    : await loadEmbeddedPolicy(j.path, config.model.threads, 'rl.reward.judge.path');
+  const { createJudgeScorer } = await import('../rl/judge.ts');
+  const scorer = createJudgeScorer(judge, { maxNewTokens: j.maxNewTokens });
+  return {
+    scorer: async (prediction, golds, question) => (await scorer({ prediction, answers: golds, question })).score,
+    close: () => judge.close(),
+  };
+}
+
+/** A factory of rollout runners: binds the agents layer's rollout engine and the tools to a policy. */
+export function rolloutRunnerFactory(config: TrainConfig, tools: readonly Tool[]): (policy: SamplingPolicy) => RolloutRunner {
   const options = rolloutOptions(config);
   return (policy) => {
     const engine = RolloutEngine.create(policy, tools, options);
     return async (request) => (await engine).run(request);
+  };
+}
+
+/**
+ * Everything a run needs apart from the policy, built from one config: the questions (train and
+ * held-out), the world if any, the tools, the scorer and a rollout-runner factory. Every command
+ * (train, eval, run, the demo and experiment phases) and the library build through this.
+ */
+export interface RunComponents {
+  train: Question[];
+  eval: Question[];
+  world: World | null;
+  tools: Tool[];
+  scorer: AnswerScorer;
+  makeRunner: (policy: SamplingPolicy) => RolloutRunner;
+  close(): Promise<void>;
+}
+
+export async function buildRun(config: TrainConfig): Promise<RunComponents> {
+  checkModelContext(config);
+  const questions = await configQuestions(config);
+  const toolSet = await openTools(config, questions.world);
+  let scorer;
+  try {
+    scorer = await openScorer(config);
+  } catch (err) {
+    await toolSet.close();
+    throw err;
+  }
+  return {
+    ...questions,
+    tools: toolSet.tools,
+    scorer: scorer.scorer,
+    makeRunner: rolloutRunnerFactory(config, toolSet.tools),
+    close: async () => {
+      await Promise.all([toolSet.close(), scorer.close()]);
+    },
   };
 }

@@ -11,8 +11,7 @@ import { parseFlags, type Command } from '../command.ts';
 import { configHelp, loadConfig } from '../../train/config.ts';
 import { trainRl } from '../../train/rl-loop.ts';
 import { runPaths } from '../../train/run-dir.ts';
-import { checkModelContext, configQuestions, loadEmbeddedPolicy, rolloutRunnerFactory } from '../../train/wiring.ts';
-import { registeredScorer } from '../../rl/rewards.ts';
+import { buildRun, loadEmbeddedPolicy } from '../../train/wiring.ts';
 
 export const command: Command = {
   name: 'train',
@@ -36,9 +35,7 @@ export const command: Command = {
       config = loadConfig(values.config, sets);
       runDir = join(config.run.dir, config.run.name);
     }
-    checkModelContext(config);
-    const { train, eval: evalQuestions, world } = await configQuestions(config);
-    const makeRunner = await rolloutRunnerFactory(config, world);
+    const built = await buildRun(config);
     const stop = { requested: false };
     const onSigint = () => {
       if (stop.requested) process.exit(130);
@@ -52,10 +49,10 @@ export const command: Command = {
         config,
         {
           loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads),
-          makeRunner,
-          trainQuestions: train,
-          evalQuestions,
-          scorer: registeredScorer(config.rl.reward.scorer),
+          makeRunner: built.makeRunner,
+          trainQuestions: built.train,
+          evalQuestions: built.eval,
+          scorer: built.scorer,
         },
         { runDir, resume: Boolean(values.resume), stop },
       );
@@ -64,6 +61,7 @@ export const command: Command = {
       if (evals) console.log(`held-out accuracy: ${evals}`);
     } finally {
       process.off('SIGINT', onSigint);
+      await built.close();
     }
   },
 };

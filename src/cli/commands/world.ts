@@ -2,6 +2,7 @@
  * `matpo world`: generate an offline research world (and optionally held-out worlds from other
  * seeds) and write it as JSONL files plus manifest.json.
  */
+import { parseConfig, rolloutOptions } from '../../train/config.ts';
 import { join } from 'node:path';
 import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
@@ -90,7 +91,7 @@ export const command: Command = {
       for (const mode of demos as ('matpo' | 'single')[]) {
         const t0 = performance.now();
         const file = join(out, `demos-${mode}.jsonl`);
-        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file });
+        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file, rollout: rolloutOptions(parseConfig({})) });
         const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
         const scope = guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : '';
         const rates = guessRate > 0 ? `error rate ${errorRate}, guess rate ${guessRate}${scope}` : `error rate ${errorRate}`;
