@@ -74,7 +74,7 @@ test('the resolved config round-trips through YAML and every field has help text
   assert.ok(described(presets));
   assert.match(fields, /^rl\.loss\.dualClip .*gspo ignores it$/m);
   assert.match(presets, /^ {2}gspo +GSPO \(Zheng et al\. 2025, arXiv 2507\.18071\) +rl\.loss\.name=gspo, .*rl\.loss\.aggregation=seq-mean-token-mean, rl\.loss\.unit=sequence$/m);
-  assert.match(presets, /^ {2}dapo +DAPO .*rl\.dropZeroVarianceGroups=true, rl\.refillRounds=10, rl\.loss\.clipHigh=0\.28, rl\.loss\.dualClip=null$/m);
+  assert.match(presets, /^ {2}dapo +DAPO .*rl\.dropZeroVarianceGroups=true, rl\.refillRounds=9, rl\.loss\.clipHigh=0\.28, rl\.loss\.dualClip=null$/m);
   assert.match(presets, /^ {2}dr-grpo .*rl\.loss\.normTokens=min\(rollout\.maxSequenceTokens, rollout\.maxRolloutTokens\)$/m);
   assert.match(presets, /MATPO variant of GSPO/);
 });
@@ -115,7 +115,7 @@ test('presets expand into their fields; explicit fields win and are reported as 
   const p = file('dapo.yaml', 'rl:\n  preset: dapo\n');
   const warnings: string[] = [];
   const dapo = loadConfig(p, ['rl.loss.dualClip=3'], { warn: (m) => warnings.push(m) });
-  assert.deepEqual([dapo.rl.dropZeroVarianceGroups, dapo.rl.refillRounds, dapo.rl.loss.clipHigh, dapo.rl.loss.dualClip], [true, 10, 0.28, 3]);
+  assert.deepEqual([dapo.rl.dropZeroVarianceGroups, dapo.rl.refillRounds, dapo.rl.loss.clipHigh, dapo.rl.loss.dualClip], [true, 9, 0.28, 3]);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /^rl\.loss\.dualClip: 3 instead of the dapo preset's null makes a variant of DAPO/);
 

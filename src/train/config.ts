@@ -84,7 +84,7 @@ export const RL_PRESETS: Record<PresetName, { method: string; paper: string; fie
   dapo: {
     method: 'DAPO',
     paper: 'Yu et al. 2025, arXiv 2503.14476',
-    fields: { ...MATPO_FIELDS, dropZeroVarianceGroups: true, refillRounds: 10, loss: { ...MATPO_FIELDS.loss, clipHigh: 0.28, dualClip: null } },
+    fields: { ...MATPO_FIELDS, dropZeroVarianceGroups: true, refillRounds: 9, loss: { ...MATPO_FIELDS.loss, clipHigh: 0.28, dualClip: null } },
   },
   'dr-grpo': {
     method: 'Dr. GRPO',
