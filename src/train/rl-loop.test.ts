@@ -354,3 +354,21 @@ test('DAPO refill is bounded by rl.refillRounds (a short batch is logged); witho
   assert.equal(m0.find((x) => x['train/datums'] !== undefined)?.['train/datums'], 0);
   assert.ok(m0.some((x) => x.event === 'no_update'));
 });
+
+test('DAPO refill draws only questions not yet rolled out in the step, and stops when the split has none left', async () => {
+  const seen: string[] = [];
+  const dir = join(tmp(), 'run');
+  await trainRl(dapoConfig(3), scriptedDeps(['flat-0', 'mixed-0', 'flat-1'], seen), { runDir: dir, resume: false });
+  // round 0: flat-0, mixed-0 (1 kept) → round 1: flat-1 (still 1 kept) → the next epoch holds only
+  // questions of this step, so no round 2 (a repeated id would merge into an existing group)
+  assert.deepEqual([...new Set(seen.map((s) => s.split(' ')[1]))], ['flat-0', 'mixed-0', 'flat-1']);
+  assert.equal(seen.length, 6);
+  const ms = readMetrics(runPaths(dir));
+  assert.equal(ms.find((x) => x['train/refill_rounds'] !== undefined)?.['train/refill_rounds'], 1);
+  assert.match(String(ms.find((x) => x.event === 'refill_short')?.reason), /^1 of 2 groups .* after 1 refill rounds/);
+
+  const s = new QuestionStream(toyQuestions([0, 1, 2, 3]), 1, false);
+  const st = { epoch: 0, cursor: 3 };
+  assert.deepEqual(s.takeNew(st, 2, new Set(['toy-0'])).map((q) => q.id), ['toy-3', 'toy-1']);
+  assert.deepEqual(st, { epoch: 1, cursor: 2 });
+});

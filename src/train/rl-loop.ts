@@ -98,6 +98,18 @@ export class QuestionStream {
     }
     return out;
   }
+  /**
+   * Take up to n questions whose ids are not in `exclude`, passing over excluded ones (they count as
+   * drawn), and looking at no more than one epoch's worth of questions: fewer when the split runs out.
+   */
+  takeNew(state: Pick<TrainerState, 'epoch' | 'cursor'>, n: number, exclude: ReadonlySet<string>): Question[] {
+    const out: Question[] = [];
+    for (let looked = 0; out.length < n && looked < this.questions.length; looked++) {
+      const [q] = this.take(state, 1);
+      if (!exclude.has(q.id) && !out.some((o) => o.id === q.id)) out.push(q);
+    }
+    return out;
+  }
 }
 
 const sumMask = (m: readonly number[]) => m.reduce((a, b) => a + (b ? 1 : 0), 0);
@@ -238,7 +250,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
 
       // 1. rollouts, scored as they arrive. DAPO dynamic sampling with refill: while fewer than
       // questionsPerStep groups have unequal rewards, draw as many new questions as groups are
-      // missing, for at most rl.refillRounds extra rounds (without refill the batch shrinks).
+      // missing, for at most rl.refillRounds extra rounds (without refill the batch shrinks). A refill
+      // question is one not yet rolled out in this step: a group is the rollouts of one question id.
       const rbar = progress.bar('rollouts', config.rollout.questionsPerStep * G);
       let done = 0;
       let t0 = performance.now();
@@ -268,8 +281,10 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         const keptGroups = () => filterZeroVarianceGroups(groupByQuestion(rollouts).map((g) => g.map((r) => r.reward!.total))).kept.length;
         let kept = keptGroups();
         while (kept < config.rollout.questionsPerStep && rounds < config.rl.refillRounds) {
+          const fresh = stream.takeNew(state, config.rollout.questionsPerStep - kept, new Set(rollouts.map((r) => r.questionId)));
+          if (fresh.length === 0) break;
           rounds++;
-          rollouts.push(...(await generate(stream.take(state, config.rollout.questionsPerStep - kept))));
+          rollouts.push(...(await generate(fresh)));
           kept = keptGroups();
         }
         metrics['train/refill_rounds'] = rounds;
