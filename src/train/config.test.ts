@@ -66,15 +66,18 @@ test('the resolved config round-trips through YAML and every field has help text
   const c = parseConfig({ run: { name: 'x' } });
   assert.deepEqual(parseConfig(YAML.parse(configToYaml(c))), c);
   const [fields, presets] = configHelp().split('\n\n');
-  for (const key of ['model.path', 'rl.preset', 'rl.refillRounds', 'rl.reward.noWorkerFormat', 'rl.loss.aggregation', 'optim.microBatchTokens', 'run.checkpointEvery'])
+  const keys = ['model.path', 'rl.preset', 'rl.refillRounds', 'rl.reward.noWorkerFormat', 'rl.loss.aggregation', 'optim.microBatchTokens'];
+  for (const key of [...keys, 'run.checkpointEvery'])
     assert.match(fields, new RegExp(`^${key.replace(/\./g, '\\.')}\\s`, 'm'));
   const described = (text: string) => text.split('\n').every((l) => l.trim().split(/\s{2,}|\s(?=")/).length >= 2 && !/\s$/.test(l));
   assert.ok(described(fields), 'every field has help');
   // the presets follow the fields: every one with its paper and what it sets
   assert.ok(described(presets));
   assert.match(fields, /^rl\.loss\.dualClip .*gspo ignores it$/m);
-  assert.match(presets, /^ {2}gspo +GSPO \(Zheng et al\. 2025, arXiv 2507\.18071\) +rl\.loss\.name=gspo, .*rl\.loss\.aggregation=seq-mean-token-mean, rl\.loss\.unit=sequence$/m);
-  assert.match(presets, /^ {2}dapo +DAPO .*rl\.dropZeroVarianceGroups=true, rl\.refillRounds=9, rl\.loss\.clipHigh=0\.28, rl\.loss\.dualClip=null$/m);
+  assert.match(presets, /^ {2}gspo +GSPO \(Zheng et al\. 2025, arXiv 2507\.18071\) +rl\.loss\.name=gspo, /m);
+  assert.match(presets, /^ {2}gspo .*, rl\.loss\.aggregation=seq-mean-token-mean, rl\.loss\.unit=sequence$/m);
+  assert.match(presets, /^ {2}dapo +DAPO .*rl\.dropZeroVarianceGroups=true, rl\.refillRounds=9, /m);
+  assert.match(presets, /^ {2}dapo .*, rl\.loss\.clipHigh=0\.28, rl\.loss\.dualClip=null$/m);
   assert.match(presets, /^ {2}dr-grpo .*rl\.loss\.normTokens=min\(rollout\.maxSequenceTokens, rollout\.maxRolloutTokens\)$/m);
   assert.match(presets, /MATPO variant of GSPO/);
 });
@@ -99,7 +102,10 @@ test('presets expand into their fields; explicit fields win and are reported as 
   const gspo = parseWarn({ rl: { preset: 'gspo' } });
   assert.deepEqual(gspo.warnings, []);
   const l = gspo.config.rl.loss;
-  assert.deepEqual([l.name, l.clipLow, l.clipHigh, l.dualClip, l.aggregation, l.unit, l.klCoef], ['gspo', 3e-4, 4e-4, null, 'seq-mean-token-mean', 'sequence', 0]);
+  assert.deepEqual(
+    [l.name, l.clipLow, l.clipHigh, l.dualClip, l.aggregation, l.unit, l.klCoef],
+    ['gspo', 3e-4, 4e-4, null, 'seq-mean-token-mean', 'sequence', 0],
+  );
   const saved = YAML.parse(configToYaml(gspo.config));
   assert.equal(saved.rl.preset, 'gspo');
   assert.equal(saved.rl.loss.aggregation, 'seq-mean-token-mean');
@@ -109,13 +115,15 @@ test('presets expand into their fields; explicit fields win and are reported as 
   assert.equal(variant.config.rl.loss.unit, 'rollout');
   assert.equal(variant.config.rl.loss.aggregation, 'seq-mean-token-mean');
   assert.deepEqual(variant.warnings, [
-    'rl.loss.unit: "rollout" instead of the gspo preset\'s "sequence" makes a variant of GSPO, not GSPO as its paper (Zheng et al. 2025, arXiv 2507.18071) defines it',
+    'rl.loss.unit: "rollout" instead of the gspo preset\'s "sequence" makes a variant of GSPO, ' +
+      'not GSPO as its paper (Zheng et al. 2025, arXiv 2507.18071) defines it',
   ]);
   // --set overrides are explicit fields too
   const p = file('dapo.yaml', 'rl:\n  preset: dapo\n');
   const warnings: string[] = [];
   const dapo = loadConfig(p, ['rl.loss.dualClip=3'], { warn: (m) => warnings.push(m) });
-  assert.deepEqual([dapo.rl.dropZeroVarianceGroups, dapo.rl.refillRounds, dapo.rl.loss.clipHigh, dapo.rl.loss.dualClip], [true, 9, 0.28, 3]);
+  const { dropZeroVarianceGroups, refillRounds, loss } = dapo.rl;
+  assert.deepEqual([dropZeroVarianceGroups, refillRounds, loss.clipHigh, loss.dualClip], [true, 9, 0.28, 3]);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /^rl\.loss\.dualClip: 3 instead of the dapo preset's null makes a variant of DAPO/);
 
@@ -123,7 +131,8 @@ test('presets expand into their fields; explicit fields win and are reported as 
   // matpo (the default) is the base of variants: its fields change silently, except a GSPO ratio
   // under MATPO's weights, which is named for what it is
   assert.deepEqual(parseWarn({ rl: { loss: { clipHigh: 0.28 } } }).warnings, []);
-  assert.match(parseWarn({ rl: { loss: { name: 'gspo' } } }).warnings.join(), /^rl\.loss\.name: gspo with aggregation token-mean, unit rollout is a MATPO variant of GSPO/);
+  const gspoRatio = parseWarn({ rl: { loss: { name: 'gspo' } } }).warnings.join();
+  assert.match(gspoRatio, /^rl\.loss\.name: gspo with aggregation token-mean, unit rollout is a MATPO variant of GSPO/);
 });
 
 test('dr-grpo\'s constant L is the longest generation of one sequence; an explicit normTokens wins', () => {
@@ -140,8 +149,14 @@ test('dr-grpo\'s constant L is the longest generation of one sequence; an explic
 
 test('refused combinations: one line naming the field', () => {
   const refuse = (raw: unknown, re: RegExp) =>
-    assert.throws(() => parseConfig(raw, undefined, quiet), (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'));
-  refuse({ rl: { preset: 'dapo' }, rollout: { groupSize: 1 } }, /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2: a group of one always has zero reward variance/);
+    assert.throws(
+      () => parseConfig(raw, undefined, quiet),
+      (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n'),
+    );
+  refuse(
+    { rl: { preset: 'dapo' }, rollout: { groupSize: 1 } },
+    /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2: a group of one always has zero reward variance/,
+  );
   refuse({ rl: { dropZeroVarianceGroups: true }, rollout: { groupSize: 1 } }, /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2/);
   refuse({ rl: { refillRounds: 2 } }, /^rl\.refillRounds: refills the groups dropped by rl\.dropZeroVarianceGroups, which is false$/);
   refuse({ rl: { preset: 'ppo' } }, /^rl\.preset: unknown preset "ppo"; available: matpo, gspo, dapo, dr-grpo, dr-mas$/);
@@ -157,7 +172,16 @@ const near = (a: number | undefined, b: number, tol = 1e-12) => assert.ok(a !== 
 /** A datum of `n` trainable tokens (after one prompt token) with advantage A and old logprob 0. */
 function seqDatum(id: string, n: number, A: number): Datum {
   const mask = [0, ...Array(n).fill(1)];
-  return { tokens: mask.map((_, t) => t + 1), mask, advantages: mask.map((m) => m * A), oldLogprobs: mask.map(() => 0), questionId: 'q', rolloutId: id, sequenceId: id, role: 'single' };
+  return {
+    tokens: mask.map((_, t) => t + 1),
+    mask,
+    advantages: mask.map((m) => m * A),
+    oldLogprobs: mask.map(() => 0),
+    questionId: 'q',
+    rolloutId: id,
+    sequenceId: id,
+    role: 'single',
+  };
 }
 
 function lossOf(config: ReturnType<typeof parseConfig>, datums: Datum[], logprobs: number[][]) {
@@ -237,7 +261,8 @@ test('dr-mas preset = Dr. MAS: each role normalised with its own reward statisti
   ];
   const credit = (raw: unknown) => {
     const c = parseConfig(raw);
-    return creditRegistry.get(c.rl.credit)(rollouts(), { estimator: c.rl.estimator, eps: c.rl.eps, dropZeroVarianceGroups: c.rl.dropZeroVarianceGroups });
+    const options = { estimator: c.rl.estimator, eps: c.rl.eps, dropZeroVarianceGroups: c.rl.dropZeroVarianceGroups };
+    return creditRegistry.get(c.rl.credit)(rollouts(), options);
   };
   const mas = credit({ rl: { preset: 'dr-mas' } }).sequenceAdvantages;
   // planners: R = [1, 0], mean ½, std √½ → ±½/(√½ + 1e-6)

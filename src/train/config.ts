@@ -67,7 +67,17 @@ const MATPO_FIELDS: RlPresetFields = {
   credit: 'matpo',
   dropZeroVarianceGroups: false,
   refillRounds: 0,
-  loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean', unit: 'rollout', normTokens: null, klCoef: 0, entropyCoef: 0 },
+  loss: {
+    name: 'ppo',
+    clipLow: 0.2,
+    clipHigh: 0.2,
+    dualClip: 3,
+    aggregation: 'token-mean',
+    unit: 'rollout',
+    normTokens: null,
+    klCoef: 0,
+    entropyCoef: 0,
+  },
 };
 
 /** Every method preset: its paper and its fields. */
@@ -78,13 +88,26 @@ export const RL_PRESETS: Record<PresetName, { method: string; paper: string; fie
     paper: 'Zheng et al. 2025, arXiv 2507.18071',
     fields: {
       ...MATPO_FIELDS,
-      loss: { ...MATPO_FIELDS.loss, name: 'gspo', clipLow: 3e-4, clipHigh: 4e-4, dualClip: null, aggregation: 'seq-mean-token-mean', unit: 'sequence' },
+      loss: {
+        ...MATPO_FIELDS.loss,
+        name: 'gspo',
+        clipLow: 3e-4,
+        clipHigh: 4e-4,
+        dualClip: null,
+        aggregation: 'seq-mean-token-mean',
+        unit: 'sequence',
+      },
     },
   },
   dapo: {
     method: 'DAPO',
     paper: 'Yu et al. 2025, arXiv 2503.14476',
-    fields: { ...MATPO_FIELDS, dropZeroVarianceGroups: true, refillRounds: 9, loss: { ...MATPO_FIELDS.loss, clipHigh: 0.28, dualClip: null } },
+    fields: {
+      ...MATPO_FIELDS,
+      dropZeroVarianceGroups: true,
+      refillRounds: 9,
+      loss: { ...MATPO_FIELDS.loss, clipHigh: 0.28, dualClip: null },
+    },
   },
   'dr-grpo': {
     method: 'Dr. GRPO',
@@ -92,7 +115,13 @@ export const RL_PRESETS: Record<PresetName, { method: string; paper: string; fie
     fields: {
       ...MATPO_FIELDS,
       estimator: 'dr-grpo',
-      loss: { ...MATPO_FIELDS.loss, dualClip: null, aggregation: 'seq-mean-token-sum-norm', unit: 'sequence', normTokens: 'max-generation' },
+      loss: {
+        ...MATPO_FIELDS.loss,
+        dualClip: null,
+        aggregation: 'seq-mean-token-sum-norm',
+        unit: 'sequence',
+        normTokens: 'max-generation',
+      },
     },
   },
   'dr-mas': { method: 'Dr. MAS', paper: 'Feng et al. 2026, arXiv 2602.08847', fields: { ...MATPO_FIELDS, credit: 'agent-wise' } },
@@ -110,7 +139,11 @@ export function expandPreset(raw: unknown, file?: string): unknown {
   if (!isMapping(rl)) return raw;
   const name = rl.preset ?? 'matpo';
   if (typeof name !== 'string' || !(PRESET_NAMES as readonly string[]).includes(name))
-    throw new ConfigError({ path: 'rl.preset', message: `unknown preset ${JSON.stringify(name)}; available: ${PRESET_NAMES.join(', ')}`, file });
+    throw new ConfigError({
+      path: 'rl.preset',
+      message: `unknown preset ${JSON.stringify(name)}; available: ${PRESET_NAMES.join(', ')}`,
+      file,
+    });
   const { loss: presetLoss, ...presetTop } = RL_PRESETS[name as PresetName].fields;
   const loss = rl.loss ?? {};
   if (!isMapping(loss)) return raw;
@@ -133,14 +166,20 @@ export function presetDeviations(config: TrainConfig): string[] {
     const differs = (path: string, have: unknown, want: unknown) => {
       if (want === 'max-generation') want = maxGenerationTokens(config.rollout);
       if (have !== want)
-        out.push(`${path}: ${JSON.stringify(have)} instead of the ${config.rl.preset} preset's ${JSON.stringify(want)} makes a variant of ${preset.method}, not ${preset.method} as its paper (${preset.paper}) defines it`);
+        out.push(
+          `${path}: ${JSON.stringify(have)} instead of the ${config.rl.preset} preset's ${JSON.stringify(want)} makes a variant ` +
+            `of ${preset.method}, not ${preset.method} as its paper (${preset.paper}) defines it`,
+        );
     };
     for (const [k, v] of Object.entries(presetTop)) differs(`rl.${k}`, config.rl[k as keyof typeof presetTop], v);
     for (const [k, v] of Object.entries(presetLoss)) differs(`rl.loss.${k}`, config.rl.loss[k as keyof typeof presetLoss], v);
   }
   const loss = config.rl.loss;
   if (loss.name === 'gspo' && config.rl.preset !== 'gspo' && (loss.aggregation !== 'seq-mean-token-mean' || loss.unit !== 'sequence'))
-    out.push(`rl.loss.name: gspo with aggregation ${loss.aggregation}, unit ${loss.unit} is a MATPO variant of GSPO; GSPO itself weights every sequence equally (rl.preset: gspo)`);
+    out.push(
+      `rl.loss.name: gspo with aggregation ${loss.aggregation}, unit ${loss.unit} is a MATPO variant of GSPO; ` +
+        'GSPO itself weights every sequence equally (rl.preset: gspo)',
+    );
   return out;
 }
 
@@ -208,11 +247,13 @@ const M = MATPO_FIELDS;
 export const LossSchema = z
   .strictObject({
     name: z.string().default(M.loss.name)
-      .describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio; GSPO itself also needs seq-mean-token-mean, unit sequence)'),
+      .describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio; GSPO itself needs seq-mean-token-mean, unit sequence)'),
     clipLow: z.number().min(0).max(1).default(M.loss.clipLow).describe('ε_low: ratio clipped below at 1 − ε_low'),
     clipHigh: z.number().min(0).default(M.loss.clipHigh).describe('ε_high: ratio clipped above at 1 + ε_high (DAPO clip-higher: 0.28)'),
-    dualClip: z.number().nullable().default(M.loss.dualClip).describe('dual-clip constant c > 1 for A < 0 (null disables); ppo only, gspo ignores it'),
-    aggregation: z.string().default(M.loss.aggregation).describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
+    dualClip: z.number().nullable().default(M.loss.dualClip)
+      .describe('dual-clip constant c > 1 for A < 0 (null disables); ppo only, gspo ignores it'),
+    aggregation: z.string().default(M.loss.aggregation)
+      .describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
     unit: z.enum(['rollout', 'sequence']).default(M.loss.unit)
       .describe('unit of the seq-mean modes: a planner rollout with its workers (MATPO) or one sequence (GSPO, Dr. GRPO)'),
     normTokens: z.number().positive().nullable().default(null)
@@ -226,14 +267,14 @@ export const LossSchema = z
 export const RlSchema = z
   .strictObject({
     preset: z.enum(PRESET_NAMES).default('matpo')
-      .describe('method preset filling the fields below that are not set: matpo, gspo, dapo, dr-grpo, dr-mas (see the list after the fields)'),
+      .describe('method preset filling the fields below that are not set: matpo, gspo, dapo, dr-grpo, dr-mas (listed after the fields)'),
     reward: RewardSchema,
     estimator: z.string().default(M.estimator).describe('advantage estimator: grpo, dr-grpo, rloo'),
     eps: pos(1e-6, 'ε added to the std in grpo'),
     credit: z.string().default(M.credit).describe('credit assignment: matpo, agent-wise (Dr. MAS), per-role-groups'),
     dropZeroVarianceGroups: z.boolean().default(M.dropZeroVarianceGroups)
       .describe('DAPO dynamic sampling: drop groups whose rewards are all equal (needs rollout.groupSize ≥ 2)'),
-    refillRounds: int(M.refillRounds, 'DAPO dynamic sampling: extra generation rounds that refill the dropped groups (0: the batch shrinks)'),
+    refillRounds: int(M.refillRounds, 'DAPO dynamic sampling: extra generation rounds refilling the dropped groups (0: the batch shrinks)'),
     loss: LossSchema,
     recomputeOldLogprobs: z.boolean().default(false).describe('recompute old logprobs with the trainer instead of using the sampler\'s (the gap is logged either way when available)'),
   })
@@ -326,11 +367,17 @@ export function parseConfig(raw: unknown, file?: string, options: ParseOptions =
     if (c.rl.dropZeroVarianceGroups && c.rollout.groupSize < 2)
       throw new ConfigError({
         path: 'rl.dropZeroVarianceGroups',
-        message: 'needs rollout.groupSize ≥ 2: a group of one always has zero reward variance, so every group would be dropped and no step would update',
+        message:
+          'needs rollout.groupSize ≥ 2: a group of one always has zero reward variance, so every group would be dropped ' +
+          'and no step would update',
         file,
       });
     if (c.rl.refillRounds > 0 && !c.rl.dropZeroVarianceGroups)
-      throw new ConfigError({ path: 'rl.refillRounds', message: 'refills the groups dropped by rl.dropZeroVarianceGroups, which is false', file });
+      throw new ConfigError({
+        path: 'rl.refillRounds',
+        message: 'refills the groups dropped by rl.dropZeroVarianceGroups, which is false',
+        file,
+      });
     // Dr. GRPO's constant L, when the preset supplies it: the longest generation one sequence can have.
     if (RL_PRESETS[c.rl.preset].fields.loss.normTokens === 'max-generation' && isMapping(raw) && !hasLossField(raw, 'normTokens'))
       c.rl.loss.normTokens = maxGenerationTokens(c.rollout);
@@ -438,6 +485,6 @@ export function configHelp(): string {
     const p = RL_PRESETS[name];
     lines.push(`  ${name.padEnd(9)} ${`${p.method} (${p.paper})`.padEnd(46)} ${presetSummary(name)}`);
   }
-  lines.push('  variants  e.g. gspo with rl.loss.unit=rollout is a MATPO variant of GSPO (a planner rollout and its workers share one weight)');
+  lines.push('  variants  e.g. gspo with rl.loss.unit=rollout: a MATPO variant of GSPO (a planner rollout and its workers share a weight)');
   return lines.join('\n');
 }

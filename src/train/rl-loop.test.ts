@@ -296,7 +296,9 @@ function scriptedDeps(order: string[], seen: string[]): RlDeps {
     makeRunner: () => async (req) => {
       seen.push(`${req.rolloutId} ${req.question.id}`);
       const right = req.question.id.startsWith('flat') || req.index === 0;
-      return testRollout({ id: req.rolloutId, questionId: req.question.id, index: req.index, rootMask: [0, 1, 1], workerMasks: [[0, 1]], answer: right ? 'gold' : 'wrong' });
+      const answer = right ? 'gold' : 'wrong';
+      const { rolloutId: id, index } = req;
+      return testRollout({ id, questionId: req.question.id, index, rootMask: [0, 1, 1], workerMasks: [[0, 1]], answer });
     },
     trainQuestions: questions,
     evalQuestions: [],
@@ -321,7 +323,8 @@ test('DAPO refill: zero-variance groups are re-sampled until the batch has quest
   const dir = join(tmp(), 'run');
   await trainRl(dapoConfig(3), scriptedDeps(order, seen), { runDir: dir, resume: false });
   // round 0: flat-0, flat-1 (0 kept) → round 1: 2 missing → mixed-0, flat-2 (1 kept) → round 2: 1 missing → mixed-1
-  assert.deepEqual(seen.filter((s) => s.split(' ')[0].endsWith('/0')).map((s) => s.split(' ')[1]), ['flat-0', 'flat-1', 'mixed-0', 'flat-2', 'mixed-1']);
+  const firstOfGroup = seen.filter((s) => s.split(' ')[0].endsWith('/0')).map((s) => s.split(' ')[1]);
+  assert.deepEqual(firstOfGroup, ['flat-0', 'flat-1', 'mixed-0', 'flat-2', 'mixed-1']);
   assert.ok(seen.includes('step-000001/q4/1 mixed-1'), seen.join('\n'));
   const m = readMetrics(runPaths(dir)).find((x) => x['train/datums'] !== undefined)!;
   assert.equal(m['train/refill_rounds'], 2);
@@ -343,7 +346,8 @@ test('DAPO refill is bounded by rl.refillRounds (a short batch is logged); witho
   await trainRl(dapoConfig(1), scriptedDeps(order, seen), { runDir: dir, resume: false });
   assert.equal(seen.length, 8, 'round 0 and one refill round of two questions');
   const ms = readMetrics(runPaths(dir));
-  assert.match(String(ms.find((x) => x.event === 'refill_short')?.reason), /^1 of 2 groups with unequal rewards after 1 refill rounds \(rl\.refillRounds\)$/);
+  const short = String(ms.find((x) => x.event === 'refill_short')?.reason);
+  assert.match(short, /^1 of 2 groups with unequal rewards after 1 refill rounds \(rl\.refillRounds\)$/);
   assert.equal(ms.find((x) => x['train/datums'] !== undefined)?.['train/datums'], 4);
 
   const seen0: string[] = [];

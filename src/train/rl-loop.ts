@@ -266,7 +266,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         total += jobs.length;
         rbar.setTotal(total);
         const out = await mapLimit(jobs, config.rollout.concurrency, async (j) => {
-          const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature: config.rollout.temperature });
+          const { temperature } = config.rollout;
+          const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature });
           rbar.update(++done);
           return r;
         });
@@ -291,7 +292,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         if (kept < config.rollout.questionsPerStep)
           appendMetrics(paths, step, {
             event: 'refill_short',
-            reason: `${kept} of ${config.rollout.questionsPerStep} groups with unequal rewards after ${rounds} refill rounds (rl.refillRounds)`,
+            reason: `${kept} of ${config.rollout.questionsPerStep} groups with unequal rewards after ${rounds} ` +
+              'refill rounds (rl.refillRounds)',
           });
       }
       rbar.stop();
