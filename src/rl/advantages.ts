@@ -59,7 +59,9 @@ estimatorRegistry.register('rloo', (rewardsG) => {
 /**
  * DAPO's dynamic-sampling filter: keep only groups whose rewards are not all equal (a group with
  * zero reward variance has all-zero group-relative advantages and contributes no gradient). A group
- * of one always has zero variance and is dropped. Returns the indices of the kept groups.
+ * of one always has zero variance and is dropped. Returns the indices of the kept groups. DAPO then
+ * re-samples new groups until the batch is full again; the training loop does that part
+ * (`rl.refillRounds`).
  */
 export function filterZeroVarianceGroups(groupsRewards: readonly (readonly number[])[], tolerance = 0): {
   kept: number[];

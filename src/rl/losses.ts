@@ -7,8 +7,10 @@
  *   ppo   ρ_t = exp(Δ_t);  ℓ_t = max(−A·ρ_t, −A·clip(ρ_t, 1−ε_low, 1+ε_high));
  *         if A < 0 and dual clip c > 1: ℓ_t = min(ℓ_t, −c·A).                      (MATPO.md "Loss")
  *   gspo  one sequence-level ratio s = exp(mean_{t∈seq} Δ_t) replaces ρ_t for every token of the
- *         sequence: ℓ_t = max(−A·s, −A·clip(s, 1−ε_low, 1+ε_high)); no dual clip. The gradient is
- *         the exact one through s (ds/dΔ_k = s/|y|).
+ *         sequence: ℓ_t = max(−A·s, −A·clip(s, 1−ε_low, 1+ε_high)); no dual clip (`dualClip` is
+ *         ignored). The gradient is the exact one through s (ds/dΔ_k = s/|y|). GSPO as its paper
+ *         defines it (every sequence weighs the same) needs `seq-mean-token-mean` with unit
+ *         'sequence' (config preset `gspo`); other weights make MATPO variants of GSPO.
  *
  * Optional terms per token: + β·KL_t(πθ ‖ π_ref) with k1 = logπθ − logπ_ref or
  * k3 = exp(logπ_ref − logπθ) − (logπ_ref − logπθ) − 1; − η·H_t (entropy bonus).
@@ -37,7 +39,7 @@ export interface PolicyLossConfig {
   name: string;
   clipLow: number;
   clipHigh: number;
-  /** Dual-clip constant c (> 1) applied when A < 0; 0 or null disables it. */
+  /** Dual-clip constant c (> 1) applied by ppo when A < 0; 0 or null disables it; gspo ignores it. */
   dualClip: number | null;
   /** Aggregation registry name. */
   aggregation: string;

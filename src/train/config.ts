@@ -4,6 +4,31 @@
  * every error names the field path (and the file); `--set a.b=c` overrides are applied before
  * validation with values parsed as YAML scalars. The resolved config (all defaults filled in) is
  * what gets saved as `runs/<name>/config.yaml`.
+ *
+ * Method presets (`rl.preset`): each named method is a complete assignment of the RL algorithm's
+ * fields (estimator, credit, dynamic sampling, every policy-loss field) as its paper defines it:
+ *
+ *   matpo    MATPO (Mo et al. 2025, arXiv 2510.04678; MATPO.md): grpo advantages, the planner's
+ *            advantage broadcast to its workers, PPO with ε = 0.2/0.2 and dual clip c = 3, token-mean,
+ *            no KL. These are also the schema defaults of the fields below.
+ *   gspo     GSPO (Zheng et al. 2025, arXiv 2507.18071): sequence ratio s_i = exp(mean_t Δ_t),
+ *            loss = mean over sequences of max(−s_i·A_i, −clip(s_i, 1−3e-4, 1+4e-4)·A_i), i.e.
+ *            `seq-mean-token-mean` with `unit: sequence`; no dual clip, no KL.
+ *   dapo     DAPO (Yu et al. 2025, arXiv 2503.14476): clip-higher ε_low 0.2 / ε_high 0.28, token-mean
+ *            over the batch, dynamic sampling (drop groups with equal rewards, re-sample to refill
+ *            the batch, at most `refillRounds` extra rounds), no KL, no dual clip.
+ *   dr-grpo  Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): A_i = R_i − mean R (no std),
+ *            Σ_t ℓ_t / L per sequence with a constant L = the maximum generation length of a sequence
+ *            (`rollout.maxSequenceTokens`, or `rollout.maxRolloutTokens` when smaller), mean over
+ *            sequences; no dual clip, no KL.
+ *   dr-mas   Dr. MAS (Feng et al. 2026, arXiv 2602.08847): GRPO with agent-wise normalisation (each
+ *            role normalised with its own reward statistics per question); the loss as in matpo.
+ *
+ * Expansion happens before validation: a field the user sets (YAML or --set) wins over the preset's
+ * value, and the resolved config shows the expanded values. A field that differs from its preset's
+ * value makes a variant of the method, not the method: parseConfig reports each such field through
+ * `warn` (one line naming the field; stderr by default). The matpo preset is the project's own method
+ * and the base of its variants: overriding its fields is not reported.
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -14,6 +39,150 @@ import { creditRegistry } from '../rl/credit.ts';
 import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';
 import { scorers } from '../rl/scoring.ts';
 import type { RolloutOptions } from '../agents/rollout.ts';
+
+/** The RL algorithm fields a preset assigns (a subset of the `rl` section). */
+export interface RlPresetFields {
+  estimator: string;
+  credit: string;
+  dropZeroVarianceGroups: boolean;
+  refillRounds: number;
+  loss: {
+    name: string;
+    clipLow: number;
+    clipHigh: number;
+    dualClip: number | null;
+    aggregation: string;
+    unit: 'rollout' | 'sequence';
+    /** 'max-generation': the constant L = the maximum generated tokens of one sequence (Dr. GRPO). */
+    normTokens: number | null | 'max-generation';
+    klCoef: number;
+    entropyCoef: number;
+  };
+}
+
+export const PRESET_NAMES = ['matpo', 'gspo', 'dapo', 'dr-grpo', 'dr-mas'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+const MATPO_FIELDS: RlPresetFields = {
+  estimator: 'grpo',
+  credit: 'matpo',
+  dropZeroVarianceGroups: false,
+  refillRounds: 0,
+  loss: {
+    name: 'ppo',
+    clipLow: 0.2,
+    clipHigh: 0.2,
+    dualClip: 3,
+    aggregation: 'token-mean',
+    unit: 'rollout',
+    normTokens: null,
+    klCoef: 0,
+    entropyCoef: 0,
+  },
+};
+
+/** Every method preset: its paper and its fields. */
+export const RL_PRESETS: Record<PresetName, { method: string; paper: string; fields: RlPresetFields }> = {
+  matpo: { method: 'MATPO', paper: 'Mo et al. 2025, arXiv 2510.04678', fields: MATPO_FIELDS },
+  gspo: {
+    method: 'GSPO',
+    paper: 'Zheng et al. 2025, arXiv 2507.18071',
+    fields: {
+      ...MATPO_FIELDS,
+      loss: {
+        ...MATPO_FIELDS.loss,
+        name: 'gspo',
+        clipLow: 3e-4,
+        clipHigh: 4e-4,
+        dualClip: null,
+        aggregation: 'seq-mean-token-mean',
+        unit: 'sequence',
+      },
+    },
+  },
+  dapo: {
+    method: 'DAPO',
+    paper: 'Yu et al. 2025, arXiv 2503.14476',
+    fields: {
+      ...MATPO_FIELDS,
+      dropZeroVarianceGroups: true,
+      refillRounds: 9,
+      loss: { ...MATPO_FIELDS.loss, clipHigh: 0.28, dualClip: null },
+    },
+  },
+  'dr-grpo': {
+    method: 'Dr. GRPO',
+    paper: 'Liu et al. 2025, arXiv 2503.20783',
+    fields: {
+      ...MATPO_FIELDS,
+      estimator: 'dr-grpo',
+      loss: {
+        ...MATPO_FIELDS.loss,
+        dualClip: null,
+        aggregation: 'seq-mean-token-sum-norm',
+        unit: 'sequence',
+        normTokens: 'max-generation',
+      },
+    },
+  },
+  'dr-mas': { method: 'Dr. MAS', paper: 'Feng et al. 2026, arXiv 2602.08847', fields: { ...MATPO_FIELDS, credit: 'agent-wise' } },
+};
+
+const isMapping = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/**
+ * Fill the fields of `rl.preset` (default matpo) that the raw config leaves unset, in a copy.
+ * Dr. GRPO's `normTokens: max-generation` stays symbolic here and is resolved after validation.
+ */
+export function expandPreset(raw: unknown, file?: string): unknown {
+  if (!isMapping(raw)) return raw;
+  const rl = raw.rl ?? {};
+  if (!isMapping(rl)) return raw;
+  const name = rl.preset ?? 'matpo';
+  if (typeof name !== 'string' || !(PRESET_NAMES as readonly string[]).includes(name))
+    throw new ConfigError({
+      path: 'rl.preset',
+      message: `unknown preset ${JSON.stringify(name)}; available: ${PRESET_NAMES.join(', ')}`,
+      file,
+    });
+  const { loss: presetLoss, ...presetTop } = RL_PRESETS[name as PresetName].fields;
+  const loss = rl.loss ?? {};
+  if (!isMapping(loss)) return raw;
+  const filledLoss: Record<string, unknown> = { ...presetLoss, ...loss };
+  if (filledLoss.normTokens === 'max-generation' && !('normTokens' in loss)) delete filledLoss.normTokens;
+  return { ...raw, rl: { ...presetTop, ...rl, loss: filledLoss } };
+}
+
+/** The maximum number of tokens one sequence can generate (Dr. GRPO's constant L). */
+export function maxGenerationTokens(rollout: { maxSequenceTokens: number; maxRolloutTokens: number | null }): number {
+  return Math.min(rollout.maxSequenceTokens, rollout.maxRolloutTokens ?? Infinity);
+}
+
+/** The resolved config's departures from its preset, one line each (none for the matpo preset). */
+export function presetDeviations(config: TrainConfig): string[] {
+  const out: string[] = [];
+  const preset = RL_PRESETS[config.rl.preset];
+  if (config.rl.preset !== 'matpo') {
+    const { loss: presetLoss, ...presetTop } = preset.fields;
+    const differs = (path: string, have: unknown, want: unknown) => {
+      if (want === 'max-generation') want = maxGenerationTokens(config.rollout);
+      if (have !== want)
+        out.push(
+          `${path}: ${JSON.stringify(have)} instead of the ${config.rl.preset} preset's ${JSON.stringify(want)} makes a variant ` +
+            `of ${preset.method}, not ${preset.method} as its paper (${preset.paper}) defines it`,
+        );
+    };
+    for (const [k, v] of Object.entries(presetTop)) differs(`rl.${k}`, config.rl[k as keyof typeof presetTop], v);
+    for (const [k, v] of Object.entries(presetLoss)) differs(`rl.loss.${k}`, config.rl.loss[k as keyof typeof presetLoss], v);
+  }
+  const loss = config.rl.loss;
+  if (loss.name === 'gspo' && config.rl.preset !== 'gspo' && (loss.aggregation !== 'seq-mean-token-mean' || loss.unit !== 'sequence'))
+    out.push(
+      `rl.loss.name: gspo with aggregation ${loss.aggregation}, unit ${loss.unit} is a MATPO variant of GSPO; ` +
+        'GSPO itself weights every sequence equally (rl.preset: gspo)',
+    );
+  return out;
+}
 
 const num = (def: number, help: string) => z.number().default(def).describe(help);
 const pos = (def: number, help: string) => z.number().positive().default(def).describe(help);
@@ -126,28 +295,39 @@ export const RewardSchema = z
   })
   .prefault({});
 
+const M = MATPO_FIELDS;
+
 export const LossSchema = z
   .strictObject({
-    name: z.string().default('ppo').describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio)'),
-    clipLow: z.number().min(0).max(1).default(0.2).describe('ε_low: ratio clipped below at 1 − ε_low'),
-    clipHigh: z.number().min(0).default(0.2).describe('ε_high: ratio clipped above at 1 + ε_high (DAPO clip-higher: 0.28)'),
-    dualClip: z.number().nullable().default(3).describe('dual-clip constant c > 1 for A < 0 (null disables)'),
-    aggregation: z.string().default('token-mean').describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
-    unit: z.enum(['rollout', 'sequence']).default('rollout').describe('unit of the seq-mean modes: a planner rollout with its workers (MATPO) or one sequence'),
-    normTokens: z.number().positive().nullable().default(null).describe('L of seq-mean-token-sum-norm (null: max unit tokens in the mini-batch)'),
-    klCoef: z.number().min(0).default(0).describe('β of a KL term to the frozen initial policy (0 = none)'),
+    name: z.string().default(M.loss.name)
+      .describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio; GSPO itself needs seq-mean-token-mean, unit sequence)'),
+    clipLow: z.number().min(0).max(1).default(M.loss.clipLow).describe('ε_low: ratio clipped below at 1 − ε_low'),
+    clipHigh: z.number().min(0).default(M.loss.clipHigh).describe('ε_high: ratio clipped above at 1 + ε_high (DAPO clip-higher: 0.28)'),
+    dualClip: z.number().nullable().default(M.loss.dualClip)
+      .describe('dual-clip constant c > 1 for A < 0 (null disables); ppo only, gspo ignores it'),
+    aggregation: z.string().default(M.loss.aggregation)
+      .describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
+    unit: z.enum(['rollout', 'sequence']).default(M.loss.unit)
+      .describe('unit of the seq-mean modes: a planner rollout with its workers (MATPO) or one sequence (GSPO, Dr. GRPO)'),
+    normTokens: z.number().positive().nullable().default(null)
+      .describe('L of seq-mean-token-sum-norm (null: max unit tokens in the mini-batch; dr-grpo preset: the max generation length)'),
+    klCoef: z.number().min(0).default(M.loss.klCoef).describe('β of a KL term to the frozen initial policy (0 = none)'),
     klEstimator: z.enum(['k1', 'k3']).default('k3').describe('KL estimator'),
-    entropyCoef: z.number().min(0).default(0).describe('entropy bonus coefficient'),
+    entropyCoef: z.number().min(0).default(M.loss.entropyCoef).describe('entropy bonus coefficient'),
   })
   .prefault({});
 
 export const RlSchema = z
   .strictObject({
+    preset: z.enum(PRESET_NAMES).default('matpo')
+      .describe('method preset filling the fields below that are not set: matpo, gspo, dapo, dr-grpo, dr-mas (listed after the fields)'),
     reward: RewardSchema,
-    estimator: z.string().default('grpo').describe('advantage estimator: grpo, dr-grpo, rloo'),
+    estimator: z.string().default(M.estimator).describe('advantage estimator: grpo, dr-grpo, rloo'),
     eps: pos(1e-6, 'ε added to the std in grpo'),
-    credit: z.string().default('matpo').describe('credit assignment: matpo, agent-wise (Dr. MAS), per-role-groups'),
-    dropZeroVarianceGroups: z.boolean().default(false).describe('DAPO: drop groups whose rewards are all equal'),
+    credit: z.string().default(M.credit).describe('credit assignment: matpo, agent-wise (Dr. MAS), per-role-groups'),
+    dropZeroVarianceGroups: z.boolean().default(M.dropZeroVarianceGroups)
+      .describe('DAPO dynamic sampling: drop groups whose rewards are all equal (needs rollout.groupSize ≥ 2)'),
+    refillRounds: int(M.refillRounds, 'DAPO dynamic sampling: extra generation rounds refilling the dropped groups (0: the batch shrinks)'),
     loss: LossSchema,
     recomputeOldLogprobs: z.boolean().default(false).describe('recompute old logprobs with the trainer instead of using the sampler\'s (the gap is logged either way when available)'),
   })
@@ -229,9 +409,19 @@ function issuePath(path: readonly PropertyKey[]): string {
   return path.map(String).join('.');
 }
 
-/** Validate a raw config object; the first problem becomes a ConfigError naming its field path. */
-export function parseConfig(raw: unknown, file?: string): TrainConfig {
-  const result = TrainConfigSchema.safeParse(raw ?? {});
+export interface ParseOptions {
+  /** Receives one line per departure from the preset (presetDeviations); stderr by default. */
+  warn?: (message: string) => void;
+}
+
+const warnOnStderr = (message: string) => process.stderr.write(`warning: ${message}\n`);
+
+/**
+ * Validate a raw config object after expanding its preset; the first problem becomes a ConfigError
+ * naming its field path. Departures from the preset go to `options.warn`.
+ */
+export function parseConfig(raw: unknown, file?: string, options: ParseOptions = {}): TrainConfig {
+  const result = TrainConfigSchema.safeParse(expandPreset(raw ?? {}, file));
   if (result.success) {
     const c = result.data;
     const names: [string, { get(name: string): unknown }, string][] = [
@@ -260,6 +450,24 @@ export function parseConfig(raw: unknown, file?: string): TrainConfig {
     }
     if (c.rl.loss.dualClip !== null && c.rl.loss.dualClip !== 0 && !(c.rl.loss.dualClip > 1))
       throw new ConfigError({ path: 'rl.loss.dualClip', message: `must be > 1 (or null to disable), got ${c.rl.loss.dualClip}`, file });
+    if (c.rl.dropZeroVarianceGroups && c.rollout.groupSize < 2)
+      throw new ConfigError({
+        path: 'rl.dropZeroVarianceGroups',
+        message:
+          'needs rollout.groupSize ≥ 2: a group of one always has zero reward variance, so every group would be dropped ' +
+          'and no step would update',
+        file,
+      });
+    if (c.rl.refillRounds > 0 && !c.rl.dropZeroVarianceGroups)
+      throw new ConfigError({
+        path: 'rl.refillRounds',
+        message: 'refills the groups dropped by rl.dropZeroVarianceGroups, which is false',
+        file,
+      });
+    // Dr. GRPO's constant L, when the preset supplies it: the longest generation one sequence can have.
+    if (RL_PRESETS[c.rl.preset].fields.loss.normTokens === 'max-generation' && isMapping(raw) && !hasLossField(raw, 'normTokens'))
+      c.rl.loss.normTokens = maxGenerationTokens(c.rollout);
+    for (const line of presetDeviations(c)) (options.warn ?? warnOnStderr)(line);
     return c;
   }
   const issue = result.error.issues[0];
@@ -268,6 +476,10 @@ export function parseConfig(raw: unknown, file?: string): TrainConfig {
     throw new ConfigError({ path: issuePath([...issue.path, key]), message: `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`, file });
   }
   throw new ConfigError({ path: issuePath(issue.path) || '(root)', message: issue.message, file });
+}
+
+function hasLossField(raw: Record<string, unknown>, key: string): boolean {
+  return isMapping(raw.rl) && isMapping(raw.rl.loss) && key in raw.rl.loss;
 }
 
 /** Set `a.b.c` in a plain object tree, creating objects on the way; the value is parsed as a YAML scalar. */
@@ -294,7 +506,7 @@ export function applyOverride(raw: Record<string, unknown>, assignment: string):
 }
 
 /** Read a YAML file (or start empty), apply overrides, validate. */
-export function loadConfig(file: string | undefined, overrides: readonly string[] = []): TrainConfig {
+export function loadConfig(file: string | undefined, overrides: readonly string[] = [], options: ParseOptions = {}): TrainConfig {
   let raw: unknown = {};
   if (file) {
     let text: string;
@@ -311,7 +523,7 @@ export function loadConfig(file: string | undefined, overrides: readonly string[
     if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError({ path: '(root)', file, message: 'expected a mapping of sections' });
   }
   for (const o of overrides) applyOverride(raw as Record<string, unknown>, o);
-  return parseConfig(raw, file);
+  return parseConfig(raw, file, options);
 }
 
 /** The resolved config as YAML (every field, defaults included). */
@@ -319,9 +531,26 @@ export function configToYaml(config: TrainConfig): string {
   return YAML.stringify(config);
 }
 
-/** Help text for every field: "section.field  (default)  description". */
+/** Each preset's fields that differ from the matpo preset, as "rl.loss.name=gspo, ...". */
+function presetSummary(name: PresetName): string {
+  const { loss, ...top } = RL_PRESETS[name].fields;
+  const { loss: mLoss, ...mTop } = MATPO_FIELDS;
+  const diffs: string[] = [];
+  for (const [k, v] of Object.entries(top)) if (v !== mTop[k as keyof typeof mTop]) diffs.push(`rl.${k}=${v}`);
+  for (const [k, v] of Object.entries(loss)) {
+    if (v === mLoss[k as keyof typeof mLoss]) continue;
+    diffs.push(v === 'max-generation' ? `rl.loss.${k}=min(rollout.maxSequenceTokens, rollout.maxRolloutTokens)` : `rl.loss.${k}=${v}`);
+  }
+  return diffs.length ? diffs.join(', ') : 'the defaults above';
+}
+
+/**
+ * Help text for every field: "section.field  (default)  description", then the method presets
+ * (what each sets besides the matpo defaults).
+ */
 export function configHelp(): string {
   const lines: string[] = [];
+  const def = parseConfig({}, undefined, { warn: () => {} });
   const walk = (schema: z.ZodType, prefix: string): void => {
     const s = schema as unknown as { def: { type: string; innerType?: z.ZodType; shape?: Record<string, z.ZodType> }; description?: string };
     if (s.def.type === 'default' || s.def.type === 'prefault' || s.def.type === 'nullable') return walk(s.def.innerType!, prefix);
@@ -330,7 +559,6 @@ export function configHelp(): string {
         const inner = v as unknown as { def: { type: string }; description?: string };
         if (inner.def.type === 'prefault' || (inner.def.type === 'object' && !inner.description)) walk(v, prefix ? `${prefix}.${k}` : k);
         else {
-          const def = TrainConfigSchema.parse({});
           const value = (prefix ? `${prefix}.${k}` : k).split('.').reduce<unknown>((o, key) => (o as Record<string, unknown>)[key], def);
           lines.push(`${(prefix ? `${prefix}.${k}` : k).padEnd(34)} ${JSON.stringify(value).padEnd(12)} ${inner.description ?? ''}`);
         }
@@ -338,5 +566,11 @@ export function configHelp(): string {
     }
   };
   walk(TrainConfigSchema, '');
+  lines.push('', 'rl.preset values  each expands into these fields unless the config sets them; a field set otherwise makes a variant');
+  for (const name of PRESET_NAMES) {
+    const p = RL_PRESETS[name];
+    lines.push(`  ${name.padEnd(9)} ${`${p.method} (${p.paper})`.padEnd(46)} ${presetSummary(name)}`);
+  }
+  lines.push('  variants  e.g. gspo with rl.loss.unit=rollout: a MATPO variant of GSPO (a planner rollout and its workers share a weight)');
   return lines.join('\n');
 }

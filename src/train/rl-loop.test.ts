@@ -13,6 +13,7 @@ import { readMetrics, runPaths } from './run-dir.ts';
 import type { Rollout } from '../core/records.ts';
 import type { Datum } from '../core/records.ts';
 import type { ForwardOutput, TrainablePolicy } from '../core/policy.ts';
+import { testRollout } from '../testing/rollouts.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-rl-'));
@@ -281,4 +282,97 @@ test('held-out evaluation samples at run.evalTemperature; training rollouts at r
   assert.ok(train.every((s) => s.temperature === 0.7), JSON.stringify(train));
   // unset, evaluation follows the rollout temperature
   assert.equal(toyConfig().run.evalTemperature, null);
+});
+
+// ---------------------------------------------------------------------------------------------
+// DAPO dynamic sampling with refill, with a scripted rollout runner: every rollout of a "flat-k"
+// question answers correctly (all rewards equal: the group is dropped); in a "mixed-k" group only
+// rollout 0 answers correctly (unequal rewards: kept).
+
+function scriptedDeps(order: string[], seen: string[]): RlDeps {
+  const questions = order.map((id) => ({ id, question: id, answers: ['gold'] }));
+  return {
+    loadPolicy: async () => new BigramPolicy(TOY_VOCAB),
+    makeRunner: () => async (req) => {
+      seen.push(`${req.rolloutId} ${req.question.id}`);
+      const right = req.question.id.startsWith('flat') || req.index === 0;
+      const answer = right ? 'gold' : 'wrong';
+      const { rolloutId: id, index } = req;
+      return testRollout({ id, questionId: req.question.id, index, rootMask: [0, 1, 1], workerMasks: [[0, 1]], answer });
+    },
+    trainQuestions: questions,
+    evalQuestions: [],
+    scorer: toyScorer,
+    log: () => {},
+  };
+}
+
+function dapoConfig(refillRounds: number) {
+  return parseConfig({
+    model: { path: 'toy:init' },
+    data: { shuffle: false },
+    rollout: { groupSize: 2, questionsPerStep: 2, concurrency: 1 },
+    rl: { preset: 'dapo', refillRounds, reward: { formatScale: 0 } },
+    run: { steps: 1, evalEvery: 0, checkpointEvery: 1, progress: false },
+  }, undefined, { warn: () => {} });
+}
+
+test('DAPO refill: zero-variance groups are re-sampled until the batch has questionsPerStep groups', async () => {
+  const order = ['flat-0', 'flat-1', 'mixed-0', 'flat-2', 'mixed-1', 'mixed-2'];
+  const seen: string[] = [];
+  const dir = join(tmp(), 'run');
+  await trainRl(dapoConfig(3), scriptedDeps(order, seen), { runDir: dir, resume: false });
+  // round 0: flat-0, flat-1 (0 kept) → round 1: 2 missing → mixed-0, flat-2 (1 kept) → round 2: 1 missing → mixed-1
+  const firstOfGroup = seen.filter((s) => s.split(' ')[0].endsWith('/0')).map((s) => s.split(' ')[1]);
+  assert.deepEqual(firstOfGroup, ['flat-0', 'flat-1', 'mixed-0', 'flat-2', 'mixed-1']);
+  assert.ok(seen.includes('step-000001/q4/1 mixed-1'), seen.join('\n'));
+  const m = readMetrics(runPaths(dir)).find((x) => x['train/datums'] !== undefined)!;
+  assert.equal(m['train/refill_rounds'], 2);
+  assert.equal(m['train/groups'], 5);
+  assert.equal(m['train/groups_kept'], 2);
+  assert.equal(m['train/datums'], 8, 'two kept groups × two rollouts × (planner + worker)');
+  const saved: Rollout[] = readJsonl(join(runPaths(dir).rollouts, 'step-000001.jsonl'));
+  assert.equal(saved.length, 10);
+  assert.deepEqual(saved.filter((r) => r.advantage !== undefined).map((r) => r.questionId), ['mixed-0', 'mixed-0', 'mixed-1', 'mixed-1']);
+  // the question stream continues after the refill: step 2 would start at mixed-2
+  const state = JSON.parse(readFileSync(join(dir, 'checkpoints', 'step-000001', 'trainer_state.json'), 'utf8'));
+  assert.equal(state.cursor, 5);
+});
+
+test('DAPO refill is bounded by rl.refillRounds (a short batch is logged); without refill the batch shrinks', async () => {
+  const order = ['flat-0', 'flat-1', 'mixed-0', 'flat-2', 'mixed-1', 'mixed-2'];
+  const seen: string[] = [];
+  const dir = join(tmp(), 'run');
+  await trainRl(dapoConfig(1), scriptedDeps(order, seen), { runDir: dir, resume: false });
+  assert.equal(seen.length, 8, 'round 0 and one refill round of two questions');
+  const ms = readMetrics(runPaths(dir));
+  const short = String(ms.find((x) => x.event === 'refill_short')?.reason);
+  assert.match(short, /^1 of 2 groups with unequal rewards after 1 refill rounds \(rl\.refillRounds\)$/);
+  assert.equal(ms.find((x) => x['train/datums'] !== undefined)?.['train/datums'], 4);
+
+  const seen0: string[] = [];
+  const dir0 = join(tmp(), 'run');
+  await trainRl(dapoConfig(0), scriptedDeps(order, seen0), { runDir: dir0, resume: false });
+  assert.equal(seen0.length, 4);
+  const m0 = readMetrics(runPaths(dir0));
+  assert.equal(m0.find((x) => x['train/datums'] !== undefined)?.['train/datums'], 0);
+  assert.ok(m0.some((x) => x.event === 'no_update'));
+});
+
+test('DAPO refill draws only questions not yet rolled out in the step, and stops when the split has none left', async () => {
+  const seen: string[] = [];
+  const dir = join(tmp(), 'run');
+  await trainRl(dapoConfig(3), scriptedDeps(['flat-0', 'mixed-0', 'flat-1'], seen), { runDir: dir, resume: false });
+  // round 0: flat-0, mixed-0 (1 kept) → round 1: flat-1 (still 1 kept) → the next epoch holds only
+  // questions of this step, so no round 2 (a repeated id would merge into an existing group)
+  assert.deepEqual([...new Set(seen.map((s) => s.split(' ')[1]))], ['flat-0', 'mixed-0', 'flat-1']);
+  assert.equal(seen.length, 6);
+  const ms = readMetrics(runPaths(dir));
+  assert.equal(ms.find((x) => x['train/refill_rounds'] !== undefined)?.['train/refill_rounds'], 1);
+  assert.match(String(ms.find((x) => x.event === 'refill_short')?.reason), /^1 of 2 groups .* after 1 refill rounds/);
+
+  const s = new QuestionStream(toyQuestions([0, 1, 2, 3]), 1, false);
+  const st = { epoch: 0, cursor: 3 };
+  assert.deepEqual(s.takeNew(st, 2, new Set(['toy-0'])).map((q) => q.id), ['toy-3', 'toy-1']);
+  assert.deepEqual(st, { epoch: 1, cursor: 2 });
 });

@@ -3,7 +3,8 @@
  *
  *   questionsPerStep questions from the (seeded, per-epoch shuffled) training split
  *   → G rollouts each through the rollout runner (seeds drawn from the saved "sample" RNG stream)
- *   → rewards (rl/rewards) → advantages + credit assignment (rl/credit) → datums (rl/datums)
+ *   → rewards (rl/rewards) [→ DAPO refill: more questions until questionsPerStep groups have unequal
+ *     rewards, at most rl.refillRounds extra rounds] → advantages + credit assignment (rl/credit) → datums (rl/datums)
  *   → [optional: old logprobs recomputed by the trainer; KL reference logprobs]
  *   → for each PPO epoch and mini-batch: policy.forwardBackward(datums, loss built over the whole
  *     mini-batch, { microBatchTokens }) → policy.optimStep
@@ -19,7 +20,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rollout } from '../core/records.ts';
 import { ConfigError, MatpoError } from '../core/errors.ts';
-import { creditRegistry } from '../rl/credit.ts';
+import { filterZeroVarianceGroups } from '../rl/advantages.ts';
+import { creditRegistry, groupByQuestion } from '../rl/credit.ts';
 import { buildDatums } from '../rl/datums.ts';
 import { makePolicyLoss, type PolicyLossConfig } from '../rl/losses.ts';
 import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewards.ts';
@@ -93,6 +95,18 @@ export class QuestionStream {
         continue;
       }
       out.push(this.questions[order[state.cursor++]]);
+    }
+    return out;
+  }
+  /**
+   * Take up to n questions whose ids are not in `exclude`, passing over excluded ones (they count as
+   * drawn), and looking at no more than one epoch's worth of questions: fewer when the split runs out.
+   */
+  takeNew(state: Pick<TrainerState, 'epoch' | 'cursor'>, n: number, exclude: ReadonlySet<string>): Question[] {
+    const out: Question[] = [];
+    for (let looked = 0; out.length < n && looked < this.questions.length; looked++) {
+      const [q] = this.take(state, 1);
+      if (!exclude.has(q.id) && !out.some((o) => o.id === q.id)) out.push(q);
     }
     return out;
   }
@@ -234,23 +248,59 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       const tStep = performance.now();
       const metrics: Record<string, MetricValue> = {};
 
-      // 1. rollouts
-      const questions = stream.take(state, config.rollout.questionsPerStep);
-      const jobs = questions.flatMap((q, qi) => Array.from({ length: G }, (_, g) => ({ q, g, id: `${stepName(step)}/q${qi}/${g}`, seed: sampleRng.nextU32() })));
-      const rbar = progress.bar('rollouts', jobs.length);
+      // 1. rollouts, scored as they arrive. DAPO dynamic sampling with refill: while fewer than
+      // questionsPerStep groups have unequal rewards, draw as many new questions as groups are
+      // missing, for at most rl.refillRounds extra rounds (without refill the batch shrinks). A refill
+      // question is one not yet rolled out in this step: a group is the rollouts of one question id.
+      const rbar = progress.bar('rollouts', config.rollout.questionsPerStep * G);
       let done = 0;
       let t0 = performance.now();
-      const rollouts = await mapLimit(jobs, config.rollout.concurrency, async (j) => {
-        const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature: config.rollout.temperature });
-        rbar.update(++done);
-        return r;
-      });
+      let scoreS = 0;
+      let questionIndex = 0;
+      let total = 0;
+      const generate = async (questions: readonly Question[]): Promise<Rollout[]> => {
+        const jobs = questions.flatMap((q) => {
+          const qi = questionIndex++;
+          return Array.from({ length: G }, (_, g) => ({ q, g, id: `${stepName(step)}/q${qi}/${g}`, seed: sampleRng.nextU32() }));
+        });
+        total += jobs.length;
+        rbar.setTotal(total);
+        const out = await mapLimit(jobs, config.rollout.concurrency, async (j) => {
+          const { temperature } = config.rollout;
+          const r = await runner({ question: j.q, index: j.g, rolloutId: j.id, mode, seed: j.seed, temperature });
+          rbar.update(++done);
+          return r;
+        });
+        const ts = performance.now();
+        await mapLimit(out, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
+        scoreS += (performance.now() - ts) / 1000;
+        return out;
+      };
+      const rollouts = await generate(stream.take(state, config.rollout.questionsPerStep));
+      let rounds = 0;
+      if (config.rl.dropZeroVarianceGroups && config.rl.refillRounds > 0) {
+        const keptGroups = () => filterZeroVarianceGroups(groupByQuestion(rollouts).map((g) => g.map((r) => r.reward!.total))).kept.length;
+        let kept = keptGroups();
+        while (kept < config.rollout.questionsPerStep && rounds < config.rl.refillRounds) {
+          const fresh = stream.takeNew(state, config.rollout.questionsPerStep - kept, new Set(rollouts.map((r) => r.questionId)));
+          if (fresh.length === 0) break;
+          rounds++;
+          rollouts.push(...(await generate(fresh)));
+          kept = keptGroups();
+        }
+        metrics['train/refill_rounds'] = rounds;
+        if (kept < config.rollout.questionsPerStep)
+          appendMetrics(paths, step, {
+            event: 'refill_short',
+            reason: `${kept} of ${config.rollout.questionsPerStep} groups with unequal rewards after ${rounds} ` +
+              'refill rounds (rl.refillRounds)',
+          });
+      }
       rbar.stop();
-      metrics['time/rollout_s'] = (performance.now() - t0) / 1000;
+      metrics['time/rollout_s'] = (performance.now() - t0) / 1000 - scoreS;
 
-      // 2. rewards, advantages, datums
+      // 2. advantages, datums
       t0 = performance.now();
-      await mapLimit(rollouts, config.rollout.concurrency, (r) => scoreRollout(r, deps.scorer, weights, mode));
       const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
       for (const r of rollouts) {
         if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
@@ -260,7 +310,7 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       metrics['train/groups'] = credit.metrics.groups;
       metrics['train/groups_kept'] = credit.metrics.groups_kept;
       metrics['train/datums'] = datums.length;
-      metrics['time/reward_s'] = (performance.now() - t0) / 1000;
+      metrics['time/reward_s'] = (performance.now() - t0) / 1000 + scoreS;
 
       // 3. optional trainer-side old logprobs (gap logged) and KL reference logprobs
       t0 = performance.now();
