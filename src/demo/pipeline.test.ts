@@ -9,7 +9,7 @@ test('the experiment keeps the settings its README results were produced with, w
     seed: 1,
     world: {
       entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 2,
-      hops: '1-2', noise: 0.3, distractors: 0.5, docLength: 'short',
+      hops: [1, 2], noise: 0.3, distractors: 0.5, docLength: 'short',
     },
     model: { preset: 'tiny' },
     sft: { epochs: 2, lr: 0.002, batchTokens: 4096, otherTokenWeight: 0.3 },

@@ -9,14 +9,18 @@
  *                 assignment for planner–worker rollouts, plain GRPO for the single agent),
  *                 evaluating on held-out questions before and after              → <dir>/<mode>/
  *
- * Each phase runs the same command a user would run, and leaves a marker file when it completes,
- * so running again after a kill continues where it stopped (training resumes from its last
- * checkpoint).
+ * Each phase calls the same function the matching command calls (writeWorldDir, initModelDir,
+ * runSft, runTraining, runEvaluation) with one typed run configuration, and leaves a marker file
+ * when it completes, so running again after a kill continues where it stopped (training resumes
+ * from its last checkpoint).
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import YAML from 'yaml';
-import { loadCommand } from '../cli/main.ts';
+import { configToYaml, loadConfig, parseConfig, rolloutOptions, type TrainConfigInput } from '../train/config.ts';
+import { runEvaluation, runSft, runTraining } from '../train/run-config.ts';
+import { initModelDir } from '../model/init.ts';
+import { writeWorldDir } from '../envs/world-dir.ts';
+import type { WorldOptions } from '../envs/world/world.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../core/records.ts';
@@ -32,7 +36,9 @@ export interface PipelineSettings {
     demoGuessRate: number;
     /** ... among questions of at most this many hops. */
     demoGuessMaxHops: number;
-    hops: string; noise: number; distractors: number; docLength: string;
+    /** Fewest and most hops of a question. */
+    hops: [number, number];
+    noise: number; distractors: number; docLength: WorldOptions['docLength'];
   };
   model: { preset: string };
   /** Warm-start: epochs, peak learning rate (cosine decay), optimizer batch and the loss weight of non-assistant tokens. */
@@ -61,7 +67,7 @@ export interface PipelineSettings {
 /** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
-  world: { entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, demoGuessRate: 0.7, demoGuessMaxHops: 1, hops: '1-2', noise: 0, distractors: 0.2, docLength: 'short' },
+  world: { entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, demoGuessRate: 0.7, demoGuessMaxHops: 1, hops: [1, 2], noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'tiny' },
   // Every training question is demonstrated: two warm-starts on all 1,200 reached 32 % greedy
   // accuracy on held-out questions (36 % and 42 % on training questions), against 0–2 % for the
@@ -91,7 +97,7 @@ export const DEMO_DEFAULTS: PipelineSettings = {
 /** A smoke-sized version of the same pipeline (tests, `--quick`). */
 export const QUICK: PipelineSettings = {
   seed: 1,
-  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 4, hops: '1-4', noise: 0, distractors: 0.2, docLength: 'short' },
+  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 4, hops: [1, 4], noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'mini' },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
@@ -151,12 +157,6 @@ export interface EvalSummary {
   longestContext: number;
 }
 
-async function runCommand(name: string, args: string[]): Promise<void> {
-  const command = await loadCommand(name);
-  const code = await command.run(args);
-  if (typeof code === 'number' && code !== 0) throw new Error(`matpo ${name} exited with code ${code}`);
-}
-
 interface Phase {
   name: string;
   done: string;
@@ -188,13 +188,24 @@ export async function worldPhase(dir: string, s: PipelineSettings, demos: 'matpo
     name: 'world', done: join(world, '.done'),
     run: async () => {
       rmSync(world, { recursive: true, force: true });
-      await runCommand('world', [
-        '--seed', String(s.seed), '--out', world, '--entities', String(s.world.entities), '--questions', String(s.world.questions),
-        '--hops', s.world.hops, '--noise', String(s.world.noise), '--distractors', String(s.world.distractors), '--doc-length', s.world.docLength,
-        '--vocab-size', String(s.world.vocabSize), '--demos', demos,
-        '--demo-questions', String(s.world.demoQuestions), '--demo-error-rate', String(s.world.demoErrorRate),
-        ...(s.world.demoGuessRate > 0 ? ['--demo-guess-rate', String(s.world.demoGuessRate), '--demo-guess-max-hops', String(s.world.demoGuessMaxHops)] : []),
-      ]);
+      const [minHops, maxHops] = s.world.hops;
+      await writeWorldDir(
+        {
+          out: world,
+          options: {
+            seed: s.seed, entities: s.world.entities, questions: s.world.questions, minHops, maxHops,
+            noise: s.world.noise, distractors: s.world.distractors, docLength: s.world.docLength,
+          },
+          vocabSize: s.world.vocabSize,
+          demos: demos === 'both' ? ['matpo', 'single'] : [demos],
+          demoQuestions: s.world.demoQuestions,
+          demoErrorRate: s.world.demoErrorRate,
+          demoGuessRate: s.world.demoGuessRate,
+          ...(s.world.demoGuessRate > 0 ? { demoGuessMaxHops: s.world.demoGuessMaxHops } : {}),
+          heldout: 0,
+        },
+        rolloutOptions(parseConfig({})),
+      );
     },
   }], join(resolve(dir), '.world-seconds.json'), label);
 }
@@ -211,9 +222,10 @@ export async function modePhases(
   const modelSft = join(base, 'model-sft');
   const runDir = join(base, 'run');
   const label = options.label ?? mode;
-  const noProgress = options.progress === false ? ['--no-progress'] : [];
-  const threads = options.threads ? ['--threads', String(options.threads)] : [];
-  const config = {
+  const progress = options.progress !== false;
+  // The run configuration of this mode, checked by the compiler against the schema; everything not
+  // set here (the loss, the clip ranges, the rest of the rollout limits) is the schema's default.
+  const input = {
     model: { path: modelSft, threads: options.threads ?? 0 },
     data: { world, trainSplit: 'train', evalSplit: 'test' },
     rollout: {
@@ -224,55 +236,50 @@ export async function modePhases(
     rl: {
       estimator: s.rl.estimator, credit: 'matpo', dropZeroVarianceGroups: s.rl.dropZeroVarianceGroups,
       reward: s.rl.formatReward ? {} : { formatScale: 0, formatSingle: 0 },
-      loss: { name: 'ppo', clipLow: 0.2, clipHigh: 0.2, dualClip: 3, aggregation: 'token-mean' },
     },
     optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
+    sft: {
+      data: join(world, `demos-${mode}.jsonl`), out: modelSft, epochs: s.sft.epochs, learningRate: s.sft.lr, batchTokens: s.sft.batchTokens,
+      otherTokenWeight: s.sft.otherTokenWeight,
+    },
     run: {
       name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions, evalTemperature: s.rl.evalTemperature,
-      checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)), keepCheckpoints: 2, progress: options.progress !== false,
+      checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)), keepCheckpoints: 2, progress,
     },
-  };
+  } satisfies TrainConfigInput;
+  const config = parseConfig(input);
   const configFile = join(base, 'train.yaml');
-  writeFileSync(configFile, YAML.stringify(config));
+  writeFileSync(configFile, configToYaml(config));
   const initEval = join(base, 'eval-untrained.jsonl');
   const phaseSeconds = await runPhases([
     {
       name: 'init-model', done: join(modelInit, '.done'),
       run: async () => {
         rmSync(modelInit, { recursive: true, force: true });
-        await runCommand('init-model', ['--config', s.model.preset, '--tokenizer', join(world, 'tokenizer'), '--out', modelInit, '--seed', String(s.seed)]);
+        await initModelDir(modelInit, { config: s.model.preset, tokenizerDir: join(world, 'tokenizer'), seed: s.seed });
       },
     },
     {
       // The same held-out questions and rollout settings as the training run's evaluations.
       name: 'eval-untrained', done: `${initEval}.done`,
       run: async () => {
-        await runCommand('eval', [
-          '--config', configFile, '--model', modelInit, '--world', world, '--split', 'test', '--questions', String(s.rl.evalQuestions),
-          '--temperature', String(s.rl.evalTemperature), '--seed', String(s.seed), '--out', initEval, ...noProgress,
-        ]);
+        await runEvaluation({ ...config, model: { ...config.model, path: modelInit } }, { out: initEval });
       },
     },
     {
       name: 'sft', done: join(modelSft, '.done'),
       run: async () => {
         rmSync(modelSft, { recursive: true, force: true });
-        await runCommand('sft', [
-          '--model', modelInit, '--data', join(world, `demos-${mode}.jsonl`), '--out', modelSft, '--epochs', String(s.sft.epochs),
-          '--lr', String(s.sft.lr), '--batch-tokens', String(s.sft.batchTokens), '--other-token-weight', String(s.sft.otherTokenWeight),
-          '--seed', String(s.seed), ...threads, ...noProgress,
-        ]);
+        await runSft({ ...config, model: { ...config.model, path: modelInit } });
       },
     },
     {
       name: 'train', done: join(runDir, '.done'),
       run: async () => {
-        if (existsSync(join(runDir, 'checkpoints', 'latest'))) {
-          await runCommand('train', ['--resume', runDir]);
-        } else {
-          rmSync(runDir, { recursive: true, force: true });
-          await runCommand('train', ['--config', configFile]);
-        }
+        const resume = existsSync(join(runDir, 'checkpoints', 'latest'));
+        if (!resume) rmSync(runDir, { recursive: true, force: true });
+        const result = await runTraining(resume ? loadConfig(runPaths(runDir).config) : config, { runDir, resume });
+        console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step}; run directory ${runDir}`);
       },
     },
   ], join(base, '.phase-seconds.json'), label);

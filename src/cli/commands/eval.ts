@@ -9,15 +9,9 @@
  * per rollout and outcomes; --out writes the scored Rollout records (JSONL). `matpo run` is the same
  * with the per-rollout view in front (it exists for users who think of it as running rollouts).
  */
-import { writeFileSync } from 'node:fs';
-import { ConfigError } from '../../core/errors.ts';
 import { parseFlags, type Command } from '../command.ts';
 import { configFlagOptions, configFlagsHelp, DATA_FLAGS, EVAL_FLAGS, MODEL_FLAGS, resolveConfig, ROLLOUT_FLAGS, type ConfigFlag } from '../config-flags.ts';
-import { evalTemperature } from '../../train/config.ts';
-import { rewardWeights } from '../../train/rl-loop.ts';
-import { evaluate } from '../../train/evaluate.ts';
-import { Progress } from '../../train/progress.ts';
-import { buildRun, openSamplingPolicy } from '../../train/wiring.ts';
+import { runEvaluation } from '../../train/run-config.ts';
 
 const FLAGS: ConfigFlag[] = [...MODEL_FLAGS, ...DATA_FLAGS, ...ROLLOUT_FLAGS, ...EVAL_FLAGS, { flag: 'group', key: 'run.evalRepeats' }];
 
@@ -36,49 +30,22 @@ function evalCommand(name: 'eval' | 'run'): Command {
     async run(argv) {
       const { values } = parseFlags(argv, { ...configFlagOptions(FLAGS), out: { type: 'string' } });
       const config = resolveConfig(values, FLAGS);
-      if (!config.data.world && !config.data.dataset) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
-      const built = await buildRun(config);
-      let policy;
-      try {
-        policy = await openSamplingPolicy(config.model);
-      } catch (err) {
-        await built.close();
-        throw err;
-      }
-      try {
-        const split = config.data.world ? built.eval : [...built.eval, ...built.train];
-        const questions = config.run.evalQuestions > 0 ? split.slice(0, config.run.evalQuestions) : split;
-        if (questions.length === 0) throw new ConfigError({ path: '--questions', message: 'no questions to run' });
-        const progress = new Progress(config.run.progress);
-        const bar = progress.bar(name, questions.length * config.run.evalRepeats);
-        const t0 = performance.now();
-        const r = await evaluate({
-          runner: built.makeRunner(policy), questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
-          temperature: evalTemperature(config), scorer: built.scorer, weights: rewardWeights(config),
-          concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
-        });
-        bar.stop();
-        progress.stop();
-        const out = values.out as string | undefined;
-        if (out) writeFileSync(out, r.rollouts.map((x) => JSON.stringify(x)).join('\n') + '\n');
-        const s = (performance.now() - t0) / 1000;
-        const mode = config.rollout.mode;
-        const outcomes = new Map<string, number>();
-        for (const x of r.rollouts) outcomes.set(x.outcome, (outcomes.get(x.outcome) ?? 0) + 1);
-        console.log(`${mode} ${name} of ${policy.name}: ${r.questions} questions × G=${config.run.evalRepeats} = ${r.rollouts.length} rollouts in ${s.toFixed(1)} s`);
-        console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`);
-        console.log(
-          `format score ${mode === 'single' ? 'single agent' : 'planner'} ${r.formatPlanner.toFixed(3)}` +
-            (mode === 'matpo' ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, workers per rollout ${r.workersPerRollout.toFixed(2)}` : '') +
-            `, reward ${r.reward.toFixed(4)}`,
-        );
-        console.log(`outcomes ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
-        if (out) console.log(`rollouts: ${out}`);
-        return outcomes.get('failed') === r.rollouts.length ? 1 : 0;
-      } finally {
-        await policy.close();
-        await built.close();
-      }
+      const out = values.out as string | undefined;
+      const r = await runEvaluation(config, { label: name, ...(out ? { out } : {}) });
+      const s = r.seconds;
+      const mode = config.rollout.mode;
+      const outcomes = new Map<string, number>();
+      for (const x of r.rollouts) outcomes.set(x.outcome, (outcomes.get(x.outcome) ?? 0) + 1);
+      console.log(`${mode} ${name} of ${r.policyName}: ${r.questions} questions × G=${config.run.evalRepeats} = ${r.rollouts.length} rollouts in ${s.toFixed(1)} s`);
+      console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`);
+      console.log(
+        `format score ${mode === 'single' ? 'single agent' : 'planner'} ${r.formatPlanner.toFixed(3)}` +
+          (mode === 'matpo' ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, workers per rollout ${r.workersPerRollout.toFixed(2)}` : '') +
+          `, reward ${r.reward.toFixed(4)}`,
+      );
+      console.log(`outcomes ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      if (out) console.log(`rollouts: ${out}`);
+      return outcomes.get('failed') === r.rollouts.length ? 1 : 0;
     },
   };
 }

@@ -3,13 +3,11 @@
  * seeds) and write it as JSONL files plus manifest.json.
  */
 import { parseConfig, rolloutOptions } from '../../train/config.ts';
-import { join } from 'node:path';
 import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
-import { trainTokenizerForWorld } from '../../envs/world-tokenizer.ts';
-import { saveTokenizer } from '../../envs/tokenizer-train.ts';
-import { runExpert } from '../../envs/expert-runs.ts';
-import { DEFAULT_WORLD_OPTIONS, generateWorld, saveWorld, worldStats, type WorldOptions } from '../../envs/world/world.ts';
+import { DEFAULT_WORLD_OPTIONS, type WorldOptions } from '../../envs/world/world.ts';
+import { writeWorldDir } from '../../envs/world-dir.ts';
+import type { Mode } from '../../core/records.ts';
 
 function parseHops(v: unknown): [number, number] {
   if (v === undefined) return [DEFAULT_WORLD_OPTIONS.minHops, DEFAULT_WORLD_OPTIONS.maxHops];
@@ -72,39 +70,10 @@ export const command: Command = {
     const errorRate = fraction(values, 'demo-error-rate');
     const guessRate = fraction(values, 'demo-guess-rate');
     const guessMaxHops = intFlag(values, 'demo-guess-max-hops', maxHops);
-    const start = performance.now();
-    const world = generateWorld(options);
-    saveWorld(world, out);
-    const s = worldStats(world);
-    console.log(`world seed ${world.options.seed} → ${out} (${(performance.now() - start).toFixed(0)} ms)`);
-    console.log(`  entities ${s.entities} (${Object.entries(s.entitiesByKind).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-    console.log(`  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`);
-    console.log(`  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops).map(([k, v]) => `${k}-hop ${v}`).join(', ')}`);
-    if (vocabSize > 0) {
-      const t = performance.now();
-      const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
-      saveTokenizer(trained, join(out, 'tokenizer'));
-      console.log(`  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`);
-      console.log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
-      const train = world.questions.filter((q) => q.split === 'train');
-      const questions = train.slice(0, intFlag(values, 'demo-questions', train.length));
-      for (const mode of demos as ('matpo' | 'single')[]) {
-        const t0 = performance.now();
-        const file = join(out, `demos-${mode}.jsonl`);
-        const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file, rollout: rolloutOptions(parseConfig({})) });
-        const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
-        const scope = guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : '';
-        const rates = guessRate > 0 ? `error rate ${errorRate}, guess rate ${guessRate}${scope}` : `error rate ${errorRate}`;
-        const guessed = guessRate > 0 ? `, answered from memory ${(100 * r.guessed).toFixed(1)}%` : '';
-        console.log(`  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-      }
-    }
-    for (let k = 1; k <= heldout; k++) {
-      const seed = world.options.seed + 1000 * k;
-      const held = generateWorld({ ...options, seed, testFraction: 1 });
-      const dir = join(out, `heldout-${seed}`);
-      saveWorld(held, dir);
-      console.log(`  held-out world seed ${seed} → ${dir} (${held.questions.length} questions)`);
-    }
+    await writeWorldDir(
+      { out, options, vocabSize, demos: demos as Mode[], demoErrorRate: errorRate, demoGuessRate: guessRate, demoGuessMaxHops: guessMaxHops, heldout,
+        ...(values['demo-questions'] !== undefined ? { demoQuestions: intFlag(values, 'demo-questions', 0) } : {}) },
+      rolloutOptions(parseConfig({})),
+    );
   },
 };

@@ -1,0 +1,141 @@
+/**
+ * The run configuration's jobs as plain function calls, for every command, the demo and experiment
+ * recipes and the library: supervised warm-start (`sft:`), RL training (`rl:`, resumable) and
+ * held-out evaluation, each built by `buildRun` from one config (src/train/config.ts).
+ */
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../core/errors.ts';
+import type { Rollout } from '../core/records.ts';
+import type { Question } from '../core/question.ts';
+import { renderConversation } from '../agents/renderer.ts';
+import { evalTemperature, type TrainConfig } from './config.ts';
+import { evaluate, type EvalResult } from './evaluate.ts';
+import { Progress } from './progress.ts';
+import { rewardWeights, trainRl, type RlRunResult } from './rl-loop.ts';
+import { readTranscripts, trainSft } from './sft.ts';
+import { buildRun, loadEmbeddedPolicy, openSamplingPolicy } from './wiring.ts';
+
+function modelMaxPositions(dir: string): number {
+  try {
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { max_position_embeddings?: number };
+    return Number.isInteger(cfg.max_position_embeddings) ? cfg.max_position_embeddings! : 0;
+  } catch {
+    return 0; // the policy's own load reports a bad model directory
+  }
+}
+
+/** Warm-start `config.model.path` on `config.sft.data`, writing the model to `config.sft.out`. */
+export async function runSft(config: TrainConfig, log?: (line: string) => void): Promise<void> {
+  const o = config.sft;
+  if (!config.model.path) throw new ConfigError({ path: '--model', message: 'is required (a model directory)' });
+  if (!o.data) throw new ConfigError({ path: '--data', message: 'is required (chat transcripts, JSONL)' });
+  if (!o.out) throw new ConfigError({ path: '--out', message: 'is required (where the trained model is written)' });
+  const transcripts = readTranscripts(o.data);
+  const policy = await loadEmbeddedPolicy(config.model.path, config.model.threads);
+  try {
+    const tokenizer = await policy.tokenizer();
+    mkdirSync(o.out, { recursive: true });
+    const metricsFile = join(o.out, 'sft-metrics.jsonl');
+    rmSync(metricsFile, { force: true });
+    const t0 = performance.now();
+    const result = await trainSft(policy, tokenizer, transcripts, renderConversation, {
+      epochs: o.epochs,
+      learningRate: o.learningRate,
+      schedule: o.schedule,
+      warmupFraction: o.warmupFraction,
+      otherTokenWeight: o.otherTokenWeight,
+      batchTokens: o.batchTokens,
+      microBatchTokens: o.microBatchTokens,
+      evalFraction: o.evalFraction,
+      seed: config.run.seed,
+      maxGradNorm: o.maxGradNorm,
+      // transcripts longer than the model's context are dropped
+      maxTokens: o.maxTokens > 0 ? o.maxTokens : modelMaxPositions(config.model.path),
+      maxSteps: o.maxSteps,
+      progress: config.run.progress,
+      ...(log ? { log } : {}),
+      onStep: (m) =>
+        appendFileSync(
+          metricsFile,
+          JSON.stringify({ step: m.step, time: new Date().toISOString(), 'sft/loss': m.loss, 'sft/lr': m.learningRate, 'train/grad_norm': m.gradNorm, 'sft/tokens': m.tokens, 'sft/epoch': m.epoch }) + '\n',
+        ),
+    });
+    await policy.save(o.out); // the model layer writes each file atomically
+    const last = result.heldOutLoss[result.heldOutLoss.length - 1];
+    appendFileSync(metricsFile, JSON.stringify({ step: result.steps, time: new Date().toISOString(), 'sft/held_out_loss_before': result.heldOutLoss[0] ?? null, 'sft/held_out_loss_after': last ?? null }) + '\n');
+    const s = (performance.now() - t0) / 1000;
+    const print = log ?? console.log;
+    print(`sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`);
+    if (result.heldOutLoss.length) print(`held-out loss per assistant token: ${result.heldOutLoss.map((x) => x.toFixed(4)).join(' → ')}`);
+    print(`model written to ${o.out}`);
+  } finally {
+    await policy.close();
+  }
+}
+
+export interface EvaluationResult extends EvalResult {
+  questionsAsked: Question[];
+  seconds: number;
+  policyName: string;
+}
+
+/**
+ * Held-out evaluation of `config.model` on the config's held-out questions (a world's eval split, or
+ * the whole dataset), `run.evalQuestions` of them (0 = all), `run.evalRepeats` rollouts each, at the
+ * evaluation temperature. `out` writes the scored rollouts (JSONL).
+ */
+export async function runEvaluation(config: TrainConfig, options: { out?: string; label?: string } = {}): Promise<EvaluationResult> {
+  if (!config.data.world && !config.data.dataset) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
+  const built = await buildRun(config);
+  let policy;
+  try {
+    policy = await openSamplingPolicy(config.model);
+  } catch (err) {
+    await built.close();
+    throw err;
+  }
+  try {
+    const split = config.data.world ? built.eval : [...built.eval, ...built.train];
+    const questions = config.run.evalQuestions > 0 ? split.slice(0, config.run.evalQuestions) : split;
+    if (questions.length === 0) throw new ConfigError({ path: '--questions', message: 'no questions to run' });
+    const progress = new Progress(config.run.progress);
+    const bar = progress.bar(options.label ?? 'eval', questions.length * config.run.evalRepeats);
+    const t0 = performance.now();
+    const r = await evaluate({
+      runner: built.makeRunner(policy), questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
+      temperature: evalTemperature(config), scorer: built.scorer, weights: rewardWeights(config),
+      concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
+    });
+    bar.stop();
+    progress.stop();
+    if (options.out) writeFileSync(options.out, r.rollouts.map((x: Rollout) => JSON.stringify(x)).join('\n') + '\n');
+    return { ...r, questionsAsked: questions, seconds: (performance.now() - t0) / 1000, policyName: policy.name };
+  } finally {
+    await policy.close();
+    await built.close();
+  }
+}
+
+/**
+ * RL training of the config's model in `runDir` (fresh, or `resume` from its newest checkpoint).
+ * `stop.requested` ends the run after the step in flight, with a checkpoint.
+ */
+export async function runTraining(config: TrainConfig, options: { runDir: string; resume: boolean; stop?: { requested: boolean } }): Promise<RlRunResult> {
+  const built = await buildRun(config);
+  try {
+    return await trainRl(
+      config,
+      {
+        loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads),
+        makeRunner: built.makeRunner,
+        trainQuestions: built.train,
+        evalQuestions: built.eval,
+        scorer: built.scorer,
+      },
+      { runDir: options.runDir, resume: options.resume, ...(options.stop ? { stop: options.stop } : {}) },
+    );
+  } finally {
+    await built.close();
+  }
+}
