@@ -20,7 +20,7 @@ import { InstantPolicy } from '../src/testing/scripted-policies.ts';
 import { defineTool } from '../src/tools/tool.ts';
 import { RolloutEngine, runRollouts } from '../src/agents/rollout.ts';
 import { toolCallFormat } from '../src/agents/formats/index.ts';
-import { testRolloutOptions } from '../src/testing/rollout-options.ts';
+import { testRolloutOptions } from '../src/testing/config-defaults.ts';
 
 const { values } = parseArgs({
   options: {

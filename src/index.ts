@@ -39,10 +39,10 @@ export { renderConversation } from './agents/renderer.ts';
 export { loadPrompts } from './agents/prompts.ts';
 
 // RL: rewards, advantages, credit assignment, losses, datums, scoring
-export { rewardRegistry, scoreRollout, registeredScorer, DEFAULT_REWARD_WEIGHTS, type RewardWeights, type AnswerScorer } from './rl/rewards.ts';
+export { rewardRegistry, scoreRollout, registeredScorer, type RewardWeights, type AnswerScorer } from './rl/rewards.ts';
 export { estimatorRegistry, filterZeroVarianceGroups } from './rl/advantages.ts';
 export { creditRegistry } from './rl/credit.ts';
-export { policyLossRegistry, aggregationRegistry, makePolicyLoss, makeNllLoss, DEFAULT_POLICY_LOSS, type PolicyLossConfig } from './rl/losses.ts';
+export { policyLossRegistry, aggregationRegistry, makePolicyLoss, makeNllLoss, type PolicyLossConfig } from './rl/losses.ts';
 export { buildDatums } from './rl/datums.ts';
 export { normalizeAnswer, exactMatch, coverExactMatch, formatScore, scorers } from './rl/scoring.ts';
 export { extractAnswer } from './agents/answer.ts';
@@ -55,7 +55,7 @@ export { loadQaDataset, QA_PRESETS } from './envs/datasets.ts';
 export { ExpertPolicy } from './envs/expert.ts';
 
 // Training
-export { parseConfig, loadConfig, rolloutOptions, TrainConfigSchema, type TrainConfig } from './train/config.ts';
+export { parseConfig, loadConfig, rolloutOptions, rewardWeights, lossConfig, TrainConfigSchema, type TrainConfig } from './train/config.ts';
 export { trainRl, type RlDeps } from './train/rl-loop.ts';
 export { trainSft } from './train/sft.ts';
 export { evaluate } from './train/evaluate.ts';

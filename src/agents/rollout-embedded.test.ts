@@ -19,7 +19,7 @@ import { RolloutEngine } from './rollout.ts';
 import { DELEGATE_TOOL } from './rollout.ts';
 import { hermesFormat } from './formats/index.ts';
 import { loadPrompts } from './prompts.ts';
-import { testRolloutOptions } from '../testing/rollout-options.ts';
+import { testRolloutOptions } from '../testing/config-defaults.ts';
 
 const run = promisify(execFile);
 const BIN = fileURLToPath(new URL('../../bin/matpo.js', import.meta.url));

@@ -16,7 +16,7 @@ import { DELEGATE_TOOL, RolloutEngine, readRolloutsJsonl, runRollouts, writeRoll
 import type { RolloutRequest } from '../core/question.ts';
 import { hermesFormat, mcpFormat, type ToolCallFormat } from './formats/index.ts';
 import { loadPrompts } from './prompts.ts';
-import { testRolloutOptions } from '../testing/rollout-options.ts';
+import { testRolloutOptions } from '../testing/config-defaults.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-rollout-'));
 const tokP = createTestTokenizer(tmp());

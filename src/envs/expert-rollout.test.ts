@@ -15,7 +15,7 @@ import { worldSearchTools, worldToolSpecs } from './world-tools.ts';
 import { RolloutEngine, runRollouts } from '../agents/rollout.ts';
 import { exactMatch } from '../rl/scoring.ts';
 import type { Rollout } from '../core/records.ts';
-import { testRolloutOptions } from '../testing/rollout-options.ts';
+import { testRolloutOptions } from '../testing/config-defaults.ts';
 
 const world = generateWorld({ seed: 21, entities: 200, questions: 240 });
 const { tokenizer } = trainTokenizerForWorld(world, 1500);

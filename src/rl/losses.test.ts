@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  DEFAULT_POLICY_LOSS,
   aggregationRegistry,
   aggregationWeights,
   clippedSurrogate,
@@ -13,9 +12,10 @@ import {
 } from './losses.ts';
 import type { Datum, Role } from '../core/records.ts';
 import { Rng } from '../util/rng.ts';
+import { defaultPolicyLoss } from '../testing/config-defaults.ts';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
-const cfg = (over: Partial<PolicyLossConfig> = {}): PolicyLossConfig => ({ ...DEFAULT_POLICY_LOSS, ...over });
+const cfg = (over: Partial<PolicyLossConfig> = {}): PolicyLossConfig => defaultPolicyLoss(over);
 
 function datum(sequenceId: string, rolloutId: string, role: Role, mask: number[], A = 1, old = -1): Datum {
   return {

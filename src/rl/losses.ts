@@ -51,18 +51,6 @@ export interface PolicyLossConfig {
   entropyCoef: number;
 }
 
-export const DEFAULT_POLICY_LOSS: PolicyLossConfig = {
-  name: 'ppo',
-  clipLow: 0.2,
-  clipHigh: 0.2,
-  dualClip: 3,
-  aggregation: 'token-mean',
-  unit: 'rollout',
-  normTokens: null,
-  klCoef: 0,
-  klEstimator: 'k3',
-  entropyCoef: 0,
-};
 
 const LOG_RATIO_CLAMP = 20;
 

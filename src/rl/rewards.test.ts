@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_REWARD_WEIGHTS, registeredScorer, rewardRegistry, scoreRollout } from './rewards.ts';
+import { registeredScorer, rewardRegistry, scoreRollout } from './rewards.ts';
+import { defaultRewardWeights } from '../testing/config-defaults.ts';
+
+const DEFAULT_REWARD_WEIGHTS = defaultRewardWeights();
 import { UnknownNameError } from '../core/errors.ts';
 import { testRollout } from '../testing/rollouts.ts';
 
@@ -36,17 +39,17 @@ test('weights come from the caller', () => {
 
 test('scoreRollout uses the scorer and the sequences\' format scores, and fills rollout.reward', async () => {
   const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], workerMasks: [[0, 1]], answer: 'Paris', gold: ['Paris'], formatPlanner: 1, formatWorkers: [0] });
-  const out = await scoreRollout(r, exact);
+  const out = await scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS);
   // 0.9 + 0.5·(0.1·1 + 0.1·0) = 0.95
   close(out.reward.total, 0.95);
   assert.equal(r.reward?.total, out.reward.total);
   const s = testRollout({ id: 's', questionId: 'q', mode: 'single', rootMask: [0, 1], answer: 'Rome', gold: ['Paris'], formatPlanner: 0.5 });
-  close((await scoreRollout(s, exact)).reward.total, 0.05); // 0.9·0 + 0.1·0.5
+  close((await scoreRollout(s, exact, DEFAULT_REWARD_WEIGHTS)).reward.total, 0.05); // 0.9·0 + 0.1·0.5
 });
 
 test('scoreRollout rejects out-of-range scores; unknown reward names list the valid ones', async () => {
   const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], answer: 'x' });
-  await assert.rejects(scoreRollout(r, () => 2), /accuracy must be in \[0, 1\]/);
+  await assert.rejects(scoreRollout(r, () => 2, DEFAULT_REWARD_WEIGHTS), /accuracy must be in \[0, 1\]/);
   await assert.rejects(scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS, 'nope'), (e: unknown) => e instanceof UnknownNameError && /available: matpo, single/.test(e.message));
   assert.throws(() => rewardRegistry.register('matpo', () => ({}) as never), /already registered/);
 });
@@ -54,6 +57,6 @@ test('scoreRollout rejects out-of-range scores; unknown reward names list the va
 test('registered scorers from rl/scoring.ts plug in as answer scorers', async () => {
   const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], answer: 'The  Paris!', gold: ['paris'], formatPlanner: 1 });
   // normalised exact match: "the paris!" → "paris" = gold → acc 1 → 0.9 + 0.5·(0.1 + 0.1·1) = 1.0
-  close((await scoreRollout(r, registeredScorer('exact_match'))).reward.total, 1.0);
+  close((await scoreRollout(r, registeredScorer('exact_match'), DEFAULT_REWARD_WEIGHTS)).reward.total, 1.0);
   assert.throws(() => registeredScorer('em'), /unknown scorer "em"; available: .*exact_match/);
 });

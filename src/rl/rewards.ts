@@ -42,14 +42,6 @@ export interface RewardWeights {
   noWorkerFormat: number;
 }
 
-export const DEFAULT_REWARD_WEIGHTS: RewardWeights = {
-  accuracy: 0.9,
-  formatScale: 0.5,
-  formatPlanner: 0.1,
-  formatWorkers: 0.1,
-  formatSingle: 0.1,
-  noWorkerFormat: 1.0,
-};
 
 export interface RewardInput {
   accuracy: number;
@@ -97,7 +89,7 @@ function checkUnit(name: string, x: number, rolloutId: string): void {
 export async function scoreRollout(
   rollout: Rollout,
   scorer: AnswerScorer,
-  weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
+  weights: RewardWeights,
   rewardName: string = rollout.mode,
 ): Promise<RewardResult> {
   const accuracy = await scorer(rollout.answer, rollout.goldAnswers, rollout.question);

@@ -4,14 +4,13 @@ import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { applyOverride, configHelp, configToYaml, loadConfig, parseConfig } from './config.ts';
+import { applyOverride, configHelp, configToYaml, loadConfig, lossConfig, parseConfig } from './config.ts';
 import { ConfigError } from '../core/errors.ts';
 import type { Datum } from '../core/records.ts';
 import { estimatorRegistry, filterZeroVarianceGroups } from '../rl/advantages.ts';
 import { creditRegistry } from '../rl/credit.ts';
 import { aggregationWeights, computePolicyLoss } from '../rl/losses.ts';
 import { testRollout } from '../testing/rollouts.ts';
-import { lossConfig } from './rl-loop.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'matpo-cfg-'));
 const file = (name: string, text: string) => {

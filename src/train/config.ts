@@ -39,6 +39,8 @@ import { creditRegistry } from '../rl/credit.ts';
 import { aggregationRegistry, policyLossRegistry } from '../rl/losses.ts';
 import { scorers } from '../rl/scoring.ts';
 import type { RolloutOptions } from '../agents/rollout.ts';
+import type { RewardWeights } from '../rl/rewards.ts';
+import type { PolicyLossConfig } from '../rl/losses.ts';
 
 /** The RL algorithm fields a preset assigns (a subset of the `rl` section). */
 export interface RlPresetFields {
@@ -397,6 +399,17 @@ export function rolloutOptions(config: TrainConfig): RolloutOptions {
     temperature: r.temperature,
     topP: r.topP,
   };
+}
+
+/** The reward weights of `rl.reward` (the scorer's settings aside). */
+export function rewardWeights(config: TrainConfig): RewardWeights {
+  const { scorer: _scorer, judge: _judge, ...w } = config.rl.reward;
+  return w;
+}
+
+/** The policy loss of `rl.loss`. */
+export function lossConfig(config: TrainConfig): PolicyLossConfig {
+  return { ...config.rl.loss };
 }
 
 /** Sampling temperature of held-out evaluation: run.evalTemperature, or the rollouts' when unset. */

@@ -85,7 +85,8 @@ test('two MATPO steps with the embedded engine and the real rollout engine; resu
 });
 
 test('the embedded engine: the policy loss over micro-batches gives the same loss and gradient norm as one batch', { timeout: 120_000 }, async () => {
-  const { makePolicyLoss, DEFAULT_POLICY_LOSS } = await import('../rl/losses.ts');
+  const { makePolicyLoss } = await import('../rl/losses.ts');
+  const { defaultPolicyLoss } = await import('../testing/config-defaults.ts');
   const { Rng } = await import('../util/rng.ts');
   const rng = new Rng(9);
   const a = await EmbeddedPolicy.load(modelDir, { threads: 1 });
@@ -101,7 +102,7 @@ test('the embedded engine: the policy loss over micro-batches gives the same los
     const fwd = await a.forward!(datums);
     datums.forEach((d, i) => (d.oldLogprobs = Array.from(fwd.logprobs[i], (x, t) => (d.mask[t] ? x + 0.2 * rng.normal() : 0))));
     for (const aggregation of ['token-mean', 'seq-mean-token-mean']) {
-      const cfg = { ...DEFAULT_POLICY_LOSS, aggregation, entropyCoef: 0.01 };
+      const cfg = defaultPolicyLoss({ aggregation, entropyCoef: 0.01 });
       const whole = await a.forwardBackward!(datums, makePolicyLoss(cfg, datums), { microBatchTokens: 100_000 });
       const split = await b.forwardBackward!(datums, makePolicyLoss(cfg, datums), { microBatchTokens: 60 });
       assert.equal(whole.microBatches, 1);

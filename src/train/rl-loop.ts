@@ -29,7 +29,7 @@ import type { Datum } from '../core/records.ts';
 import type { SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 import { findLatestCheckpoint, listCheckpoints, OPTIMIZER_DIR, saveCheckpoint, type TrainerState } from './checkpoint.ts';
-import { configToYaml, evalTemperature, type TrainConfig } from './config.ts';
+import { configToYaml, evalTemperature, lossConfig, rewardWeights, type TrainConfig } from './config.ts';
 import { evaluate, mapLimit } from './evaluate.ts';
 import { mean } from '../util/stats.ts';
 import { Progress } from './progress.ts';
@@ -59,15 +59,6 @@ export interface RlRunResult {
   stopped: boolean;
   evals: { step: number; accuracy: number; stderr: number }[];
   paths: RunPaths;
-}
-
-export function rewardWeights(config: TrainConfig): RewardWeights {
-  const { scorer: _scorer, judge: _judge, ...w } = config.rl.reward;
-  return w;
-}
-
-export function lossConfig(config: TrainConfig): PolicyLossConfig {
-  return { ...config.rl.loss };
 }
 
 /** The training split as a stream: epoch e visits the questions in the order perm(seed, e). */

@@ -9,10 +9,10 @@ import { ConfigError } from '../core/errors.ts';
 import type { Rollout } from '../core/records.ts';
 import type { Question } from '../core/question.ts';
 import { renderConversation } from '../agents/renderer.ts';
-import { evalTemperature, type TrainConfig } from './config.ts';
+import { evalTemperature, rewardWeights, type TrainConfig } from './config.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
-import { rewardWeights, trainRl, type RlRunResult } from './rl-loop.ts';
+import { trainRl, type RlRunResult } from './rl-loop.ts';
 import { readTranscripts, trainSft } from './sft.ts';
 import { buildRun, loadEmbeddedPolicy, openSamplingPolicy } from './wiring.ts';
 
