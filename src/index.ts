@@ -7,7 +7,7 @@
 export { MatpoError, ConfigError, FileFormatError, UnknownNameError, EndpointError, InvalidArgumentError } from './core/errors.ts';
 export { Registry } from './core/registry.ts';
 
-// SamplingPolicy: the one door to compute
+// Policies: the one door to compute (sampling and trainable contracts)
 export type { ChatTokenizer, ChatMessage, ToolSpec } from './core/chat.ts';
 export type {
   SamplingPolicy, TrainablePolicy, PolicyLoader, SampleParams, SampleHint, SampleResult, LossFn, LossOutput, ForwardOutput,

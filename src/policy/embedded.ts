@@ -1,5 +1,5 @@
 /**
- * `EmbeddedPolicy`: the project's own engine behind the `SamplingPolicy` interface. The engine (weights,
+ * `EmbeddedPolicy`: the project's own engine behind the `TrainablePolicy` contract. The engine (weights,
  * gradients, optimizer, KV-cache sampler) lives in a worker thread so the main thread keeps serving
  * tool I/O and HTTP while it computes. Many concurrent `sample()` calls are batched together by the
  * worker's continuous-batching loop.

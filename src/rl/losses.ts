@@ -1,5 +1,5 @@
 /**
- * SamplingPolicy losses for one mini-batch of datums (planner, worker and single sequences together), in
+ * Policy losses for one mini-batch of datums (planner, worker and single sequences together), in
  * float64 over plain arrays, with exact gradients d(loss)/d(logprob) (and d(loss)/d(entropy)).
  *
  * Per trainable token t with advantage A and log-ratio Δ_t = logπθ − logπ_old (clamped to ±20):
@@ -35,7 +35,7 @@ import type { Datum } from '../core/records.ts';
 import type { ForwardOutput, LossFn, LossOutput } from '../core/policy.ts';
 
 export interface PolicyLossConfig {
-  /** SamplingPolicy-loss registry name: "ppo" or "gspo". */
+  /** Policy-loss registry name: "ppo" or "gspo". */
   name: string;
   clipLow: number;
   clipHigh: number;
@@ -113,7 +113,7 @@ export function aggregationWeights(datums: readonly Datum[], config: PolicyLossC
 }
 
 // ---------------------------------------------------------------------------------------------
-// SamplingPolicy-loss terms (one sequence at a time)
+// Policy-loss terms (one sequence at a time)
 
 export interface TermInput {
   logprobs: ArrayLike<number>;
@@ -324,7 +324,7 @@ export function makePolicyLoss(config: PolicyLossConfig, allDatums: readonly Dat
   return (datums: readonly Datum[], forward: ForwardOutput): LossOutput => {
     const r = computePolicyLoss(config, weights, datums, forward.logprobs, forward.entropies);
     // A non-finite loss poisons its gradient, so the policy's optimStep skips the update (the
-    // SamplingPolicy contract: a non-finite gradient is not applied).
+    // trainable policy contract: a non-finite gradient is not applied).
     const poison = !Number.isFinite(r.loss);
     return {
       loss: r.loss,

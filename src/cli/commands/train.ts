@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { ConfigError } from '../../core/errors.ts';
 import { parseFlags, type Command } from '../command.ts';
 import { configHelp, loadConfig } from '../../train/config.ts';
-import { trainRl } from '../../train/rl-loop.ts';
 import { runPaths } from '../../train/run-dir.ts';
-import { buildRun, loadEmbeddedPolicy } from '../../train/wiring.ts';
+import { runTraining } from '../../train/run-config.ts';
 
 export const command: Command = {
   name: 'train',
@@ -35,7 +34,6 @@ export const command: Command = {
       config = loadConfig(values.config, sets);
       runDir = join(config.run.dir, config.run.name);
     }
-    const built = await buildRun(config);
     const stop = { requested: false };
     const onSigint = () => {
       if (stop.requested) process.exit(130);
@@ -45,23 +43,12 @@ export const command: Command = {
     process.on('SIGINT', onSigint);
     const t0 = performance.now();
     try {
-      const result = await trainRl(
-        config,
-        {
-          loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads),
-          makeRunner: built.makeRunner,
-          trainQuestions: built.train,
-          evalQuestions: built.eval,
-          scorer: built.scorer,
-        },
-        { runDir, resume: Boolean(values.resume), stop },
-      );
+      const result = await runTraining(config, { runDir, resume: Boolean(values.resume), stop });
       const evals = result.evals.map((e) => `step ${e.step}: ${e.accuracy.toFixed(3)} ± ${e.stderr.toFixed(3)}`).join(', ');
       console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; run directory ${runDir}`);
       if (evals) console.log(`held-out accuracy: ${evals}`);
     } finally {
       process.off('SIGINT', onSigint);
-      await built.close();
     }
   },
 };
