@@ -13,10 +13,14 @@
  * weights change. The computation per token is the same as the training forward (`transformer.ts`):
  * RMSNorm → q/k/v (+bias) → per-head q/k RMSNorm (Qwen3) → RoPE → attention → o_proj residual →
  * RMSNorm → SwiGLU MLP residual → final RMSNorm → LM head.
+ *
+ * With a LoRA adapter (`setLora`, see lora.ts) each adapted linear adds s·(x·Aᵀ)·Bᵀ after its base
+ * product, as in training; the adapter is read in place, so an optimizer step on it needs no repack.
  */
 import type { Kernels, PackedWeight } from '../engine/kernels.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { ModelConfig } from './config.ts';
+import type { LoraAdapter, LoraLinear } from './lora.ts';
 import { buildLayout, viewsOf, type ModelViews } from './params.ts';
 
 /** One request's share of a forward call. */
@@ -72,6 +76,8 @@ export class Decoder {
   private att!: Float32Array; private hRstd!: Float32Array;
   private gate!: Float32Array; private up!: Float32Array; private h!: Float32Array;
   private logits = new Float32Array(0);
+  private lora: LoraAdapter | null = null;
+  private loraU = new Float32Array(0);
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels, options: DecoderOptions = {}) {
     const layout = buildLayout(cfg);
@@ -103,6 +109,24 @@ export class Decoder {
       down: k.packWeightNT(w.downProj, C, F),
     }));
     this.packedHead = k.packWeightNT(this.W.lmHead, V, C);
+  }
+
+  /** Apply a LoRA adapter on top of the weights from the next forward on (null removes it). */
+  setLora(adapter: LoraAdapter | null): void {
+    if (adapter && adapter.cfg.hiddenSize !== this.cfg.hiddenSize) throw new InvalidArgumentError('lora', 'the adapter was built for another model shape');
+    this.lora = adapter;
+  }
+
+  /** y[n×out] += s·(x·Aᵀ)·Bᵀ. */
+  private loraAdd(lin: LoraLinear | null, n: number, x: Float32Array, y: Float32Array): void {
+    if (!lin) return;
+    const r = this.lora!.rank;
+    const s = this.lora!.scale;
+    if (this.loraU.length < n * r) this.loraU = new Float32Array(Math.max(n * r, this.loraU.length * 2));
+    const u = this.loraU;
+    this.k.sgemm(false, true, n, r, lin.inF, x, lin.A, u, false);
+    for (let i = 0; i < n * r; i++) u[i] *= s;
+    this.k.sgemm(false, true, n, lin.outF, r, u, lin.B, y, true);
   }
 
   private cacheBytes(N: number, S: number): number {
@@ -249,12 +273,18 @@ export class Decoder {
     for (let l = 0; l < L; l++) {
       const w = this.W.layers[l];
       const p = this.packed[l];
+      const lv = this.lora?.layers[l];
       k.rmsnormForward(xn, rstd, x, w.inputNorm, n, C, eps);
       const qDst = w.qNorm ? qPre : q;
       const kDst = w.kNorm ? kPre : kk;
       this.linear(n, xn, w.qProj, p.q, qDst, false);
       this.linear(n, xn, w.kProj, p.k, kDst, false);
       this.linear(n, xn, w.vProj, p.v, v, false);
+      if (lv) {
+        this.loraAdd(lv.q, n, xn, qDst);
+        this.loraAdd(lv.k, n, xn, kDst);
+        this.loraAdd(lv.v, n, xn, v);
+      }
       if (w.qBias) addBias(qDst, w.qBias, n, HD);
       if (w.kBias) addBias(kDst, w.kBias, n, KD);
       if (w.vBias) addBias(v, w.vBias, n, KD);
@@ -272,17 +302,24 @@ export class Decoder {
       }
       k.attentionDecode(att, q, kc, vc, slot, pos, n, S, H, KV, D, scale);
       this.linear(n, att, w.oProj, p.o, x, true);
+      if (lv) this.loraAdd(lv.o, n, att, x);
       k.rmsnormForward(xn, rstd, x, w.postNorm, n, C, eps);
       this.linear(n, xn, w.gateProj, p.gate, gate, false);
       this.linear(n, xn, w.upProj, p.up, up, false);
+      if (lv) {
+        this.loraAdd(lv.gate, n, xn, gate);
+        this.loraAdd(lv.up, n, xn, up);
+      }
       k.swigluForward(h, gate, up, n * F);
       this.linear(n, h, w.downProj, p.down, x, true);
+      if (lv) this.loraAdd(lv.down, n, h, x);
     }
     // Gather the rows that need logits, final norm, LM head.
     const sel = m === n ? x : this.xnGather(items, m, C);
     k.rmsnormForward(xn, rstd, sel, this.W.finalNorm, m, C, eps);
     if (this.logits.length < m * V) this.logits = new Float32Array(Math.max(m * V, Math.min(this.logits.length * 2, 1 << 26)));
     this.linear(m, xn, this.W.lmHead, this.packedHead, this.logits, false);
+    if (this.lora) this.loraAdd(this.lora.head, m, xn, this.logits);
     const out: Float32Array[] = [];
     let r = 0;
     for (const it of items) {

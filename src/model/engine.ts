@@ -8,9 +8,14 @@
  *
  * `weightsVersion` increases whenever the weights change, so a sampler holding packed weights or
  * KV caches knows to refresh them.
+ *
+ * LoRA (`enableLora` / `loadAdapter`, see lora.ts and peft.ts): the base weights freeze, training and
+ * the optimizer (m, v, gradient norm, clipping) cover the adapter alone, and the transformer and the
+ * sampler run base + adapter. `save` then writes the adapter in the PEFT layout; `saveMerged` writes a
+ * full model directory with the adapter merged in.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Kernels } from '../engine/kernels.ts';
 import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
 import type { Datum } from '../core/records.ts';
@@ -20,6 +25,8 @@ import { buildLayout, type ParamLayout } from './params.ts';
 import { loadModelDir, saveModelDir } from './checkpoint.ts';
 import { Sampler, type SamplerOptions } from './sampler.ts';
 import { Transformer, packSequences, type ForwardContext } from './transformer.ts';
+import { LoraAdapter, type LoraConfig } from './lora.ts';
+import { loadPeftAdapter, mergeLora, savePeftAdapter } from './peft.ts';
 
 export const DEFAULT_MICRO_BATCH_TOKENS = 4096;
 
@@ -54,6 +61,7 @@ export class Engine {
   readonly layout: ParamLayout;
   readonly weights: Float32Array;
   readonly grads: Float32Array;
+  /** AdamW moments of the trainable parameters: the whole model, or the LoRA adapter alone. */
   m: Float32Array;
   v: Float32Array;
   step = 0;
@@ -65,6 +73,7 @@ export class Engine {
   private pendingTokens = 0;
   private samplerInstance: Sampler | null = null;
   private pending: { ctx: ForwardContext; lengths: number[] } | null = null;
+  private adapter: LoraAdapter | null = null;
 
   /** Directory the model was loaded from (its tokenizer files are copied on save). */
   sourceDir: string | null = null;
@@ -77,10 +86,62 @@ export class Engine {
     return e;
   }
 
-  /** Write a Hugging Face model directory with the current weights (and the source tokenizer files when known). */
+  /**
+   * Write a Hugging Face model directory with the current weights (and the source tokenizer files when
+   * known); with LoRA on, the adapter in the PEFT layout instead (`saveAdapter`).
+   */
   save(dir: string): void {
-    const tok = this.sourceDir !== null && existsSync(join(this.sourceDir, 'tokenizer.json')) ? this.sourceDir : undefined;
-    saveModelDir(dir, { config: this.cfg, layout: this.layout, weights: this.weights, tokenizerDir: tok });
+    if (this.adapter) this.saveAdapter(dir);
+    else saveModelDir(dir, { config: this.cfg, layout: this.layout, weights: this.weights, tokenizerDir: this.tokenizerDir() });
+  }
+
+  private tokenizerDir(): string | undefined {
+    return this.sourceDir !== null && existsSync(join(this.sourceDir, 'tokenizer.json')) ? this.sourceDir : undefined;
+  }
+
+  /** The LoRA adapter being trained, or null (full fine-tuning). */
+  get lora(): LoraAdapter | null {
+    return this.adapter;
+  }
+
+  /**
+   * Freeze the base and train a fresh adapter (A seeded from config.seed, B = 0, so outputs are
+   * unchanged until the first step). Optimizer state restarts (step 0) and covers the adapter only.
+   */
+  enableLora(config: LoraConfig): LoraAdapter {
+    this.useAdapter(new LoraAdapter(this.cfg, config));
+    return this.adapter!;
+  }
+
+  /** Freeze the base and continue training (or just serve) the PEFT adapter in `dir`. */
+  loadAdapter(dir: string): LoraAdapter {
+    this.useAdapter(loadPeftAdapter(dir, this.cfg).adapter);
+    return this.adapter!;
+  }
+
+  private useAdapter(adapter: LoraAdapter): void {
+    this.pending = null;
+    this.adapter = adapter;
+    this.model.setLora(adapter, { trainBase: false });
+    this.grads.fill(0);
+    this.pendingTokens = 0;
+    this.m = new Float32Array(adapter.total);
+    this.v = new Float32Array(adapter.total);
+    this.step = 0;
+    this.weightsVersion++;
+    this.samplerInstance?.setLora(adapter);
+  }
+
+  /** Write the adapter in the PEFT layout (adapter_config.json + adapter_model.safetensors). */
+  saveAdapter(dir: string, options: { baseModel?: string } = {}): void {
+    if (!this.adapter) throw new InvalidArgumentError('lora', 'this engine has no LoRA adapter (enableLora or loadAdapter first)');
+    savePeftAdapter(dir, this.adapter, { baseModel: options.baseModel ?? (this.sourceDir !== null ? resolve(this.sourceDir) : 'matpo-model') });
+  }
+
+  /** Write a full Hugging Face model directory with W + (alpha/r)·B·A merged (the base weights when LoRA is off). */
+  saveMerged(dir: string, options: { dtype?: 'F32' | 'BF16' | 'F16' } = {}): void {
+    const merged = this.adapter ? mergeLora(this.cfg, this.weights, this.adapter, this.kernels) : { config: this.cfg, layout: this.layout, weights: this.weights };
+    saveModelDir(dir, { ...merged, tokenizerDir: this.tokenizerDir(), dtype: options.dtype });
   }
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels) {
@@ -99,7 +160,10 @@ export class Engine {
    * Optimizer steps and `setWeights` invalidate its packed weights and prefix cache.
    */
   sampler(options?: SamplerOptions): Sampler {
-    this.samplerInstance ??= new Sampler(this.cfg, this.weights, this.kernels, options);
+    if (!this.samplerInstance) {
+      this.samplerInstance = new Sampler(this.cfg, this.weights, this.kernels, options);
+      if (this.adapter) this.samplerInstance.setLora(this.adapter);
+    }
     return this.samplerInstance;
   }
 
@@ -218,8 +282,11 @@ export class Engine {
     const beta2 = p.beta2 ?? 0.999;
     const eps = p.eps ?? 1e-8;
     const wd = p.weightDecay ?? 0;
-    const n = this.layout.total;
-    const gradNorm = Math.sqrt(this.kernels.sumSquares(this.grads, n));
+    const a = this.adapter;
+    const params = a ? a.params : this.weights;
+    const grads = a ? a.grads : this.grads;
+    const n = params.length;
+    const gradNorm = Math.sqrt(this.kernels.sumSquares(grads, n));
     if (!Number.isFinite(gradNorm)) {
       this.zeroGrads();
       return { gradNorm, applied: false, step: this.step };
@@ -227,14 +294,16 @@ export class Engine {
     const clip = p.maxGradNorm ?? 0;
     const scale = clip > 0 && gradNorm > clip ? clip / (gradNorm + 1e-6) : 1;
     this.step++;
-    this.kernels.adamw(this.weights, this.grads, this.m, this.v, n, lr, beta1, beta2, eps, wd, this.step, scale);
+    this.kernels.adamw(params, grads, this.m, this.v, n, lr, beta1, beta2, eps, wd, this.step, scale);
     this.zeroGrads();
     this.weightsChanged();
     return { gradNorm, applied: true, step: this.step };
   }
 
+  /** Zero the trainable gradients (with LoRA the adapter's; the frozen base's buffer is never read then). */
   zeroGrads(): void {
-    this.grads.fill(0);
+    if (this.adapter) this.adapter.zeroGrads();
+    else this.grads.fill(0);
     this.pendingTokens = 0;
   }
 
@@ -247,24 +316,25 @@ export class Engine {
   setWeights(w: Float32Array): void {
     if (w.length !== this.weights.length) throw new InvalidArgumentError('weights', `expected ${this.weights.length} floats, got ${w.length}`);
     this.weights.set(w);
-    this.weightsChanged();
+    this.weightsChanged(true);
   }
 
-  private weightsChanged(): void {
+  /** `base` false: only the adapter changed, the packed base weights stay valid (cached prefixes do not). */
+  private weightsChanged(base = this.adapter === null): void {
     this.weightsVersion++;
-    this.samplerInstance?.invalidate();
+    this.samplerInstance?.invalidate({ repack: base });
   }
 
   /** optimizer.json (step, sizes) + optimizer.bin (m then v, little-endian f32). Written atomically. */
   saveOptimizerState(dir: string): void {
     mkdirSync(dir, { recursive: true });
-    const n = this.layout.total;
+    const n = this.m.length;
     const bin = Buffer.alloc(8 * n);
     Buffer.from(this.m.buffer, this.m.byteOffset, 4 * n).copy(bin, 0);
     Buffer.from(this.v.buffer, this.v.byteOffset, 4 * n).copy(bin, 4 * n);
     writeFileSync(join(dir, 'optimizer.bin.tmp'), bin);
     renameSync(join(dir, 'optimizer.bin.tmp'), join(dir, 'optimizer.bin'));
-    const meta = { format: 'matpo-adamw-v1', step: this.step, params: n };
+    const meta = { format: 'matpo-adamw-v1', step: this.step, params: n, scope: this.adapter ? 'lora' : 'model' };
     writeFileSync(join(dir, 'optimizer.json.tmp'), JSON.stringify(meta, null, 2) + '\n');
     renameSync(join(dir, 'optimizer.json.tmp'), join(dir, 'optimizer.json'));
   }
@@ -279,8 +349,11 @@ export class Engine {
       throw new FileFormatError({ file: metaFile, message: `cannot read: ${(err as Error).message}` });
     }
     if (meta.format !== 'matpo-adamw-v1') throw new FileFormatError({ file: metaFile, field: 'format', message: `expected "matpo-adamw-v1"` });
-    const n = this.layout.total;
-    if (meta.params !== n) throw new FileFormatError({ file: metaFile, field: 'params', message: `state has ${String(meta.params)} parameters, model has ${n}` });
+    const n = this.m.length;
+    if (meta.params !== n) {
+      const what = this.adapter ? 'the LoRA adapter has' : 'model has';
+      throw new FileFormatError({ file: metaFile, field: 'params', message: `state has ${String(meta.params)} parameters, ${what} ${n}` });
+    }
     if (typeof meta.step !== 'number' || !Number.isInteger(meta.step) || meta.step < 0) throw new FileFormatError({ file: metaFile, field: 'step', message: 'expected a non-negative integer' });
     let bin: Buffer;
     try {

@@ -27,6 +27,7 @@ import { InvalidArgumentError, MatpoError } from '../core/errors.ts';
 import type { FinishReason, SampleParams, SampleResult } from '../core/policy.ts';
 import { Rng } from '../util/rng.ts';
 import type { ModelConfig } from './config.ts';
+import type { LoraAdapter } from './lora.ts';
 import { Decoder, type DecodeItem, type DecoderOptions } from './decode.ts';
 
 export interface SamplerOptions {
@@ -147,11 +148,11 @@ export class Sampler {
 
   /**
    * Drop every cached prefix and repack the weights: call after the weights change (optimizer step,
-   * load). Requests already running keep the KV they computed so far (their earlier tokens were
+   * load). `repack: false` keeps the packed base weights (only a LoRA adapter changed). Requests already running keep the KV they computed so far (their earlier tokens were
    * computed with the old weights) but it is never shared again.
    */
-  invalidate(): void {
-    this.decoder.repack();
+  invalidate(options: { repack?: boolean } = {}): void {
+    if (options.repack ?? true) this.decoder.repack();
     this.index.clear();
     for (const [slot, info] of this.slots) {
       info.keys = [];
@@ -161,6 +162,12 @@ export class Sampler {
         this.decoder.freeSlot(slot);
       }
     }
+  }
+
+  /** Apply a LoRA adapter (or remove it with null) and drop cached prefixes computed without it. */
+  setLora(adapter: LoraAdapter | null): void {
+    this.decoder.setLora(adapter);
+    this.invalidate({ repack: false });
   }
 
   /** Stop the loop; pending and running requests resolve with finishReason 'abort'. */

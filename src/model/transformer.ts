@@ -14,11 +14,16 @@
  *   batch seen so far and reused across steps (no allocation in the steady state). One forward's
  *   context is valid until the next forward: forward → backward must not interleave with another
  *   forward on the same Transformer.
+ * - LoRA (`setLora`, see lora.ts): every adapted linear adds s·(x·Aᵀ)·Bᵀ right after its base product,
+ *   keeping u = s·x·Aᵀ [T×r] per layer and module for backward, which accumulates dA and dB into the
+ *   adapter's gradient buffer. With `trainBase` false (the LoRA default) backward skips every base
+ *   weight gradient (the TN products, bias sums, embedding scatter): only dx flows through the base.
  */
 import type { Kernels } from '../engine/kernels.ts';
 import type { ReferenceKernels } from '../engine/reference.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { ModelConfig } from './config.ts';
+import type { LoraAdapter, LoraLinear } from './lora.ts';
 import { buildLayout, viewsOf, type FloatBuffer, type ModelViews, type ParamLayout } from './params.ts';
 
 /** A packed batch: sequences laid end to end. cuSeqlens[B+1] are start offsets (cuSeqlens[0] = 0, last = T). */
@@ -62,7 +67,12 @@ interface LayerActs {
   xn2: Float32Array; // [T×C]
   gate: Float32Array; // [T×F]
   up: Float32Array; // [T×F]
+  /** LoRA u = s·x·Aᵀ [T×r] per adapted module of this layer (empty without LoRA). */
+  lu: Partial<Record<LoraKey, Float32Array>>;
 }
+
+type LoraKey = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+const LORA_KEYS: readonly LoraKey[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 
 /** Tokens per LM-head chunk so that a chunk's logits stay around 2M floats. */
 function lmChunkTokens(V: number): number {
@@ -114,6 +124,13 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
   /** [T×F] SwiGLU output, shared by all layers: backward recomputes it from gate and up. */
   private hBuf!: Float32Array;
 
+  /** LoRA adapter applied on top of the weights, or null. */
+  private lora: LoraAdapter<Float32Array> | null = null;
+  /** Whether backward computes base parameter gradients (false only with a LoRA adapter). */
+  private trainBase = true;
+  private loraG!: Float32Array; // [T×r] backward scratch
+  private loraHeadU!: Float32Array; // [chunk×r]
+
   private lastCtx: ForwardContext | null = null;
   private lastSaved = false;
   private lastBatch: PackedBatch | null = null;
@@ -143,6 +160,46 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
     this.grads.fill(0);
   }
 
+  /**
+   * Apply a LoRA adapter (buffers of the same float type as the weights) or remove it (null). With
+   * `trainBase` false (default when an adapter is set) backward leaves the base gradients alone.
+   */
+  setLora(adapter: LoraAdapter<FloatBuffer> | null, options: { trainBase?: boolean } = {}): void {
+    if (adapter && adapter.params.constructor !== this.weights.constructor) {
+      throw new InvalidArgumentError('lora', 'the adapter buffers must have the float type of the weights');
+    }
+    this.lora = adapter as unknown as LoraAdapter<Float32Array> | null;
+    this.trainBase = options.trainBase ?? adapter === null;
+    // reallocate scratch so the per-layer u buffers match the adapter
+    this.cap = 0;
+    this.capSaved = 0;
+    this.acts = [];
+    this.res = [];
+    this.lastCtx = null;
+  }
+
+  /** y[T×out] += s·(x·Aᵀ)·Bᵀ, saving u = s·x·Aᵀ into `u`. */
+  private loraForward(lin: LoraLinear<Float32Array>, x: Float32Array, y: Float32Array, u: Float32Array, T: number): void {
+    const r = this.lora!.rank;
+    const s = this.lora!.scale;
+    this.k.sgemm(false, true, T, r, lin.inF, x, lin.A, u, false);
+    for (let i = 0; i < T * r; i++) u[i] *= s;
+    this.k.sgemm(false, true, T, lin.outF, r, u, lin.B, y, true);
+  }
+
+  /** dB += dyᵀ·u; g = s·dy·B; dA += gᵀ·x; dx += g·A (dx may be null when nothing flows further). */
+  private loraBackward(lin: LoraLinear<Float32Array>, x: Float32Array, dy: Float32Array, u: Float32Array, dx: Float32Array | null, T: number): void {
+    const r = this.lora!.rank;
+    const s = this.lora!.scale;
+    const k = this.k;
+    const g = this.loraG;
+    k.sgemm(true, false, lin.outF, r, T, dy, u, lin.gB, true);
+    k.sgemm(false, false, T, r, lin.outF, dy, lin.B, g, false);
+    for (let i = 0; i < T * r; i++) g[i] *= s;
+    k.sgemm(true, false, r, lin.inF, T, g, x, lin.gA, true);
+    if (dx) k.sgemm(false, false, T, lin.inF, r, g, lin.A, dx, true);
+  }
+
   private alloc(n: number): Float32Array {
     return new this.ctor(n) as unknown as Float32Array;
   }
@@ -167,6 +224,7 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
         qRstd: qkNorm ? a(cap * H) : null, kRstd: qkNorm ? a(cap * KV) : null,
         q: a(cap * H * D), k: a(cap * KV * D), v: a(cap * KV * D), att: a(cap * H * D), lse: a(cap * H),
         mid: a(cap * C), rstd2: a(cap), xn2: a(cap * C), gate: a(cap * F), up: a(cap * F),
+        lu: this.loraBuffers(cap),
       });
     }
     const nRes = nSaved === 1 ? 2 : L + 1;
@@ -183,9 +241,20 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       this.dq = a(cap * H * D); this.dk = a(cap * KV * D); this.dv = a(cap * KV * D);
       this.dqPre = a(cap * H * D); this.dkPre = a(cap * KV * D); this.datt = a(cap * H * D);
       this.hBuf = a(cap * F);
+      const r = this.lora?.rank ?? 0;
+      this.loraG = a(cap * r);
+      this.loraHeadU = a(chunk * r);
     }
     this.cap = cap;
     this.capSaved = nSaved;
+  }
+
+  /** u buffers for the modules adapted in any layer (a slot may serve every layer when no grad is kept). */
+  private loraBuffers(cap: number): Partial<Record<LoraKey, Float32Array>> {
+    const out: Partial<Record<LoraKey, Float32Array>> = {};
+    if (!this.lora) return out;
+    for (const key of LORA_KEYS) if (this.lora.layers.some((lv) => lv[key] !== null)) out[key] = this.alloc(cap * this.lora.rank);
+    return out;
   }
 
   /** Validate a packed batch; token ids out of range → InvalidArgumentError naming the index. */
@@ -244,12 +313,16 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const w = this.W.layers[l];
       const xin = this.res[needGrad ? l : l & 1];
       const xout = this.res[needGrad ? l + 1 : (l + 1) & 1];
+      const lv = this.lora?.layers[l];
       k.rmsnormForward(a.xn1, a.rstd1, xin, w.inputNorm, T, C, eps);
       const qDst = a.qPre ?? a.q;
       const kDst = a.kPre ?? a.k;
       k.sgemm(false, true, T, HD, C, a.xn1, w.qProj, qDst, false);
       k.sgemm(false, true, T, KD, C, a.xn1, w.kProj, kDst, false);
       k.sgemm(false, true, T, KD, C, a.xn1, w.vProj, a.v, false);
+      if (lv?.q) this.loraForward(lv.q, a.xn1, qDst, a.lu.q!, T);
+      if (lv?.k) this.loraForward(lv.k, a.xn1, kDst, a.lu.k!, T);
+      if (lv?.v) this.loraForward(lv.v, a.xn1, a.v, a.lu.v!, T);
       if (w.qBias) addBias(qDst, w.qBias, T, HD);
       if (w.kBias) addBias(kDst, w.kBias, T, KD);
       if (w.vBias) addBias(a.v, w.vBias, T, KD);
@@ -262,21 +335,27 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       k.attentionForward(a.att, a.lse, a.q, a.k, a.v, cuSeqlens, B, H, KV, D, scale);
       a.mid.set(xin.subarray(0, T * C));
       k.sgemm(false, true, T, C, HD, a.att, w.oProj, a.mid, true);
+      if (lv?.o) this.loraForward(lv.o, a.att, a.mid, a.lu.o!, T);
       k.rmsnormForward(a.xn2, a.rstd2, a.mid, w.postNorm, T, C, eps);
       k.sgemm(false, true, T, F, C, a.xn2, w.gateProj, a.gate, false);
       k.sgemm(false, true, T, F, C, a.xn2, w.upProj, a.up, false);
+      if (lv?.gate) this.loraForward(lv.gate, a.xn2, a.gate, a.lu.gate!, T);
+      if (lv?.up) this.loraForward(lv.up, a.xn2, a.up, a.lu.up!, T);
       k.swigluForward(this.hBuf, a.gate, a.up, T * F);
       xout.set(a.mid.subarray(0, T * C));
       k.sgemm(false, true, T, C, F, this.hBuf, w.downProj, xout, true);
+      if (lv?.down) this.loraForward(lv.down, this.hBuf, xout, a.lu.down!, T);
     }
     const xL = this.res[needGrad ? L : L & 1];
     k.rmsnormForward(this.xnF, this.rstdF, xL, this.W.finalNorm, T, C, eps);
 
     // LM head + fused log-softmax, chunk by chunk
     const ch = Math.min(this.chunk, T);
+    const head = this.lora?.head ?? null;
     for (let t0 = 0; t0 < T; t0 += ch) {
       const n = Math.min(ch, T - t0);
       k.sgemm(false, true, n, V, C, this.xnF.subarray(t0 * C, (t0 + n) * C), this.W.lmHead, this.logits, false);
+      if (head) this.loraForward(head, this.xnF.subarray(t0 * C, (t0 + n) * C), this.logits, this.loraHeadU, n);
       k.logprobsForward(this.rowLp.subarray(t0, t0 + n), this.rowLse.subarray(t0, t0 + n),
         wantEnt ? this.rowEnt.subarray(t0, t0 + n) : null, this.logits, this.targets.subarray(t0, t0 + n), n, V);
     }
@@ -318,6 +397,8 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
     const KD = KV * D;
     const scale = 1 / Math.sqrt(D);
     const pos = this.positions;
+    const trainBase = this.trainBase;
+    const head = this.lora?.head ?? null;
 
     // per-row upstream gradients (row t predicts token t+1)
     const dRow = this.dRow;
@@ -343,10 +424,12 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const n = Math.min(ch, T - t0);
       const xc = this.xnF.subarray(t0 * C, (t0 + n) * C);
       k.sgemm(false, true, n, V, C, xc, this.W.lmHead, this.logits, false);
+      if (head) this.loraForward(head, xc, this.logits, this.loraHeadU, n);
       k.logprobsBackward(this.dlogits, dRow.subarray(t0, t0 + n), anyEnt ? dRowEnt.subarray(t0, t0 + n) : null,
         this.logits, this.rowLse.subarray(t0, t0 + n), this.targets.subarray(t0, t0 + n), n, V);
       k.sgemm(false, false, n, C, V, this.dlogits, this.W.lmHead, dxnF.subarray(t0 * C, (t0 + n) * C), false);
-      k.sgemm(true, false, V, C, n, this.dlogits, xc, this.G.lmHead, true);
+      if (head) this.loraBackward(head, xc, this.dlogits, this.loraHeadU, dxnF.subarray(t0 * C, (t0 + n) * C), n);
+      if (trainBase) k.sgemm(true, false, V, C, n, this.dlogits, xc, this.G.lmHead, true);
     }
     const dres = this.dres;
     dres.fill(0, 0, T * C);
@@ -356,12 +439,14 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const a = this.acts[l];
       const w = this.W.layers[l];
       const g = this.G.layers[l];
+      const lv = this.lora?.layers[l];
       // MLP: xout = mid + h·Wdᵀ
       const dh = this.dF1;
       k.sgemm(false, false, T, F, C, dres, w.downProj, dh, false);
       const h = this.dF2; // recompute silu(gate)·up into what becomes dgate below
       k.swigluForward(h, a.gate, a.up, T * F);
-      k.sgemm(true, false, C, F, T, dres, h, g.downProj, true);
+      if (lv?.down) this.loraBackward(lv.down, h, dres, a.lu.down!, dh, T);
+      if (trainBase) k.sgemm(true, false, C, F, T, dres, h, g.downProj, true);
       const dgate = this.dF2;
       const dup = this.dF3;
       dgate.fill(0, 0, T * F);
@@ -370,13 +455,18 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const dxn2 = this.dxn;
       k.sgemm(false, false, T, C, F, dgate, w.gateProj, dxn2, false);
       k.sgemm(false, false, T, C, F, dup, w.upProj, dxn2, true);
-      k.sgemm(true, false, F, C, T, dgate, a.xn2, g.gateProj, true);
-      k.sgemm(true, false, F, C, T, dup, a.xn2, g.upProj, true);
+      if (lv?.gate) this.loraBackward(lv.gate, a.xn2, dgate, a.lu.gate!, dxn2, T);
+      if (lv?.up) this.loraBackward(lv.up, a.xn2, dup, a.lu.up!, dxn2, T);
+      if (trainBase) {
+        k.sgemm(true, false, F, C, T, dgate, a.xn2, g.gateProj, true);
+        k.sgemm(true, false, F, C, T, dup, a.xn2, g.upProj, true);
+      }
       k.rmsnormBackward(dres, g.postNorm, dxn2, a.mid, w.postNorm, a.rstd2, T, C);
       // attention: mid = xin + att·Woᵀ
       const datt = this.datt;
       k.sgemm(false, false, T, HD, C, dres, w.oProj, datt, false);
-      k.sgemm(true, false, C, HD, T, dres, a.att, g.oProj, true);
+      if (lv?.o) this.loraBackward(lv.o, a.att, dres, a.lu.o!, datt, T);
+      if (trainBase) k.sgemm(true, false, C, HD, T, dres, a.att, g.oProj, true);
       const dq = this.dq;
       const dk = this.dk;
       const dv = this.dv;
@@ -396,19 +486,26 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
         dqIn = this.dqPre;
         dkIn = this.dkPre;
       }
-      if (g.qBias) colSum(g.qBias, dqIn, T, HD);
-      if (g.kBias) colSum(g.kBias, dkIn, T, KD);
-      if (g.vBias) colSum(g.vBias, dv, T, KD);
+      if (trainBase) {
+        if (g.qBias) colSum(g.qBias, dqIn, T, HD);
+        if (g.kBias) colSum(g.kBias, dkIn, T, KD);
+        if (g.vBias) colSum(g.vBias, dv, T, KD);
+      }
       const dxn1 = this.dxn;
       k.sgemm(false, false, T, C, HD, dqIn, w.qProj, dxn1, false);
       k.sgemm(false, false, T, C, KD, dkIn, w.kProj, dxn1, true);
       k.sgemm(false, false, T, C, KD, dv, w.vProj, dxn1, true);
-      k.sgemm(true, false, HD, C, T, dqIn, a.xn1, g.qProj, true);
-      k.sgemm(true, false, KD, C, T, dkIn, a.xn1, g.kProj, true);
-      k.sgemm(true, false, KD, C, T, dv, a.xn1, g.vProj, true);
+      if (lv?.q) this.loraBackward(lv.q, a.xn1, dqIn, a.lu.q!, dxn1, T);
+      if (lv?.k) this.loraBackward(lv.k, a.xn1, dkIn, a.lu.k!, dxn1, T);
+      if (lv?.v) this.loraBackward(lv.v, a.xn1, dv, a.lu.v!, dxn1, T);
+      if (trainBase) {
+        k.sgemm(true, false, HD, C, T, dqIn, a.xn1, g.qProj, true);
+        k.sgemm(true, false, KD, C, T, dkIn, a.xn1, g.kProj, true);
+        k.sgemm(true, false, KD, C, T, dv, a.xn1, g.vProj, true);
+      }
       k.rmsnormBackward(dres, g.inputNorm, dxn1, this.res[l], w.inputNorm, a.rstd1, T, C);
     }
-    k.embeddingBackward(this.G.embed, dres, tokens, T, C);
+    if (trainBase) k.embeddingBackward(this.G.embed, dres, tokens, T, C);
     this.lastCtx = null; // activations are consumed
   }
 }
