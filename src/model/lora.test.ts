@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { reference } from '../engine/reference.ts';
 import { getKernels } from '../engine/index.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import { presetConfig, type ModelConfig } from './config.ts';
 import { LoraAdapter, loraConfigFromTinker, parseLoraConfig, targetModulesOf } from './lora.ts';
 import { buildLayout, initParams } from './params.ts';

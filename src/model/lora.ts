@@ -22,7 +22,7 @@
  * `….lora_B.weight` [out, r], `base_model.model.lm_head.lora_A.weight`. See `peft.ts` for the files.
  */
 import { z } from 'zod';
-import { ConfigError, InvalidArgumentError } from '../errors.ts';
+import { ConfigError, InvalidArgumentError } from '../core/errors.ts';
 import { Rng } from '../util/rng.ts';
 import type { ModelConfig } from './config.ts';
 import type { FloatBuffer } from './params.ts';

@@ -18,7 +18,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Kernels } from '../engine/kernels.ts';
-import { FileFormatError } from '../errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 import type { ModelConfig } from './config.ts';
 import { LORA_MODULES, LoraAdapter, type LoraModuleName } from './lora.ts';
 import { buildLayout, viewsOf, type ParamLayout } from './params.ts';

@@ -4,6 +4,7 @@
  * Sequences travel packed (one Int32Array of tokens + lengths) and results likewise, so big arrays
  * move as transferables instead of being copied element by element.
  */
+import type { LoraConfig } from '../model/lora.ts';
 import type { OptimParams, OptimResult, SampleResult } from '../core/policy.ts';
 
 export interface InitOptions {
@@ -11,6 +12,10 @@ export interface InitOptions {
   kernels?: 'native' | 'reference';
   threads?: number;
   seed?: number;
+  /** Train a fresh LoRA adapter on the frozen model. */
+  lora?: LoraConfig;
+  /** Load this PEFT adapter directory on the frozen model. */
+  adapter?: string;
 }
 
 /** Sampling parameters without what cannot cross a thread (signal, hint). */
@@ -32,6 +37,9 @@ export type Request =
   | { id: number; op: 'optimStep'; params: OptimParams }
   | { id: number; op: 'zeroGrads' }
   | { id: number; op: 'save'; dir: string }
+  | { id: number; op: 'saveAdapter'; dir: string }
+  | { id: number; op: 'saveMerged'; dir: string }
+  | { id: number; op: 'loadAdapter'; dir: string }
   | { id: number; op: 'saveOptimizerState'; dir: string }
   | { id: number; op: 'loadOptimizerState'; dir: string }
   | { id: number; op: 'sample'; prompt: Int32Array; params: WireSampleParams }
@@ -44,6 +52,8 @@ export interface InitResult {
   isa: string;
   threads: number;
   params: number;
+  /** The adapter's config when LoRA is on (then `params` counts the adapter's trainable parameters). */
+  lora: LoraConfig | null;
 }
 
 /** Packed per-token outputs: logprobs and entropies of all sequences laid end to end. */
@@ -53,7 +63,7 @@ export interface PackedForward {
   tokens: number;
 }
 
-export type ReplyPayload = InitResult | PackedForward | OptimResult | SampleResult | null;
+export type ReplyPayload = InitResult | PackedForward | OptimResult | SampleResult | LoraConfig | null;
 
 export type Reply =
   | { id: number; ok: true; result: ReplyPayload }

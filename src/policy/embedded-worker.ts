@@ -62,6 +62,8 @@ async function handle(req: Request): Promise<void> {
       const kernels = await loadKernels(req.options.kernels);
       if (req.options.threads !== undefined) kernels.setThreads(req.options.threads);
       engine = Engine.load(req.options.dir, kernels);
+      if (req.options.adapter !== undefined) engine.loadAdapter(req.options.adapter);
+      else if (req.options.lora) engine.enableLora(req.options.lora);
       baseSeed = req.options.seed ?? 0;
       // the tokenizer is only needed for stop strings; a model directory without one still samples
       let decode: ((ids: readonly number[]) => string) | undefined;
@@ -74,7 +76,10 @@ async function handle(req: Request): Promise<void> {
         }
       }
       sampler = engine.sampler({ decode });
-      const r: InitResult = { vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(), params: engine.layout.total };
+      const r: InitResult = {
+        vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(),
+        params: engine.lora ? engine.lora.total : engine.layout.total, lora: engine.lora ? engine.lora.config() : null,
+      };
       reply(req.id, r);
       return;
     }
@@ -125,6 +130,17 @@ async function handle(req: Request): Promise<void> {
     case 'save':
       need().save(req.dir);
       reply(req.id, null);
+      return;
+    case 'saveAdapter':
+      need().saveAdapter(req.dir);
+      reply(req.id, null);
+      return;
+    case 'saveMerged':
+      need().saveMerged(req.dir);
+      reply(req.id, null);
+      return;
+    case 'loadAdapter':
+      reply(req.id, need().loadAdapter(req.dir).config());
       return;
     case 'saveOptimizerState':
       need().saveOptimizerState(req.dir);

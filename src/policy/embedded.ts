@@ -7,11 +7,16 @@
  * `forwardBackward` splits the datums into micro-batches by token budget; for each it asks the worker
  * for logprobs/entropies, runs the loss closure here on the main thread, and sends the per-token
  * gradients back for backward. Gradients accumulate in the worker until `optimStep`.
+ *
+ * LoRA: `load(dir, { lora })` freezes the model and trains a fresh adapter, `load(dir, { adapter })`
+ * continues (or serves) a PEFT adapter directory; sampling then runs base + adapter. `save` on such a
+ * policy writes the adapter (PEFT layout), `saveMerged` a full model directory with it merged in.
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { EndpointError, FileFormatError, InvalidArgumentError, MatpoError } from '../core/errors.ts';
 import { DEFAULT_MICRO_BATCH_TOKENS, splitByTokens } from '../model/engine.ts';
+import type { LoraConfig } from '../model/lora.ts';
 import type { ChatTokenizer } from '../core/chat.ts';
 import type { Datum } from '../core/records.ts';
 import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult } from '../core/policy.ts';
@@ -24,6 +29,10 @@ export interface EmbeddedLoadOptions {
   seed?: number;
   /** Force the native addon or the TypeScript reference (default: native when it loads). */
   kernels?: 'native' | 'reference';
+  /** Freeze the model and train a fresh LoRA adapter with this config. */
+  lora?: LoraConfig;
+  /** Freeze the model and load this PEFT adapter directory (adapter_config.json + adapter_model.safetensors). */
+  adapter?: string;
 }
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
@@ -42,11 +51,13 @@ export class EmbeddedPolicy implements TrainablePolicy {
   private closed = false;
   private dead: Error | null = null;
   private tok: Promise<ChatTokenizer> | null = null;
+  private loraConfig: LoraConfig | null;
 
   private constructor(worker: Worker, dir: string, info: InitResult) {
     this.worker = worker;
     this.dir = dir;
     this.info = info;
+    this.loraConfig = info.lora;
     this.name = `embedded:${dir}`;
   }
 
@@ -73,7 +84,11 @@ export class EmbeddedPolicy implements TrainablePolicy {
       if (policy?.closed) return;
       fail(new MatpoError('engine', `embedded engine worker exited (code ${code})`));
     });
-    const initOptions: InitOptions = { dir, kernels: options.kernels, threads: options.threads, seed: options.seed };
+    if (options.lora && options.adapter !== undefined) {
+      await worker.terminate();
+      throw new InvalidArgumentError('adapter', 'give either lora (a fresh adapter) or adapter (a PEFT directory to load), not both');
+    }
+    const initOptions: InitOptions = { dir, kernels: options.kernels, threads: options.threads, seed: options.seed, lora: options.lora, adapter: options.adapter };
     let info: InitResult;
     try {
       info = await new Promise<ReplyPayload>((resolve, reject) => {
@@ -199,8 +214,36 @@ export class EmbeddedPolicy implements TrainablePolicy {
     await this.call({ op: 'zeroGrads' });
   }
 
+  /**
+   * Write the model as a Hugging Face directory; with LoRA on, the adapter alone in the PEFT layout
+   * (adapter_config.json + adapter_model.safetensors), as `saveAdapter` does.
+   */
   async save(dir: string): Promise<void> {
     await this.call({ op: 'save', dir });
+  }
+
+  /** The LoRA config of the adapter in use, or null (full fine-tuning). */
+  get lora(): LoraConfig | null {
+    return this.loraConfig;
+  }
+
+  /** Write the LoRA adapter in the PEFT layout (refused without LoRA). */
+  async saveAdapter(dir: string): Promise<void> {
+    await this.call({ op: 'saveAdapter', dir });
+  }
+
+  /** Write a full Hugging Face model directory with the adapter merged (W + (alpha/r)·B·A); the model itself without LoRA. */
+  async saveMerged(dir: string): Promise<void> {
+    await this.call({ op: 'saveMerged', dir });
+  }
+
+  /**
+   * Replace the adapter by the PEFT adapter in `dir` (the base freezes if it was trained in full);
+   * optimizer state restarts. Sampling uses it from the next decode step on.
+   */
+  async loadAdapter(dir: string): Promise<LoraConfig> {
+    this.loraConfig = (await this.call({ op: 'loadAdapter', dir })) as LoraConfig;
+    return this.loraConfig;
   }
 
   async saveOptimizerState(dir: string): Promise<void> {
