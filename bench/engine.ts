@@ -5,7 +5,8 @@
  * new tokens through the continuous-batching sampler) — side by side with eager PyTorch on the same
  * architecture and the same weights (bench/engine_torch.py, best of 1 and 2 threads) when
  * `python3 -c "import torch"` works, the max |Δ logprob| between the two, and the peak resident
- * memory of the training step.
+ * memory of the training step. A LoRA row (r = 16 on attention and MLP, base frozen) times the same
+ * training step with only the adapter trained.
  *
  * The machine may be shared: every matpo row also reports throughput by process CPU time per thread.
  */
@@ -91,8 +92,8 @@ async function main(): Promise<void> {
       questionId: '', rolloutId: '', sequenceId: '', role: 'single',
     }));
     const nTok = TRAIN_B * (TRAIN_T - 1);
-    const step = () => {
-      engine.forwardBackward(datums, (ds, f) => {
+    const step = (e: Engine = engine) => {
+      e.forwardBackward(datums, (ds, f) => {
         let loss = 0;
         const dLogprobs = f.logprobs.map((lp) => {
           const g = new Float32Array(lp.length);
@@ -104,9 +105,9 @@ async function main(): Promise<void> {
         });
         return { loss, dLogprobs, metrics: {} };
       }, { microBatchTokens: TRAIN_B * TRAIN_T });
-      engine.optimStep({ learningRate: 1e-4, maxGradNorm: 1 });
+      e.optimStep({ learningRate: 1e-4, maxGradNorm: 1 });
     };
-    const tr = await timeBest(step, 2, threads);
+    const tr = await timeBest(() => step(), 2, threads);
     const trainTps = (TRAIN_B * TRAIN_T) / (tr.wall / 1000);
     const peakRss = process.resourceUsage().maxRSS / 1024;
     progress(`train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`);
@@ -150,11 +151,20 @@ async function main(): Promise<void> {
       ref.forEach((lp, i) => lp.forEach((v, t) => { maxDiff = Math.max(maxDiff!, Math.abs(v - ours.logprobs[i][t + 1])); }));
     }
 
+    // ---- the same training step with a LoRA adapter (base frozen)
+    const loraEngine = Engine.load(dir, k);
+    loraEngine.enableLora({ rank: 16, alpha: 32, trainAttn: true, trainMlp: true, trainUnembed: false, seed: 0 });
+    const lo = await timeBest(() => step(loraEngine), 2, threads);
+    const loraTps = (TRAIN_B * TRAIN_T) / (lo.wall / 1000);
+    progress(`train LoRA r=16: ${(lo.wall / 1000).toFixed(2)} s/step wall, ${loraTps.toFixed(0)} tokens/s (${loraEngine.lora!.total} trainable parameters)`);
+
     const note = torchVersion ? '' : ' (PyTorch not installed: apt-get install python3-torch)';
     rows.push({ bench: 'train bench-28m f32', case: `matpo ${TRAIN_B}x${TRAIN_T} fwd+bwd+AdamW (${(tr.wall / 1000).toFixed(2)} s/step)`, threads, value: trainTps, unit: 'tokens/s',
       cpuValue: (TRAIN_B * TRAIN_T) / (tr.cpu / 1000),
       ...(torchTrain ? { target: `>= 1.5x PyTorch (${(trainTps / torchTrain.tps).toFixed(2)}x)`, met: trainTps >= 1.5 * torchTrain.tps } : { target: `>= 1.5x PyTorch${note}` }) });
     if (torchTrain) rows.push({ bench: 'train bench-28m f32', case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), same work`, threads: torchTrain.threads, value: torchTrain.tps, unit: 'tokens/s' });
+    rows.push({ bench: 'train bench-28m f32', case: `matpo LoRA r=16 attn+MLP, base frozen (${(lo.wall / 1000).toFixed(2)} s/step)`, threads, value: loraTps, unit: 'tokens/s',
+      cpuValue: (TRAIN_B * TRAIN_T) / (lo.cpu / 1000) });
     rows.push({ bench: 'decode bench-28m f32', case: `matpo ${DEC_B} seqs, ${DEC_P} prompt + ${DEC_N} new (${(de.wall / 1000).toFixed(2)} s)`, threads, value: decTps, unit: 'new tokens/s',
       cpuValue: (DEC_B * DEC_N) / (de.cpu / 1000),
       ...(torchDecode ? { target: `>= 2x PyTorch (${(decTps / torchDecode.tps).toFixed(2)}x)`, met: decTps >= 2 * torchDecode.tps } : { target: `>= 2x PyTorch${note}` }) });

@@ -16,6 +16,7 @@ export const COMMANDS: Record<string, string> = {
   run: 'run planner–worker (or single-agent) rollouts and score them',
   serve: 'serve a model directory over an OpenAI-compatible HTTP API',
   sft: 'supervised warm-start on chat transcripts',
+  'merge-lora': 'merge a PEFT LoRA adapter into its base model (a full Hugging Face directory)',
   train: 'reinforcement learning with MATPO or single-agent GRPO',
   eval: 'evaluate a model on a world split or a dataset',
   experiment: 'MATPO vs single-agent GRPO comparison over seeds',

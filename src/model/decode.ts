@@ -113,7 +113,9 @@ export class Decoder {
 
   /** Apply a LoRA adapter on top of the weights from the next forward on (null removes it). */
   setLora(adapter: LoraAdapter | null): void {
-    if (adapter && adapter.cfg.hiddenSize !== this.cfg.hiddenSize) throw new InvalidArgumentError('lora', 'the adapter was built for another model shape');
+    if (adapter && adapter.cfg.hiddenSize !== this.cfg.hiddenSize) {
+      throw new InvalidArgumentError('lora', 'the adapter was built for another model shape');
+    }
     this.lora = adapter;
   }
 

@@ -135,12 +135,15 @@ export class Engine {
   /** Write the adapter in the PEFT layout (adapter_config.json + adapter_model.safetensors). */
   saveAdapter(dir: string, options: { baseModel?: string } = {}): void {
     if (!this.adapter) throw new InvalidArgumentError('lora', 'this engine has no LoRA adapter (enableLora or loadAdapter first)');
-    savePeftAdapter(dir, this.adapter, { baseModel: options.baseModel ?? (this.sourceDir !== null ? resolve(this.sourceDir) : 'matpo-model') });
+    const baseModel = options.baseModel ?? (this.sourceDir !== null ? resolve(this.sourceDir) : 'matpo-model');
+    savePeftAdapter(dir, this.adapter, { baseModel });
   }
 
   /** Write a full Hugging Face model directory with W + (alpha/r)·B·A merged (the base weights when LoRA is off). */
   saveMerged(dir: string, options: { dtype?: 'F32' | 'BF16' | 'F16' } = {}): void {
-    const merged = this.adapter ? mergeLora(this.cfg, this.weights, this.adapter, this.kernels) : { config: this.cfg, layout: this.layout, weights: this.weights };
+    const merged = this.adapter
+      ? mergeLora(this.cfg, this.weights, this.adapter, this.kernels)
+      : { config: this.cfg, layout: this.layout, weights: this.weights };
     saveModelDir(dir, { ...merged, tokenizerDir: this.tokenizerDir(), dtype: options.dtype });
   }
 

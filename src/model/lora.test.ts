@@ -49,7 +49,8 @@ for (const [name, overrides] of Object.entries(FAMILIES)) {
     const w = randomBase(cfg, new Float64Array(layout.total), 7);
     const wCopy = Float64Array.from(w);
     const model = new Transformer(cfg, reference, w);
-    const adapter = new LoraAdapter(cfg, { rank: 3, alpha: 5, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 4 }, { like: new Float64Array(0) });
+    const all = { rank: 3, alpha: 5, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 4 };
+    const adapter = new LoraAdapter(cfg, all, { like: new Float64Array(0) });
     randomiseAdapter(adapter, 9);
     model.setLora(adapter);
     const batch = packSequences([[1, 5, 9, 2, 33, 60], [4], [7, 7, 12, 40, 3, 8, 8, 63, 0]]);
@@ -92,7 +93,8 @@ for (const [name, overrides] of Object.entries(FAMILIES)) {
       }
     }
     assert.deepEqual(w, wCopy, 'base weights changed');
-    process.stdout.write(`# lora fd ${name}: ${checked} entries, max abs err ${maxAbs.toExponential(2)}, max rel err ${maxRel.toExponential(2)}\n`);
+    const errs = `max abs err ${maxAbs.toExponential(2)}, max rel err ${maxRel.toExponential(2)}`;
+    process.stdout.write(`# lora fd ${name}: ${checked} entries, ${errs}\n`);
   });
 }
 
@@ -101,7 +103,10 @@ test('LoRA with B = 0 (fresh adapter) leaves logprobs and entropies bit-identica
   const w = randomBase(cfg, new Float32Array(buildLayout(cfg).total), 2);
   const kernels = getKernels();
   const model = new Transformer(cfg, kernels, w);
-  const batch = packSequences([[3, 9, 27, 1, 50], [8, 8, 2]]);
+  const batch = packSequences([
+    [3, 9, 27, 1, 50],
+    [8, 8, 2],
+  ]);
   const f0 = model.forward(batch);
   const lp0 = Float32Array.from(f0.logprobs);
   const ent0 = Float32Array.from(f0.entropies);
@@ -137,7 +142,8 @@ test('LoRA init follows PEFT: A ~ U(-1/sqrt(in), 1/sqrt(in)) seeded by config.se
   assert.equal(a.head, null);
 });
 
-test('LoRA native kernels agree with the float64 reference (forward and adapter gradients)', { skip: getKernels().name !== 'native' && 'native addon not built' }, () => {
+const noNative = getKernels().name !== 'native' && 'native addon not built';
+test('LoRA native kernels agree with the float64 reference (forward and adapter gradients)', { skip: noNative }, () => {
   const cfg = presetConfig('micro', { vocabSize: 64, tieWordEmbeddings: true });
   const layout = buildLayout(cfg);
   const w64 = randomBase(cfg, new Float64Array(layout.total), 3);
@@ -151,7 +157,10 @@ test('LoRA native kernels agree with the float64 reference (forward and adapter 
   const m32 = new Transformer(cfg, getKernels(), w32);
   m64.setLora(a64);
   m32.setLora(a32);
-  const batch = packSequences([[1, 2, 3, 4, 5, 6, 7], [9, 10, 11]]);
+  const batch = packSequences([
+    [1, 2, 3, 4, 5, 6, 7],
+    [9, 10, 11],
+  ]);
   const T = batch.tokens.length;
   const dl = new Float64Array(T).fill(-1);
   const f64 = m64.forward(batch);
@@ -172,14 +181,23 @@ test('LoRA native kernels agree with the float64 reference (forward and adapter 
 
 test('LoRA config: defaults, Tinker names, and one-line errors naming the field', () => {
   assert.deepEqual(parseLoraConfig({ rank: 8 }), { rank: 8, alpha: 32, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 0 });
-  assert.deepEqual(loraConfigFromTinker({ rank: 16, seed: 3, train_attn: true, train_mlp: false, train_unembed: false }),
-    { rank: 16, alpha: 32, trainAttn: true, trainMlp: false, trainUnembed: false, seed: 3 });
-  assert.throws(() => parseLoraConfig({ rank: 0 }), (e: unknown) => e instanceof ConfigError && /^lora\.rank: /.test(e.message));
-  assert.throws(() => parseLoraConfig({ rank: 4, alpha: -1 }), (e: unknown) => e instanceof ConfigError && /^lora\.alpha: /.test(e.message));
-  assert.throws(() => parseLoraConfig({ rank: 4, dropout: 0.1 }), (e: unknown) => e instanceof ConfigError && /^lora: .*dropout/.test(e.message));
-  assert.throws(() => parseLoraConfig({ rank: 4, trainAttn: false, trainMlp: false, trainUnembed: false }),
-    (e: unknown) => e instanceof ConfigError && /^lora\.trainAttn: at least one/.test(e.message));
-  assert.throws(() => loraConfigFromTinker({ rank: 2.5 }), (e: unknown) => e instanceof ConfigError && /^lora_config\.rank: /.test(e.message));
-  assert.throws(() => loraConfigFromTinker({ rank: 2, train_mlp: 'yes' }), (e: unknown) => e instanceof ConfigError && /^lora_config\.train_mlp: /.test(e.message));
-  assert.deepEqual(targetModulesOf({ trainAttn: false, trainMlp: true, trainUnembed: true }), ['gate_proj', 'up_proj', 'down_proj', 'lm_head']);
+  assert.deepEqual(loraConfigFromTinker({ rank: 16, seed: 3, train_attn: true, train_mlp: false, train_unembed: false }), {
+    rank: 16,
+    alpha: 32,
+    trainAttn: true,
+    trainMlp: false,
+    trainUnembed: false,
+    seed: 3,
+  });
+  const names = (re: RegExp) => (e: unknown) => e instanceof ConfigError && re.test(e.message) && !e.message.includes('\n');
+  assert.throws(() => parseLoraConfig({ rank: 0 }), names(/^lora\.rank: /));
+  assert.throws(() => parseLoraConfig({ rank: 4, alpha: -1 }), names(/^lora\.alpha: /));
+  assert.throws(() => parseLoraConfig({ rank: 4, dropout: 0.1 }), names(/^lora: .*dropout/));
+  const none = { rank: 4, trainAttn: false, trainMlp: false, trainUnembed: false };
+  assert.throws(() => parseLoraConfig(none), names(/^lora\.trainAttn: at least one/));
+  assert.throws(() => loraConfigFromTinker({ rank: 2.5 }), names(/^lora_config\.rank: /));
+  assert.throws(() => loraConfigFromTinker({ rank: 2, train_mlp: 'yes' }), names(/^lora_config\.train_mlp: /));
+  assert.throws(() => loraConfigFromTinker({ rank: 2, dropout: 0 }), names(/^lora_config\.dropout: unknown field/));
+  const groups = targetModulesOf({ trainAttn: false, trainMlp: true, trainUnembed: true });
+  assert.deepEqual(groups, ['gate_proj', 'up_proj', 'down_proj', 'lm_head']);
 });

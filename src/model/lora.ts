@@ -50,17 +50,20 @@ export const LORA_MODULES = [...ATTN_MODULES, ...MLP_MODULES, 'lm_head'] as cons
 export type LoraModuleName = (typeof LORA_MODULES)[number];
 
 /** Fields other than rank are optional and take Tinker's defaults (all module groups on, seed 0, alpha 32). */
-export const LoraConfigSchema = z.object({
-  rank: z.number().int().min(1).max(4096),
-  alpha: z.number().positive().finite().default(DEFAULT_LORA_ALPHA),
-  trainAttn: z.boolean().default(true),
-  trainMlp: z.boolean().default(true),
-  trainUnembed: z.boolean().default(true),
-  seed: z.number().int().min(0).default(0),
-}).strict().refine((c) => c.trainAttn || c.trainMlp || c.trainUnembed, {
-  message: 'at least one of trainAttn, trainMlp, trainUnembed must be true',
-  path: ['trainAttn'],
-});
+export const LoraConfigSchema = z
+  .object({
+    rank: z.number().int().min(1).max(4096),
+    alpha: z.number().positive().finite().default(DEFAULT_LORA_ALPHA),
+    trainAttn: z.boolean().default(true),
+    trainMlp: z.boolean().default(true),
+    trainUnembed: z.boolean().default(true),
+    seed: z.number().int().min(0).default(0),
+  })
+  .strict()
+  .refine((c) => c.trainAttn || c.trainMlp || c.trainUnembed, {
+    message: 'at least one of trainAttn, trainMlp, trainUnembed must be true',
+    path: ['trainAttn'],
+  });
 
 /** Validate a LoRA config; a bad field is a one-line ConfigError naming it (`lora.rank: …`). */
 export function parseLoraConfig(raw: unknown, path = 'lora', file?: string): LoraConfig {
@@ -79,8 +82,12 @@ export function loraConfigFromTinker(raw: unknown, path = 'lora_config'): LoraCo
   for (const k of Object.keys(o)) if (!known.has(k)) throw new ConfigError({ path: `${path}.${k}`, message: 'unknown field' });
   const names: Record<string, string> = { trainAttn: 'train_attn', trainMlp: 'train_mlp', trainUnembed: 'train_unembed' };
   const r = LoraConfigSchema.safeParse({
-    rank: o.rank, alpha: o.alpha ?? undefined, seed: o.seed ?? undefined,
-    trainAttn: o.train_attn, trainMlp: o.train_mlp, trainUnembed: o.train_unembed,
+    rank: o.rank,
+    alpha: o.alpha ?? undefined,
+    seed: o.seed ?? undefined,
+    trainAttn: o.train_attn,
+    trainMlp: o.train_mlp,
+    trainUnembed: o.train_unembed,
   });
   if (r.success) return r.data;
   const issue = r.error.issues[0];
@@ -107,8 +114,13 @@ export interface LoraLinear<A extends FloatBuffer = Float32Array> {
 }
 
 export interface LoraLayerViews<A extends FloatBuffer = Float32Array> {
-  q: LoraLinear<A> | null; k: LoraLinear<A> | null; v: LoraLinear<A> | null; o: LoraLinear<A> | null;
-  gate: LoraLinear<A> | null; up: LoraLinear<A> | null; down: LoraLinear<A> | null;
+  q: LoraLinear<A> | null;
+  k: LoraLinear<A> | null;
+  v: LoraLinear<A> | null;
+  o: LoraLinear<A> | null;
+  gate: LoraLinear<A> | null;
+  up: LoraLinear<A> | null;
+  down: LoraLinear<A> | null;
 }
 
 export interface LoraTensorSpec {
@@ -120,7 +132,13 @@ export interface LoraTensorSpec {
 }
 
 const LAYER_KEYS: Record<Exclude<LoraModuleName, 'lm_head'>, keyof LoraLayerViews> = {
-  q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down',
+  q_proj: 'q',
+  k_proj: 'k',
+  v_proj: 'v',
+  o_proj: 'o',
+  gate_proj: 'gate',
+  up_proj: 'up',
+  down_proj: 'down',
 };
 
 /** PEFT prefix of a module's tensors (without `.lora_A.weight`). */
@@ -134,12 +152,20 @@ export function peftModulePrefix(module: LoraModuleName, layer: number): string 
 export function moduleShape(cfg: ModelConfig, module: LoraModuleName): [number, number] {
   const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V } = cfg;
   switch (module) {
-    case 'q_proj': return [H * D, C];
-    case 'k_proj': case 'v_proj': return [KV * D, C];
-    case 'o_proj': return [C, H * D];
-    case 'gate_proj': case 'up_proj': return [F, C];
-    case 'down_proj': return [C, F];
-    case 'lm_head': return [V, C];
+    case 'q_proj':
+      return [H * D, C];
+    case 'k_proj':
+    case 'v_proj':
+      return [KV * D, C];
+    case 'o_proj':
+      return [C, H * D];
+    case 'gate_proj':
+    case 'up_proj':
+      return [F, C];
+    case 'down_proj':
+      return [C, F];
+    case 'lm_head':
+      return [V, C];
   }
 }
 
@@ -169,15 +195,21 @@ export class LoraAdapter<A extends FloatBuffer = Float32Array> {
    * of `like` (Float32Array unless given) and A is initialised from `config.seed`, B = 0.
    */
   constructor(cfg: ModelConfig, config: LoraConfig, options: { targets?: readonly LoraModuleName[]; like?: A } = {}) {
-    if (!(Number.isInteger(config.rank) && config.rank >= 1)) throw new InvalidArgumentError('lora.rank', `expected a positive integer, got ${config.rank}`);
-    if (!(config.alpha > 0 && Number.isFinite(config.alpha))) throw new InvalidArgumentError('lora.alpha', `expected a positive number, got ${config.alpha}`);
+    if (!(Number.isInteger(config.rank) && config.rank >= 1)) {
+      throw new InvalidArgumentError('lora.rank', `expected a positive integer, got ${config.rank}`);
+    }
+    if (!(config.alpha > 0 && Number.isFinite(config.alpha))) {
+      throw new InvalidArgumentError('lora.alpha', `expected a positive number, got ${config.alpha}`);
+    }
     this.cfg = cfg;
     this.rank = config.rank;
     this.alpha = config.alpha;
     this.seed = config.seed;
     this.scale = config.alpha / config.rank;
     const targets = options.targets ?? targetModulesOf(config);
-    if (targets.length === 0) throw new InvalidArgumentError('lora', 'no module to adapt (trainAttn, trainMlp and trainUnembed are all false)');
+    if (targets.length === 0) {
+      throw new InvalidArgumentError('lora', 'no module to adapt (trainAttn, trainMlp and trainUnembed are all false)');
+    }
     this.targets = LORA_MODULES.filter((m) => targets.includes(m));
     const r = this.rank;
     const plan: { module: LoraModuleName; layer: number }[] = [];
@@ -201,9 +233,14 @@ export class LoraAdapter<A extends FloatBuffer = Float32Array> {
       const a = this.tensors[2 * i];
       const b = this.tensors[2 * i + 1];
       const lin: LoraLinear<A> = {
-        module: p.module, layer: p.layer, inF: a.shape[1], outF: b.shape[0],
-        A: this.params.subarray(a.offset, a.offset + a.size) as A, B: this.params.subarray(b.offset, b.offset + b.size) as A,
-        gA: this.grads.subarray(a.offset, a.offset + a.size) as A, gB: this.grads.subarray(b.offset, b.offset + b.size) as A,
+        module: p.module,
+        layer: p.layer,
+        inF: a.shape[1],
+        outF: b.shape[0],
+        A: this.params.subarray(a.offset, a.offset + a.size) as A,
+        B: this.params.subarray(b.offset, b.offset + b.size) as A,
+        gA: this.grads.subarray(a.offset, a.offset + a.size) as A,
+        gB: this.grads.subarray(b.offset, b.offset + b.size) as A,
       };
       this.linears.push(lin);
       if (p.module === 'lm_head') (this as { head: LoraLinear<A> | null }).head = lin;
@@ -226,7 +263,14 @@ export class LoraAdapter<A extends FloatBuffer = Float32Array> {
   /** The LoraConfig this adapter corresponds to (groups on when any of their modules is adapted). */
   config(): LoraConfig {
     const has = (ms: readonly string[]) => ms.some((m) => this.targets.includes(m as LoraModuleName));
-    return { rank: this.rank, alpha: this.alpha, seed: this.seed, trainAttn: has(ATTN_MODULES), trainMlp: has(MLP_MODULES), trainUnembed: has(['lm_head']) };
+    return {
+      rank: this.rank,
+      alpha: this.alpha,
+      seed: this.seed,
+      trainAttn: has(ATTN_MODULES),
+      trainMlp: has(MLP_MODULES),
+      trainUnembed: has(['lm_head']),
+    };
   }
 
   zeroGrads(): void {

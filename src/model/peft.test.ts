@@ -26,8 +26,14 @@ const kernels = getKernels();
 
 function datum(tokens: number[]): Datum {
   return {
-    tokens, mask: tokens.map((_, i) => (i === 0 ? 0 : 1)), advantages: tokens.map(() => 0), oldLogprobs: tokens.map(() => 0),
-    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+    tokens,
+    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
+    advantages: tokens.map(() => 0),
+    oldLogprobs: tokens.map(() => 0),
+    questionId: 'q',
+    rolloutId: 'r',
+    sequenceId: 's',
+    role: 'single',
   };
 }
 
@@ -59,7 +65,11 @@ function baseDir(overrides: Partial<ModelConfig> = {}): { dir: string; cfg: Mode
   return { dir, cfg };
 }
 
-const SEQS = [[1, 7, 9, 3, 22, 40, 2, 2, 17], [5, 6, 7, 8], [30, 31, 1, 0, 12, 44]];
+const SEQS = [
+  [1, 7, 9, 3, 22, 40, 2, 2, 17],
+  [5, 6, 7, 8],
+  [30, 31, 1, 0, 12, 44],
+];
 const LORA = { rank: 4, alpha: 8, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 3 };
 
 function train(e: Engine, steps: number): number[] {
@@ -80,7 +90,8 @@ function maxDiff(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
 }
 
 for (const tied of [false, true]) {
-  test(`LoRA engine (${tied ? 'tied' : 'untied'} embeddings): steps train only the adapter; save/load and merged export reproduce it`, () => {
+  const what = `LoRA engine (${tied ? 'tied' : 'untied'} embeddings)`;
+  test(`${what}: steps train only the adapter; save/load and merged export reproduce it`, () => {
     const { dir, cfg } = baseDir({ tieWordEmbeddings: tied });
     const out = tmp();
     try {
@@ -92,7 +103,8 @@ for (const tied of [false, true]) {
       assert.deepEqual(e.forward(SEQS).logprobs, base.logprobs, 'B = 0: unchanged at start');
       const losses = train(e, 6);
       assert.ok(losses[5] < losses[0] - 0.5, `loss should fall: ${losses.map((l) => l.toFixed(3)).join(' ')}`);
-      assert.ok(Buffer.from(e.weights.buffer, e.weights.byteOffset, e.weights.byteLength).equals(w0), 'base weights must be byte-identical');
+      const w1 = Buffer.from(e.weights.buffer, e.weights.byteOffset, e.weights.byteLength);
+      assert.ok(w1.equals(w0), 'base weights must be byte-identical');
       assert.equal(e.step, 6);
       const trained = e.forward(SEQS);
       assert.ok(maxDiff(trained.logprobs, base.logprobs) > 1e-2);
@@ -118,7 +130,11 @@ for (const tied of [false, true]) {
       e2.loadOptimizerState(join(out, 'opt'));
       assert.deepEqual(e2.m, e.m);
       assert.equal(e2.step, 6);
-      assert.throws(() => merged.loadOptimizerState(join(out, 'opt')), (err: unknown) => err instanceof FileFormatError && /params/.test(err.message));
+      assert.throws(
+        () => merged.loadOptimizerState(join(out, 'opt')),
+        (err: unknown) => err instanceof FileFormatError && /params/.test(err.message),
+        'a full-model engine refuses the adapter optimizer state',
+      );
       // `save` on a LoRA engine writes the adapter
       e.save(join(out, 'saved'));
       assert.deepEqual(readdirSync(join(out, 'saved')).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
@@ -130,7 +146,7 @@ for (const tied of [false, true]) {
   });
 }
 
-test('LoRA KV-cache decode (prefill + one token at a time) gives the training forward\'s logprobs', async () => {
+test("LoRA KV-cache decode (prefill + one token at a time) gives the training forward's logprobs", async () => {
   const { dir, cfg } = baseDir({ family: 'qwen2', qkvBias: true, qkNorm: false });
   try {
     const e = Engine.load(dir, kernels);
@@ -194,8 +210,13 @@ test('PEFT layout: file names, adapter_config.json fields, tensor names and shap
     const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V } = cfg;
     const want = new Map<string, number[]>();
     const shapes: Record<string, [string, number, number]> = {
-      q_proj: ['self_attn', H * D, C], k_proj: ['self_attn', KV * D, C], v_proj: ['self_attn', KV * D, C], o_proj: ['self_attn', C, H * D],
-      gate_proj: ['mlp', F, C], up_proj: ['mlp', F, C], down_proj: ['mlp', C, F],
+      q_proj: ['self_attn', H * D, C],
+      k_proj: ['self_attn', KV * D, C],
+      v_proj: ['self_attn', KV * D, C],
+      o_proj: ['self_attn', C, H * D],
+      gate_proj: ['mlp', F, C],
+      up_proj: ['mlp', F, C],
+      down_proj: ['mlp', C, F],
     };
     for (let l = 0; l < cfg.numLayers; l++) {
       for (const [m, [group, o, i]] of Object.entries(shapes)) {
@@ -231,17 +252,30 @@ test('malformed adapters fail with one line naming the file and field', () => {
       f(c);
       writeFileSync(cfgFile, JSON.stringify(c));
     };
-    const fails = (field: RegExp) => assert.throws(() => Engine.load(dir, kernels).loadAdapter(out),
-      (err: unknown) => err instanceof FileFormatError && field.test(err.message) && !err.message.includes('\n'));
-    edit((c) => { c.peft_type = 'IA3'; });
+    const fails = (field: RegExp) =>
+      assert.throws(
+        () => Engine.load(dir, kernels).loadAdapter(out),
+        (err: unknown) => err instanceof FileFormatError && field.test(err.message) && !err.message.includes('\n'),
+      );
+    edit((c) => {
+      c.peft_type = 'IA3';
+    });
     fails(/adapter_config\.json.*peft_type/);
-    edit((c) => { c.target_modules = ['q_proj', 'embed_tokens']; });
+    edit((c) => {
+      c.target_modules = ['q_proj', 'embed_tokens'];
+    });
     fails(/target_modules.*embed_tokens/);
-    edit((c) => { c.use_dora = true; });
+    edit((c) => {
+      c.use_dora = true;
+    });
     fails(/use_dora/);
-    edit((c) => { c.r = 8; });
+    edit((c) => {
+      c.r = 8;
+    });
     fails(/adapter_model\.safetensors.*lora_A\.weight.*shape/);
-    edit((c) => { c.target_modules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head']; });
+    edit((c) => {
+      c.target_modules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'];
+    });
     fails(/missing tensor|lm_head/);
     writeFileSync(cfgFile, good);
     assert.throws(() => Engine.load(dir, kernels).loadAdapter(join(out, 'nope')), FileFormatError);
@@ -256,8 +290,10 @@ test('malformed adapters fail with one line naming the file and field', () => {
 /** Debian's torch lives in /usr/bin/python3; a python3 earlier on PATH may lack it. */
 const python = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) ?? null;
 
-test('an independent torch merge (W + B·A·alpha/r) of the PEFT adapter reproduces the merged export',
-  { skip: python === null && 'python3 with torch is not available (python3 -c "import torch" failed)' }, () => {
+test(
+  'an independent torch merge (W + B·A·alpha/r) of the PEFT adapter reproduces the merged export',
+  { skip: python === null && 'python3 with torch is not available (python3 -c "import torch" failed)' },
+  () => {
     const { dir } = baseDir({ tieWordEmbeddings: true });
     const out = tmp();
     try {
@@ -278,4 +314,5 @@ test('an independent torch merge (W + B·A·alpha/r) of the PEFT adapter reprodu
       rmSync(dir, { recursive: true, force: true });
       rmSync(out, { recursive: true, force: true });
     }
-  });
+  },
+);

@@ -55,8 +55,13 @@ export function peftAdapterConfig(adapter: LoraAdapter, baseModel: string): Reco
 /** Write an adapter directory (each file written to a temporary name and renamed). */
 export function savePeftAdapter(dir: string, adapter: LoraAdapter, options: { baseModel: string }): void {
   mkdirSync(dir, { recursive: true });
-  const tensors = adapter.tensors.map((t) => ({ name: t.name, shape: t.shape, data: adapter.params.subarray(t.offset, t.offset + t.size) }));
-  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { dtype: 'F32', metadata: { format: 'pt', matpo_lora_seed: String(adapter.seed) } });
+  const tensors = adapter.tensors.map((t) => ({
+    name: t.name,
+    shape: t.shape,
+    data: adapter.params.subarray(t.offset, t.offset + t.size),
+  }));
+  const metadata = { format: 'pt', matpo_lora_seed: String(adapter.seed) };
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { dtype: 'F32', metadata });
   const file = join(dir, ADAPTER_CONFIG_FILE);
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(peftAdapterConfig(adapter, options.baseModel), null, 2) + '\n');
@@ -79,7 +84,9 @@ export function loadPeftAdapter(dir: string, cfg: ModelConfig): { adapter: LoraA
   } catch (err) {
     throw new FileFormatError({ file: cfgFile, message: `not valid JSON (${(err as Error).message.split('\n')[0]})` });
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new FileFormatError({ file: cfgFile, message: 'expected a JSON object' });
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new FileFormatError({ file: cfgFile, message: 'expected a JSON object' });
+  }
   const c = raw as Record<string, unknown>;
   const bad = (field: string, message: string) => new FileFormatError({ file: cfgFile, field, message });
   if (c.peft_type !== 'LORA') throw bad('peft_type', `expected "LORA", got ${JSON.stringify(c.peft_type)}`);
@@ -90,7 +97,9 @@ export function loadPeftAdapter(dir: string, cfg: ModelConfig): { adapter: LoraA
   if (!Array.isArray(c.target_modules)) throw bad('target_modules', 'expected a list of module names (a regex string is not supported)');
   const targets: LoraModuleName[] = [];
   for (const m of c.target_modules) {
-    if (!(LORA_MODULES as readonly unknown[]).includes(m)) throw bad('target_modules', `unsupported module ${JSON.stringify(m)} (supported: ${LORA_MODULES.join(', ')})`);
+    if (!(LORA_MODULES as readonly unknown[]).includes(m)) {
+      throw bad('target_modules', `unsupported module ${JSON.stringify(m)} (supported: ${LORA_MODULES.join(', ')})`);
+    }
     targets.push(m as LoraModuleName);
   }
   if (targets.length === 0) throw bad('target_modules', 'is empty');
@@ -100,24 +109,37 @@ export function loadPeftAdapter(dir: string, cfg: ModelConfig): { adapter: LoraA
   if (c.bias !== undefined && c.bias !== 'none') throw bad('bias', `only "none" is supported, got ${JSON.stringify(c.bias)}`);
   for (const f of ['rank_pattern', 'alpha_pattern'] as const) {
     const v = c[f];
-    if (v !== undefined && v !== null && (typeof v !== 'object' || Object.keys(v).length > 0)) throw bad(f, 'per-module ranks or alphas are not supported');
+    if (v !== undefined && v !== null && (typeof v !== 'object' || Object.keys(v).length > 0)) {
+      throw bad(f, 'per-module ranks or alphas are not supported');
+    }
   }
-  if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) throw bad('layers_to_transform', 'adapters on a subset of layers are not supported');
-  if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) throw bad('modules_to_save', 'fully trained extra modules are not supported');
+  if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) {
+    throw bad('layers_to_transform', 'adapters on a subset of layers are not supported');
+  }
+  if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) {
+    throw bad('modules_to_save', 'fully trained extra modules are not supported');
+  }
 
   const adapter = new LoraAdapter(cfg, { rank: r, alpha, seed: 0, trainAttn: false, trainMlp: false, trainUnembed: false }, { targets });
   const byName = new Map(adapter.tensors.map((t) => [t.name, t]));
   const seen = new Set<string>();
   const header = readSafetensors(weightsFile, (entry) => {
     const spec = byName.get(entry.name);
-    if (!spec) throw new FileFormatError({ file: weightsFile, field: entry.name, message: `unexpected tensor for target_modules ${JSON.stringify(targets)} on this base model` });
+    if (!spec) {
+      const message = `unexpected tensor for target_modules ${JSON.stringify(targets)} on this base model`;
+      throw new FileFormatError({ file: weightsFile, field: entry.name, message });
+    }
     if (entry.shape.length !== 2 || entry.shape[0] !== spec.shape[0] || entry.shape[1] !== spec.shape[1]) {
-      throw new FileFormatError({ file: weightsFile, field: entry.name, message: `shape ${JSON.stringify(entry.shape)} does not match the base model's ${JSON.stringify(spec.shape)} at r = ${r}` });
+      const message = `shape ${JSON.stringify(entry.shape)} does not match the base model's ${JSON.stringify(spec.shape)} at r = ${r}`;
+      throw new FileFormatError({ file: weightsFile, field: entry.name, message });
     }
     seen.add(entry.name);
     return adapter.params.subarray(spec.offset, spec.offset + spec.size);
   });
-  for (const t of adapter.tensors) if (!seen.has(t.name)) throw new FileFormatError({ file: weightsFile, field: t.name, message: 'missing tensor' });
+  for (const t of adapter.tensors)
+    if (!seen.has(t.name)) {
+      throw new FileFormatError({ file: weightsFile, field: t.name, message: 'missing tensor' });
+    }
   const seed = Number(header.metadata.matpo_lora_seed);
   if (Number.isInteger(seed) && seed >= 0) (adapter as { seed: number }).seed = seed;
   const base = typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : null;
@@ -128,7 +150,12 @@ export function loadPeftAdapter(dir: string, cfg: ModelConfig): { adapter: LoraA
  * Full weights with the adapter merged: W' = W + (alpha/r)·B·A per adapted module. Returns the config
  * and layout of the merged model (untied when the base ties embeddings and lm_head is adapted).
  */
-export function mergeLora(cfg: ModelConfig, weights: Float32Array, adapter: LoraAdapter, kernels: Kernels): { config: ModelConfig; layout: ParamLayout; weights: Float32Array } {
+export function mergeLora(
+  cfg: ModelConfig,
+  weights: Float32Array,
+  adapter: LoraAdapter,
+  kernels: Kernels,
+): { config: ModelConfig; layout: ParamLayout; weights: Float32Array } {
   const untie = cfg.tieWordEmbeddings && adapter.head !== null;
   const config: ModelConfig = untie ? { ...cfg, tieWordEmbeddings: false } : cfg;
   const layout = buildLayout(config);
@@ -138,7 +165,13 @@ export function mergeLora(cfg: ModelConfig, weights: Float32Array, adapter: Lora
   const W = viewsOf(out, layout, config);
   if (untie) W.lmHead.set(W.embed);
   const keyOf: Record<Exclude<LoraModuleName, 'lm_head'>, 'qProj' | 'kProj' | 'vProj' | 'oProj' | 'gateProj' | 'upProj' | 'downProj'> = {
-    q_proj: 'qProj', k_proj: 'kProj', v_proj: 'vProj', o_proj: 'oProj', gate_proj: 'gateProj', up_proj: 'upProj', down_proj: 'downProj',
+    q_proj: 'qProj',
+    k_proj: 'kProj',
+    v_proj: 'vProj',
+    o_proj: 'oProj',
+    gate_proj: 'gateProj',
+    up_proj: 'upProj',
+    down_proj: 'downProj',
   };
   const r = adapter.rank;
   for (const lin of adapter.linears) {

@@ -148,7 +148,8 @@ export class Sampler {
 
   /**
    * Drop every cached prefix and repack the weights: call after the weights change (optimizer step,
-   * load). `repack: false` keeps the packed base weights (only a LoRA adapter changed). Requests already running keep the KV they computed so far (their earlier tokens were
+   * load). `repack: false` keeps the packed base weights (only a LoRA adapter changed).
+   * Requests already running keep the KV they computed so far (their earlier tokens were
    * computed with the old weights) but it is never shared again.
    */
   invalidate(options: { repack?: boolean } = {}): void {

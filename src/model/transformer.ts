@@ -188,7 +188,9 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
   }
 
   /** dB += dyᵀ·u; g = s·dy·B; dA += gᵀ·x; dx += g·A (dx may be null when nothing flows further). */
-  private loraBackward(lin: LoraLinear<Float32Array>, x: Float32Array, dy: Float32Array, u: Float32Array, dx: Float32Array | null, T: number): void {
+  private loraBackward(
+    lin: LoraLinear<Float32Array>, x: Float32Array, dy: Float32Array, u: Float32Array, dx: Float32Array | null, T: number,
+  ): void {
     const r = this.lora!.rank;
     const s = this.lora!.scale;
     const k = this.k;

@@ -18,8 +18,14 @@ import { EmbeddedPolicy } from './embedded.ts';
 
 function datum(tokens: number[]): Datum {
   return {
-    tokens, mask: tokens.map((_, i) => (i === 0 ? 0 : 1)), advantages: tokens.map(() => 1), oldLogprobs: tokens.map(() => 0),
-    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+    tokens,
+    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
+    advantages: tokens.map(() => 1),
+    oldLogprobs: tokens.map(() => 0),
+    questionId: 'q',
+    rolloutId: 'r',
+    sequenceId: 's',
+    role: 'single',
   };
 }
 
@@ -38,7 +44,11 @@ const nll: LossFn = (datums, fwd) => {
 
 function maxDiff(a: Float32Array[], b: Float32Array[]): number {
   let m = 0;
-  a.forEach((x, i) => x.forEach((v, t) => { m = Math.max(m, Math.abs(v - b[i][t])); }));
+  a.forEach((x, i) =>
+    x.forEach((v, t) => {
+      m = Math.max(m, Math.abs(v - b[i][t]));
+    }),
+  );
   return m;
 }
 
@@ -53,7 +63,10 @@ test('EmbeddedPolicy with LoRA: train, save the adapter, reload base + adapter, 
     const w = new Float32Array(layout.total);
     initParams(w, layout, { ...cfg, initializerRange: 0.3 }, 42);
     saveModelDir(dir, { config: cfg, layout, weights: w, tokenizerDir: dir });
-    const seqs = [[5, 9, 14, 3, 22, 8], [7, 7, 30, 2]].map(datum);
+    const seqs = [
+      [5, 9, 14, 3, 22, 8],
+      [7, 7, 30, 2],
+    ].map(datum);
 
     const base = await EmbeddedPolicy.load(dir, { seed: 1 });
     policies.push(base);

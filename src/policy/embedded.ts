@@ -88,7 +88,9 @@ export class EmbeddedPolicy implements TrainablePolicy {
       await worker.terminate();
       throw new InvalidArgumentError('adapter', 'give either lora (a fresh adapter) or adapter (a PEFT directory to load), not both');
     }
-    const initOptions: InitOptions = { dir, kernels: options.kernels, threads: options.threads, seed: options.seed, lora: options.lora, adapter: options.adapter };
+    const initOptions: InitOptions = {
+      dir, kernels: options.kernels, threads: options.threads, seed: options.seed, lora: options.lora, adapter: options.adapter,
+    };
     let info: InitResult;
     try {
       info = await new Promise<ReplyPayload>((resolve, reject) => {

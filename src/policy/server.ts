@@ -7,7 +7,9 @@
  *                              `return_token_ids` (choices[i].token_ids, prompt_token_ids);
  *                              stop (strings), stop_token_ids, ignore_eos, seed, top_p, top_k
  *   POST /v1/chat/completions  messages (+ tools) rendered with the policy tokenizer's chat template
- *   GET  /v1/models            the one served model
+ *   GET  /v1/models            the served model (and LoRA adapter names, with `parent`)
+ *   POST /v1/load_lora_adapter {lora_name, lora_path} (vLLM's route) when `loadLoraAdapter` is given:
+ *                              the policy takes the adapter, and lora_name becomes a served name
  *
  * Sampled stop tokens are part of the returned ids and logprobs (as vLLM does); `text` leaves them
  * out. `top_logprobs` is null: the SamplingPolicy interface gives the sampled token's logprob only.
@@ -35,6 +37,10 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Upper bound on max_tokens. Default none. */
   maxTokensLimit?: number;
+  /** Names of LoRA adapters served besides modelName (requests may name them). */
+  loraNames?: string[];
+  /** Load a PEFT adapter directory into the policy (enables POST /v1/load_lora_adapter). */
+  loadLoraAdapter?: (path: string) => Promise<unknown>;
 }
 
 export interface PolicyServer {
@@ -148,10 +154,11 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
   const tokenizer: ChatTokenizer = await policy.tokenizer();
   const created = Math.floor(Date.now() / 1000);
   const inflight = new Set<AbortController>();
+  const loraNames = new Set(options.loraNames ?? []);
 
   function checkModel(model: string | undefined): void {
     // "default" is accepted too, as SGLang does, for clients that do not know the served name.
-    if (model !== undefined && model !== options.modelName && model !== 'default') {
+    if (model !== undefined && model !== options.modelName && model !== 'default' && !loraNames.has(model)) {
       throw new HttpError(404, `The model \`${model}\` does not exist; this server serves "${options.modelName}".`, 'invalid_request_error', 'model', 'model_not_found');
     }
   }
@@ -327,7 +334,24 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
       const route = `${req.method} ${path}`;
       switch (route) {
         case 'GET /v1/models':
-          return send(res, 200, { object: 'list', data: [{ id: options.modelName, object: 'model', created, owned_by: 'matpo' }] }, closing !== null);
+          return send(res, 200, { object: 'list', data: [{ id: options.modelName, object: 'model', created, owned_by: 'matpo' },
+            ...[...loraNames].map((id) => ({ id, object: 'model', created, owned_by: 'matpo', parent: options.modelName }))],
+          }, closing !== null);
+        case 'POST /v1/load_lora_adapter': {
+          if (!options.loadLoraAdapter) {
+            throw new HttpError(404, 'this server does not load LoRA adapters', 'invalid_request_error', null, 'not_found');
+          }
+          const body = parseBody(z.object({ lora_name: z.string().min(1), lora_path: z.string().min(1) }), await readBody(req, maxBody));
+          try {
+            await options.loadLoraAdapter(body.lora_path);
+          } catch (err) {
+            throw new HttpError(400, `lora_path: ${(err as Error).message}`, 'invalid_request_error', 'lora_path');
+          }
+          loraNames.add(body.lora_name);
+          res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+          res.end(`Success: LoRA adapter '${body.lora_name}' added successfully.`);
+          return;
+        }
         case 'POST /v1/completions':
           return send(res, 200, await completions(await readBody(req, maxBody), controller.signal), closing !== null);
         case 'POST /v1/chat/completions':

@@ -197,6 +197,9 @@ export const ModelSchema = z
     endpoint: z.string().default('').describe('base URL of an OpenAI-compatible server (kind: endpoint)'),
     served: z.string().default('').describe('the model name sent to the endpoint (kind: endpoint)'),
     threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
+    loraRank: int(0, 'LoRA rank: train only a LoRA adapter on the frozen model, checkpoints hold the PEFT adapter (0 = full fine-tuning)'),
+    loraAlpha: pos(32, 'LoRA alpha: the adapter update is scaled by loraAlpha / loraRank'),
+    loraUnembed: z.boolean().default(false).describe('LoRA on lm_head too (Tinker\'s train_unembed; vLLM refuses lm_head adapters, transformers loads them)'),
   })
   .prefault({});
 

@@ -14,7 +14,7 @@ import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { trainRl, type RlRunResult } from './rl-loop.ts';
 import { readTranscripts, trainSft } from './sft.ts';
-import { buildRun, loadEmbeddedPolicy, openSamplingPolicy } from './wiring.ts';
+import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy } from './wiring.ts';
 
 function modelMaxPositions(dir: string): number {
   try {
@@ -25,14 +25,18 @@ function modelMaxPositions(dir: string): number {
   }
 }
 
-/** Warm-start `config.model.path` on `config.sft.data`, writing the model to `config.sft.out`. */
+/**
+ * Warm-start `config.model.path` on `config.sft.data`, writing the model to `config.sft.out`; with
+ * `model.loraRank` > 0 a LoRA adapter trains on the frozen model and sft.out gets the PEFT adapter.
+ */
 export async function runSft(config: TrainConfig, log?: (line: string) => void): Promise<void> {
   const o = config.sft;
   if (!config.model.path) throw new ConfigError({ path: '--model', message: 'is required (a model directory)' });
   if (!o.data) throw new ConfigError({ path: '--data', message: 'is required (chat transcripts, JSONL)' });
   if (!o.out) throw new ConfigError({ path: '--out', message: 'is required (where the trained model is written)' });
   const transcripts = readTranscripts(o.data);
-  const policy = await loadEmbeddedPolicy(config.model.path, config.model.threads);
+  const lora = configLora(config);
+  const policy = await loadEmbeddedPolicy(config.model.path, config.model.threads, 'model.path', lora);
   try {
     const tokenizer = await policy.tokenizer();
     mkdirSync(o.out, { recursive: true });
@@ -68,7 +72,8 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
     const print = log ?? console.log;
     print(`sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`);
     if (result.heldOutLoss.length) print(`held-out loss per assistant token: ${result.heldOutLoss.map((x) => x.toFixed(4)).join(' → ')}`);
-    print(`model written to ${o.out}`);
+    const c = lora?.config;
+    print(c ? `LoRA adapter (r=${c.rank}, alpha=${c.alpha}, PEFT layout) written to ${o.out}` : `model written to ${o.out}`);
   } finally {
     await policy.close();
   }
@@ -123,11 +128,12 @@ export async function runEvaluation(config: TrainConfig, options: { out?: string
  */
 export async function runTraining(config: TrainConfig, options: { runDir: string; resume: boolean; stop?: { requested: boolean } }): Promise<RlRunResult> {
   const built = await buildRun(config);
+  const lora = configLora(config);
   try {
     return await trainRl(
       config,
       {
-        loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads),
+        loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads, 'model.path', lora),
         makeRunner: built.makeRunner,
         trainQuestions: built.train,
         evalQuestions: built.eval,

@@ -16,6 +16,8 @@ import { RolloutEngine } from '../agents/rollout.ts';
 import type { Tool } from '../tools/tool.ts';
 import type { McpServerConfig } from '../tools/mcp.ts';
 import { registeredScorer, type AnswerScorer } from '../rl/rewards.ts';
+import { parseLoraConfig, type LoraConfig } from '../model/lora.ts';
+import { ADAPTER_CONFIG_FILE } from '../model/peft.ts';
 import { worldSearchTools } from '../envs/world-tools.ts';
 import { rolloutOptions, type TrainConfig } from './config.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
@@ -30,11 +32,33 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
   }
 }
 
-/** Open a model directory with the embedded engine (trainable). */
-export async function loadEmbeddedPolicy(dir: string, threads = 0, field = 'model.path'): Promise<TrainablePolicy> {
+/**
+ * Open a model directory with the embedded engine (trainable). With `lora`, the model freezes and a
+ * LoRA adapter trains: a fresh one on `dir`, or, when `dir` is a PEFT adapter directory (a LoRA
+ * checkpoint), that adapter on the base model `lora.base`.
+ */
+export async function loadEmbeddedPolicy(
+  dir: string, threads = 0, field = 'model.path', lora?: { config: LoraConfig; base: string },
+): Promise<TrainablePolicy> {
   if (!dir) throw new ConfigError({ path: field, message: 'is required (a model directory)' });
+  const opts = threads > 0 ? { threads } : {};
+  if (lora && existsSync(join(dir, ADAPTER_CONFIG_FILE))) {
+    if (!existsSync(join(lora.base, 'config.json'))) {
+      throw new ConfigError({ path: field, message: `${lora.base} is not a model directory (no config.json)` });
+    }
+    return EmbeddedPolicy.load(lora.base, { ...opts, adapter: dir });
+  }
   if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: field, message: `${dir} is not a model directory (no config.json)` });
-  return EmbeddedPolicy.load(dir, threads > 0 ? { threads } : {});
+  return EmbeddedPolicy.load(dir, lora ? { ...opts, lora: lora.config } : opts);
+}
+
+/** The LoRA settings of a run config (undefined for full fine-tuning). */
+export function configLora(config: TrainConfig): { config: LoraConfig; base: string } | undefined {
+  if (config.model.loraRank <= 0) return undefined;
+  const lora = parseLoraConfig({
+    rank: config.model.loraRank, alpha: config.model.loraAlpha, trainUnembed: config.model.loraUnembed, seed: config.run.seed >>> 0,
+  }, 'model');
+  return { config: lora, base: config.model.path };
 }
 
 /**

@@ -3,6 +3,12 @@
  * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids and logprobs,
  * /v1/chat/completions, /v1/models), bound to 127.0.0.1 unless --host says otherwise. Runs until
  * SIGINT/SIGTERM, then finishes requests in flight and exits.
+ *
+ * LoRA: `--lora DIR` (or `--lora NAME=DIR`, vLLM's --lora-modules form) serves the model with that
+ * PEFT adapter applied, under NAME (default the adapter directory's name) as well as the model's
+ * name; `POST /v1/load_lora_adapter {lora_name, lora_path}` loads another at run time. One adapter
+ * is active at a time: loading one replaces the previous for every request, whichever served name
+ * it uses (vLLM keeps several side by side; matpo does not).
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -12,10 +18,12 @@ import { servePolicy } from '../../policy/server.ts';
 import type { SamplingPolicy } from '../../core/policy.ts';
 
 interface EmbeddedModule {
-  EmbeddedPolicy: { load(dir: string, options?: Record<string, unknown>): Promise<SamplingPolicy> };
+  EmbeddedPolicy: {
+    load(dir: string, options?: Record<string, unknown>): Promise<SamplingPolicy & { loadAdapter(dir: string): Promise<unknown> }>;
+  };
 }
 
-async function loadEmbedded(dir: string, threads: number | undefined): Promise<SamplingPolicy> {
+async function loadEmbedded(dir: string, threads: number | undefined, adapter: string | undefined) {
   // Imported on demand (computed path) so that the HTTP layer does not depend on the engine at load time.
   const modulePath = '../../policy/embedded.ts';
   let mod: EmbeddedModule;
@@ -28,17 +36,18 @@ async function loadEmbedded(dir: string, threads: number | undefined): Promise<S
     }
     throw err;
   }
-  return mod.EmbeddedPolicy.load(dir, threads !== undefined ? { threads } : {});
+  return mod.EmbeddedPolicy.load(dir, { ...(threads !== undefined ? { threads } : {}), ...(adapter !== undefined ? { adapter } : {}) });
 }
 
 export const command: Command = {
   name: 'serve',
   summary: 'Serve a model directory over an OpenAI-compatible HTTP API (token ids and logprobs on /v1/completions, plus /v1/chat/completions and /v1/models).',
   usage:
-    'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N]\n\n' +
+    'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N] [--lora [NAME=]DIR]\n\n' +
     '  --api-key K     require "Authorization: Bearer K" (default: env MATPO_API_KEY, else no key)\n' +
     '  --name NAME     model id clients send and /v1/models lists (default: the directory name)\n' +
-    '  --max-tokens N  refuse requests asking for more new tokens than N',
+    '  --max-tokens N  refuse requests asking for more new tokens than N\n' +
+    '  --lora [NAME=]DIR  apply a PEFT LoRA adapter, served as NAME too (POST /v1/load_lora_adapter loads another)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: 'string' },
@@ -48,6 +57,7 @@ export const command: Command = {
       name: { type: 'string' },
       threads: { type: 'string' },
       'max-tokens': { type: 'string' },
+      lora: { type: 'string' },
     });
     const dir = resolve(required(values, 'model'));
     required(values, 'port');
@@ -61,17 +71,30 @@ export const command: Command = {
     const threads = values.threads === undefined ? undefined : intFlag(values, 'threads', 1);
     const maxTokens = values['max-tokens'] === undefined ? undefined : intFlag(values, 'max-tokens', 0);
 
-    const policy = await loadEmbedded(dir, threads);
+    const loraFlag = values.lora as string | undefined;
+    const eq = loraFlag?.indexOf('=') ?? -1;
+    const loraDir = loraFlag === undefined ? undefined : resolve(eq > 0 ? loraFlag.slice(eq + 1) : loraFlag);
+    const loraName = loraFlag === undefined ? undefined : eq > 0 ? loraFlag.slice(0, eq) : basename(loraDir!);
+    if (loraDir !== undefined && !existsSync(join(loraDir, 'adapter_config.json'))) {
+      const file = join(loraDir, 'adapter_config.json');
+      throw new FileFormatError({ file, message: 'file not found (--lora needs a PEFT adapter directory)' });
+    }
+
+    const policy = await loadEmbedded(dir, threads, loraDir);
     let server;
     try {
-      server = await servePolicy(policy, { host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens });
+      server = await servePolicy(policy, {
+        host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens,
+        loraNames: loraName !== undefined ? [loraName] : [], loadLoraAdapter: (path) => policy.loadAdapter(resolve(path)),
+      });
     } catch (err) {
       await policy.close();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
       throw err;
     }
-    console.log(`matpo serve: "${modelName}" at ${server.url}/v1 (completions, chat/completions, models)${apiKey ? ', API key required' : ''}`);
+    const withLora = loraName !== undefined ? ` with LoRA adapter "${loraName}"` : '';
+    console.log(`matpo serve: "${modelName}"${withLora} at ${server.url}/v1 (completions, chat/completions, models)${apiKey ? ', API key required' : ''}`);
     if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1' && !apiKey) {
       console.warn(`matpo serve: warning: listening on ${host} without an API key`);
     }

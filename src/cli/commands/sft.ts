@@ -4,6 +4,9 @@
  * weight, the context); reports the held-out loss and writes the trained model (Hugging Face layout)
  * to sft.out, plus `sft-metrics.jsonl` there (one line per optimizer step and one per epoch).
  * Settings are the run configuration's `sft:` section; flags are overrides of its keys.
+ * `--lora-rank N` (model.loraRank) freezes the model and trains a LoRA adapter (alpha --lora-alpha,
+ * default 32; attention and MLP, plus lm_head with --lora-unembed, which vLLM does not serve);
+ * sft.out then receives the adapter in the PEFT layout.
  */
 import { parseFlags, type Command } from '../command.ts';
 import { configFlagOptions, configFlagsHelp, resolveConfig, type ConfigFlag } from '../config-flags.ts';
@@ -12,6 +15,9 @@ import { runSft } from '../../train/run-config.ts';
 const FLAGS: ConfigFlag[] = [
   { flag: 'model', key: 'model.path' },
   { flag: 'threads', key: 'model.threads' },
+  { flag: 'lora-rank', key: 'model.loraRank' },
+  { flag: 'lora-alpha', key: 'model.loraAlpha' },
+  { flag: 'lora-unembed', key: 'model.loraUnembed', boolean: true },
   { flag: 'data', key: 'sft.data' },
   { flag: 'out', key: 'sft.out' },
   { flag: 'epochs', key: 'sft.epochs' },

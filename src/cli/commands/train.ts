@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { ConfigError } from '../../core/errors.ts';
-import { parseFlags, type Command } from '../command.ts';
+import { intFlag, numFlag, parseFlags, type Command } from '../command.ts';
 import { configHelp, loadConfig } from '../../train/config.ts';
 import { runPaths } from '../../train/run-dir.ts';
 import { runTraining } from '../../train/run-config.ts';
@@ -15,14 +15,22 @@ import { runTraining } from '../../train/run-config.ts';
 export const command: Command = {
   name: 'train',
   summary: 'Reinforcement learning with MATPO or single-agent GRPO; resumable runs under runs/<name>/.',
-  usage: 'train --config run.yaml [--set key.path=value ...] | --resume runs/NAME [--set ...] | --help-config',
+  usage:
+    'train --config run.yaml [--set key.path=value ...] [--lora-rank N [--lora-alpha 32]] | --resume runs/NAME [--set ...] | --help-config\n' +
+    '  --lora-rank N, --lora-alpha A  train a LoRA adapter (model.loraRank / model.loraAlpha; lm_head too with --set model.loraUnembed=true)',
   async run(argv) {
-    const { values } = parseFlags(argv, { config: { type: 'string' }, set: { type: 'string', multiple: true }, resume: { type: 'string' }, 'help-config': { type: 'boolean' } });
+    const { values } = parseFlags(argv, {
+      config: { type: 'string' }, set: { type: 'string', multiple: true }, resume: { type: 'string' }, 'help-config': { type: 'boolean' },
+      'lora-rank': { type: 'string' }, 'lora-alpha': { type: 'string' },
+    });
     if (values['help-config']) {
       console.log(configHelp());
       return;
     }
-    const sets = (values.set as string[] | undefined) ?? [];
+    const sets = [...((values.set as string[] | undefined) ?? [])];
+    // --lora-rank / --lora-alpha are model.loraRank / model.loraAlpha (kept in the run's config.yaml for --resume)
+    if (values['lora-rank'] !== undefined) sets.push(`model.loraRank=${intFlag(values, 'lora-rank', 0)}`);
+    if (values['lora-alpha'] !== undefined) sets.push(`model.loraAlpha=${numFlag(values, 'lora-alpha', 32)}`);
     let runDir: string;
     let config;
     if (values.resume) {
