@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../model/tokenizer.ts';
 import { OpenAIPolicy } from './openai.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 
 const tok = new ByteTokenizer();
 const servers: PolicyServer[] = [];
@@ -65,9 +66,13 @@ test('/v1/models, routing errors and request validation in OpenAI error shape', 
   assert.match(empty.json.error.message, /prompt: the prompt is empty/);
   const oov = await post(`${s.url}/v1/completions`, { prompt: [5, 259], max_tokens: 3 });
   assert.match(oov.json.error.message, /prompt\[1\]: token id 259 is outside the vocabulary \(size 259\)/);
-  const stream = await post(`${s.url}/v1/completions`, { prompt: [5], stream: true });
-  assert.equal(stream.status, 400);
-  assert.match(stream.json.error.message, /streaming is not supported/);
+  const zero = await post(`${s.url}/v1/completions`, { prompt: [5], max_tokens: 0 });
+  assert.equal(zero.status, 400);
+  assert.equal(zero.json.error.param, 'max_tokens');
+  const threeMessages = [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }, { role: 'user', content: 7 }];
+  const badMessage = await post(`${s.url}/v1/chat/completions`, { messages: threeMessages });
+  assert.equal(badMessage.json.error.param, 'messages[2].content');
+  assert.match(badMessage.json.error.message, /^messages\[2\]\.content: /);
   assert.equal((await post(`${s.url}/v1/completions`, { model: 'default', prompt: [5], max_tokens: 2 })).status, 200);
   const model = await post(`${s.url}/v1/completions`, { model: 'gpt-x', prompt: [5] });
   assert.equal(model.status, 404);
@@ -130,7 +135,7 @@ test('chat completions apply the chat template with tools, drop the stop token f
   assert.deepEqual(choice.logprobs.content.map((x: any) => x.logprob), direct.logprobs);
   const bad = await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'robot', content: 'x' }] });
   assert.equal(bad.status, 400);
-  assert.equal(bad.json.error.param, 'messages.0.role');
+  assert.equal(bad.json.error.param, 'messages[0].role');
 });
 
 test('limits: max_tokens above the server limit and oversized bodies are refused', async () => {
@@ -225,4 +230,23 @@ test('with the real model-directory tokenizer: Jinja chat template with tools, a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('errors raised below the server name the request field: promptTokens → prompt / messages, maxNewTokens → max_tokens', async () => {
+  const base = new BigramPolicy();
+  const failing = (argument: string): SamplingPolicy => ({
+    name: 'failing', tokenExact: true, tokenizer: () => base.tokenizer(), close: async () => {},
+    sample: async () => {
+      throw new InvalidArgumentError(argument, 'too long for the model (context limit 256)');
+    },
+  });
+  const s = await serve(failing('promptTokens'));
+  const c = await post(`${s.url}/v1/completions`, { prompt: [1, 2], max_tokens: 3 });
+  assert.equal(c.status, 400);
+  assert.deepEqual([c.json.error.param, c.json.error.message], ['prompt', 'prompt: too long for the model (context limit 256)']);
+  const ch = await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }] });
+  assert.deepEqual([ch.json.error.param, ch.json.error.message], ['messages', 'messages: too long for the model (context limit 256)']);
+  const m = await post(`${(await serve(failing('maxNewTokens'))).url}/v1/completions`, { prompt: [1], max_tokens: 3 });
+  assert.equal(m.json.error.param, 'max_tokens');
+  assert.doesNotMatch(JSON.stringify([c.json, ch.json, m.json]), /promptTokens|maxNewTokens/);
 });

@@ -1,14 +1,16 @@
 /**
  * `matpo serve`: load a model directory into the embedded engine and serve it over the
- * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids and logprobs,
- * /v1/chat/completions, /v1/models), bound to 127.0.0.1 unless --host says otherwise. Runs until
- * SIGINT/SIGTERM, then finishes requests in flight and exits.
+ * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids, logprobs, echo and
+ * streaming; /v1/chat/completions with tool calls in the model's own format, top_logprobs and
+ * streaming; /v1/models; /health, /tokenize, /detokenize), bound to 127.0.0.1 unless --host says
+ * otherwise. Runs until SIGINT/SIGTERM, then finishes requests in flight and exits.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ConfigError, FileFormatError, MatpoError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { servePolicy } from '../../policy/server.ts';
+import { formatFor } from '../../agents/formats/index.ts';
 import type { SamplingPolicy } from '../../core/policy.ts';
 
 interface EmbeddedModule {
@@ -31,9 +33,21 @@ async function loadEmbedded(dir: string, threads: number | undefined): Promise<S
   return mod.EmbeddedPolicy.load(dir, threads !== undefined ? { threads } : {});
 }
 
+/** max_position_embeddings of a model's config.json (undefined when absent; the engine reports a bad file itself). */
+function contextLength(file: string): number | undefined {
+  try {
+    const value = (JSON.parse(readFileSync(file, 'utf8')) as { max_position_embeddings?: unknown }).max_position_embeddings;
+    return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export const command: Command = {
   name: 'serve',
-  summary: 'Serve a model directory over an OpenAI-compatible HTTP API (token ids and logprobs on /v1/completions, plus /v1/chat/completions and /v1/models).',
+  summary:
+    'Serve a model directory over an OpenAI-compatible HTTP API: /v1/completions (token ids, logprobs, echo), ' +
+    '/v1/chat/completions (tool calls), streaming, /v1/models, /health, /tokenize, /detokenize.',
   usage:
     'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N]\n\n' +
     '  --api-key K     require "Authorization: Bearer K" (default: env MATPO_API_KEY, else no key)\n' +
@@ -61,17 +75,21 @@ export const command: Command = {
     const threads = values.threads === undefined ? undefined : intFlag(values, 'threads', 1);
     const maxTokens = values['max-tokens'] === undefined ? undefined : intFlag(values, 'max-tokens', 0);
 
+    const maxModelLen = contextLength(join(dir, 'config.json'));
     const policy = await loadEmbedded(dir, threads);
     let server;
     try {
-      server = await servePolicy(policy, { host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens });
+      const toolFormat = formatFor(await policy.tokenizer(), 'native');
+      const limits = { maxTokensLimit: maxTokens, maxModelLen };
+      server = await servePolicy(policy, { host, port, apiKey: apiKey || undefined, modelName, ...limits, toolFormat });
     } catch (err) {
       await policy.close();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
       throw err;
     }
-    console.log(`matpo serve: "${modelName}" at ${server.url}/v1 (completions, chat/completions, models)${apiKey ? ', API key required' : ''}`);
+    const routes = 'completions, chat/completions, models; /health, /tokenize, /detokenize';
+    console.log(`matpo serve: "${modelName}" at ${server.url}/v1 (${routes})${apiKey ? ', API key required' : ''}`);
     if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1' && !apiKey) {
       console.warn(`matpo serve: warning: listening on ${host} without an API key`);
     }
