@@ -158,6 +158,14 @@ test('streamed completion: the SDK assembles the same text, token ids and logpro
   assert.deepEqual(usage, whole.usage);
   const direct = await new BigramPolicy().sample(new ByteTokenizer().encode('the cat'), { maxNewTokens: 40, seed: 11 });
   assert.deepEqual(w.token_ids, direct.tokens);
+
+  // n = 2 and a batch of two prompts: chunks interleave by index; each index assembles to its whole choice.
+  const many = { model: 'tiny', prompt: ['the cat', 'a dog'], n: 2, max_tokens: 20, seed: 3 };
+  const wholeMany = await client.completions.create(many);
+  const texts = ['', '', '', ''];
+  for await (const chunk of await client.completions.create({ ...many, stream: true })) for (const c of chunk.choices) texts[c.index] += c.text;
+  assert.deepEqual(texts, wholeMany.choices.map((c) => c.text));
+  assert.notEqual(texts[0], texts[1]);
 });
 
 test('stop strings: text ends before the stop string (finish stop), token ids and logprobs stay exact for training', async () => {
