@@ -11,8 +11,10 @@
  *   it is drawn, so `stream: true` sends chunks while sampling. Other policies are streamed after
  *   their sample completes (same chunks, all at the end).
  *
- * Sampled tokens keep the sampler's own logprob (`token_logprobs`, exact for training); the top-N
- * lists come from the scoring pass and agree with it up to float rounding.
+ * Sampled tokens keep the sampler's own logprob (`token_logprobs`, exact for training, and the same
+ * value where the token appears in its top-N list); the other entries come from the scoring pass,
+ * which agrees with the sampler up to float rounding. The pass costs one prefill-like forward over
+ * prompt + completion per choice, and only requests asking for top-N alternatives pay it.
  */
 import { InvalidArgumentError } from '../core/errors.ts';
 import { badField } from './server-http.ts';

@@ -259,7 +259,8 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
       if (tops === null) return { [tokens[t]]: lps[t] };
       if (!score) return null;
       const entry: Record<string, number> = {};
-      for (const x of score.top) entry[tokenText(x.id, asIds)] ??= x.logprob;
+      // The sampled (or prompt) token keeps its own logprob, the one in token_logprobs.
+      for (const x of score.top) entry[tokenText(x.id, asIds)] ??= x.id === id ? (lps[t] as number) : x.logprob;
       entry[tokens[t]] ??= lps[t] as number;
       return entry;
     });
@@ -441,7 +442,8 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
         const text = tokenizer.decode([id], { skipSpecialTokens: false });
         const alt = (scores?.[t]?.top ?? []).map((x) => {
           const xt = tokenizer.decode([x.id], { skipSpecialTokens: false });
-          return { token: asIds ? `token_id:${x.id}` : xt, logprob: x.logprob, bytes: [...Buffer.from(xt, 'utf8')] };
+          const logprob = x.id === id ? s.logprobs[t] : x.logprob; // the sampled token keeps the sampler's logprob
+          return { token: asIds ? `token_id:${x.id}` : xt, logprob, bytes: [...Buffer.from(xt, 'utf8')] };
         });
         return { token: asIds ? `token_id:${id}` : text, logprob: s.logprobs[t], bytes: [...Buffer.from(text, 'utf8')], top_logprobs: alt };
       });

@@ -122,6 +122,12 @@ test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it
       assert.ok(entry.top_logprobs[0].logprob >= entry.logprob - 1e-4);
     }
     assert.ok(checked > 0, 'no top-1 alternative re-encodes to one token');
+    // Greedy: the sampled token heads its top list, with exactly the logprob the sampler gave it.
+    const greedy = await sdk.chat.completions.create({ ...chatBody, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2 });
+    for (const entry of greedy.choices[0].logprobs!.content!) {
+      assert.equal(entry.top_logprobs[0].token, entry.token);
+      assert.equal(entry.top_logprobs[0].logprob, entry.logprob);
+    }
     assert.equal((await fetch(`${url}/health`)).status, 200);
     const tokenizeRequest = { method: 'POST', headers: { authorization: 'Bearer k' }, body: JSON.stringify({ prompt: text }) };
     const tokenized = await (await fetch(`${url}/tokenize`, tokenizeRequest)).json();
