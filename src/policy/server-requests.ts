@@ -112,7 +112,9 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
       if (deepest && deepest.path.length > 0) issue = { ...deepest, path: [...issue.path, ...deepest.path] };
     }
     const param = fieldName(issue.path) || null;
-    const message = issue.code === 'invalid_type' && issue.message.includes('received undefined') ? 'is required' : issue.message;
+    let value: unknown = body;
+    for (const key of issue.path) value = value === null || typeof value !== 'object' ? undefined : (value as Record<PropertyKey, unknown>)[key];
+    const message = value === undefined && issue.path.length > 0 ? 'is required' : issue.message;
     throw new HttpError(400, `${param ? `${param}: ` : ''}${message}`, 'invalid_request_error', param);
   }
   return r.data;

@@ -62,6 +62,7 @@ test('/v1/models, routing errors and request validation in OpenAI error shape', 
 
   const noPrompt = await post(`${s.url}/v1/completions`, { max_tokens: 3 });
   assert.equal(noPrompt.json.error.param, 'prompt');
+  assert.equal(noPrompt.json.error.message, 'prompt: is required');
   const empty = await post(`${s.url}/v1/completions`, { prompt: [], max_tokens: 3 });
   assert.match(empty.json.error.message, /prompt: the prompt is empty/);
   const oov = await post(`${s.url}/v1/completions`, { prompt: [5, 259], max_tokens: 3 });
