@@ -78,18 +78,28 @@ test('function calling: the model asks for a tool, the client runs it and sends 
   assert.equal(second.choices[0].message.content, 'It is 18 degrees in Paris.');
   assert.equal(second.choices[0].message.tool_calls, undefined);
   // The earlier call is rendered as the model wrote it, and the result as a <tool_response> turn.
-  const expected = tok.encode(tok.applyChatTemplate([
-    messages[0] as never, messages[1] as never, { role: 'assistant', content: callText }, { role: 'tool', content: '18' },
-  ], { tools: [weatherTool as never], addGenerationPrompt: true }));
+  const expected = tok.encode(
+    tok.applyChatTemplate(
+      [messages[0] as never, messages[1] as never, { role: 'assistant', content: callText }, { role: 'tool', content: '18' }],
+      { tools: [weatherTool as never], addGenerationPrompt: true },
+    ),
+  );
   assert.deepEqual(policy.calls[1].promptTokens, expected);
-  assert.ok(tok.decode(expected).includes(
-    '<|im_start|>assistant\nLet me check.\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Paris"}}\n</tool_call><|im_end|>\n' +
-      '<|im_start|>user\n<tool_response>\n18\n</tool_response><|im_end|>',
-  ));
+  assert.ok(
+    tok
+      .decode(expected)
+      .includes(
+        '<|im_start|>assistant\nLet me check.\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Paris"}}\n</tool_call><|im_end|>\n' +
+          '<|im_start|>user\n<tool_response>\n18\n</tool_response><|im_end|>',
+      ),
+  );
 
   // Same loop streamed: the SDK assembles content and tool-call deltas into the same message.
   const stream = client.chat.completions.stream({
-    model: 'tiny', messages: messages.slice(0, 2), tools: [weatherTool], stream_options: { include_usage: true },
+    model: 'tiny',
+    messages: messages.slice(0, 2),
+    tools: [weatherTool],
+    stream_options: { include_usage: true },
   });
   const deltas: string[] = [];
   stream.on('content', (d) => deltas.push(d));
@@ -114,18 +124,25 @@ test('function calling: the model asks for a tool, the client runs it and sends 
     model: 'tiny',
     messages: [
       ...messages.slice(0, 2),
-      { role: 'assistant', content: null, tool_calls: [
-        { id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{city' } },
-      ] },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{city' } }],
+      },
     ],
   });
   const badParam = 'messages[2].tool_calls[0].function.arguments';
   await assert.rejects(bad, (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === badParam);
   const top = client.chat.completions.create({ model: 'tiny', messages: messages.slice(0, 2), logprobs: true, top_logprobs: 2 });
-  await assert.rejects(top, (e: unknown) =>
-    e instanceof OpenAI.BadRequestError && e.param === 'top_logprobs' && /cannot give top alternatives/.test(e.message));
+  await assert.rejects(
+    top,
+    (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'top_logprobs' && /cannot give top alternatives/.test(e.message),
+  );
   const lp = await client.chat.completions.create({ model: 'tiny', messages: messages.slice(0, 2), logprobs: true });
-  assert.deepEqual(lp.choices[0].logprobs!.content!.map((x) => x.logprob), Array.from({ length: sampled }, (_, i) => scriptedLogprob(i)));
+  assert.deepEqual(
+    lp.choices[0].logprobs!.content!.map((x) => x.logprob),
+    Array.from({ length: sampled }, (_, i) => scriptedLogprob(i)),
+  );
 });
 
 test('streamed completion: the SDK assembles the same text, token ids and logprobs as the whole reply, usage last', async () => {
@@ -163,8 +180,12 @@ test('streamed completion: the SDK assembles the same text, token ids and logpro
   const many = { model: 'tiny', prompt: ['the cat', 'a dog'], n: 2, max_tokens: 20, seed: 3 };
   const wholeMany = await client.completions.create(many);
   const texts = ['', '', '', ''];
-  for await (const chunk of await client.completions.create({ ...many, stream: true })) for (const c of chunk.choices) texts[c.index] += c.text;
-  assert.deepEqual(texts, wholeMany.choices.map((c) => c.text));
+  for await (const chunk of await client.completions.create({ ...many, stream: true }))
+    for (const c of chunk.choices) texts[c.index] += c.text;
+  assert.deepEqual(
+    texts,
+    wholeMany.choices.map((c) => c.text),
+  );
   assert.notEqual(texts[0], texts[1]);
 });
 
@@ -201,8 +222,12 @@ test('stop strings: text ends before the stop string (finish stop), token ids an
   for await (const c of await client.completions.create({ ...body, stream: true })) streamed += c.choices[0]?.text ?? '';
   assert.equal(streamed, freeText.slice(0, cut));
   // The project's own client stays token-exact through the cut.
-  const viaPolicy = await new OpenAIPolicy({ baseUrl: server.url, model: 'tiny', apiKey: 'k', tokenizer: tok, retries: 0 })
-    .sample(prompt, { maxNewTokens: 60, seed, stopStrings: [stop], stopTokenIds: [] });
+  const viaPolicy = await new OpenAIPolicy({ baseUrl: server.url, model: 'tiny', apiKey: 'k', tokenizer: tok, retries: 0 }).sample(prompt, {
+    maxNewTokens: 60,
+    seed,
+    stopStrings: [stop],
+    stopTokenIds: [],
+  });
   assert.deepEqual(viaPolicy, direct);
 });
 
@@ -214,7 +239,10 @@ test('echo with max_tokens 0 scores the prompt; logprobs: N and top_logprobs giv
   const ids = tok.encode(prompt);
   const top = (prev: number, k: number) => {
     const row = table.logprobRow(prev);
-    return Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b).slice(0, k).map((id) => ({ id, logprob: row[id] }));
+    return Array.from(row.keys())
+      .sort((a, b) => row[b] - row[a] || a - b)
+      .slice(0, k)
+      .map((id) => ({ id, logprob: row[id] }));
   };
   const scored = (await client.completions.create({ model: 'tiny', prompt, max_tokens: 0, echo: true, logprobs: 2 })).choices[0];
   assert.equal(scored.text, prompt);
@@ -223,7 +251,10 @@ test('echo with max_tokens 0 scores the prompt; logprobs: N and top_logprobs giv
   assert.deepEqual(lp.tokens, [...prompt]);
   assert.equal(lp.token_logprobs![0], null);
   assert.equal(lp.top_logprobs![0], null);
-  assert.deepEqual(lp.text_offset, [...prompt].map((_, i) => i));
+  assert.deepEqual(
+    lp.text_offset,
+    [...prompt].map((_, i) => i),
+  );
   for (let t = 1; t < ids.length; t++) {
     assert.equal(lp.token_logprobs![t], table.logprobRow(ids[t - 1])[ids[t]]);
     const expected: Record<string, number> = {};
@@ -242,14 +273,22 @@ test('echo with max_tokens 0 scores the prompt; logprobs: N and top_logprobs giv
   assert.equal(both.logprobs!.tokens!.length, ids.length + 5);
 
   const chat = await client.chat.completions.create({
-    model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, seed: 4, logprobs: true, top_logprobs: 3,
+    model: 'tiny',
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 8,
+    seed: 4,
+    logprobs: true,
+    top_logprobs: 3,
   });
   const content = chat.choices[0].logprobs!.content!;
   const chatPrompt = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }));
   const sampled = [chatPrompt[chatPrompt.length - 1], ...content.map((x) => tok.encode(x.token)[0] ?? tok.tokenToId(x.token)!)];
   content.forEach((entry, t) => {
     assert.equal(entry.logprob, table.logprobRow(sampled[t])[sampled[t + 1]]);
-    assert.deepEqual(entry.top_logprobs.map((x) => x.logprob), top(sampled[t], 3).map((x) => x.logprob));
+    assert.deepEqual(
+      entry.top_logprobs.map((x) => x.logprob),
+      top(sampled[t], 3).map((x) => x.logprob),
+    );
     assert.ok(entry.top_logprobs[0].logprob >= entry.logprob);
   });
 });
@@ -262,7 +301,9 @@ test('/health, /tokenize (prompt or messages) and /detokenize in vLLM shapes', a
   assert.equal(await health.text(), '');
   const post = async (path: string, body: unknown, key = 'k') =>
     fetch(`${server.url}${path}`, {
-      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
     });
   const t = await (await post('/tokenize', { model: 'tiny', prompt: 'Find the year.', add_special_tokens: true })).json();
   assert.deepEqual(t, { tokens: tok.encode('Find the year.'), count: tok.encode('Find the year.').length, max_model_len: 4096 });

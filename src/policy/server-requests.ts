@@ -16,7 +16,10 @@ const samplingFields = {
   top_p: z.number().gt(0).max(1).nullable().optional(),
   top_k: z.number().int().nullable().optional(),
   seed: z.number().int().nullable().optional(),
-  stop: z.union([z.string(), z.array(z.string())]).nullable().optional(),
+  stop: z
+    .union([z.string(), z.array(z.string())])
+    .nullable()
+    .optional(),
   stop_token_ids: tokenIds.nullable().optional(),
   ignore_eos: z.boolean().optional(),
   n: z.number().int().min(1).max(64).nullable().optional(),
@@ -37,7 +40,10 @@ export const completionRequest = z.looseObject({
 export type CompletionRequest = z.infer<typeof completionRequest>;
 
 const contentPart = z.looseObject({ type: z.string(), text: z.string().optional() });
-const content = z.union([z.string(), z.array(contentPart)]).nullable().optional();
+const content = z
+  .union([z.string(), z.array(contentPart)])
+  .nullable()
+  .optional();
 
 export const toolCallSchema = z.looseObject({
   id: z.string().optional(),
@@ -68,7 +74,10 @@ export const chatRequest = z.looseObject({
   ...samplingFields,
   messages: z.array(chatMessageSchema).min(1),
   tools: z.array(toolSchema).nullable().optional(),
-  tool_choice: z.union([z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function') })]).nullable().optional(),
+  tool_choice: z
+    .union([z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function') })])
+    .nullable()
+    .optional(),
   max_tokens: z.number().int().min(1).nullable().optional(),
   max_completion_tokens: z.number().int().min(1).nullable().optional(),
   logprobs: z.boolean().nullable().optional(),
@@ -84,11 +93,11 @@ export const tokenizePromptRequest = z.looseObject({
   add_special_tokens: z.boolean().optional(),
 });
 export const tokenizeChatRequest = z.looseObject({
-    model: z.string().optional(),
-    messages: z.array(chatMessageSchema).min(1),
-    add_generation_prompt: z.boolean().optional(),
-    add_special_tokens: z.boolean().optional(),
-    tools: z.array(toolSchema).nullable().optional(),
+  model: z.string().optional(),
+  messages: z.array(chatMessageSchema).min(1),
+  add_generation_prompt: z.boolean().optional(),
+  add_special_tokens: z.boolean().optional(),
+  tools: z.array(toolSchema).nullable().optional(),
 });
 
 export const detokenizeRequest = z.looseObject({ model: z.string().optional(), tokens: tokenIds });
@@ -113,7 +122,8 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
     }
     const param = fieldName(issue.path) || null;
     let value: unknown = body;
-    for (const key of issue.path) value = value === null || typeof value !== 'object' ? undefined : (value as Record<PropertyKey, unknown>)[key];
+    for (const key of issue.path)
+      value = value === null || typeof value !== 'object' ? undefined : (value as Record<PropertyKey, unknown>)[key];
     const message = value === undefined && issue.path.length > 0 ? 'is required' : issue.message;
     throw new HttpError(400, `${param ? `${param}: ` : ''}${message}`, 'invalid_request_error', param);
   }
@@ -128,8 +138,14 @@ export function requestField(argument: string, promptField: string): string {
   const m = /^(promptTokens|maxNewTokens|temperature|topP|topK|stopStrings|stopTokenIds|seed)(.*)$/.exec(argument);
   if (!m) return argument;
   const names: Record<string, string> = {
-    promptTokens: promptField, maxNewTokens: 'max_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k',
-    stopStrings: 'stop', stopTokenIds: 'stop_token_ids', seed: 'seed',
+    promptTokens: promptField,
+    maxNewTokens: 'max_tokens',
+    temperature: 'temperature',
+    topP: 'top_p',
+    topK: 'top_k',
+    stopStrings: 'stop',
+    stopTokenIds: 'stop_token_ids',
+    seed: 'seed',
   };
   return names[m[1]] + (m[1] === 'promptTokens' && promptField !== 'prompt' ? '' : m[2]);
 }

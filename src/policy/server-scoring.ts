@@ -84,7 +84,12 @@ export function checkScoring(policy: SamplingPolicy, k: number, field: string): 
  * sequence (e.g. longer than the context) comes from.
  */
 export async function scoreTokens(
-  policy: SamplingPolicy, tokens: readonly number[], k: number, field: string, tokensField: string, signal?: AbortSignal,
+  policy: SamplingPolicy,
+  tokens: readonly number[],
+  k: number,
+  field: string,
+  tokensField: string,
+  signal?: AbortSignal,
 ): Promise<PositionScore[]> {
   if (tokens.length < 2) return [];
   checkScoring(policy, k, field);

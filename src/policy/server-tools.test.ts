@@ -26,10 +26,13 @@ test('Hermes replies: calls become tool_calls with JSON-string arguments; a malf
   const text = `I will look.\n${hermesFormat.callText('lookup', { key: 'a' })}\n${hermesFormat.callText('lookup', { key: 'b', n: 2 })}\n`;
   const r = parseReply(hermesFormat, text);
   assert.equal(r.content, 'I will look.');
-  assert.deepEqual(r.toolCalls.map((c) => [c.type, c.function.name, JSON.parse(c.function.arguments)]), [
-    ['function', 'lookup', { key: 'a' }],
-    ['function', 'lookup', { key: 'b', n: 2 }],
-  ]);
+  assert.deepEqual(
+    r.toolCalls.map((c) => [c.type, c.function.name, JSON.parse(c.function.arguments)]),
+    [
+      ['function', 'lookup', { key: 'a' }],
+      ['function', 'lookup', { key: 'b', n: 2 }],
+    ],
+  );
   assert.notEqual(r.toolCalls[0].id, r.toolCalls[1].id);
   assert.deepEqual(parseReply(hermesFormat, hermesFormat.callText('lookup', {})).content, null);
   const broken = 'Look: <tool_call>{"arguments": {}}</tool_call>';
@@ -45,14 +48,22 @@ test('MCP format (template without a tool list): tools go into the system prompt
   assert.equal(nativeToolCalls, false);
   assert.equal(callOpenTag(format), '<use_mcp_tool>');
   assert.equal(callOpenTag(hermesFormat), '<tool_call>');
-  const r = renderMessages(tok, format, nativeToolCalls, [
-    { role: 'system', content: 'Be exact.' },
-    { role: 'user', content: 'Find a.' },
-    { role: 'assistant', content: null, tool_calls: [
-      { id: 'c1', type: 'function', function: { name: 'lookup', arguments: '{"key":"a"}' } },
-    ] },
-    { role: 'tool', tool_call_id: 'c1', content: '42' },
-  ], [tool]);
+  const r = renderMessages(
+    tok,
+    format,
+    nativeToolCalls,
+    [
+      { role: 'system', content: 'Be exact.' },
+      { role: 'user', content: 'Find a.' },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: 'c1', type: 'function', function: { name: 'lookup', arguments: '{"key":"a"}' } }],
+      },
+      { role: 'tool', tool_call_id: 'c1', content: '42' },
+    ],
+    [tool],
+  );
   assert.equal(r.templateTools, undefined);
   assert.equal(r.messages[0].content, `Be exact.\n\n${mcpFormat().systemSection([tool])}`);
   assert.equal(r.messages[2].content, mcpFormat().callText('lookup', { key: 'a' }));
@@ -80,12 +91,20 @@ test('a template that renders message.tool_calls gets them as a field, arguments
   const format = formatFor(tok, 'native');
   const nativeToolCalls = templateRendersToolCalls(tok);
   assert.equal(format.name, 'hermes');
-  const r = renderMessages(tok, format, nativeToolCalls, [
-    { role: 'user', content: 'x' },
-    { role: 'assistant', content: '', tool_calls: [
-      { id: 'c9', type: 'function', function: { name: 'lookup', arguments: '{"key": "a"}' } },
-    ] },
-  ], [tool]);
+  const r = renderMessages(
+    tok,
+    format,
+    nativeToolCalls,
+    [
+      { role: 'user', content: 'x' },
+      {
+        role: 'assistant',
+        content: '',
+        tool_calls: [{ id: 'c9', type: 'function', function: { name: 'lookup', arguments: '{"key": "a"}' } }],
+      },
+    ],
+    [tool],
+  );
   const text = tok.applyChatTemplate(r.messages, { tools: r.templateTools });
   assert.match(text, /assistant:\[call lookup \{"key": ?"a"\}\]/);
   assert.deepEqual(r.messages[1].tool_calls, [{ id: 'c9', type: 'function', function: { name: 'lookup', arguments: { key: 'a' } } }]);

@@ -44,12 +44,24 @@ import type { AddressInfo } from 'node:net';
 import { InvalidArgumentError } from '../core/errors.ts';
 import { badField, EventStream, HttpError, readBody, send, sendError } from './server-http.ts';
 import {
-  chatRequest, completionRequest, detokenizeRequest, parseBody, requestField, tokenizeChatRequest, tokenizePromptRequest,
-  type ChatRequest, type CompletionRequest,
+  chatRequest,
+  completionRequest,
+  detokenizeRequest,
+  parseBody,
+  requestField,
+  tokenizeChatRequest,
+  tokenizePromptRequest,
+  type ChatRequest,
+  type CompletionRequest,
 } from './server-requests.ts';
 import { checkScoring, hasStreaming, scoreTokens, type PositionScore } from './server-scoring.ts';
 import {
-  callOpenTag, parseReply, renderMessages, templateRendersToolCalls, type ChatRendering, type ServedToolFormat,
+  callOpenTag,
+  parseReply,
+  renderMessages,
+  templateRendersToolCalls,
+  type ChatRendering,
+  type ServedToolFormat,
 } from './server-tools.ts';
 import type { ChatTokenizer } from '../core/chat.ts';
 import type { SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
@@ -245,7 +257,11 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
 
   /** Completions' logprobs object for a run of tokens (`null` entries for the first prompt token). */
   function completionLogprobs(
-    ids: readonly number[], lps: readonly (number | null)[], tops: readonly (PositionScore | null)[] | null, asIds: boolean, start: number,
+    ids: readonly number[],
+    lps: readonly (number | null)[],
+    tops: readonly (PositionScore | null)[] | null,
+    asIds: boolean,
+    start: number,
   ) {
     const tokens = ids.map((id) => tokenText(id, asIds));
     const textOffset: number[] = [];
@@ -279,9 +295,12 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
     const batch = Array.isArray(raw) && raw.length > 0 && (Array.isArray(raw[0]) || typeof raw[0] === 'string');
     const texts: (string | null)[] =
       typeof raw === 'string' ? [raw] : batch ? (raw as unknown[]).map((p) => (typeof p === 'string' ? p : null)) : [null];
-    const prompts: number[][] = typeof raw === 'string' ? [tokenizer.encode(raw)] : batch
-      ? (raw as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encode(p) : [...p]))
-      : [[...(raw as number[])]];
+    const prompts: number[][] =
+      typeof raw === 'string'
+        ? [tokenizer.encode(raw)]
+        : batch
+          ? (raw as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encode(p) : [...p]))
+          : [[...(raw as number[])]];
     const promptField = (i: number) => (batch ? `prompt[${i}]` : 'prompt');
     prompts.forEach((p, i) => checkIds(p, promptField(i)));
     const n = req.n ?? 1;
@@ -290,7 +309,8 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
     const asIds = req.return_tokens_as_token_ids === true;
     const rule: TextRule = { skipSpecial: false, stops: params.stopStrings ?? [], keepStop: req.include_stop_str_in_output === true };
     const states: ChoiceState[] = prompts.flatMap((p, pi) =>
-      Array.from({ length: n }, (_, j) => ({ index: pi * n + j, prompt: p, tokens: [], logprobs: [], sent: '' })));
+      Array.from({ length: n }, (_, j) => ({ index: pi * n + j, prompt: p, tokens: [], logprobs: [], sent: '' })),
+    );
     const promptScores = new Map<number, PositionScore[]>();
     const scorePrompt = async (pi: number) => {
       if (!req.echo || !wantLogprobs || promptScores.has(pi)) return;
@@ -323,8 +343,11 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
         const { text, stop } = finalText(rule, visibleIds(r.tokens, r, params.stopTokenIds ?? []));
         const prefix = req.echo ? echoText(pi) : '';
         const choice: Record<string, unknown> = {
-          index: s.index, text: prefix + text, logprobs: null,
-          finish_reason: finishReasonText(r.finishReason), stop_reason: stopReason(r, stop),
+          index: s.index,
+          text: prefix + text,
+          logprobs: null,
+          finish_reason: finishReasonText(r.finishReason),
+          stop_reason: stopReason(r, stop),
         };
         if (wantLogprobs) {
           const tops = await sampledTops(s);
@@ -332,8 +355,10 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
           if (req.echo) {
             const e = echoLogprobs(pi);
             choice.logprobs = {
-              tokens: [...e.tokens, ...own.tokens], token_logprobs: [...e.token_logprobs, ...own.token_logprobs],
-              top_logprobs: [...e.top_logprobs, ...own.top_logprobs], text_offset: [...e.text_offset, ...own.text_offset],
+              tokens: [...e.tokens, ...own.tokens],
+              token_logprobs: [...e.token_logprobs, ...own.token_logprobs],
+              top_logprobs: [...e.top_logprobs, ...own.top_logprobs],
+              text_offset: [...e.text_offset, ...own.text_offset],
             };
           } else choice.logprobs = own;
         }
@@ -396,7 +421,9 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
   // ---------- /v1/chat/completions ----------
 
   function renderChat(
-    messages: ChatRequest['messages'], requestTools: ChatRequest['tools'], addGenerationPrompt: boolean,
+    messages: ChatRequest['messages'],
+    requestTools: ChatRequest['tools'],
+    addGenerationPrompt: boolean,
   ): { prompt: number[]; rendering: ChatRendering } {
     const rendering = renderMessages(tokenizer, options.toolFormat, nativeToolCalls(), messages, requestTools);
     let text: string;
@@ -465,7 +492,11 @@ export async function servePolicy(policy: SamplingPolicy, options: ServeOptions)
         const message: Record<string, unknown> = { role: 'assistant', content: parsed.content };
         if (parsed.toolCalls.length) message.tool_calls = parsed.toolCalls;
         const choice: Record<string, unknown> = {
-          index: s.index, message, logprobs: null, finish_reason: finish, stop_reason: stopReason(s.result!, stop),
+          index: s.index,
+          message,
+          logprobs: null,
+          finish_reason: finish,
+          stop_reason: stopReason(s.result!, stop),
         };
         if (req.logprobs) choice.logprobs = { content: logprobEntries(s, 0, s.tokens.length, await tops(s)) };
         if (req.return_token_ids) choice.token_ids = s.result!.tokens;

@@ -26,9 +26,15 @@ test('serve: missing or bad flags and directories fail with one line naming the 
   const dir = mkdtempSync(join(tmpdir(), 'matpo-serve-'));
   try {
     const r = spawnSync(process.execPath, [BIN, 'serve', '--port', '8000'], { encoding: 'utf8', timeout: 60_000 });
-    assert.deepEqual({ code: r.status, stderr: r.stderr.trim(), stdout: r.stdout.trim() }, { code: 1, stderr: 'matpo serve: --model: is required', stdout: '' });
+    assert.deepEqual(
+      { code: r.status, stderr: r.stderr.trim(), stdout: r.stdout.trim() },
+      { code: 1, stderr: 'matpo serve: --model: is required', stdout: '' },
+    );
     const fails = async (args: string[], message: string | RegExp) =>
-      assert.rejects(command.run(args), (e: unknown) => e instanceof MatpoError && (typeof message === 'string' ? e.message === message : message.test(e.message)));
+      assert.rejects(
+        command.run(args),
+        (e: unknown) => e instanceof MatpoError && (typeof message === 'string' ? e.message === message : message.test(e.message)),
+      );
     await fails(['--model', dir], '--port: is required');
     await fails(['--model', dir, '--port', 'eighty'], '--port: expected an integer, got "eighty"');
     await fails(['--model', dir, '--port', '70000'], '--port: expected 0..65535, got 70000');
@@ -48,7 +54,9 @@ test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it
   const weights = new Float32Array(layout.total);
   initParams(weights, layout, { ...cfg, initializerRange: 0.3 }, 7);
   saveModelDir(dir, { config: cfg, layout, weights });
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--port', '0', '--threads', '1', '--api-key', 'k'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--port', '0', '--threads', '1', '--api-key', 'k'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const local = await EmbeddedPolicy.load(dir, { threads: 1 });
@@ -64,8 +72,14 @@ test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it
     });
     const client = new OpenAIPolicy({ baseUrl: url, model: basename(dir), apiKey: 'k', tokenizerDir: dir, retries: 0 });
     assertTokenExact(client);
-    const prompt = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'In which year was it founded?' }], { addGenerationPrompt: true }));
-    for (const params of [{ maxNewTokens: 12, seed: 3 }, { maxNewTokens: 12, temperature: 0 }, { maxNewTokens: 12, seed: 5, topK: 10, topP: 0.9 }]) {
+    const prompt = tok.encode(
+      tok.applyChatTemplate([{ role: 'user', content: 'In which year was it founded?' }], { addGenerationPrompt: true }),
+    );
+    for (const params of [
+      { maxNewTokens: 12, seed: 3 },
+      { maxNewTokens: 12, temperature: 0 },
+      { maxNewTokens: 12, seed: 5, topK: 10, topP: 0.9 },
+    ]) {
       const viaHttp = await client.sample(prompt, params);
       const direct = await local.sample(prompt, params);
       assert.deepEqual(viaHttp.tokens, direct.tokens, JSON.stringify(params));
@@ -136,8 +150,11 @@ test('serve: a model directory served on 127.0.0.1; OpenAIPolicy samples from it
     const tooLong = Array.from({ length: cfg.maxPositionEmbeddings + 1 }, (_, i) => ids[i % ids.length]);
     for (const body of [{ max_tokens: 2 }, { max_tokens: 0, echo: true, logprobs: 2 }]) {
       const failed = sdk.completions.create({ model: basename(dir), prompt: tooLong, ...body });
-      await assert.rejects(failed, (e: unknown) =>
-        e instanceof OpenAI.BadRequestError && e.param === 'prompt' && /prompt: .*context limit 1024/.test(e.message), JSON.stringify(body));
+      await assert.rejects(
+        failed,
+        (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'prompt' && /prompt: .*context limit 1024/.test(e.message),
+        JSON.stringify(body),
+      );
     }
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');

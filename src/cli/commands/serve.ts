@@ -68,7 +68,8 @@ export const command: Command = {
     const port = intFlag(values, 'port', 0);
     if (port < 0 || port > 65535) throw new ConfigError({ path: '--port', message: `expected 0..65535, got ${port}` });
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FileFormatError({ file: dir, message: 'model directory not found' });
-    if (!existsSync(join(dir, 'config.json'))) throw new FileFormatError({ file: join(dir, 'config.json'), message: 'file not found (not a model directory)' });
+    if (!existsSync(join(dir, 'config.json')))
+      throw new FileFormatError({ file: join(dir, 'config.json'), message: 'file not found (not a model directory)' });
     const host = (values.host as string | undefined) ?? '127.0.0.1';
     const apiKey = (values['api-key'] as string | undefined) ?? process.env.MATPO_API_KEY ?? undefined;
     const modelName = (values.name as string | undefined) ?? basename(dir);
@@ -85,7 +86,8 @@ export const command: Command = {
     } catch (err) {
       await policy.close();
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')
+        throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
       throw err;
     }
     const routes = 'completions, chat/completions, models; /health, /tokenize, /detokenize';
@@ -98,7 +100,10 @@ export const command: Command = {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
         console.log('matpo serve: shutting down');
-        void server.close().then(() => policy.close()).then(done, done);
+        void server
+          .close()
+          .then(() => policy.close())
+          .then(done, done);
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
