@@ -42,7 +42,8 @@ export type Request =
   | { id: number; op: 'loadAdapter'; dir: string }
   | { id: number; op: 'saveOptimizerState'; dir: string }
   | { id: number; op: 'loadOptimizerState'; dir: string }
-  | { id: number; op: 'sample'; prompt: Int32Array; params: WireSampleParams }
+  | { id: number; op: 'sample'; prompt: Int32Array; params: WireSampleParams; stream?: boolean }
+  | { id: number; op: 'topLogprobs'; tokens: Int32Array; k: number }
   | { id: number; op: 'abort'; target: number }
   | { id: number; op: 'close' };
 
@@ -63,10 +64,23 @@ export interface PackedForward {
   tokens: number;
 }
 
-export type ReplyPayload = InitResult | PackedForward | OptimResult | SampleResult | LoraConfig | null;
+/**
+ * Per position t = 1 … n−1 of a scored sequence: the logprob of tokens[t] and the k likeliest tokens
+ * of the distribution that predicted it (ids and logprobs, k per position, likeliest first).
+ */
+export interface PackedTop {
+  logprobs: Float64Array;
+  topIds: Int32Array;
+  topLogprobs: Float64Array;
+  k: number;
+}
+
+export type ReplyPayload = InitResult | PackedForward | OptimResult | SampleResult | PackedTop | LoraConfig | null;
 
 export type Reply =
   | { id: number; ok: true; result: ReplyPayload }
+  /** A token of a streamed sample (before the sample's final reply). */
+  | { id: number; token: number; logprob: number }
   | { id: number; ok: false; error: { name: string; code?: string; message: string; argument?: string; file?: string } };
 
 /** Pack sequences of token ids into one Int32Array plus lengths. */

@@ -10,9 +10,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type { Kernels } from '../engine/kernels.ts';
-import { MatpoError } from '../core/errors.ts';
+import { InvalidArgumentError, MatpoError } from '../core/errors.ts';
 import { Engine } from '../model/engine.ts';
-import type { Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
+import type { PackedTop, Reply, ReplyPayload, Request, InitOptions, InitResult } from './embedded-protocol.ts';
+import { topOfRow } from './server-scoring.ts';
 import { unpack } from './embedded-protocol.ts';
 import type { Sampler } from '../model/sampler.ts';
 
@@ -54,6 +55,45 @@ async function loadKernels(which: InitOptions['kernels']): Promise<Kernels> {
 function need(): Engine {
   if (!engine) throw new MatpoError('state', 'the engine is not initialised');
   return engine;
+}
+
+/**
+ * One forward pass over `tokens` in a KV slot of its own (the sampler's decoder, between its steps):
+ * per position t ≥ 1, log softmax of the logits at t−1 (in float64, as the sampler computes its
+ * logprobs), the logprob of tokens[t] and the k largest entries.
+ */
+function scoreTop(decoder: Sampler['decoder'], tokens: Int32Array, k: number): PackedTop {
+  const n = tokens.length;
+  const limit = decoder.maxPositions();
+  if (n > limit) throw new InvalidArgumentError('tokens', `${n} tokens exceed the context limit ${limit}`);
+  const V = decoder.cfg.vocabSize;
+  const kk = Math.min(k, V);
+  const rows = Math.max(0, n - 1);
+  const out: PackedTop = {
+    logprobs: new Float64Array(rows), topIds: new Int32Array(rows * kk), topLogprobs: new Float64Array(rows * kk), k: kk,
+  };
+  if (n < 2) return out;
+  const slot = decoder.allocSlot();
+  if (slot < 0) throw new MatpoError('busy', 'the KV cache is full; retry when fewer requests run');
+  try {
+    const [logits] = decoder.forward([{ slot, tokens: tokens.subarray(0, n - 1), startPos: 0, allLogits: true }]);
+    for (let t = 0; t < n - 1; t++) {
+      const o = t * V;
+      let mx = -Infinity;
+      for (let v = 0; v < V; v++) if (logits[o + v] > mx) mx = logits[o + v];
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v] - mx);
+      const lse = mx + Math.log(sum);
+      out.logprobs[t] = logits[o + tokens[t + 1]] - lse;
+      topOfRow(logits, kk, o, V).forEach((e, j) => {
+        out.topIds[t * kk + j] = e.id;
+        out.topLogprobs[t * kk + j] = e.logprob - lse;
+      });
+    }
+  } finally {
+    decoder.freeSlot(slot);
+  }
+  return out;
 }
 
 async function handle(req: Request): Promise<void> {
@@ -155,9 +195,17 @@ async function handle(req: Request): Promise<void> {
       const ac = new AbortController();
       sampling.set(req.id, ac);
       const seed = req.params.seed ?? ((baseSeed * 1000003 + seedCounter++) >>> 0);
-      sampler!.generate(Array.from(req.prompt), { ...req.params, seed, signal: ac.signal })
+      const stream = (token: number, logprob: number) => port.postMessage({ id: req.id, token, logprob } satisfies Reply);
+      const onToken = req.stream ? stream : undefined;
+      sampler!.generate(Array.from(req.prompt), { ...req.params, seed, signal: ac.signal }, { onToken })
         .then((result) => reply(req.id, result), (err) => replyError(req.id, err))
         .finally(() => sampling.delete(req.id));
+      return;
+    }
+    case 'topLogprobs': {
+      need();
+      const r = scoreTop(sampler!.decoder, req.tokens, req.k);
+      reply(req.id, r, [r.logprobs.buffer, r.topIds.buffer, r.topLogprobs.buffer] as ArrayBuffer[]);
       return;
     }
     case 'abort':

@@ -183,3 +183,34 @@ test('save writes a model directory that reloads with the trained weights; optim
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('serving: sampleStreaming reports each token as sample() returns it; topLogprobs is the full distribution of forward', async () => {
+  const prompt = [5, 17, 33, 2, 9];
+  const seen: [number, number][] = [];
+  const streamed = await policy.sampleStreaming(prompt, { maxNewTokens: 12, seed: 77 }, (token, logprob) => seen.push([token, logprob]));
+  const plain = await policy.sample(prompt, { maxNewTokens: 12, seed: 77 });
+  assert.deepEqual(streamed, plain);
+  assert.deepEqual(seen, plain.tokens.map((t, i) => [t, plain.logprobs[i]]));
+
+  const seq = [...prompt, ...plain.tokens];
+  const scores = await policy.topLogprobs(seq, vocab);
+  const [reference] = (await policy.forward([{ tokens: seq }])).logprobs;
+  assert.equal(scores.length, seq.length - 1);
+  scores.forEach((s, i) => {
+    const t = i + 1;
+    assert.ok(Math.abs(s.logprob - reference[t]) < 1e-4, `position ${t}: ${s.logprob} vs ${reference[t]}`);
+    assert.equal(s.top.length, vocab);
+    const total = s.top.reduce((a, x) => a + Math.exp(x.logprob), 0);
+    assert.ok(Math.abs(total - 1) < 1e-9, `position ${t}: probabilities sum to ${total}`);
+    for (let j = 1; j < s.top.length; j++) assert.ok(s.top[j - 1].logprob >= s.top[j].logprob);
+    assert.equal(s.top.find((x) => x.id === seq[t])!.logprob, s.logprob);
+  });
+  // Scoring between the sampler's steps leaves running samples untouched.
+  const [during, again] = await Promise.all([policy.sample(prompt, { maxNewTokens: 12, seed: 77 }), policy.topLogprobs(seq, 3)]);
+  assert.deepEqual(during, plain);
+  again.forEach((s, i) => assert.deepEqual(s.top, scores[i].top.slice(0, 3)));
+  // The sampler's logprobs are the same distribution's, at the sampled positions.
+  plain.logprobs.forEach((lp, j) => assert.ok(Math.abs(lp - scores[prompt.length - 1 + j].logprob) < 1e-4, `sampled ${j}`));
+  await assert.rejects(policy.topLogprobs([1, vocab], 2), (e: unknown) =>
+    e instanceof InvalidArgumentError && e.argument === 'sequences[0].tokens[1]');
+});

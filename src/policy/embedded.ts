@@ -11,6 +11,9 @@
  * LoRA: `load(dir, { lora })` freezes the model and trains a fresh adapter, `load(dir, { adapter })`
  * continues (or serves) a PEFT adapter directory; sampling then runs base + adapter. `save` on such a
  * policy writes the adapter (PEFT layout), `saveMerged` a full model directory with it merged in.
+ *
+ * For serving it also offers `sampleStreaming` (tokens reported as drawn) and `topLogprobs` (top-k
+ * alternatives per position from one forward pass), the capabilities `servePolicy` looks for.
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -19,8 +22,13 @@ import { DEFAULT_MICRO_BATCH_TOKENS, splitByTokens } from '../model/engine.ts';
 import type { LoraConfig } from '../model/lora.ts';
 import type { ChatTokenizer } from '../core/chat.ts';
 import type { Datum } from '../core/records.ts';
-import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult } from '../core/policy.ts';
-import { packTokens, unpack, type InitOptions, type InitResult, type PackedForward, type Reply, type ReplyPayload, type Request } from './embedded-protocol.ts';
+import type {
+  ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult,
+} from '../core/policy.ts';
+import {
+  packTokens, unpack, type InitOptions, type InitResult, type PackedForward, type PackedTop, type Reply, type ReplyPayload, type Request,
+} from './embedded-protocol.ts';
+import type { OnToken, PositionScore } from './server-scoring.ts';
 
 export interface EmbeddedLoadOptions {
   /** Kernel threads in the worker (default: the kernels' own default, all cores). */
@@ -52,6 +60,8 @@ export class EmbeddedPolicy implements TrainablePolicy {
   private dead: Error | null = null;
   private tok: Promise<ChatTokenizer> | null = null;
   private loraConfig: LoraConfig | null;
+  /** Token listeners of streamed samples, by request id. */
+  private readonly streams = new Map<number, OnToken>();
 
   private constructor(worker: Worker, dir: string, info: InitResult) {
     this.worker = worker;
@@ -68,6 +78,10 @@ export class EmbeddedPolicy implements TrainablePolicy {
     let policy: EmbeddedPolicy | null = null;
     const table = () => (policy ? policy.waiting : waiting);
     worker.on('message', (msg: Reply) => {
+      if (!('ok' in msg)) {
+        policy?.streams.get(msg.id)?.(msg.token, msg.logprob);
+        return;
+      }
       const w = table().get(msg.id);
       if (!w) return;
       table().delete(msg.id);
@@ -132,7 +146,31 @@ export class EmbeddedPolicy implements TrainablePolicy {
     return this.tok;
   }
 
-  async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
+  sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
+    return this.sampleWith(promptTokens, params);
+  }
+
+  /** `sample` that reports each token (and its logprob) as the engine draws it. */
+  sampleStreaming(promptTokens: readonly number[], params: SampleParams, onToken: OnToken): Promise<SampleResult> {
+    return this.sampleWith(promptTokens, params, onToken);
+  }
+
+  /**
+   * Positions 1 … n−1 of `tokens`: log π(tokens[t] | tokens[<t]) and the k likeliest tokens of that
+   * distribution (temperature 1, full vocabulary), from one forward pass of the sampler's decoder.
+   */
+  async topLogprobs(tokens: readonly number[], k: number): Promise<PositionScore[]> {
+    this.checkTokens([tokens], 'sequences');
+    if (!(Number.isInteger(k) && k >= 0)) throw new InvalidArgumentError('k', `expected a non-negative integer, got ${k}`);
+    const packed = Int32Array.from(tokens);
+    const r = (await this.call({ op: 'topLogprobs', tokens: packed, k }, [packed.buffer])) as PackedTop;
+    return Array.from(r.logprobs, (logprob, t) => ({
+      logprob,
+      top: Array.from(r.topIds.subarray(t * r.k, (t + 1) * r.k), (id, j) => ({ id, logprob: r.topLogprobs[t * r.k + j] })),
+    }));
+  }
+
+  private async sampleWith(promptTokens: readonly number[], params: SampleParams, onToken?: OnToken): Promise<SampleResult> {
     const V = this.info.vocabSize;
     for (let i = 0; i < promptTokens.length; i++) {
       const id = promptTokens[i];
@@ -145,9 +183,10 @@ export class EmbeddedPolicy implements TrainablePolicy {
       this.call({ op: 'abort', target: id }).catch(() => {});
     };
     params.signal?.addEventListener('abort', onAbort, { once: true });
+    if (onToken) this.streams.set(id, onToken);
     try {
       return (await this.call({
-        op: 'sample', prompt,
+        op: 'sample', prompt, stream: onToken !== undefined,
         params: {
           maxNewTokens: params.maxNewTokens, temperature: params.temperature, topP: params.topP, topK: params.topK,
           stopTokenIds: params.stopTokenIds ? [...params.stopTokenIds] : undefined,
@@ -155,6 +194,7 @@ export class EmbeddedPolicy implements TrainablePolicy {
         },
       }, [prompt.buffer])) as SampleResult;
     } finally {
+      this.streams.delete(id);
       params.signal?.removeEventListener('abort', onAbort);
     }
   }

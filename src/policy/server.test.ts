@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestTokenizer } from '../model/tokenizer.ts';
 import { OpenAIPolicy } from './openai.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 
 const tok = new ByteTokenizer();
 const servers: PolicyServer[] = [];
@@ -24,7 +25,11 @@ async function serve(policy: SamplingPolicy = new BigramPolicy(), apiKey?: strin
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: r.status, json: await r.json() };
 }
 
@@ -42,7 +47,10 @@ test('/v1/models, routing errors and request validation in OpenAI error shape', 
   assert.match(s.url, /^http:\/\/127\.0\.0\.1:\d+$/);
   const models = await (await fetch(`${s.url}/v1/models`)).json();
   assert.equal(models.object, 'list');
-  assert.deepEqual(models.data.map((m: any) => m.id), ['tiny']);
+  assert.deepEqual(
+    models.data.map((m: any) => m.id),
+    ['tiny'],
+  );
 
   const nf = await fetch(`${s.url}/v1/embeddings`, { method: 'POST', body: '{}' });
   assert.equal(nf.status, 404);
@@ -61,13 +69,22 @@ test('/v1/models, routing errors and request validation in OpenAI error shape', 
 
   const noPrompt = await post(`${s.url}/v1/completions`, { max_tokens: 3 });
   assert.equal(noPrompt.json.error.param, 'prompt');
+  assert.equal(noPrompt.json.error.message, 'prompt: is required');
   const empty = await post(`${s.url}/v1/completions`, { prompt: [], max_tokens: 3 });
   assert.match(empty.json.error.message, /prompt: the prompt is empty/);
   const oov = await post(`${s.url}/v1/completions`, { prompt: [5, 259], max_tokens: 3 });
   assert.match(oov.json.error.message, /prompt\[1\]: token id 259 is outside the vocabulary \(size 259\)/);
-  const stream = await post(`${s.url}/v1/completions`, { prompt: [5], stream: true });
-  assert.equal(stream.status, 400);
-  assert.match(stream.json.error.message, /streaming is not supported/);
+  const zero = await post(`${s.url}/v1/completions`, { prompt: [5], max_tokens: 0 });
+  assert.equal(zero.status, 400);
+  assert.equal(zero.json.error.param, 'max_tokens');
+  const threeMessages = [
+    { role: 'user', content: 'a' },
+    { role: 'user', content: 'b' },
+    { role: 'user', content: 7 },
+  ];
+  const badMessage = await post(`${s.url}/v1/chat/completions`, { messages: threeMessages });
+  assert.equal(badMessage.json.error.param, 'messages[2].content');
+  assert.match(badMessage.json.error.message, /^messages\[2\]\.content: /);
   assert.equal((await post(`${s.url}/v1/completions`, { model: 'default', prompt: [5], max_tokens: 2 })).status, 200);
   const model = await post(`${s.url}/v1/completions`, { model: 'gpt-x', prompt: [5] });
   assert.equal(model.status, 404);
@@ -84,20 +101,44 @@ test('completions: text prompt, token ids as "token_id:N", vLLM stop_reason, n a
   const direct = await new BigramPolicy().sample(tok.encode('hello'), { maxNewTokens: 12, seed: 3 });
   const c = text.json.choices[0];
   assert.deepEqual(c.logprobs.token_logprobs, direct.logprobs);
-  assert.deepEqual(c.logprobs.tokens, direct.tokens.map((t) => tok.decode([t])));
+  assert.deepEqual(
+    c.logprobs.tokens,
+    direct.tokens.map((t) => tok.decode([t])),
+  );
   assert.equal(c.text, tok.decode(direct.finishReason === 'stop_token' ? direct.tokens.slice(0, -1) : direct.tokens));
   assert.equal(c.finish_reason, direct.finishReason === 'length' ? 'length' : 'stop');
   assert.deepEqual(text.json.usage, { prompt_tokens: 5, completion_tokens: direct.tokens.length, total_tokens: 5 + direct.tokens.length });
 
-  const ids = await post(`${s.url}/v1/completions`, { prompt: [104, 105], max_tokens: 50, seed: 8, logprobs: 0, return_tokens_as_token_ids: true, return_token_ids: true, stop_token_ids: [32], ignore_eos: true });
+  const ids = await post(`${s.url}/v1/completions`, {
+    prompt: [104, 105],
+    max_tokens: 50,
+    seed: 8,
+    logprobs: 0,
+    return_tokens_as_token_ids: true,
+    return_token_ids: true,
+    stop_token_ids: [32],
+    ignore_eos: true,
+  });
   const ci = ids.json.choices[0];
   assert.deepEqual(policy.seen[1].params.stopTokenIds, [32]);
-  assert.deepEqual(ci.logprobs.tokens, ci.token_ids.map((t: number) => `token_id:${t}`));
+  assert.deepEqual(
+    ci.logprobs.tokens,
+    ci.token_ids.map((t: number) => `token_id:${t}`),
+  );
   assert.deepEqual(ci.prompt_token_ids, [104, 105]);
   if (ci.finish_reason === 'stop') assert.equal(ci.stop_reason, 32);
 
-  const many = await post(`${s.url}/v1/completions`, { prompt: [[104], [105, 106]], n: 3, max_tokens: 6, seed: 100, return_token_ids: true });
-  assert.deepEqual(many.json.choices.map((x: any) => x.index), [0, 1, 2, 3, 4, 5]);
+  const many = await post(`${s.url}/v1/completions`, {
+    prompt: [[104], [105, 106]],
+    n: 3,
+    max_tokens: 6,
+    seed: 100,
+    return_token_ids: true,
+  });
+  assert.deepEqual(
+    many.json.choices.map((x: any) => x.index),
+    [0, 1, 2, 3, 4, 5],
+  );
   for (let k = 0; k < 6; k++) {
     const p = k < 3 ? [104] : [105, 106];
     const expected = await new BigramPolicy().sample(p, { maxNewTokens: 6, seed: 100 + (k % 3) });
@@ -112,13 +153,27 @@ test('chat completions apply the chat template with tools, drop the stop token f
   const s = await serve(policy);
   const messages = [
     { role: 'system', content: 'be brief' },
-    { role: 'user', content: [{ type: 'text', text: 'hi ' }, { type: 'text', text: 'there' }] },
+    {
+      role: 'user',
+      content: [
+        { type: 'text', text: 'hi ' },
+        { type: 'text', text: 'there' },
+      ],
+    },
   ];
   const tools = [{ type: 'function', function: { name: 'lookup', description: 'd', parameters: { type: 'object' } } }];
   const r = await post(`${s.url}/v1/chat/completions`, { model: 'tiny', messages, tools, max_tokens: 200, seed: 9, logprobs: true });
   assert.equal(r.status, 200);
   assert.equal(r.json.object, 'chat.completion');
-  const expectedPrompt = tok.encode(tok.applyChatTemplate([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hi there' }], { addGenerationPrompt: true, tools: tools as any }));
+  const expectedPrompt = tok.encode(
+    tok.applyChatTemplate(
+      [
+        { role: 'system', content: 'be brief' },
+        { role: 'user', content: 'hi there' },
+      ],
+      { addGenerationPrompt: true, tools: tools as any },
+    ),
+  );
   assert.deepEqual(policy.seen[0].prompt, expectedPrompt);
   assert.match(tok.decode(expectedPrompt), /Tools: lookup/);
   const direct = await new BigramPolicy().sample(expectedPrompt, { maxNewTokens: 200, seed: 9 });
@@ -127,10 +182,13 @@ test('chat completions apply the chat template with tools, drop the stop token f
   assert.equal(choice.message.role, 'assistant');
   assert.equal(choice.message.content, tok.decode(direct.tokens.slice(0, -1), { skipSpecialTokens: true }));
   assert.equal(choice.finish_reason, 'stop');
-  assert.deepEqual(choice.logprobs.content.map((x: any) => x.logprob), direct.logprobs);
+  assert.deepEqual(
+    choice.logprobs.content.map((x: any) => x.logprob),
+    direct.logprobs,
+  );
   const bad = await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'robot', content: 'x' }] });
   assert.equal(bad.status, 400);
-  assert.equal(bad.json.error.param, 'messages.0.role');
+  assert.equal(bad.json.error.param, 'messages[0].role');
 });
 
 test('limits: max_tokens above the server limit and oversized bodies are refused', async () => {
@@ -159,7 +217,9 @@ test('concurrent requests reach the policy concurrently; a disconnected client a
   const policy = new BigramPolicy({ delayMs: 300 });
   const s = await serve(policy);
   const t0 = performance.now();
-  const rs = await Promise.all(Array.from({ length: 4 }, (_, i) => post(`${s.url}/v1/completions`, { prompt: [97 + i], max_tokens: 4, seed: i })));
+  const rs = await Promise.all(
+    Array.from({ length: 4 }, (_, i) => post(`${s.url}/v1/completions`, { prompt: [97 + i], max_tokens: 4, seed: i })),
+  );
   const ms = performance.now() - t0;
   assert.ok(rs.every((r) => r.status === 200));
   assert.equal(policy.maxConcurrent, 4);
@@ -208,8 +268,20 @@ test('with the real model-directory tokenizer: Jinja chat template with tools, a
     const tokenizer = await createTestTokenizer(dir);
     const policy = new RecordingPolicy({ tokenizer });
     const s = await serve(policy);
-    const messages = [{ role: 'system', content: 'You are a worker.' }, { role: 'user', content: 'Find the year.' }];
-    const tools = [{ type: 'function', function: { name: 'search', description: 'Search the documents.', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } } }];
+    const messages = [
+      { role: 'system', content: 'You are a worker.' },
+      { role: 'user', content: 'Find the year.' },
+    ];
+    const tools = [
+      {
+        type: 'function',
+        function: {
+          name: 'search',
+          description: 'Search the documents.',
+          parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] },
+        },
+      },
+    ];
     const r = await post(`${s.url}/v1/chat/completions`, { messages, tools, max_tokens: 30, seed: 4 });
     assert.equal(r.status, 200, JSON.stringify(r.json));
     const expected = tokenizer.encode(tokenizer.applyChatTemplate(messages as any, { tools: tools as any, addGenerationPrompt: true }));
@@ -225,4 +297,26 @@ test('with the real model-directory tokenizer: Jinja chat template with tools, a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('errors raised below the server name the request field: promptTokens → prompt / messages, maxNewTokens → max_tokens', async () => {
+  const base = new BigramPolicy();
+  const failing = (argument: string): SamplingPolicy => ({
+    name: 'failing',
+    tokenExact: true,
+    tokenizer: () => base.tokenizer(),
+    close: async () => {},
+    sample: async () => {
+      throw new InvalidArgumentError(argument, 'too long for the model (context limit 256)');
+    },
+  });
+  const s = await serve(failing('promptTokens'));
+  const c = await post(`${s.url}/v1/completions`, { prompt: [1, 2], max_tokens: 3 });
+  assert.equal(c.status, 400);
+  assert.deepEqual([c.json.error.param, c.json.error.message], ['prompt', 'prompt: too long for the model (context limit 256)']);
+  const ch = await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }] });
+  assert.deepEqual([ch.json.error.param, ch.json.error.message], ['messages', 'messages: too long for the model (context limit 256)']);
+  const m = await post(`${(await serve(failing('maxNewTokens'))).url}/v1/completions`, { prompt: [1], max_tokens: 3 });
+  assert.equal(m.json.error.param, 'max_tokens');
+  assert.doesNotMatch(JSON.stringify([c.json, ch.json, m.json]), /promptTokens|maxNewTokens/);
 });

@@ -8,10 +8,12 @@
  *   stop token ids, stop strings and the seed; logprobs are those of the temperature-1
  *   distribution, as the SamplingPolicy contract says. The same (prompt, params) always gives the same
  *   tokens and logprobs, which is what a token-exact round trip through HTTP is checked against.
+ *   `topLogprobs` gives the exact top-k of its table (the server's scoring capability).
  */
 import { Rng } from '../util/rng.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
 import type { SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
+import { topOfRow, type PositionScore } from '../policy/server-scoring.ts';
 
 const SPECIALS = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'] as const;
 
@@ -125,6 +127,14 @@ export class BigramPolicy implements SamplingPolicy {
     row = logits.map((x) => x - lse);
     this.rows.set(prev, row);
     return row;
+  }
+
+  /** Positions 1 … n−1: the logprob of tokens[t] and the k likeliest tokens after tokens[t−1] (exact, from the table). */
+  async topLogprobs(tokens: readonly number[], k: number): Promise<PositionScore[]> {
+    return tokens.slice(1).map((id, t) => {
+      const row = this.logprobRow(tokens[t]);
+      return { logprob: row[id], top: topOfRow(row, k) };
+    });
   }
 
   /** Pick the next token from `row` (temperature-1 logprobs) under the sampling parameters. */

@@ -1,8 +1,9 @@
 /**
  * `matpo serve`: load a model directory into the embedded engine and serve it over the
- * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids and logprobs,
- * /v1/chat/completions, /v1/models), bound to 127.0.0.1 unless --host says otherwise. Runs until
- * SIGINT/SIGTERM, then finishes requests in flight and exits.
+ * OpenAI-compatible API of `servePolicy` (/v1/completions with token ids, logprobs, echo and
+ * streaming; /v1/chat/completions with tool calls in the model's own format, top_logprobs and
+ * streaming; /v1/models; /health, /tokenize, /detokenize), bound to 127.0.0.1 unless --host says
+ * otherwise. Runs until SIGINT/SIGTERM, then finishes requests in flight and exits.
  *
  * LoRA: `--lora DIR` (or `--lora NAME=DIR`, vLLM's --lora-modules form) serves the model with that
  * PEFT adapter applied, under NAME (default the adapter directory's name) as well as the model's
@@ -10,11 +11,12 @@
  * is active at a time: loading one replaces the previous for every request, whichever served name
  * it uses (vLLM keeps several side by side; matpo does not).
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ConfigError, FileFormatError, MatpoError } from '../../core/errors.ts';
 import { intFlag, parseFlags, required, type Command } from '../command.ts';
 import { servePolicy } from '../../policy/server.ts';
+import { formatFor } from '../../agents/formats/index.ts';
 import type { SamplingPolicy } from '../../core/policy.ts';
 
 interface EmbeddedModule {
@@ -39,9 +41,21 @@ async function loadEmbedded(dir: string, threads: number | undefined, adapter: s
   return mod.EmbeddedPolicy.load(dir, { ...(threads !== undefined ? { threads } : {}), ...(adapter !== undefined ? { adapter } : {}) });
 }
 
+/** max_position_embeddings of a model's config.json (undefined when absent; the engine reports a bad file itself). */
+function contextLength(file: string): number | undefined {
+  try {
+    const value = (JSON.parse(readFileSync(file, 'utf8')) as { max_position_embeddings?: unknown }).max_position_embeddings;
+    return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export const command: Command = {
   name: 'serve',
-  summary: 'Serve a model directory over an OpenAI-compatible HTTP API (token ids and logprobs on /v1/completions, plus /v1/chat/completions and /v1/models).',
+  summary:
+    'Serve a model directory over an OpenAI-compatible HTTP API: /v1/completions (token ids, logprobs, echo), ' +
+    '/v1/chat/completions (tool calls), streaming, /v1/models, /health, /tokenize, /detokenize.',
   usage:
     'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N] [--lora [NAME=]DIR]\n\n' +
     '  --api-key K     require "Authorization: Bearer K" (default: env MATPO_API_KEY, else no key)\n' +
@@ -64,7 +78,8 @@ export const command: Command = {
     const port = intFlag(values, 'port', 0);
     if (port < 0 || port > 65535) throw new ConfigError({ path: '--port', message: `expected 0..65535, got ${port}` });
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FileFormatError({ file: dir, message: 'model directory not found' });
-    if (!existsSync(join(dir, 'config.json'))) throw new FileFormatError({ file: join(dir, 'config.json'), message: 'file not found (not a model directory)' });
+    if (!existsSync(join(dir, 'config.json')))
+      throw new FileFormatError({ file: join(dir, 'config.json'), message: 'file not found (not a model directory)' });
     const host = (values.host as string | undefined) ?? '127.0.0.1';
     const apiKey = (values['api-key'] as string | undefined) ?? process.env.MATPO_API_KEY ?? undefined;
     const modelName = (values.name as string | undefined) ?? basename(dir);
@@ -80,21 +95,25 @@ export const command: Command = {
       throw new FileFormatError({ file, message: 'file not found (--lora needs a PEFT adapter directory)' });
     }
 
+    const maxModelLen = contextLength(join(dir, 'config.json'));
     const policy = await loadEmbedded(dir, threads, loraDir);
     let server;
     try {
+      const toolFormat = formatFor(await policy.tokenizer(), 'native');
       server = await servePolicy(policy, {
-        host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens,
+        host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens, maxModelLen, toolFormat,
         loraNames: loraName !== undefined ? [loraName] : [], loadLoraAdapter: (path) => policy.loadAdapter(resolve(path)),
       });
     } catch (err) {
       await policy.close();
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')
+        throw new ConfigError({ path: '--port', message: `cannot listen on ${host}:${port}: ${e.code}` });
       throw err;
     }
+    const routes = 'completions, chat/completions, models; /health, /tokenize, /detokenize';
     const withLora = loraName !== undefined ? ` with LoRA adapter "${loraName}"` : '';
-    console.log(`matpo serve: "${modelName}"${withLora} at ${server.url}/v1 (completions, chat/completions, models)${apiKey ? ', API key required' : ''}`);
+    console.log(`matpo serve: "${modelName}"${withLora} at ${server.url}/v1 (${routes})${apiKey ? ', API key required' : ''}`);
     if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1' && !apiKey) {
       console.warn(`matpo serve: warning: listening on ${host} without an API key`);
     }
@@ -103,7 +122,10 @@ export const command: Command = {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
         console.log('matpo serve: shutting down');
-        void server.close().then(() => policy.close()).then(done, done);
+        void server
+          .close()
+          .then(() => policy.close())
+          .then(done, done);
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
