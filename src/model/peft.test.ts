@@ -12,8 +12,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getKernels } from '../engine/index.ts';
 import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
-import type { Datum } from '../core/records.ts';
-import type { LossFn } from '../core/policy.ts';
 import { presetConfig, type ModelConfig } from './config.ts';
 import { saveModelDir } from './checkpoint.ts';
 import { Decoder } from './decode.ts';
@@ -21,34 +19,9 @@ import { Engine } from './engine.ts';
 import { buildLayout, initParams } from './params.ts';
 import { readSafetensorsHeader } from './safetensors.ts';
 import { Rng } from '../util/rng.ts';
+import { maxDiff, plainDatum, summedNll } from '../testing/datums.ts';
 
 const kernels = getKernels();
-
-function datum(tokens: number[]): Datum {
-  return {
-    tokens,
-    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
-    advantages: tokens.map(() => 0),
-    oldLogprobs: tokens.map(() => 0),
-    questionId: 'q',
-    rolloutId: 'r',
-    sequenceId: 's',
-    role: 'single',
-  };
-}
-
-const nll: LossFn = (datums, fwd) => {
-  let loss = 0;
-  const dLogprobs = datums.map((d, i) => {
-    const g = new Float32Array(d.tokens.length);
-    for (let t = 1; t < d.tokens.length; t++) {
-      loss -= fwd.logprobs[i][t];
-      g[t] = -1;
-    }
-    return g;
-  });
-  return { loss, dLogprobs, metrics: {} };
-};
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'matpo-lora-'));
@@ -75,19 +48,12 @@ const LORA = { rank: 4, alpha: 8, trainAttn: true, trainMlp: true, trainUnembed:
 function train(e: Engine, steps: number): number[] {
   const losses: number[] = [];
   for (let s = 0; s < steps; s++) {
-    losses.push(e.forwardBackward(SEQS.map(datum), nll).loss);
+    losses.push(e.forwardBackward(SEQS.map((s) => plainDatum(s)), summedNll).loss);
     e.optimStep({ learningRate: 1e-2 });
   }
   return losses;
 }
 
-function maxDiff(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
-  let m = 0;
-  a.forEach((x, i) => {
-    for (let t = 0; t < x.length; t++) m = Math.max(m, Math.abs(x[t] - b[i][t]));
-  });
-  return m;
-}
 
 for (const tied of [false, true]) {
   const what = `LoRA engine (${tied ? 'tied' : 'untied'} embeddings)`;

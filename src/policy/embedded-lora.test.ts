@@ -12,45 +12,9 @@ import { presetConfig } from '../model/config.ts';
 import { buildLayout, initParams } from '../model/params.ts';
 import { saveModelDir } from '../model/checkpoint.ts';
 import { createTestTokenizer } from '../model/tokenizer.ts';
-import type { Datum } from '../core/records.ts';
-import type { LossFn } from '../core/policy.ts';
 import { EmbeddedPolicy } from './embedded.ts';
+import { maxDiff, plainDatum, summedNll } from '../testing/datums.ts';
 
-function datum(tokens: number[]): Datum {
-  return {
-    tokens,
-    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
-    advantages: tokens.map(() => 1),
-    oldLogprobs: tokens.map(() => 0),
-    questionId: 'q',
-    rolloutId: 'r',
-    sequenceId: 's',
-    role: 'single',
-  };
-}
-
-const nll: LossFn = (datums, fwd) => {
-  let loss = 0;
-  const dLogprobs = datums.map((d, i) => {
-    const g = new Float32Array(d.tokens.length);
-    for (let t = 1; t < d.tokens.length; t++) {
-      loss -= fwd.logprobs[i][t];
-      g[t] = -1;
-    }
-    return g;
-  });
-  return { loss, dLogprobs, metrics: {} };
-};
-
-function maxDiff(a: Float32Array[], b: Float32Array[]): number {
-  let m = 0;
-  a.forEach((x, i) =>
-    x.forEach((v, t) => {
-      m = Math.max(m, Math.abs(v - b[i][t]));
-    }),
-  );
-  return m;
-}
 
 test('EmbeddedPolicy with LoRA: train, save the adapter, reload base + adapter, merged export', async () => {
   const root = mkdtempSync(join(tmpdir(), 'matpo-embedded-lora-'));
@@ -66,7 +30,7 @@ test('EmbeddedPolicy with LoRA: train, save the adapter, reload base + adapter, 
     const seqs = [
       [5, 9, 14, 3, 22, 8],
       [7, 7, 30, 2],
-    ].map(datum);
+    ].map((t) => plainDatum(t, 1));
 
     const base = await EmbeddedPolicy.load(dir, { seed: 1 });
     policies.push(base);
@@ -81,7 +45,7 @@ test('EmbeddedPolicy with LoRA: train, save the adapter, reload base + adapter, 
     assert.ok(p.info.params < layout.total / 4, `adapter params ${p.info.params} vs model ${layout.total}`);
     assert.deepEqual((await p.forward(seqs)).logprobs, baseLp, 'a fresh adapter leaves the model unchanged');
     for (let s = 0; s < 5; s++) {
-      await p.forwardBackward(seqs, nll);
+      await p.forwardBackward(seqs, summedNll);
       await p.optimStep({ learningRate: 1e-2 });
     }
     const trained = (await p.forward(seqs)).logprobs;
