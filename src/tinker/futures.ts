@@ -164,7 +164,7 @@ export class SeqQueue {
     if (!(Number.isInteger(seqId) && seqId >= 1)) throw new InvalidArgumentError('seq_id', `expected an integer ≥ 1, got ${JSON.stringify(seqId)}`);
     const earlier = this.dedup.check(`seq_id ${seqId} of model ${this.modelId}`, hash, 'seq_id');
     if (earlier !== undefined) return earlier;
-    if (seqId < this.next) throw new InvalidArgumentError('seq_id', `${seqId} of model ${this.modelId} has already run (next expected: ${this.next})`);
+    if (seqId < this.next) throw new InvalidArgumentError('seq_id', `${seqId} of model ${this.modelId} comes too late: the queue is at ${this.next}`);
     const requestId = this.futures.create(kind, this.modelId);
     this.dedup.remember(`seq_id ${seqId} of model ${this.modelId}`, hash, requestId);
     if (this.closedWith) {

@@ -47,9 +47,10 @@ export function isLossName(name: string): name is LossName {
   return (LOSS_NAMES as readonly string[]).includes(name);
 }
 
-/** Check the loss name and its config; returns the config with defaults filled in. */
-export function resolveLossConfig(name: string, config: Record<string, number> | null | undefined, field = 'loss_fn_config'): Record<string, number> {
-  if (!isLossName(name)) throw new InvalidArgumentError('loss_fn', `unknown loss "${name}"; available: ${LOSS_NAMES.join(', ')}`);
+/** Check the loss name and its config (fields named `<prefix>loss_fn…`); returns the config with defaults filled in. */
+export function resolveLossConfig(name: string, config: Record<string, number> | null | undefined, prefix = ''): Record<string, number> {
+  const field = `${prefix}loss_fn_config`;
+  if (!isLossName(name)) throw new InvalidArgumentError(`${prefix}loss_fn`, `unknown loss "${name}"; available: ${LOSS_NAMES.join(', ')}`);
   const spec = LOSS_SPECS[name];
   const out: Record<string, number> = { ...spec.config };
   for (const [k, v] of Object.entries(config ?? {})) {

@@ -204,7 +204,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
 
   function lossCall(body: unknown, key: 'forward_input' | 'forward_backward_input') {
     const input = key === 'forward_input' ? parseBody(forwardBody, body).forward_input : parseBody(forwardBackwardBody, body).forward_backward_input;
-    const config = resolveLossConfig(input.loss_fn, input.loss_fn_config, `${key}.loss_fn_config`);
+    const config = resolveLossConfig(input.loss_fn, input.loss_fn_config, `${key}.`);
     const loss = input.loss_fn as LossName;
     const datums = parseDatums(input.data, loss, vocab, `${key}.data`);
     datums.forEach((d, i) => {
