@@ -12,7 +12,8 @@
  * Result: ForwardBackwardOutput with, per datum, `logprobs` (ℓ, target_tokens' shape, float32) and
  * `elementwise_loss`, and the metric `loss:sum` (the summed loss of this call).
  */
-import type { Datum, LossFn } from '../policy/types.ts';
+import type { LossFn } from '../core/policy.ts';
+import type { Datum } from '../core/records.ts';
 import type { EmbeddedPolicy } from '../policy/embedded.ts';
 import { gatherLogprobs, planSequences, type ParsedDatum } from './datums.ts';
 import { datumLoss, elementLoss, type LossName } from './losses.ts';

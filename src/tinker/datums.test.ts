@@ -4,7 +4,7 @@
 // target_tokens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 import { gatherLogprobs, parseDatums, planSequences, scatterGradients } from './datums.ts';
 import { decodeTensor, encodeFloat32 } from './tensor-data.ts';
 

@@ -18,7 +18,7 @@
  * integer targets, the loss's required inputs present and no unknown ones, and the same shape for all
  * per-token inputs.
  */
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import { LOSS_SPECS, type LossInputs, type LossName } from './losses.ts';
 import { decodeTensor, type DenseTensor } from './tensor-data.ts';
 

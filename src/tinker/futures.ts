@@ -18,7 +18,7 @@
  * `(session_id, model_seq_id)`, sampling by `(sampling_session_id, seq_id)`, …).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { InvalidArgumentError, MatpoError } from '../errors.ts';
+import { InvalidArgumentError, MatpoError } from '../core/errors.ts';
 
 export type FailureCategory = 'user' | 'server' | 'unknown';
 export interface FailedResult {

@@ -2,7 +2,7 @@
 // below), their derivatives against central finite differences in float64, and their config checks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 import { LOSS_NAMES, datumLoss, resolveLossConfig, type LossInputs } from './losses.ts';
 import type { DenseTensor } from './tensor-data.ts';
 

@@ -23,7 +23,7 @@
  * Each loss returns the summed loss, ∂L/∂ℓ per element, and the elementwise loss (the per-token term,
  * returned to clients as `elementwise_loss`). Arithmetic is float64.
  */
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import type { DenseTensor } from './tensor-data.ts';
 
 export const LOSS_NAMES = ['cross_entropy', 'importance_sampling', 'ppo', 'cispo', 'dro'] as const;

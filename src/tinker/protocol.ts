@@ -9,7 +9,7 @@
  * turn comes, so a bad body becomes a failed future and never leaves a hole in the seq_id order.
  */
 import { z } from 'zod';
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 
 const opt = <T extends z.ZodType>(t: T) => t.nullish();
 const int = () => z.number().int();

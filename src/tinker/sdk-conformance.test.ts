@@ -15,7 +15,7 @@ import { buildLayout, initParams } from '../model/params.ts';
 import { saveModelDir } from '../model/checkpoint.ts';
 import { createTestTokenizer } from '../model/tokenizer.ts';
 import { command } from '../cli/commands/serve.ts';
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/matpo.js', import.meta.url));
 const KIT = process.env.TINKER_SDK_CHECK ?? fileURLToPath(new URL('../../../shared/conformance/tinker-sdk-check', import.meta.url));

@@ -5,7 +5,7 @@
  */
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import { serveTinker } from './server.ts';
 
 export interface TinkerServeFlags {

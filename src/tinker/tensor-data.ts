@@ -10,7 +10,7 @@
  * `decodeTensor` validates and densifies (int64 values must be integers) and names the field on any
  * problem; `encodeFloat32` builds the only shape the SDK accepts back (no extra keys).
  */
-import { InvalidArgumentError } from '../errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 
 export type TensorDtype = 'int64' | 'float32';
 
