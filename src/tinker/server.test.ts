@@ -329,6 +329,11 @@ test('sampling: an ephemeral sampler keeps its snapshot after the client trains 
   assert.notDeepEqual(b.sequences[0].logprobs, s1.sequences[0].logprobs);
   const desc = await http(server, 'GET', `samplers/${encodeURIComponent(base.json.sampling_session_id)}`);
   assert.deepEqual(desc.json, { sampler_id: base.json.sampling_session_id, base_model: modelDir });
+  // the client keeps its last 4 ephemeral samplers: after 4 more, the first one is released
+  for (let i = 0; i < 4; i++) await call('save_weights_for_sampler', c.body({ sampling_session_seq_id: nextSampler++ }));
+  const gone = await call('asample', { sampling_session_id: sid, prompt: input(prompt), sampling_params: { max_tokens: 2 } }, true);
+  assert.equal(gone.category, 'user');
+  assert.match(gone.error, /^sampling_session_id: the weights of sampling session .* were released \(each training client keeps its last 4 ephemeral samplers\)/);
 });
 
 test('errors: bad requests are 4xx {detail} naming the field; failed futures are {error, category} and leave no hole in the seq order', async () => {

@@ -19,7 +19,9 @@
  * save_weights_for_sampler takes of a training client. A snapshot is always written to disk; while
  * its training client's weights are still the snapshotted ones, samples run on that client's own
  * engine (no reload), and an optim_step / load_weights first marks the weights as changing, waits
- * for those samples, then changes them — later samples load the snapshot from disk instead.
+ * for those samples, then changes them — later samples load the snapshot from disk instead. Each
+ * training client keeps its last `maxEphemeralSamplers` (4) ephemeral snapshots; older sessions are
+ * released (sampling them is a user error that says so), which bounds the disk an RL loop uses.
  *
  * retrieve_future holds the request until the outcome exists or `longPollMs` (25 s, under the SDK's
  * 45 s timeout) pass, then answers `{type: "try_again"}`. Failed futures are 200
@@ -29,7 +31,7 @@
  */
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { z } from 'zod';
@@ -76,6 +78,8 @@ export interface TinkerServeOptions {
   maxModels?: number;
   /** Largest request body. Default 256 MB. */
   maxBodyBytes?: number;
+  /** Ephemeral sampler snapshots kept on disk per training client; older sessions are released. Default 4. */
+  maxEphemeralSamplers?: number;
 }
 
 export interface TinkerServer {
@@ -109,6 +113,8 @@ interface TrainingModel {
   /** Increases when the weights are about to change (optim_step, load_weights). */
   version: number;
   samplesInFlight: Set<Promise<unknown>>;
+  /** Ephemeral sampling sessions of this client, oldest first (their snapshots are on disk). */
+  ephemeral: SamplingSession[];
   lastRequest: number;
   userMetadata: Record<string, unknown> | null;
   closed: boolean;
@@ -121,6 +127,8 @@ interface SamplingSession {
   weightsDir: string;
   /** The training client whose weights this snapshot holds, while they are unchanged. */
   source: { model: TrainingModel; version: number } | null;
+  /** Set when an ephemeral snapshot was deleted to bound disk use. */
+  released: boolean;
 }
 
 const now = () => Date.now();
@@ -136,6 +144,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
   const longPollMs = options.longPollMs ?? 25_000;
   const maxBody = options.maxBodyBytes ?? 256 * 1024 * 1024;
   const maxModels = options.maxModels ?? 8;
+  const maxEphemeral = Math.max(1, options.maxEphemeralSamplers ?? 4);
   const engine: EngineOptions = { threads: options.threads, kernels: options.kernels };
   const computeOptions = { maxProbeTokens: options.maxProbeTokens ?? 65_536 };
   const store = new CheckpointStore(resolvePath(options.dir));
@@ -250,7 +259,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
       const ready = createTrainingPolicy(baseDir, lora, engine);
       const m: TrainingModel = {
         id, sessionId: b.session_id, baseModel: modelName, lora, ready, queue: new SeqQueue(futures, id, options.gapTimeoutMs),
-        version: 0, samplesInFlight: new Set(), lastRequest: now(), userMetadata: b.user_metadata ?? null, closed: false,
+        version: 0, samplesInFlight: new Set(), ephemeral: [], lastRequest: now(), userMetadata: b.user_metadata ?? null, closed: false,
       };
       models.set(id, m);
       const requestId = futures.create('create_model', id);
@@ -341,7 +350,16 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
         dir = store.ephemeralDir(m.id, sid);
         await store.write(dir, null, true, 'sampling_session_seq_id', (tmp) => saveSamplerWeights(policy, tmp));
       }
-      samplingSessions.set(sid, { id: sid, baseModel: m.baseModel, modelPath: path, weightsDir: dir!, source: { model: m, version: m.version } });
+      const ss: SamplingSession = { id: sid, baseModel: m.baseModel, modelPath: path, weightsDir: dir!, source: { model: m, version: m.version }, released: false };
+      samplingSessions.set(sid, ss);
+      if (!b.path) {
+        m.ephemeral.push(ss);
+        while (m.ephemeral.length > maxEphemeral) {
+          const old = m.ephemeral.shift()!;
+          old.released = true;
+          rmSync(old.weightsDir, { recursive: true, force: true });
+        }
+      }
       return { type: 'save_weights_for_sampler', sampling_session_id: sid, ...(path ? { path } : {}) };
     }),
     'POST load_weights': (body) => ordered(body, 'load_weights', async (m, policy) => {
@@ -416,13 +434,17 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
   function samplingTarget(base: string | null, path: string | null, id: string): SamplingSession {
     if (base) {
       checkBaseModel(base, 'base_model');
-      return { id, baseModel: modelName, modelPath: null, weightsDir: baseDir, source: null };
+      return { id, baseModel: modelName, modelPath: null, weightsDir: baseDir, source: null, released: false };
     }
     const { dir, meta } = store.resolve(path!, 'model_path');
-    return { id, baseModel: meta.base_model, modelPath: path, weightsDir: dir, source: null };
+    return { id, baseModel: meta.base_model, modelPath: path, weightsDir: dir, source: null, released: false };
   }
 
   async function sample(s: SamplingSession, b: z.infer<typeof sampleBody>): Promise<unknown> {
+    if (s.released) {
+      throw new InvalidArgumentError('sampling_session_id', `the weights of sampling session ${s.id} were released (each training client keeps its last ` +
+        `${maxEphemeral} ephemeral samplers); save_weights_for_sampler again, or save named sampler weights to keep them`);
+    }
     const prompt = modelInputTokens(b.prompt, 'prompt', vocab);
     if (prompt.length === 0) throw new InvalidArgumentError('prompt', 'is empty');
     if (prompt.length >= maxContext) throw new InvalidArgumentError('prompt', `${prompt.length} tokens leave no room to sample (context ${maxContext})`);
