@@ -184,6 +184,11 @@ export class SeqQueue {
     this.clearGapTimer();
   }
 
+  /** Nothing running and nothing waiting. */
+  idle(): boolean {
+    return !this.running && this.waiting.size === 0;
+  }
+
   /** The next seq_id this queue will run. */
   expected(): number {
     return this.next;

@@ -212,8 +212,8 @@ test('seq_id: requests submitted out of order run in seq_id order; a repeat with
   near(lps(o3), expected, 1e-6, 'forward after fb + step, run in seq order');
 });
 
-test('retrieve_future long-polls, then answers try_again; a seq_id that never arrives fails the requests behind it, naming it', async () => {
-  const s = await serveTinker({ modelDir, dir: join(root, 'tinker-gap'), port: 0, threads: 1, longPollMs: 150, gapTimeoutMs: 600 });
+test('retrieve_future long-polls, then answers try_again; a seq_id that never arrives fails the requests behind it, naming it; silent sessions lose their clients', async () => {
+  const s = await serveTinker({ modelDir, dir: join(root, 'tinker-gap'), port: 0, threads: 1, longPollMs: 150, gapTimeoutMs: 600, sessionTimeoutMs: 700 });
   try {
     const sid = (await post(s, 'create_session', {})).json.session_id;
     const cm = await post(s, 'create_model', { session_id: sid, model_seq_id: 0, base_model: modelDir, lora_config: { rank: 2 } });
@@ -229,9 +229,19 @@ test('retrieve_future long-polls, then answers try_again; a seq_id that never ar
     // the queue moved on: seq 3 runs
     const r3 = await post(s, 'forward', { model_id: modelId, seq_id: 3, forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' } });
     assert.equal(lps(await outcome(s, r3.json.request_id)).length, SEQ.length - 1);
+    // a session that sends heartbeats keeps its client; one that stops loses it after sessionTimeoutMs
+    await post(s, 'session_heartbeat', { session_id: sid });
     const late = await post(s, 'forward', { model_id: modelId, seq_id: 1, forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' } });
     assert.equal(late.status, 400);
     assert.match(late.json.detail, /^seq_id: 1 of model .* comes too late: the queue is at 4$/);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal((await post(s, 'session_heartbeat', { session_id: sid })).status, 200);
+    }
+    assert.equal((await post(s, 'get_info', { model_id: modelId })).status, 200, 'kept alive by heartbeats');
+    await new Promise((r) => setTimeout(r, 2500));
+    const gone = await post(s, 'get_info', { model_id: modelId });
+    assert.deepEqual([gone.status, gone.json.detail], [404, `model_id: unknown or unloaded model "${modelId}"`]);
   } finally {
     await s.close();
   }

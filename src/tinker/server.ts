@@ -23,6 +23,9 @@
  * training client keeps its last `maxEphemeralSamplers` (4) ephemeral snapshots; older sessions are
  * released (sampling them is a user error that says so), which bounds the disk an RL loop uses.
  *
+ * A training client whose session stops heart-beating (the SDK beats every 10 s) and that gets no
+ * request for `sessionTimeoutMs` (15 min) is unloaded, so abandoned clients do not hold engines.
+ *
  * retrieve_future holds the request until the outcome exists or `longPollMs` (25 s, under the SDK's
  * 45 s timeout) pass, then answers `{type: "try_again"}`. Failed futures are 200
  * `{error, category}` (category "user" for bad input, "server" otherwise); malformed requests are
@@ -80,6 +83,8 @@ export interface TinkerServeOptions {
   maxBodyBytes?: number;
   /** Ephemeral sampler snapshots kept on disk per training client; older sessions are released. Default 4. */
   maxEphemeralSamplers?: number;
+  /** A training client whose session sent no heartbeat and that got no request for this long is unloaded. Default 15 min. */
+  sessionTimeoutMs?: number;
 }
 
 export interface TinkerServer {
@@ -145,6 +150,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
   const maxBody = options.maxBodyBytes ?? 256 * 1024 * 1024;
   const maxModels = options.maxModels ?? 8;
   const maxEphemeral = Math.max(1, options.maxEphemeralSamplers ?? 4);
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? 15 * 60_000;
   const engine: EngineOptions = { threads: options.threads, kernels: options.kernels };
   const computeOptions = { maxProbeTokens: options.maxProbeTokens ?? 65_536 };
   const store = new CheckpointStore(resolvePath(options.dir));
@@ -192,6 +198,28 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     await Promise.allSettled([...m.samplesInFlight]);
   }
 
+  /** Drop a training client: later calls get 404, queued ones fail with `reason`, its engine closes. */
+  async function unload(m: TrainingModel, reason: string): Promise<void> {
+    models.delete(m.id);
+    m.closed = true;
+    m.queue.close(reason);
+    await weightsWillChange(m);
+    await (await m.ready.catch(() => null))?.close();
+  }
+
+  /** Unload training clients whose session stopped heart-beating and that have had no request for `sessionTimeoutMs`. */
+  function reclaimIdle(): void {
+    const t = now();
+    for (const m of [...models.values()]) {
+      const alive = Math.max(sessions.get(m.sessionId)?.lastSeen ?? 0, m.lastRequest);
+      if (t - alive > sessionTimeoutMs && m.queue.idle() && m.samplesInFlight.size === 0) {
+        void unload(m, `model ${m.id} was unloaded: its session sent no heartbeat for ${Math.round(sessionTimeoutMs / 1000)} s`);
+      }
+    }
+  }
+  const reclaimTimer = setInterval(reclaimIdle, Math.max(10, Math.min(60_000, sessionTimeoutMs / 2)));
+  reclaimTimer.unref();
+
   function loraFields(lora: TinkerLoraConfig | null) {
     return lora
       ? { is_lora: true, lora_rank: lora.rank, train_unembed: lora.trainUnembed, train_mlp: lora.trainMlp, train_attn: lora.trainAttn }
@@ -203,6 +231,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
   function ordered(body: unknown, kind: string, run: (m: TrainingModel, policy: EmbeddedPolicy) => Promise<unknown>) {
     const call = parseBody(orderedCall, body);
     const m = model(call.model_id);
+    m.lastRequest = now();
     const requestId = m.queue.submit(call.seq_id, bodyHash(body), kind, async () => {
       const policy = await m.ready;
       m.lastRequest = now();
@@ -286,14 +315,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     'POST unload_model': (body) => {
       const m = model(parseBody(modelIdBody, body).model_id);
       const requestId = futures.create('unload_model', m.id);
-      models.delete(m.id);
-      m.closed = true;
-      m.queue.close(`model ${m.id} was unloaded`);
-      futures.settle(requestId, (async () => {
-        await weightsWillChange(m);
-        await (await m.ready.catch(() => null))?.close();
-        return { type: 'unload_model', model_id: m.id };
-      })());
+      futures.settle(requestId, unload(m, `model ${m.id} was unloaded`).then(() => ({ type: 'unload_model', model_id: m.id })));
       return { request_id: requestId, model_id: m.id };
     },
     'POST forward': (body) => ordered(body, 'forward', async (_m, policy) => {
@@ -616,6 +638,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     port,
     modelName,
     async close() {
+      clearInterval(reclaimTimer);
       await new Promise<void>((done) => {
         server.close(() => done());
         server.closeAllConnections();
