@@ -120,6 +120,8 @@ interface TrainingModel {
   samplesInFlight: Set<Promise<unknown>>;
   /** Ephemeral sampling sessions of this client, oldest first (their snapshots are on disk). */
   ephemeral: SamplingSession[];
+  /** create_model has not finished yet. */
+  creating: boolean;
   lastRequest: number;
   userMetadata: Record<string, unknown> | null;
   closed: boolean;
@@ -212,7 +214,7 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     const t = now();
     for (const m of [...models.values()]) {
       const alive = Math.max(sessions.get(m.sessionId)?.lastSeen ?? 0, m.lastRequest);
-      if (t - alive > sessionTimeoutMs && m.queue.idle() && m.samplesInFlight.size === 0) {
+      if (!m.creating && t - alive > sessionTimeoutMs && m.queue.idle() && m.samplesInFlight.size === 0) {
         void unload(m, `model ${m.id} was unloaded: its session sent no heartbeat for ${Math.round(sessionTimeoutMs / 1000)} s`);
       }
     }
@@ -235,7 +237,11 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     const requestId = m.queue.submit(call.seq_id, bodyHash(body), kind, async () => {
       const policy = await m.ready;
       m.lastRequest = now();
-      return run(m, policy);
+      try {
+        return await run(m, policy);
+      } finally {
+        m.lastRequest = now();
+      }
     });
     return { request_id: requestId, model_id: m.id };
   }
@@ -288,11 +294,13 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
       const ready = createTrainingPolicy(baseDir, lora, engine);
       const m: TrainingModel = {
         id, sessionId: b.session_id, baseModel: modelName, lora, ready, queue: new SeqQueue(futures, id, options.gapTimeoutMs),
-        version: 0, samplesInFlight: new Set(), ephemeral: [], lastRequest: now(), userMetadata: b.user_metadata ?? null, closed: false,
+        version: 0, samplesInFlight: new Set(), ephemeral: [], creating: true, lastRequest: now(), userMetadata: b.user_metadata ?? null, closed: false,
       };
       models.set(id, m);
       const requestId = futures.create('create_model', id);
       futures.settle(requestId, ready.then(() => {
+        m.lastRequest = now();
+        m.creating = false;
         store.writeRun({ model_id: id, base_model: modelName, lora, created: new Date().toISOString(), user_metadata: m.userMetadata });
         return { type: 'create_model', model_id: id };
       }, (err) => {
