@@ -47,7 +47,11 @@ export function checkName(name: string, field: string): void {
 /** Parse `tinker://<model_id>/<weights|sampler_weights>/<name>`. */
 export function parseTinkerPath(path: string, field: string): { modelId: string; kind: CheckpointKind; name: string } {
   const m = /^tinker:\/\/([^/]+)\/(weights|sampler_weights)\/([^/]+)$/.exec(path);
-  if (!m) throw new InvalidArgumentError(field, `expected tinker://<model_id>/weights/<name> or tinker://<model_id>/sampler_weights/<name>, got ${JSON.stringify(path)}`);
+  if (!m)
+    throw new InvalidArgumentError(
+      field,
+      `expected tinker://<model_id>/weights/<name> or tinker://<model_id>/sampler_weights/<name>, got ${JSON.stringify(path)}`,
+    );
   checkName(m[3], field);
   if (m[1].includes('..')) throw new InvalidArgumentError(field, `bad model id in ${JSON.stringify(path)}`);
   return { modelId: m[1], kind: m[2] as CheckpointKind, name: m[3] };
@@ -87,15 +91,26 @@ export class CheckpointStore {
 
   runIds(): string[] {
     const d = join(this.root, 'runs');
-    return existsSync(d) ? readdirSync(d).filter((n) => existsSync(join(d, n, 'run.json'))).sort() : [];
+    return existsSync(d)
+      ? readdirSync(d)
+          .filter((n) => existsSync(join(d, n, 'run.json')))
+          .sort()
+      : [];
   }
 
   /**
    * Write a checkpoint: `write(tmpDir)` fills a temporary directory, which then replaces `dir`.
    * Without `overwrite`, an existing checkpoint of that name is an error.
    */
-  async write(dir: string, meta: CheckpointMeta | null, overwrite: boolean, field: string, write: (tmp: string) => Promise<void>): Promise<void> {
-    if (existsSync(dir) && !overwrite) throw new InvalidArgumentError(field, `checkpoint ${meta?.tinker_path ?? dir} already exists (pass overwrite to replace it)`);
+  async write(
+    dir: string,
+    meta: CheckpointMeta | null,
+    overwrite: boolean,
+    field: string,
+    write: (tmp: string) => Promise<void>,
+  ): Promise<void> {
+    if (existsSync(dir) && !overwrite)
+      throw new InvalidArgumentError(field, `checkpoint ${meta?.tinker_path ?? dir} already exists (pass overwrite to replace it)`);
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
     mkdirSync(tmp, { recursive: true });
     try {

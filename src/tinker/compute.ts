@@ -30,7 +30,12 @@ export interface ComputeOptions {
   microBatchTokens?: number;
 }
 
-function output(datums: readonly ParsedDatum[], logprobs: Float64Array[], elementwise: Float64Array[], loss: number): ForwardBackwardOutput {
+function output(
+  datums: readonly ParsedDatum[],
+  logprobs: Float64Array[],
+  elementwise: Float64Array[],
+  loss: number,
+): ForwardBackwardOutput {
   return {
     loss_fn_output_type: 'TensorData',
     loss_fn_outputs: datums.map((d, i) => ({
@@ -43,10 +48,17 @@ function output(datums: readonly ParsedDatum[], logprobs: Float64Array[], elemen
 
 /** Forward only: the loss and the target logprobs, no gradient. */
 export async function tinkerForward(
-  policy: EmbeddedPolicy, datums: readonly ParsedDatum[], loss: LossName, config: Record<string, number>, options: ComputeOptions,
+  policy: EmbeddedPolicy,
+  datums: readonly ParsedDatum[],
+  loss: LossName,
+  config: Record<string, number>,
+  options: ComputeOptions,
 ): Promise<ForwardBackwardOutput> {
   const plan = planSequences(datums, options.maxProbeTokens);
-  const f = await policy.forward(plan.sequences.map((tokens) => ({ tokens })), { microBatchTokens: options.microBatchTokens });
+  const f = await policy.forward(
+    plan.sequences.map((tokens) => ({ tokens })),
+    { microBatchTokens: options.microBatchTokens },
+  );
   const lps = gatherLogprobs(plan, f.logprobs);
   let total = 0;
   const elementwise = datums.map((d, i) => {
@@ -59,7 +71,11 @@ export async function tinkerForward(
 
 /** Forward + backward: the loss's gradient is added to the policy's accumulated gradient. */
 export async function tinkerForwardBackward(
-  policy: EmbeddedPolicy, datums: readonly ParsedDatum[], loss: LossName, config: Record<string, number>, options: ComputeOptions,
+  policy: EmbeddedPolicy,
+  datums: readonly ParsedDatum[],
+  loss: LossName,
+  config: Record<string, number>,
+  options: ComputeOptions,
 ): Promise<ForwardBackwardOutput> {
   const plan = planSequences(datums, options.maxProbeTokens);
   // which (datum, element) pairs each engine sequence supplies
@@ -68,7 +84,14 @@ export async function tinkerForwardBackward(
     for (let e = 0; e < src.length / 2; e++) bySeq[src[2 * e]].push({ datum: i, element: e, pos: src[2 * e + 1] });
   });
   const engineDatums: Datum[] = plan.sequences.map((tokens, j) => ({
-    tokens, mask: [], advantages: [], oldLogprobs: [], questionId: '', rolloutId: '', sequenceId: String(j), role: 'single',
+    tokens,
+    mask: [],
+    advantages: [],
+    oldLogprobs: [],
+    questionId: '',
+    rolloutId: '',
+    sequenceId: String(j),
+    role: 'single',
   }));
   const seqIndex = new Map<Datum, number>(engineDatums.map((d, j) => [d, j]));
   const logprobs = datums.map((d) => new Float64Array(d.inputs.target_tokens.data.length));

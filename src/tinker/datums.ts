@@ -47,7 +47,8 @@ export function modelInputTokens(raw: unknown, field: string, vocabSize: number)
     const f = `${field}.chunks[${i}]`;
     if (!isObject(c)) throw new InvalidArgumentError(f, 'expected a chunk object');
     const type = c.type ?? 'encoded_text';
-    if (type !== 'encoded_text') throw new InvalidArgumentError(`${f}.type`, `"${String(type)}" chunks are not supported by this server (text models only)`);
+    if (type !== 'encoded_text')
+      throw new InvalidArgumentError(`${f}.type`, `"${String(type)}" chunks are not supported by this server (text models only)`);
     if (!Array.isArray(c.tokens)) throw new InvalidArgumentError(`${f}.tokens`, 'expected an array of token ids');
     c.tokens.forEach((t: unknown, j: number) => {
       if (!(typeof t === 'number' && Number.isInteger(t) && t >= 0 && t < vocabSize)) {
@@ -73,27 +74,35 @@ export function parseDatums(raw: unknown, loss: LossName, vocabSize: number, fie
     const li = d.loss_fn_inputs;
     if (!isObject(li)) throw new InvalidArgumentError(`${f}.loss_fn_inputs`, 'expected an object of TensorData');
     for (const k of Object.keys(li)) {
-      if (!allowed.has(k)) throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `not an input of ${loss} (it takes ${[...allowed].join(', ')})`);
+      if (!allowed.has(k))
+        throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `not an input of ${loss} (it takes ${[...allowed].join(', ')})`);
     }
-    for (const k of spec.required) if (li[k] === undefined || li[k] === null) throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `is required by ${loss}`);
+    for (const k of spec.required)
+      if (li[k] === undefined || li[k] === null) throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `is required by ${loss}`);
     const tensors: Record<string, DenseTensor> = {};
     for (const [k, v] of Object.entries(li)) {
       if (v === null || v === undefined) continue;
       const t = decodeTensor(v, `${f}.loss_fn_inputs.${k}`);
-      if (t.shape[0] !== N) throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `first dimension ${t.shape[0]} must equal the model input length ${N}`);
+      if (t.shape[0] !== N)
+        throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `first dimension ${t.shape[0]} must equal the model input length ${N}`);
       tensors[k] = t;
     }
     const target = tensors.target_tokens;
     const tf = `${f}.loss_fn_inputs.target_tokens`;
     if (target.shape.length > 2) throw new InvalidArgumentError(tf, `expected shape [N] or [N, K], got [${target.shape.join(', ')}]`);
-    if (target.shape.length === 2 && loss !== 'cross_entropy') throw new InvalidArgumentError(tf, `${loss} takes 1-D targets [N]; [N, K] targets are for cross_entropy`);
+    if (target.shape.length === 2 && loss !== 'cross_entropy')
+      throw new InvalidArgumentError(tf, `${loss} takes 1-D targets [N]; [N, K] targets are for cross_entropy`);
     target.data.forEach((t, j) => {
-      if (!(Number.isInteger(t) && t >= 0 && t < vocabSize)) throw new InvalidArgumentError(`${tf}.data[${j}]`, `token id ${t} is outside the vocabulary [0, ${vocabSize})`);
+      if (!(Number.isInteger(t) && t >= 0 && t < vocabSize))
+        throw new InvalidArgumentError(`${tf}.data[${j}]`, `token id ${t} is outside the vocabulary [0, ${vocabSize})`);
     });
     for (const [k, t] of Object.entries(tensors)) {
       if (k === 'target_tokens') continue;
       if (t.shape.join(',') !== target.shape.join(',')) {
-        throw new InvalidArgumentError(`${f}.loss_fn_inputs.${k}`, `shape [${t.shape.join(', ')}] differs from target_tokens [${target.shape.join(', ')}]`);
+        throw new InvalidArgumentError(
+          `${f}.loss_fn_inputs.${k}`,
+          `shape [${t.shape.join(', ')}] differs from target_tokens [${target.shape.join(', ')}]`,
+        );
       }
     }
     return { input, inputs: tensors as unknown as LossInputs };
@@ -129,9 +138,11 @@ export function planSequences(datums: readonly ParsedDatum[], maxProbeTokens: nu
         if (s === undefined) {
           probeTokens += t + 2;
           if (probeTokens > maxProbeTokens) {
-            throw new InvalidArgumentError(`${field}[${i}].loss_fn_inputs.target_tokens`,
+            throw new InvalidArgumentError(
+              `${field}[${i}].loss_fn_inputs.target_tokens`,
               `targets that are not the next input token need ${probeTokens}+ extra tokens of forward (limit ${maxProbeTokens}); ` +
-              'align them as model_input = seq[:-1], target_tokens = seq[1:]');
+                'align them as model_input = seq[:-1], target_tokens = seq[1:]',
+            );
           }
           s = sequences.length;
           sequences.push([...x.slice(0, t + 1), tok]);

@@ -74,7 +74,10 @@ export class FutureStore {
 
   /** Run `work` as future `id`: its value, or `failureOf` its error, becomes the outcome. */
   settle(id: string, work: Promise<unknown>): void {
-    work.then((v) => this.complete(id, v), (err) => this.complete(id, failureOf(err)));
+    work.then(
+      (v) => this.complete(id, v),
+      (err) => this.complete(id, failureOf(err)),
+    );
   }
 
   complete(id: string, outcome: unknown): void {
@@ -161,10 +164,12 @@ export class SeqQueue {
 
   /** Queue `run` as `seqId`; returns its request id (the earlier one for a retried identical request). */
   submit(seqId: number, hash: string, kind: string, run: () => Promise<unknown>): string {
-    if (!(Number.isInteger(seqId) && seqId >= 1)) throw new InvalidArgumentError('seq_id', `expected an integer ≥ 1, got ${JSON.stringify(seqId)}`);
+    if (!(Number.isInteger(seqId) && seqId >= 1))
+      throw new InvalidArgumentError('seq_id', `expected an integer ≥ 1, got ${JSON.stringify(seqId)}`);
     const earlier = this.dedup.check(`seq_id ${seqId} of model ${this.modelId}`, hash, 'seq_id');
     if (earlier !== undefined) return earlier;
-    if (seqId < this.next) throw new InvalidArgumentError('seq_id', `${seqId} of model ${this.modelId} comes too late: the queue is at ${this.next}`);
+    if (seqId < this.next)
+      throw new InvalidArgumentError('seq_id', `${seqId} of model ${this.modelId} comes too late: the queue is at ${this.next}`);
     const requestId = this.futures.create(kind, this.modelId);
     this.dedup.remember(`seq_id ${seqId} of model ${this.modelId}`, hash, requestId);
     if (this.closedWith) {
@@ -210,7 +215,11 @@ export class SeqQueue {
     } catch (err) {
       work = Promise.reject(err);
     }
-    work.then((v) => this.futures.complete(item.requestId, v), (err) => this.futures.complete(item.requestId, failureOf(err)))
+    work
+      .then(
+        (v) => this.futures.complete(item.requestId, v),
+        (err) => this.futures.complete(item.requestId, failureOf(err)),
+      )
       .finally(() => {
         this.running = false;
         this.next++;
@@ -229,7 +238,8 @@ export class SeqQueue {
       if (this.running || this.waiting.has(this.next) || this.waiting.size === 0) return;
       const ids = [...this.waiting.keys()].sort((a, b) => a - b);
       const failure: FailedResult = {
-        error: `seq_id ${this.next} of model ${this.modelId} never arrived within ${Math.round(this.gapTimeoutMs / 1000)} s; ` +
+        error:
+          `seq_id ${this.next} of model ${this.modelId} never arrived within ${Math.round(this.gapTimeoutMs / 1000)} s; ` +
           `seq_id ${ids.join(', ')} waited behind it and did not run`,
         category: 'user',
       };

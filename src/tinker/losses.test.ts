@@ -6,7 +6,11 @@ import { MatpoError } from '../core/errors.ts';
 import { LOSS_NAMES, datumLoss, resolveLossConfig, type LossInputs } from './losses.ts';
 import type { DenseTensor } from './tensor-data.ts';
 
-const t = (values: number[], dtype: 'int64' | 'float32' = 'float32'): DenseTensor => ({ dtype, shape: [values.length], data: Float64Array.from(values) });
+const t = (values: number[], dtype: 'int64' | 'float32' = 'float32'): DenseTensor => ({
+  dtype,
+  shape: [values.length],
+  data: Float64Array.from(values),
+});
 
 // ℓ = [-1, -2, -1], q = [-1.5, -1.5, -1]  →  r = [e^0.5, e^-0.5, 1] = [1.6487212707, 0.6065306597, 1];  A = [2, -1, 3]
 const ell = [-1, -2, -1];
@@ -32,7 +36,8 @@ test('importance_sampling: L = -Σ r·A = -(3.2974425414 - 0.6065306597 + 3); op
   assert.ok(Math.abs(w.loss - -4.1909118817) < 1e-9);
 });
 
-test('ppo (0.8, 1.2): token 0 clipped at 1.2·2, token 1 at 0.8·(-1), token 2 unclipped → L = -2.4 + 0.8 - 3 = -4.6; clipped tokens have no gradient', () => {
+// token 0 is clipped at 1.2·2, token 1 at 0.8·(-1), token 2 is not: L = -2.4 + 0.8 - 3 = -4.6; clipped tokens have no gradient
+test('ppo (0.8, 1.2): L = -4.6 on the worked example, gradient only where unclipped', () => {
   const r = datumLoss('ppo', resolveLossConfig('ppo', {}), rl, ell);
   assert.ok(Math.abs(r.loss - -4.6) < 1e-12);
   close(r.dLogprobs, [0, 0, -3]);
@@ -58,8 +63,14 @@ test('dro (β = 0.1 default): L = -Σ (ℓ·A - ½β(ℓ-q)²) = 2.0125 - 1.9875
   assert.ok(Math.abs(b.loss - (2.125 - 1.875 + 3)) < 1e-12);
 });
 
-test('every loss: ∂L/∂ℓ equals a central finite difference of L (float64, away from the clip kinks; cispo: with its ratio held fixed)', () => {
-  const inputs: LossInputs = { target_tokens: t([1, 2, 3, 4], 'int64'), logprobs: t([-0.7, -2.1, -0.2, -1.3]), advantages: t([0.5, -1.5, 2, -0.25]), weights: t([1, 0.3, 2, 0.7]) };
+// away from the clip kinks; cispo's gradient holds its (stop-gradient) ratio fixed
+test('every loss: ∂L/∂ℓ equals a central finite difference of L (float64)', () => {
+  const inputs: LossInputs = {
+    target_tokens: t([1, 2, 3, 4], 'int64'),
+    logprobs: t([-0.7, -2.1, -0.2, -1.3]),
+    advantages: t([0.5, -1.5, 2, -0.25]),
+    weights: t([1, 0.3, 2, 0.7]),
+  };
   const at = [-0.9, -1.6, -0.45, -1.2];
   for (const name of LOSS_NAMES) {
     const cfg = resolveLossConfig(name, {});
@@ -86,9 +97,18 @@ test('every loss: ∂L/∂ℓ equals a central finite difference of L (float64, 
 
 test('loss names and configs are checked by name', () => {
   const fails = (fn: () => unknown, message: string) => assert.throws(fn, (e: unknown) => e instanceof MatpoError && e.message === message);
-  fails(() => resolveLossConfig('ppo2', {}), 'loss_fn: unknown loss "ppo2"; available: cross_entropy, importance_sampling, ppo, cispo, dro');
-  fails(() => resolveLossConfig('ppo', { eps: 0.2 }), 'loss_fn_config.eps: not a setting of ppo (known: clip_low_threshold, clip_high_threshold)');
+  fails(
+    () => resolveLossConfig('ppo2', {}),
+    'loss_fn: unknown loss "ppo2"; available: cross_entropy, importance_sampling, ppo, cispo, dro',
+  );
+  fails(
+    () => resolveLossConfig('ppo', { eps: 0.2 }),
+    'loss_fn_config.eps: not a setting of ppo (known: clip_low_threshold, clip_high_threshold)',
+  );
   fails(() => resolveLossConfig('cross_entropy', { beta: 1 }), 'loss_fn_config.beta: not a setting of cross_entropy (it takes none)');
-  fails(() => resolveLossConfig('ppo', { clip_low_threshold: 1.5 }), 'loss_fn_config.clip_low_threshold: must not exceed clip_high_threshold (1.5 > 1.2)');
+  fails(
+    () => resolveLossConfig('ppo', { clip_low_threshold: 1.5 }),
+    'loss_fn_config.clip_low_threshold: must not exceed clip_high_threshold (1.5 > 1.2)',
+  );
   assert.deepEqual(resolveLossConfig('cispo', null), { clip_low_threshold: 0, clip_high_threshold: 4 });
 });

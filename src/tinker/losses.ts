@@ -9,7 +9,7 @@
  *   cross_entropy        L = −Σ w_t·ℓ_t                                     ∂L/∂ℓ_t = −w_t
  *     (targets may be [N, K] with weights [N, K]: −Σ_t Σ_k w_tk·log p(x_tk), top-K distillation)
  *   importance_sampling  L = −Σ r_t·A_t                                     ∂L/∂ℓ_t = −r_t·A_t
- *   ppo                  L = −Σ min(r_t·A_t, clip(r_t, lo, hi)·A_t)          ∂L/∂ℓ_t = −r_t·A_t when the unclipped term is the min, else 0
+ *   ppo                  L = −Σ min(r_t·A_t, clip(r_t, lo, hi)·A_t)          ∂L/∂ℓ_t = −r_t·A_t if unclipped is the min, else 0
  *                        lo = clip_low_threshold (0.8), hi = clip_high_threshold (1.2), absolute ratios
  *   cispo                L = −Σ sg(clip(r_t, lo, hi))·ℓ_t·A_t                ∂L/∂ℓ_t = −clip(r_t, lo, hi)·A_t
  *                        lo 0.0, hi 4.0 by default (Tinker's documented one-sided clip)
@@ -38,8 +38,16 @@ interface LossSpec {
 export const LOSS_SPECS: Readonly<Record<LossName, LossSpec>> = {
   cross_entropy: { required: ['target_tokens'], optional: ['weights'], config: {} },
   importance_sampling: { required: ['target_tokens', 'logprobs', 'advantages'], optional: ['weights'], config: {} },
-  ppo: { required: ['target_tokens', 'logprobs', 'advantages'], optional: ['weights'], config: { clip_low_threshold: 0.8, clip_high_threshold: 1.2 } },
-  cispo: { required: ['target_tokens', 'logprobs', 'advantages'], optional: ['weights'], config: { clip_low_threshold: 0.0, clip_high_threshold: 4.0 } },
+  ppo: {
+    required: ['target_tokens', 'logprobs', 'advantages'],
+    optional: ['weights'],
+    config: { clip_low_threshold: 0.8, clip_high_threshold: 1.2 },
+  },
+  cispo: {
+    required: ['target_tokens', 'logprobs', 'advantages'],
+    optional: ['weights'],
+    config: { clip_low_threshold: 0.0, clip_high_threshold: 4.0 },
+  },
   dro: { required: ['target_tokens', 'logprobs', 'advantages'], optional: ['weights'], config: { beta: 0.1 } },
 };
 
@@ -56,13 +64,20 @@ export function resolveLossConfig(name: string, config: Record<string, number> |
   for (const [k, v] of Object.entries(config ?? {})) {
     if (!(k in spec.config)) {
       const known = Object.keys(spec.config);
-      throw new InvalidArgumentError(`${field}.${k}`, `not a setting of ${name} (${known.length ? `known: ${known.join(', ')}` : 'it takes none'})`);
+      throw new InvalidArgumentError(
+        `${field}.${k}`,
+        `not a setting of ${name} (${known.length ? `known: ${known.join(', ')}` : 'it takes none'})`,
+      );
     }
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidArgumentError(`${field}.${k}`, `expected a finite number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new InvalidArgumentError(`${field}.${k}`, `expected a finite number, got ${JSON.stringify(v)}`);
     out[k] = v;
   }
   if ('clip_low_threshold' in out && !(out.clip_low_threshold <= out.clip_high_threshold)) {
-    throw new InvalidArgumentError(`${field}.clip_low_threshold`, `must not exceed clip_high_threshold (${out.clip_low_threshold} > ${out.clip_high_threshold})`);
+    throw new InvalidArgumentError(
+      `${field}.clip_low_threshold`,
+      `must not exceed clip_high_threshold (${out.clip_low_threshold} > ${out.clip_high_threshold})`,
+    );
   }
   return out;
 }
@@ -85,7 +100,13 @@ export interface DatumLoss {
 const clip = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x));
 
 /** The loss term of element `i` and its derivative ∂term/∂ℓ, given its target logprob `l`. */
-export function elementLoss(name: LossName, config: Record<string, number>, inputs: LossInputs, i: number, l: number): { term: number; grad: number } {
+export function elementLoss(
+  name: LossName,
+  config: Record<string, number>,
+  inputs: LossInputs,
+  i: number,
+  l: number,
+): { term: number; grad: number } {
   const wi = inputs.weights ? inputs.weights.data[i] : 1;
   if (name === 'cross_entropy') return { term: -wi * l, grad: -wi };
   const q = inputs.logprobs!.data[i];

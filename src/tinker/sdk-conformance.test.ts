@@ -20,7 +20,11 @@ import { MatpoError } from '../core/errors.ts';
 const BIN = fileURLToPath(new URL('../../bin/matpo.js', import.meta.url));
 const KIT = process.env.TINKER_SDK_CHECK ?? fileURLToPath(new URL('../../../shared/conformance/tinker-sdk-check', import.meta.url));
 const WHEELS = process.env.TINKER_SDK_WHEELS ?? '/opt/pypi/files';
-const skip = !existsSync(WHEELS) ? `no local wheel store at ${WHEELS} (the SDK's Python dependencies)` : !existsSync(KIT) ? `no conformance kit at ${KIT}` : false;
+const skip = !existsSync(WHEELS)
+  ? `no local wheel store at ${WHEELS} (the SDK's Python dependencies)`
+  : !existsSync(KIT)
+    ? `no conformance kit at ${KIT}`
+    : false;
 
 test('serve --tinker: --tinker-dir without --tinker is refused naming the flag', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'matpo-tinker-cli-'));
@@ -29,8 +33,10 @@ test('serve --tinker: --tinker-dir without --tinker is refused naming the flag',
     const cfg = presetConfig('micro', { vocabSize: 422 });
     const layout = buildLayout(cfg);
     saveModelDir(dir, { config: cfg, layout, weights: new Float32Array(layout.total) });
-    await assert.rejects(command.run(['--model', dir, '--port', '0', '--tinker-dir', dir]),
-      (e: unknown) => e instanceof MatpoError && e.message === '--tinker-dir: only applies with --tinker');
+    await assert.rejects(
+      command.run(['--model', dir, '--port', '0', '--tinker-dir', dir]),
+      (e: unknown) => e instanceof MatpoError && e.message === '--tinker-dir: only applies with --tinker',
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -45,8 +51,11 @@ test('the Tinker SDK 0.21.0 conformance kit passes against `matpo serve --tinker
   const w = new Float32Array(layout.total);
   initParams(w, layout, { ...cfg, initializerRange: 0.3 }, 5);
   saveModelDir(modelDir, { config: cfg, layout, weights: w });
-  const child = spawn(process.execPath, [BIN, 'serve', '--tinker', '--model', modelDir, '--port', '0', '--threads', '1', '--tinker-dir', join(root, 'ckpt')],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--tinker', '--model', modelDir, '--port', '0', '--threads', '1', '--tinker-dir', join(root, 'ckpt')],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   try {

@@ -24,7 +24,13 @@ export async function runTinkerServe(flags: TinkerServeFlags): Promise<void> {
   let server;
   try {
     server = await serveTinker({
-      modelDir: flags.modelDir, modelName: flags.name, dir, host: flags.host, port: flags.port, apiKey: flags.apiKey, threads: flags.threads,
+      modelDir: flags.modelDir,
+      modelName: flags.name,
+      dir,
+      host: flags.host,
+      port: flags.port,
+      apiKey: flags.apiKey,
+      threads: flags.threads,
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
@@ -33,8 +39,10 @@ export async function runTinkerServe(flags: TinkerServeFlags): Promise<void> {
     }
     throw err;
   }
-  console.log(`matpo serve --tinker: "${server.modelName}" at ${server.url} (Tinker API under /api/v1), checkpoints in ${dir}` +
-    `${flags.apiKey ? ', API key required' : ''}`);
+  console.log(
+    `matpo serve --tinker: "${server.modelName}" at ${server.url} (Tinker API under /api/v1), checkpoints in ${dir}` +
+      `${flags.apiKey ? ', API key required' : ''}`,
+  );
   if (flags.host !== '127.0.0.1' && flags.host !== 'localhost' && flags.host !== '::1' && !flags.apiKey) {
     console.warn(`matpo serve --tinker: warning: listening on ${flags.host} without an API key`);
   }

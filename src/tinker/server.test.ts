@@ -24,7 +24,7 @@ let sessionId: string;
 let nextModel = 0;
 let nextSampler = 0;
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = Record<string, any>;
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), 'matpo-tinker-'));
@@ -36,7 +36,8 @@ before(async () => {
   initParams(w, layout, { ...cfg, initializerRange: 0.3 }, 11);
   saveModelDir(modelDir, { config: cfg, layout, weights: w });
   server = await serveTinker({ modelDir, dir: join(root, 'tinker'), port: 0, threads: 1, maxModels: 32 });
-  sessionId = (await post(server, 'create_session', { tags: [], user_metadata: {}, sdk_version: 'test', type: 'create_session' })).json.session_id;
+  sessionId = (await post(server, 'create_session', { tags: [], user_metadata: {}, sdk_version: 'test', type: 'create_session' })).json
+    .session_id;
 });
 
 after(async () => {
@@ -44,9 +45,17 @@ after(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-async function http(s: TinkerServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Json }> {
+async function http(
+  s: TinkerServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: Json }> {
   const res = await fetch(`${s.url}/api/v1/${path}`, {
-    method, headers: { 'content-type': 'application/json', ...headers }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.text();
   return { status: res.status, json: text ? JSON.parse(text) : null };
@@ -75,7 +84,13 @@ class Client {
   seq = 0;
   constructor(readonly id: string) {}
   static async create(lora: Json | null = { rank: 4, seed: 0, train_unembed: true, train_mlp: true, train_attn: true }): Promise<Client> {
-    const r = await call('create_model', { session_id: sessionId, model_seq_id: nextModel++, base_model: modelDir, lora_config: lora, type: 'create_model' });
+    const r = await call('create_model', {
+      session_id: sessionId,
+      model_seq_id: nextModel++,
+      base_model: modelDir,
+      lora_config: lora,
+      type: 'create_model',
+    });
     return new Client(r.model_id);
   }
   body(extra: Json): Json {
@@ -88,7 +103,10 @@ class Client {
     return call('forward_backward', this.body({ forward_backward_input: { data, loss_fn: loss, loss_fn_config: config ?? null } }));
   }
   optimStep(lr = 1e-2) {
-    return call('optim_step', this.body({ adam_params: { learning_rate: lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0 }, type: 'optim_step' }));
+    return call(
+      'optim_step',
+      this.body({ adam_params: { learning_rate: lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0 }, type: 'optim_step' }),
+    );
   }
 }
 
@@ -97,7 +115,10 @@ const floats = (data: number[]) => ({ data, dtype: 'float32', shape: [data.lengt
 const input = (tokens: number[]) => ({ chunks: [{ type: 'encoded_text', tokens }] });
 /** A next-token datum over `seq`: input seq[:-1], targets seq[1:]. */
 function ceDatum(seq: number[], weights?: number[]): Json {
-  return { model_input: input(seq.slice(0, -1)), loss_fn_inputs: { target_tokens: ints(seq.slice(1)), weights: floats(weights ?? seq.slice(1).map(() => 1)) } };
+  return {
+    model_input: input(seq.slice(0, -1)),
+    loss_fn_inputs: { target_tokens: ints(seq.slice(1)), weights: floats(weights ?? seq.slice(1).map(() => 1)) },
+  };
 }
 const lps = (out: Json, i = 0): number[] => out.loss_fn_outputs[i].logprobs.data;
 const near = (a: readonly number[], b: ArrayLike<number>, tol = 1e-5, what = '') => {
@@ -107,7 +128,8 @@ const near = (a: readonly number[], b: ArrayLike<number>, tol = 1e-5, what = '')
 
 const SEQ = [11, 12, 13, 14, 15, 16, 30, 31];
 
-test('forward: next-token targets give the engine\'s log π(seq[t+1] | seq[≤t]); other targets equal the engine on the prefix', async () => {
+// next-token targets give the engine's log π(seq[t+1] | seq[≤t]); other targets equal the engine on the prefix
+test('forward: target logprobs equal the engine for shifted and other targets', async () => {
   const c = await Client.create(null);
   const engine = Engine.load(modelDir, getKernels());
   const ref = engine.forward([SEQ]).logprobs[0];
@@ -116,7 +138,9 @@ test('forward: next-token targets give the engine\'s log π(seq[t+1] | seq[≤t]
   assert.deepEqual(Object.keys(out.loss_fn_outputs[0]).sort(), ['elementwise_loss', 'logprobs']);
   assert.deepEqual(out.loss_fn_outputs[0].logprobs.shape, [7]);
   near(lps(out), Array.from(ref.subarray(1)), 1e-5, 'logprobs');
-  const expect = -lps(out).slice(2).reduce((a, b) => a + b, 0);
+  const expect = -lps(out)
+    .slice(2)
+    .reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(out.metrics['loss:sum'] - expect) < 1e-4, `${out.metrics['loss:sum']} vs ${expect}`);
   // targets that are not the shifted input: position 2 predicts 40 instead of 14
   const odd = await c.forward([{ model_input: input([11, 12, 13, 14]), loss_fn_inputs: { target_tokens: ints([12, 13, 40, 15]) } }]);
@@ -129,7 +153,10 @@ test('every loss: loss:sum and elementwise_loss follow the formula on the return
   const N = SEQ.length - 1;
   const q = Array.from({ length: N }, (_, i) => -5.5 + 0.3 * i);
   const A = Array.from({ length: N }, (_, i) => (i % 3) - 1 + 0.25 * i);
-  const rlDatum = { model_input: input(SEQ.slice(0, -1)), loss_fn_inputs: { target_tokens: ints(SEQ.slice(1)), logprobs: floats(q), advantages: floats(A) } };
+  const rlDatum = {
+    model_input: input(SEQ.slice(0, -1)),
+    loss_fn_inputs: { target_tokens: ints(SEQ.slice(1)), logprobs: floats(q), advantages: floats(A) },
+  };
   const ell = lps(await c.forward([ceDatum(SEQ)]));
   const clip = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x));
   const qf = q.map(Math.fround);
@@ -145,7 +172,10 @@ test('every loss: loss:sum and elementwise_loss follow the formula on the return
     const out = await c.forward([rlDatum, rlDatum], name, configs[name]);
     const per = ell.map(term);
     const expect = 2 * per.reduce((a, b) => a + b, 0);
-    assert.ok(Math.abs(out.metrics['loss:sum'] - expect) < 1e-4 * Math.max(1, Math.abs(expect)), `${name}: ${out.metrics['loss:sum']} vs ${expect}`);
+    assert.ok(
+      Math.abs(out.metrics['loss:sum'] - expect) < 1e-4 * Math.max(1, Math.abs(expect)),
+      `${name}: ${out.metrics['loss:sum']} vs ${expect}`,
+    );
     near(out.loss_fn_outputs[1].elementwise_loss.data, per, 1e-4, `${name} elementwise`);
     near(lps(out, 1), ell, 1e-6, `${name} logprobs`);
   }
@@ -169,8 +199,14 @@ test('gradients accumulate: two forward_backward calls then optim_step give the 
   const a = await Client.create();
   const b = await Client.create();
   const d1 = ceDatum(SEQ, [0, 1, 1, 1, 0.5, 1, 1]);
-  const d2 = { model_input: input([20, 21, 22, 23]), loss_fn_inputs: { target_tokens: ints([21, 22, 23, 24]), logprobs: floats([-6, -6, -6, -6]), advantages: floats([1, -0.5, 2, 1]) } };
-  const d2ce = { model_input: d2.model_input, loss_fn_inputs: { target_tokens: d2.loss_fn_inputs.target_tokens, weights: floats([1, -0.5, 2, 1]) } };
+  const d2 = {
+    model_input: input([20, 21, 22, 23]),
+    loss_fn_inputs: { target_tokens: ints([21, 22, 23, 24]), logprobs: floats([-6, -6, -6, -6]), advantages: floats([1, -0.5, 2, 1]) },
+  };
+  const d2ce = {
+    model_input: d2.model_input,
+    loss_fn_inputs: { target_tokens: d2.loss_fn_inputs.target_tokens, weights: floats([1, -0.5, 2, 1]) },
+  };
   const a1 = await a.forwardBackward([d1]);
   const a2 = await a.forwardBackward([d2ce]);
   const both = await b.forwardBackward([d1, d2ce]);
@@ -187,7 +223,8 @@ test('gradients accumulate: two forward_backward calls then optim_step give the 
   assert.ok(Math.abs(f0[3] - lps(fa)[3]) > 1e-3, 'the step changed the weights');
 });
 
-test('seq_id: requests submitted out of order run in seq_id order; a repeat with the same body is the same future, another body is refused', async () => {
+// a repeat with the same body is the same future; another body under the same seq_id is refused
+test('seq_id: requests submitted out of order run in seq_id order; repeats are de-duplicated', async () => {
   const inOrder = await Client.create();
   await inOrder.forwardBackward([ceDatum(SEQ)]);
   await inOrder.optimStep(1e-2);
@@ -203,17 +240,33 @@ test('seq_id: requests submitted out of order run in seq_id order; a repeat with
   const r1 = await post(server, 'forward_backward', fb);
   const again = await post(server, 'forward_backward', fb);
   assert.equal(again.json.request_id, r1.json.request_id);
-  const other = await post(server, 'forward_backward', { ...fb, forward_backward_input: { data: [ceDatum([1, 2, 3])], loss_fn: 'cross_entropy' } });
+  const other = await post(server, 'forward_backward', {
+    ...fb,
+    forward_backward_input: { data: [ceDatum([1, 2, 3])], loss_fn: 'cross_entropy' },
+  });
   assert.equal(other.status, 400);
   assert.match(other.json.detail, /^seq_id: seq_id 1 of model .* was already used for a different request body$/);
-  const [o3, o2, o1] = [await outcome(server, r3.json.request_id), await outcome(server, r2.json.request_id), await outcome(server, r1.json.request_id)];
+  const [o3, o2, o1] = [
+    await outcome(server, r3.json.request_id),
+    await outcome(server, r2.json.request_id),
+    await outcome(server, r1.json.request_id),
+  ];
   assert.equal(o1.error, undefined);
   assert.equal(o2.type, 'optim_step');
   near(lps(o3), expected, 1e-6, 'forward after fb + step, run in seq order');
 });
 
-test('retrieve_future long-polls, then answers try_again; a seq_id that never arrives fails the requests behind it, naming it; silent sessions lose their clients', async () => {
-  const s = await serveTinker({ modelDir, dir: join(root, 'tinker-gap'), port: 0, threads: 1, longPollMs: 150, gapTimeoutMs: 600, sessionTimeoutMs: 700 });
+// a seq_id that never arrives fails the requests behind it, naming it; silent sessions lose their clients
+test('retrieve_future long-polls, then answers try_again; seq gaps time out; idle clients are reclaimed', async () => {
+  const s = await serveTinker({
+    modelDir,
+    dir: join(root, 'tinker-gap'),
+    port: 0,
+    threads: 1,
+    longPollMs: 150,
+    gapTimeoutMs: 600,
+    sessionTimeoutMs: 700,
+  });
   try {
     const sid = (await post(s, 'create_session', {})).json.session_id;
     const cm = await post(s, 'create_model', { session_id: sid, model_seq_id: 0, base_model: modelDir, lora_config: { rank: 2 } });
@@ -227,11 +280,19 @@ test('retrieve_future long-polls, then answers try_again; a seq_id that never ar
     assert.equal(out.category, 'user');
     assert.match(out.error, /^seq_id 1 of model .* never arrived within 1 s; seq_id 2 waited behind it and did not run$/);
     // the queue moved on: seq 3 runs
-    const r3 = await post(s, 'forward', { model_id: modelId, seq_id: 3, forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' } });
+    const r3 = await post(s, 'forward', {
+      model_id: modelId,
+      seq_id: 3,
+      forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' },
+    });
     assert.equal(lps(await outcome(s, r3.json.request_id)).length, SEQ.length - 1);
     // a session that sends heartbeats keeps its client; one that stops loses it after sessionTimeoutMs
     await post(s, 'session_heartbeat', { session_id: sid });
-    const late = await post(s, 'forward', { model_id: modelId, seq_id: 1, forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' } });
+    const late = await post(s, 'forward', {
+      model_id: modelId,
+      seq_id: 1,
+      forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' },
+    });
     assert.equal(late.status, 400);
     assert.match(late.json.detail, /^seq_id: 1 of model .* comes too late: the queue is at 4$/);
     for (let i = 0; i < 4; i++) {
@@ -247,7 +308,8 @@ test('retrieve_future long-polls, then answers try_again; a seq_id that never ar
   }
 });
 
-test('save_weights / load_weights round trip (with optimizer state), a new client from the state, checkpoint listing, weights_info, get_info', async () => {
+// also: a new client from the saved state, checkpoint listing and deletion, weights_info, get_info
+test('save_weights / load_weights round trip, optimizer state included', async () => {
   const c = await Client.create({ rank: 4, seed: 3, train_unembed: false, train_mlp: true, train_attn: true });
   await c.forwardBackward([ceDatum(SEQ)]);
   await c.optimStep(1e-2);
@@ -268,7 +330,14 @@ test('save_weights / load_weights round trip (with optimizer state), a new clien
   const dup = await call('save_weights', c.body({ path: 'step1', overwrite: false }), true);
   assert.deepEqual(dup, { error: `path: checkpoint ${saved.path} already exists (pass overwrite to replace it)`, category: 'user' });
   const info = await post(server, 'weights_info', { tinker_path: saved.path });
-  assert.deepEqual(info.json, { base_model: modelDir, is_lora: true, lora_rank: 4, train_unembed: false, train_mlp: true, train_attn: true });
+  assert.deepEqual(info.json, {
+    base_model: modelDir,
+    is_lora: true,
+    lora_rank: 4,
+    train_unembed: false,
+    train_mlp: true,
+    train_attn: true,
+  });
   const gi = await post(server, 'get_info', { model_id: c.id, type: 'get_info' });
   assert.equal(gi.json.model_id, c.id);
   assert.equal(gi.json.lora_rank, 4);
@@ -283,9 +352,13 @@ test('save_weights / load_weights round trip (with optimizer state), a new clien
 
   await call('save_weights_for_sampler', c.body({ path: 'eval', type: 'save_weights_for_sampler' }));
   const list = await http(server, 'GET', `training_runs/${c.id}/checkpoints`);
-  assert.deepEqual(list.json.checkpoints.map((k: Json) => [k.checkpoint_id, k.checkpoint_type, k.tinker_path]), [
-    ['weights/step1', 'training', saved.path], ['sampler_weights/eval', 'sampler', `tinker://${c.id}/sampler_weights/eval`],
-  ]);
+  assert.deepEqual(
+    list.json.checkpoints.map((k: Json) => [k.checkpoint_id, k.checkpoint_type, k.tinker_path]),
+    [
+      ['weights/step1', 'training', saved.path],
+      ['sampler_weights/eval', 'sampler', `tinker://${c.id}/sampler_weights/eval`],
+    ],
+  );
   assert.ok(list.json.checkpoints.every((k: Json) => k.size_bytes > 0 && !Number.isNaN(Date.parse(k.time))));
   const run = await http(server, 'GET', `training_runs/${c.id}`);
   assert.equal(run.json.training_run_id, c.id);
@@ -295,7 +368,8 @@ test('save_weights / load_weights round trip (with optimizer state), a new clien
   assert.equal((await http(server, 'GET', `training_runs/${c.id}/checkpoints`)).json.checkpoints.length, 1);
 });
 
-test('sampling: an ephemeral sampler keeps its snapshot after the client trains on; logprobs, stop tokens, prompt logprobs, sessions', async () => {
+// also: sampled logprobs, stop tokens, prompt logprobs, base-model sessions, released ephemeral sessions
+test('sampling: an ephemeral sampler keeps its snapshot after the client trains on', async () => {
   const c = await Client.create();
   await c.forwardBackward([ceDatum(SEQ)]);
   await c.optimStep(2e-2);
@@ -304,10 +378,16 @@ test('sampling: an ephemeral sampler keeps its snapshot after the client trains 
   const sid = snap.sampling_session_id;
   assert.equal(typeof sid, 'string');
   const prompt = [1, 2, 3, 11];
-  const ask = (extra: Json = {}, seq = 0) => call('asample', {
-    sampling_session_id: sid, seq_id: seq, num_samples: 2, prompt: input(prompt), prompt_logprobs: true, type: 'sample',
-    sampling_params: { max_tokens: 6, seed: 5, temperature: 1, top_k: -1, top_p: 1, ...extra },
-  });
+  const ask = (extra: Json = {}, seq = 0) =>
+    call('asample', {
+      sampling_session_id: sid,
+      seq_id: seq,
+      num_samples: 2,
+      prompt: input(prompt),
+      prompt_logprobs: true,
+      type: 'sample',
+      sampling_params: { max_tokens: 6, seed: 5, temperature: 1, top_k: -1, top_p: 1, ...extra },
+    });
   const s1 = await ask();
   assert.equal(s1.type, 'sample');
   assert.equal(s1.sequences.length, 2);
@@ -334,8 +414,18 @@ test('sampling: an ephemeral sampler keeps its snapshot after the client trains 
   assert.deepEqual(s3.sequences[0].tokens, [first]);
   assert.equal(s3.sequences[0].stop_reason, 'stop');
   // a base-model session samples other weights; GET samplers/{id} describes sessions
-  const base = await post(server, 'create_sampling_session', { session_id: sessionId, sampling_session_seq_id: nextSampler++, base_model: modelDir, type: 'create_sampling_session' });
-  const b = await call('asample', { sampling_session_id: base.json.sampling_session_id, num_samples: 1, prompt: input(prompt), sampling_params: { max_tokens: 6, seed: 5 } });
+  const base = await post(server, 'create_sampling_session', {
+    session_id: sessionId,
+    sampling_session_seq_id: nextSampler++,
+    base_model: modelDir,
+    type: 'create_sampling_session',
+  });
+  const b = await call('asample', {
+    sampling_session_id: base.json.sampling_session_id,
+    num_samples: 1,
+    prompt: input(prompt),
+    sampling_params: { max_tokens: 6, seed: 5 },
+  });
   assert.notDeepEqual(b.sequences[0].logprobs, s1.sequences[0].logprobs);
   const desc = await http(server, 'GET', `samplers/${encodeURIComponent(base.json.sampling_session_id)}`);
   assert.deepEqual(desc.json, { sampler_id: base.json.sampling_session_id, base_model: modelDir });
@@ -343,15 +433,34 @@ test('sampling: an ephemeral sampler keeps its snapshot after the client trains 
   for (let i = 0; i < 4; i++) await call('save_weights_for_sampler', c.body({ sampling_session_seq_id: nextSampler++ }));
   const gone = await call('asample', { sampling_session_id: sid, prompt: input(prompt), sampling_params: { max_tokens: 2 } }, true);
   assert.equal(gone.category, 'user');
-  assert.match(gone.error, /^sampling_session_id: the weights of sampling session .* were released \(each training client keeps its last 4 ephemeral samplers\)/);
+  assert.match(
+    gone.error,
+    /^sampling_session_id: the weights of sampling session .* were released \(each training client keeps its last 4 ephemeral samplers\)/,
+  );
 });
 
-test('errors: bad requests are 4xx {detail} naming the field; failed futures are {error, category} and leave no hole in the seq order', async () => {
+// failed futures are {error, category} and leave no hole in the seq order
+test('errors: bad requests are 4xx {detail} naming the field; bad bodies fail their future', async () => {
   const c = await Client.create();
   const badLoss = await call('forward_backward', c.body({ forward_backward_input: { data: [ceDatum(SEQ)], loss_fn: 'ppo2' } }), true);
-  assert.deepEqual(badLoss, { error: 'forward_backward_input.loss_fn: unknown loss "ppo2"; available: cross_entropy, importance_sampling, ppo, cispo, dro', category: 'user' });
-  const badShape = await call('forward', c.body({ forward_input: { data: [{ model_input: input([1, 2, 3]), loss_fn_inputs: { target_tokens: ints([2, 3]) } }], loss_fn: 'cross_entropy' } }), true);
-  assert.deepEqual(badShape, { error: 'forward_input.data[0].loss_fn_inputs.target_tokens: first dimension 2 must equal the model input length 3', category: 'user' });
+  assert.deepEqual(badLoss, {
+    error: 'forward_backward_input.loss_fn: unknown loss "ppo2"; available: cross_entropy, importance_sampling, ppo, cispo, dro',
+    category: 'user',
+  });
+  const badShape = await call(
+    'forward',
+    c.body({
+      forward_input: {
+        data: [{ model_input: input([1, 2, 3]), loss_fn_inputs: { target_tokens: ints([2, 3]) } }],
+        loss_fn: 'cross_entropy',
+      },
+    }),
+    true,
+  );
+  assert.deepEqual(badShape, {
+    error: 'forward_input.data[0].loss_fn_inputs.target_tokens: first dimension 2 must equal the model input length 3',
+    category: 'user',
+  });
   assert.equal(lps(await c.forward([ceDatum(SEQ)])).length, SEQ.length - 1, 'the next seq_id still runs');
   const negative = await call('optim_step', c.body({ adam_params: { learning_rate: -1 } }), true);
   assert.deepEqual(negative, { error: 'adam_params.learning_rate: Too small: expected number to be >=0', category: 'user' });
@@ -360,10 +469,28 @@ test('errors: bad requests are 4xx {detail} naming the field; failed futures are
     ['POST', 'forward', { model_id: 'nope', seq_id: 1, forward_input: {} }, 404, 'model_id: unknown or unloaded model "nope"'],
     ['POST', 'forward', { model_id: c.id, forward_input: {} }, 400, 'seq_id: Invalid input: expected number, received undefined'],
     ['POST', 'forward', '{not json', 400, 'request body is not valid JSON'],
-    ['POST', 'create_model', { session_id: 'nope', model_seq_id: 0, base_model: modelDir }, 404, 'session_id: unknown session "nope" (create one with create_session)'],
-    ['POST', 'create_model', { session_id: sessionId, model_seq_id: 999, base_model: 'Qwen/Qwen3-8B' }, 400, `base_model: unknown base model "Qwen/Qwen3-8B"; this server serves "${modelDir}"`],
+    [
+      'POST',
+      'create_model',
+      { session_id: 'nope', model_seq_id: 0, base_model: modelDir },
+      404,
+      'session_id: unknown session "nope" (create one with create_session)',
+    ],
+    [
+      'POST',
+      'create_model',
+      { session_id: sessionId, model_seq_id: 999, base_model: 'Qwen/Qwen3-8B' },
+      400,
+      `base_model: unknown base model "Qwen/Qwen3-8B"; this server serves "${modelDir}"`,
+    ],
     ['POST', 'retrieve_future', { request_id: 'r-1' }, 404, 'request_id: unknown request id "r-1" (never issued, or expired)'],
-    ['POST', 'asample', { sampling_session_id: 'nope', prompt: input([1]), sampling_params: {} }, 404, 'sampling_session_id: unknown sampling session "nope"'],
+    [
+      'POST',
+      'asample',
+      { sampling_session_id: 'nope', prompt: input([1]), sampling_params: {} },
+      404,
+      'sampling_session_id: unknown sampling session "nope"',
+    ],
     ['POST', 'weights_info', { tinker_path: 'tinker://x/weights' }, 400, /^tinker_path: expected tinker:\/\/<model_id>\/weights\/<name>/],
     ['GET', 'training_runs/nope/checkpoints', undefined, 404, 'training run "nope" not found'],
     ['GET', 'no_such_endpoint', undefined, 404, 'no route GET /api/v1/no_such_endpoint'],
@@ -378,11 +505,16 @@ test('errors: bad requests are 4xx {detail} naming the field; failed futures are
   const u = await call('unload_model', { model_id: c.id, type: 'unload_model' });
   assert.deepEqual(u, { type: 'unload_model', model_id: c.id });
   assert.equal((await post(server, 'forward', c.body({ forward_input: { data: [ceDatum(SEQ)], loss_fn: 'cross_entropy' } }))).status, 404);
-  const sampleErr = await call('asample', { base_model: modelDir, prompt: input([1, 2]), sampling_params: { max_tokens: 2, stop: [5000] } }, true);
+  const sampleErr = await call(
+    'asample',
+    { base_model: modelDir, prompt: input([1, 2]), sampling_params: { max_tokens: 2, stop: [5000] } },
+    true,
+  );
   assert.deepEqual(sampleErr, { error: 'sampling_params.stop[0]: token id 5000 is outside the vocabulary [0, 422)', category: 'user' });
 });
 
-test('client/config answers explicit false flags; capabilities list the model; an API key is required when set (X-API-Key or Bearer)', async () => {
+// with an API key, X-API-Key or a Bearer token must carry it
+test('client/config answers explicit false flags; capabilities list the model; the API key is checked', async () => {
   const cfg = await post(server, 'client/config', { sdk_version: '0.21.0' });
   assert.equal(cfg.json.pjwt_auth_enabled, false);
   assert.equal(cfg.json.proto_write_fwdbwd, false);

@@ -49,12 +49,31 @@ import { modelInputTokens, parseDatums } from './datums.ts';
 import { Dedup, FutureStore, SeqQueue, bodyHash } from './futures.ts';
 import { resolveLossConfig, type LossName } from './losses.ts';
 import {
-  createModelBody, createSamplingSessionBody, createSessionBody, forwardBackwardBody, forwardBody, loadWeightsBody, modelIdBody,
-  optimStepBody, orderedCall, parseBody, retrieveFutureBody, sampleBody, saveForSamplerBody, saveWeightsBody, sessionBody, weightsInfoBody,
+  createModelBody,
+  createSamplingSessionBody,
+  createSessionBody,
+  forwardBackwardBody,
+  forwardBody,
+  loadWeightsBody,
+  modelIdBody,
+  optimStepBody,
+  orderedCall,
+  parseBody,
+  retrieveFutureBody,
+  sampleBody,
+  saveForSamplerBody,
+  saveWeightsBody,
+  sessionBody,
+  weightsInfoBody,
 } from './protocol.ts';
 import { SamplerPool } from './sampler-pool.ts';
 import {
-  createTrainingPolicy, loadTrainingState, saveSamplerWeights, saveTrainingState, type EngineOptions, type TinkerLoraConfig,
+  createTrainingPolicy,
+  loadTrainingState,
+  saveSamplerWeights,
+  saveTrainingState,
+  type EngineOptions,
+  type TinkerLoraConfig,
 } from './training-policy.ts';
 
 export interface TinkerServeOptions {
@@ -96,7 +115,10 @@ export interface TinkerServer {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -247,13 +269,17 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
   }
 
   function lossCall(body: unknown, key: 'forward_input' | 'forward_backward_input') {
-    const input = key === 'forward_input' ? parseBody(forwardBody, body).forward_input : parseBody(forwardBackwardBody, body).forward_backward_input;
+    const input =
+      key === 'forward_input' ? parseBody(forwardBody, body).forward_input : parseBody(forwardBackwardBody, body).forward_backward_input;
     const config = resolveLossConfig(input.loss_fn, input.loss_fn_config, `${key}.`);
     const loss = input.loss_fn as LossName;
     const datums = parseDatums(input.data, loss, vocab, `${key}.data`);
     datums.forEach((d, i) => {
       if (d.input.length + 1 > maxContext) {
-        throw new InvalidArgumentError(`${key}.data[${i}].model_input`, `${d.input.length} tokens exceed the model's context (${maxContext - 1} + 1 target)`);
+        throw new InvalidArgumentError(
+          `${key}.data[${i}].model_input`,
+          `${d.input.length} tokens exceed the model's context (${maxContext - 1} + 1 target)`,
+        );
       }
     });
     return { loss, config, datums };
@@ -261,7 +287,10 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
 
   const handlers: Record<string, (body: unknown) => unknown | Promise<unknown>> = {
     'POST client/config': () => ({
-      pjwt_auth_enabled: false, proto_write_fwdbwd: false, use_pyqwest_transport: false, enable_grpc_retrieve_future: false,
+      pjwt_auth_enabled: false,
+      proto_write_fwdbwd: false,
+      use_pyqwest_transport: false,
+      enable_grpc_retrieve_future: false,
       parallel_fwdbwd_chunks: true,
     }),
     'GET healthz': () => ({ status: 'ok' }),
@@ -289,25 +318,49 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
       const id = `${b.session_id}:train:${b.model_seq_id}`;
       const lc = b.lora_config;
       const lora: TinkerLoraConfig | null = lc
-        ? { rank: lc.rank, alpha: lc.alpha ?? 32, trainAttn: lc.train_attn ?? true, trainMlp: lc.train_mlp ?? true, trainUnembed: lc.train_unembed ?? true, seed: lc.seed ?? 0 }
+        ? {
+            rank: lc.rank,
+            alpha: lc.alpha ?? 32,
+            trainAttn: lc.train_attn ?? true,
+            trainMlp: lc.train_mlp ?? true,
+            trainUnembed: lc.train_unembed ?? true,
+            seed: lc.seed ?? 0,
+          }
         : null;
       const ready = createTrainingPolicy(baseDir, lora, engine);
       const m: TrainingModel = {
-        id, sessionId: b.session_id, baseModel: modelName, lora, ready, queue: new SeqQueue(futures, id, options.gapTimeoutMs),
-        version: 0, samplesInFlight: new Set(), ephemeral: [], creating: true, lastRequest: now(), userMetadata: b.user_metadata ?? null, closed: false,
+        id,
+        sessionId: b.session_id,
+        baseModel: modelName,
+        lora,
+        ready,
+        queue: new SeqQueue(futures, id, options.gapTimeoutMs),
+        version: 0,
+        samplesInFlight: new Set(),
+        ephemeral: [],
+        creating: true,
+        lastRequest: now(),
+        userMetadata: b.user_metadata ?? null,
+        closed: false,
       };
       models.set(id, m);
       const requestId = futures.create('create_model', id);
-      futures.settle(requestId, ready.then(() => {
-        m.lastRequest = now();
-        m.creating = false;
-        store.writeRun({ model_id: id, base_model: modelName, lora, created: new Date().toISOString(), user_metadata: m.userMetadata });
-        return { type: 'create_model', model_id: id };
-      }, (err) => {
-        models.delete(id);
-        m.closed = true;
-        throw err;
-      }));
+      futures.settle(
+        requestId,
+        ready.then(
+          () => {
+            m.lastRequest = now();
+            m.creating = false;
+            store.writeRun({ model_id: id, base_model: modelName, lora, created: new Date().toISOString(), user_metadata: m.userMetadata });
+            return { type: 'create_model', model_id: id };
+          },
+          (err) => {
+            models.delete(id);
+            m.closed = true;
+            throw err;
+          },
+        ),
+      );
       const answer = { request_id: requestId, model_id: id };
       createModelDedup.remember(key, hash, answer);
       return answer;
@@ -315,7 +368,9 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     'POST get_info': (body) => {
       const m = model(parseBody(modelIdBody, body).model_id);
       return {
-        type: 'get_info', model_id: m.id, model_name: m.baseModel,
+        type: 'get_info',
+        model_id: m.id,
+        model_name: m.baseModel,
         model_data: { arch: cfg.family, model_name: m.baseModel, tokenizer_id: m.baseModel },
         ...(m.lora ? { is_lora: true, lora_rank: m.lora.rank } : { is_lora: false }),
       };
@@ -323,90 +378,129 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     'POST unload_model': (body) => {
       const m = model(parseBody(modelIdBody, body).model_id);
       const requestId = futures.create('unload_model', m.id);
-      futures.settle(requestId, unload(m, `model ${m.id} was unloaded`).then(() => ({ type: 'unload_model', model_id: m.id })));
+      futures.settle(
+        requestId,
+        unload(m, `model ${m.id} was unloaded`).then(() => ({ type: 'unload_model', model_id: m.id })),
+      );
       return { request_id: requestId, model_id: m.id };
     },
-    'POST forward': (body) => ordered(body, 'forward', async (_m, policy) => {
-      const { loss, config, datums } = lossCall(body, 'forward_input');
-      return tinkerForward(policy, datums, loss, config, computeOptions);
-    }),
-    'POST forward_backward': (body) => ordered(body, 'forward_backward', async (_m, policy) => {
-      const { loss, config, datums } = lossCall(body, 'forward_backward_input');
-      return tinkerForwardBackward(policy, datums, loss, config, computeOptions);
-    }),
-    'POST optim_step': (body) => ordered(body, 'optim_step', async (m, policy) => {
-      const a = parseBody(optimStepBody, body).adam_params;
-      await weightsWillChange(m);
-      const r = await policy.optimStep({
-        learningRate: a.learning_rate, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weight_decay,
-        maxGradNorm: a.grad_clip_norm > 0 ? a.grad_clip_norm : undefined,
-      });
-      if (!r.applied) {
-        throw new MatpoError('non-finite-gradient', `optim_step: the accumulated gradient is not finite (norm ${r.gradNorm}); the step was skipped and the gradient cleared`);
-      }
-      return { type: 'optim_step', metrics: { 'grad_norm:mean': r.gradNorm, 'optim_step:max': r.step } };
-    }),
-    'POST save_weights': (body) => ordered(body, 'save_weights', async (m, policy) => {
-      const b = parseBody(saveWeightsBody, body);
-      checkName(b.path, 'path');
-      const path = tinkerPath(m.id, 'weights', b.path);
-      const meta: CheckpointMeta = {
-        checkpoint_id: `weights/${b.path}`, checkpoint_type: 'training', time: new Date().toISOString(), tinker_path: path,
-        model_id: m.id, base_model: m.baseModel, lora: m.lora,
-      };
-      await store.write(store.dir(m.id, 'weights', b.path), meta, b.overwrite ?? false, 'path', (tmp) => saveTrainingState(policy, tmp));
-      return { type: 'save_weights', path };
-    }),
-    'POST save_weights_for_sampler': (body) => ordered(body, 'save_weights_for_sampler', async (m, policy) => {
-      const b = parseBody(saveForSamplerBody, body);
-      if (!b.path && (b.sampling_session_seq_id === null || b.sampling_session_seq_id === undefined)) {
-        throw new InvalidArgumentError('path', 'give a checkpoint name (path) or a sampling_session_seq_id for an ephemeral sampler');
-      }
-      let dir: string;
-      let path: string | null = null;
-      if (b.path) {
-        checkName(b.path, 'path');
-        path = tinkerPath(m.id, 'sampler_weights', b.path);
-        dir = store.dir(m.id, 'sampler_weights', b.path);
-        const meta: CheckpointMeta = {
-          checkpoint_id: `sampler_weights/${b.path}`, checkpoint_type: 'sampler', time: new Date().toISOString(), tinker_path: path,
-          model_id: m.id, base_model: m.baseModel, lora: m.lora,
-        };
-        await store.write(dir, meta, true, 'path', (tmp) => saveSamplerWeights(policy, tmp));
-      }
-      if (b.sampling_session_seq_id === null || b.sampling_session_seq_id === undefined) return { type: 'save_weights_for_sampler', path };
-      const sid = `${m.sessionId}:sample:${b.sampling_session_seq_id}`;
-      if (!b.path) {
-        dir = store.ephemeralDir(m.id, sid);
-        await store.write(dir, null, true, 'sampling_session_seq_id', (tmp) => saveSamplerWeights(policy, tmp));
-      }
-      const ss: SamplingSession = { id: sid, baseModel: m.baseModel, modelPath: path, weightsDir: dir!, source: { model: m, version: m.version }, released: false };
-      samplingSessions.set(sid, ss);
-      if (!b.path) {
-        m.ephemeral.push(ss);
-        while (m.ephemeral.length > maxEphemeral) {
-          const old = m.ephemeral.shift()!;
-          old.released = true;
-          rmSync(old.weightsDir, { recursive: true, force: true });
+    'POST forward': (body) =>
+      ordered(body, 'forward', async (_m, policy) => {
+        const { loss, config, datums } = lossCall(body, 'forward_input');
+        return tinkerForward(policy, datums, loss, config, computeOptions);
+      }),
+    'POST forward_backward': (body) =>
+      ordered(body, 'forward_backward', async (_m, policy) => {
+        const { loss, config, datums } = lossCall(body, 'forward_backward_input');
+        return tinkerForwardBackward(policy, datums, loss, config, computeOptions);
+      }),
+    'POST optim_step': (body) =>
+      ordered(body, 'optim_step', async (m, policy) => {
+        const a = parseBody(optimStepBody, body).adam_params;
+        await weightsWillChange(m);
+        const r = await policy.optimStep({
+          learningRate: a.learning_rate,
+          beta1: a.beta1,
+          beta2: a.beta2,
+          eps: a.eps,
+          weightDecay: a.weight_decay,
+          maxGradNorm: a.grad_clip_norm > 0 ? a.grad_clip_norm : undefined,
+        });
+        if (!r.applied) {
+          throw new MatpoError(
+            'non-finite-gradient',
+            `optim_step: the accumulated gradient is not finite (norm ${r.gradNorm}); the step was skipped and the gradient cleared`,
+          );
         }
-      }
-      return { type: 'save_weights_for_sampler', sampling_session_id: sid, ...(path ? { path } : {}) };
-    }),
-    'POST load_weights': (body) => ordered(body, 'load_weights', async (m, policy) => {
-      const b = parseBody(loadWeightsBody, body);
-      const p = parseTinkerPath(b.path, 'path');
-      if (p.kind !== 'weights') throw new InvalidArgumentError('path', `load_weights needs a training checkpoint (tinker://…/weights/<name>), got ${b.path}`);
-      const { dir, meta } = store.resolve(b.path, 'path');
-      if (meta.base_model !== m.baseModel) throw new InvalidArgumentError('path', `${b.path} was trained from "${meta.base_model}", this model is "${m.baseModel}"`);
-      if ((meta.lora?.rank ?? null) !== (m.lora?.rank ?? null)) {
-        throw new InvalidArgumentError('path', `${b.path} has LoRA rank ${meta.lora?.rank ?? 'none'}, this model has ${m.lora?.rank ?? 'none'}`);
-      }
-      await weightsWillChange(m);
-      const fresh = await loadTrainingState(baseDir, dir, m.lora, b.optimizer ?? false, engine);
-      m.ready = Promise.resolve(fresh);
-      await policy.close();
-      return { type: 'load_weights', path: b.path };
-    }),
+        return { type: 'optim_step', metrics: { 'grad_norm:mean': r.gradNorm, 'optim_step:max': r.step } };
+      }),
+    'POST save_weights': (body) =>
+      ordered(body, 'save_weights', async (m, policy) => {
+        const b = parseBody(saveWeightsBody, body);
+        checkName(b.path, 'path');
+        const path = tinkerPath(m.id, 'weights', b.path);
+        const meta: CheckpointMeta = {
+          checkpoint_id: `weights/${b.path}`,
+          checkpoint_type: 'training',
+          time: new Date().toISOString(),
+          tinker_path: path,
+          model_id: m.id,
+          base_model: m.baseModel,
+          lora: m.lora,
+        };
+        await store.write(store.dir(m.id, 'weights', b.path), meta, b.overwrite ?? false, 'path', (tmp) => saveTrainingState(policy, tmp));
+        return { type: 'save_weights', path };
+      }),
+    'POST save_weights_for_sampler': (body) =>
+      ordered(body, 'save_weights_for_sampler', async (m, policy) => {
+        const b = parseBody(saveForSamplerBody, body);
+        if (!b.path && (b.sampling_session_seq_id === null || b.sampling_session_seq_id === undefined)) {
+          throw new InvalidArgumentError('path', 'give a checkpoint name (path) or a sampling_session_seq_id for an ephemeral sampler');
+        }
+        let dir: string;
+        let path: string | null = null;
+        if (b.path) {
+          checkName(b.path, 'path');
+          path = tinkerPath(m.id, 'sampler_weights', b.path);
+          dir = store.dir(m.id, 'sampler_weights', b.path);
+          const meta: CheckpointMeta = {
+            checkpoint_id: `sampler_weights/${b.path}`,
+            checkpoint_type: 'sampler',
+            time: new Date().toISOString(),
+            tinker_path: path,
+            model_id: m.id,
+            base_model: m.baseModel,
+            lora: m.lora,
+          };
+          await store.write(dir, meta, true, 'path', (tmp) => saveSamplerWeights(policy, tmp));
+        }
+        if (b.sampling_session_seq_id === null || b.sampling_session_seq_id === undefined)
+          return { type: 'save_weights_for_sampler', path };
+        const sid = `${m.sessionId}:sample:${b.sampling_session_seq_id}`;
+        if (!b.path) {
+          dir = store.ephemeralDir(m.id, sid);
+          await store.write(dir, null, true, 'sampling_session_seq_id', (tmp) => saveSamplerWeights(policy, tmp));
+        }
+        const ss: SamplingSession = {
+          id: sid,
+          baseModel: m.baseModel,
+          modelPath: path,
+          weightsDir: dir!,
+          source: { model: m, version: m.version },
+          released: false,
+        };
+        samplingSessions.set(sid, ss);
+        if (!b.path) {
+          m.ephemeral.push(ss);
+          while (m.ephemeral.length > maxEphemeral) {
+            const old = m.ephemeral.shift()!;
+            old.released = true;
+            rmSync(old.weightsDir, { recursive: true, force: true });
+          }
+        }
+        return { type: 'save_weights_for_sampler', sampling_session_id: sid, ...(path ? { path } : {}) };
+      }),
+    'POST load_weights': (body) =>
+      ordered(body, 'load_weights', async (m, policy) => {
+        const b = parseBody(loadWeightsBody, body);
+        const p = parseTinkerPath(b.path, 'path');
+        if (p.kind !== 'weights')
+          throw new InvalidArgumentError('path', `load_weights needs a training checkpoint (tinker://…/weights/<name>), got ${b.path}`);
+        const { dir, meta } = store.resolve(b.path, 'path');
+        if (meta.base_model !== m.baseModel)
+          throw new InvalidArgumentError('path', `${b.path} was trained from "${meta.base_model}", this model is "${m.baseModel}"`);
+        if ((meta.lora?.rank ?? null) !== (m.lora?.rank ?? null)) {
+          throw new InvalidArgumentError(
+            'path',
+            `${b.path} has LoRA rank ${meta.lora?.rank ?? 'none'}, this model has ${m.lora?.rank ?? 'none'}`,
+          );
+        }
+        await weightsWillChange(m);
+        const fresh = await loadTrainingState(baseDir, dir, m.lora, b.optimizer ?? false, engine);
+        m.ready = Promise.resolve(fresh);
+        await policy.close();
+        return { type: 'load_weights', path: b.path };
+      }),
     'POST create_sampling_session': (body) => {
       const b = parseBody(createSamplingSessionBody, body);
       session(b.session_id);
@@ -445,7 +539,8 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     },
     'POST retrieve_future': async (body) => {
       const b = parseBody(retrieveFutureBody, body);
-      if (!futures.has(b.request_id)) throw new HttpError(404, `request_id: unknown request id "${b.request_id}" (never issued, or expired)`);
+      if (!futures.has(b.request_id))
+        throw new HttpError(404, `request_id: unknown request id "${b.request_id}" (never issued, or expired)`);
       const r = await futures.wait(b.request_id, longPollMs);
       if (!r) return { type: 'try_again', request_id: b.request_id, queue_state: 'active' };
       return r.outcome;
@@ -472,13 +567,21 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
 
   async function sample(s: SamplingSession, b: z.infer<typeof sampleBody>): Promise<unknown> {
     if (s.released) {
-      throw new InvalidArgumentError('sampling_session_id', `the weights of sampling session ${s.id} were released (each training client keeps its last ` +
-        `${maxEphemeral} ephemeral samplers); save_weights_for_sampler again, or save named sampler weights to keep them`);
+      throw new InvalidArgumentError(
+        'sampling_session_id',
+        `the weights of sampling session ${s.id} were released (each training client keeps its last ` +
+          `${maxEphemeral} ephemeral samplers); save_weights_for_sampler again, or save named sampler weights to keep them`,
+      );
     }
     const prompt = modelInputTokens(b.prompt, 'prompt', vocab);
     if (prompt.length === 0) throw new InvalidArgumentError('prompt', 'is empty');
-    if (prompt.length >= maxContext) throw new InvalidArgumentError('prompt', `${prompt.length} tokens leave no room to sample (context ${maxContext})`);
-    if (b.topk_prompt_logprobs) throw new InvalidArgumentError('topk_prompt_logprobs', 'top-k prompt logprobs are not supported by this server (use prompt_logprobs)');
+    if (prompt.length >= maxContext)
+      throw new InvalidArgumentError('prompt', `${prompt.length} tokens leave no room to sample (context ${maxContext})`);
+    if (b.topk_prompt_logprobs)
+      throw new InvalidArgumentError(
+        'topk_prompt_logprobs',
+        'top-k prompt logprobs are not supported by this server (use prompt_logprobs)',
+      );
     const sp = b.sampling_params;
     const params: SampleParams = { maxNewTokens: sp.max_tokens ?? maxContext - prompt.length, temperature: sp.temperature ?? 1 };
     if (sp.top_k !== null && sp.top_k !== undefined && sp.top_k > 0) params.topK = sp.top_k;
@@ -488,7 +591,8 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     const stopStrings: string[] = [];
     stop.forEach((x, i) => {
       if (typeof x === 'number') {
-        if (x >= vocab) throw new InvalidArgumentError(`sampling_params.stop[${i}]`, `token id ${x} is outside the vocabulary [0, ${vocab})`);
+        if (x >= vocab)
+          throw new InvalidArgumentError(`sampling_params.stop[${i}]`, `token id ${x} is outside the vocabulary [0, ${vocab})`);
         stopIds.push(x);
       } else if (x.length > 0) {
         stopStrings.push(x);
@@ -500,7 +604,9 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     const seed = sp.seed ?? null;
     const run = async (policy: EmbeddedPolicy) => {
       const [results, promptLps] = await Promise.all([
-        Promise.all(Array.from({ length: n }, (_, j) => policy.sample(prompt, seed === null ? params : { ...params, seed: (seed + j) >>> 0 }))),
+        Promise.all(
+          Array.from({ length: n }, (_, j) => policy.sample(prompt, seed === null ? params : { ...params, seed: (seed + j) >>> 0 })),
+        ),
         b.prompt_logprobs ? policy.forward([{ tokens: prompt }]).then((f) => f.logprobs[0]) : Promise.resolve(null),
       ]);
       return {
@@ -532,8 +638,12 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     if (!run && !m) throw new HttpError(404, `training run "${id}" not found`);
     const lora = m?.lora ?? run?.lora ?? null;
     return {
-      training_run_id: id, base_model: m?.baseModel ?? run!.base_model, model_owner: 'local', is_lora: lora !== null,
-      ...(lora ? { lora_rank: lora.rank } : {}), corrupted: false,
+      training_run_id: id,
+      base_model: m?.baseModel ?? run!.base_model,
+      model_owner: 'local',
+      is_lora: lora !== null,
+      ...(lora ? { lora_rank: lora.rank } : {}),
+      corrupted: false,
       last_request_time: new Date(m?.lastRequest ?? Date.parse(run!.created)).toISOString(),
       user_metadata: m?.userMetadata ?? run?.user_metadata ?? null,
     };
@@ -552,7 +662,12 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
     if (method === 'GET' && parts.length === 3 && parts[2] === 'checkpoints') {
       runInfo(id);
       const list = store.list(id).map((c) => ({
-        checkpoint_id: c.checkpoint_id, checkpoint_type: c.checkpoint_type, time: c.time, tinker_path: c.tinker_path, size_bytes: c.size_bytes, public: false,
+        checkpoint_id: c.checkpoint_id,
+        checkpoint_type: c.checkpoint_type,
+        time: c.time,
+        tinker_path: c.tinker_path,
+        size_bytes: c.size_bytes,
+        public: false,
       }));
       return { checkpoints: list, cursor: { offset: 0, limit: list.length, total_count: list.length } };
     }
@@ -560,7 +675,8 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
       const rest = parts.slice(3).join('/');
       const m = /^(weights|sampler_weights)\/([^/]+)$/.exec(rest);
       if (!m) throw new HttpError(400, `checkpoint id: expected weights/<name> or sampler_weights/<name>, got "${rest}"`);
-      if (!store.delete(id, m[1] as 'weights' | 'sampler_weights', m[2])) throw new HttpError(404, `checkpoint ${tinkerPath(id, m[1] as 'weights', m[2])} not found`);
+      if (!store.delete(id, m[1] as 'weights' | 'sampler_weights', m[2]))
+        throw new HttpError(404, `checkpoint ${tinkerPath(id, m[1] as 'weights', m[2])} not found`);
       return null;
     }
     return undefined;
@@ -607,9 +723,14 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
       const url = new URL(req.url ?? '/', 'http://localhost');
       const method = req.method ?? 'GET';
       if (url.pathname === '/healthz') return send(res, 200, { status: 'ok' });
-      if (!url.pathname.startsWith('/api/v1/')) throw new HttpError(404, `no route ${method} ${url.pathname} (the API lives under /api/v1)`);
+      if (!url.pathname.startsWith('/api/v1/'))
+        throw new HttpError(404, `no route ${method} ${url.pathname} (the API lives under /api/v1)`);
       if (!authorised(req)) throw new HttpError(401, 'missing or wrong API key (send X-API-Key)');
-      const parts = url.pathname.slice('/api/v1/'.length).split('/').filter((p) => p !== '').map(decodeURIComponent);
+      const parts = url.pathname
+        .slice('/api/v1/'.length)
+        .split('/')
+        .filter((p) => p !== '')
+        .map(decodeURIComponent);
       const body = method === 'POST' || method === 'PUT' ? await readBody(req) : {};
       const handler = handlers[`${method} ${parts.join('/')}`];
       let result: unknown;

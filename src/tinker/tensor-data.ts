@@ -34,7 +34,8 @@ function isObject(x: unknown): x is Record<string, unknown> {
 function intArray(raw: unknown, field: string, min = 0): number[] {
   if (!Array.isArray(raw)) throw new InvalidArgumentError(field, 'expected an array of integers');
   raw.forEach((v, i) => {
-    if (!(typeof v === 'number' && Number.isInteger(v) && v >= min)) throw new InvalidArgumentError(`${field}[${i}]`, `expected an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= min))
+      throw new InvalidArgumentError(`${field}[${i}]`, `expected an integer ≥ ${min}, got ${JSON.stringify(v)}`);
   });
   return raw as number[];
 }
@@ -45,37 +46,51 @@ export function decodeTensor(raw: unknown, field: string): DenseTensor {
   const known = new Set(['data', 'dtype', 'shape', 'sparse_crow_indices', 'sparse_col_indices']);
   for (const k of Object.keys(raw)) if (!known.has(k)) throw new InvalidArgumentError(`${field}.${k}`, 'unknown TensorData field');
   const dtype = raw.dtype;
-  if (dtype !== 'int64' && dtype !== 'float32') throw new InvalidArgumentError(`${field}.dtype`, `expected "int64" or "float32", got ${JSON.stringify(dtype)}`);
+  if (dtype !== 'int64' && dtype !== 'float32')
+    throw new InvalidArgumentError(`${field}.dtype`, `expected "int64" or "float32", got ${JSON.stringify(dtype)}`);
   if (!Array.isArray(raw.data)) throw new InvalidArgumentError(`${field}.data`, 'expected an array of numbers');
   const values = raw.data as unknown[];
   values.forEach((v, i) => {
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidArgumentError(`${field}.data[${i}]`, `expected a finite number, got ${JSON.stringify(v)}`);
-    if (dtype === 'int64' && !Number.isInteger(v)) throw new InvalidArgumentError(`${field}.data[${i}]`, `expected an integer (dtype int64), got ${v}`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new InvalidArgumentError(`${field}.data[${i}]`, `expected a finite number, got ${JSON.stringify(v)}`);
+    if (dtype === 'int64' && !Number.isInteger(v))
+      throw new InvalidArgumentError(`${field}.data[${i}]`, `expected an integer (dtype int64), got ${v}`);
   });
   const nums = values as number[];
   const shape = raw.shape === undefined || raw.shape === null ? null : intArray(raw.shape, `${field}.shape`);
   const crowRaw = raw.sparse_crow_indices ?? null;
   const colRaw = raw.sparse_col_indices ?? null;
   if ((crowRaw === null) !== (colRaw === null)) {
-    throw new InvalidArgumentError(`${field}.${crowRaw === null ? 'sparse_crow_indices' : 'sparse_col_indices'}`, 'sparse tensors need both sparse_crow_indices and sparse_col_indices');
+    throw new InvalidArgumentError(
+      `${field}.${crowRaw === null ? 'sparse_crow_indices' : 'sparse_col_indices'}`,
+      'sparse tensors need both sparse_crow_indices and sparse_col_indices',
+    );
   }
   if (crowRaw === null) {
     if (shape === null) return { dtype, shape: [nums.length], data: Float64Array.from(nums) };
     if (shape.length === 0) throw new InvalidArgumentError(`${field}.shape`, 'expected at least one dimension');
     const n = shape.reduce((a, b) => a * b, 1);
-    if (n !== nums.length) throw new InvalidArgumentError(`${field}.shape`, `shape [${shape.join(', ')}] has ${n} elements but data has ${nums.length}`);
+    if (n !== nums.length)
+      throw new InvalidArgumentError(`${field}.shape`, `shape [${shape.join(', ')}] has ${n} elements but data has ${nums.length}`);
     return { dtype, shape: [...shape], data: Float64Array.from(nums) };
   }
-  if (shape === null || shape.length !== 2) throw new InvalidArgumentError(`${field}.shape`, 'a sparse (CSR) tensor needs a 2-D shape [rows, cols]');
+  if (shape === null || shape.length !== 2)
+    throw new InvalidArgumentError(`${field}.shape`, 'a sparse (CSR) tensor needs a 2-D shape [rows, cols]');
   const [rows, cols] = shape;
   const crow = intArray(crowRaw, `${field}.sparse_crow_indices`);
   const col = intArray(colRaw, `${field}.sparse_col_indices`);
-  if (crow.length !== rows + 1) throw new InvalidArgumentError(`${field}.sparse_crow_indices`, `expected ${rows + 1} offsets (rows + 1), got ${crow.length}`);
-  if (crow[0] !== 0 || crow[rows] !== nums.length) throw new InvalidArgumentError(`${field}.sparse_crow_indices`, `must start at 0 and end at ${nums.length} (the number of non-zeros)`);
+  if (crow.length !== rows + 1)
+    throw new InvalidArgumentError(`${field}.sparse_crow_indices`, `expected ${rows + 1} offsets (rows + 1), got ${crow.length}`);
+  if (crow[0] !== 0 || crow[rows] !== nums.length)
+    throw new InvalidArgumentError(`${field}.sparse_crow_indices`, `must start at 0 and end at ${nums.length} (the number of non-zeros)`);
   for (let r = 0; r < rows; r++) {
     if (crow[r + 1] < crow[r]) throw new InvalidArgumentError(`${field}.sparse_crow_indices[${r + 1}]`, 'offsets must not decrease');
   }
-  if (col.length !== nums.length) throw new InvalidArgumentError(`${field}.sparse_col_indices`, `expected ${nums.length} column indices (one per non-zero), got ${col.length}`);
+  if (col.length !== nums.length)
+    throw new InvalidArgumentError(
+      `${field}.sparse_col_indices`,
+      `expected ${nums.length} column indices (one per non-zero), got ${col.length}`,
+    );
   const dense = new Float64Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let k = crow[r]; k < crow[r + 1]; k++) {

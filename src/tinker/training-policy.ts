@@ -28,7 +28,11 @@ export interface EngineOptions {
 export const LORA_TRAINS_ADAPTERS = false;
 
 /** A fresh training client on `baseDir` (LoRA clients: see the file comment). */
-export async function createTrainingPolicy(baseDir: string, lora: TinkerLoraConfig | null, options: EngineOptions): Promise<EmbeddedPolicy> {
+export async function createTrainingPolicy(
+  baseDir: string,
+  lora: TinkerLoraConfig | null,
+  options: EngineOptions,
+): Promise<EmbeddedPolicy> {
   void lora;
   return EmbeddedPolicy.load(baseDir, { threads: options.threads, kernels: options.kernels });
 }
@@ -41,7 +45,11 @@ export async function saveTrainingState(policy: EmbeddedPolicy, dir: string): Pr
 
 /** A training client restored from a saved training state (optimizer moments too when `optimizer`). */
 export async function loadTrainingState(
-  baseDir: string, stateDir: string, lora: TinkerLoraConfig | null, optimizer: boolean, options: EngineOptions,
+  baseDir: string,
+  stateDir: string,
+  lora: TinkerLoraConfig | null,
+  optimizer: boolean,
+  options: EngineOptions,
 ): Promise<EmbeddedPolicy> {
   void baseDir;
   void lora;
