@@ -407,7 +407,12 @@ test('sampling: an ephemeral sampler keeps its snapshot after the client trains 
   await c.forwardBackward([ceDatum([1, 2, 3, 11, 40, 41, 42, 43])]);
   await c.optimStep(5e-2);
   const s2 = await ask({}, 1);
-  assert.deepEqual(s2.sequences, s1.sequences);
+  // (from disk a LoRA client's snapshot is the merged model: the same function, rounded differently)
+  assert.deepEqual(
+    s2.sequences.map((q: Json) => q.tokens),
+    s1.sequences.map((q: Json) => q.tokens),
+  );
+  s2.sequences.forEach((q: Json, i: number) => near(q.logprobs, s1.sequences[i].logprobs, 1e-4, 'snapshot logprobs'));
   // a stop token id ends the sequence with stop_reason "stop", the stop token included
   const first = s1.sequences[0].tokens[0];
   const s3 = await ask({ stop: [first], seed: 5 }, 2);
