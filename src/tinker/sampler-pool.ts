@@ -1,11 +1,11 @@
 /**
- * Engines that serve sampling sessions, one `EmbeddedPolicy` per weights directory, loaded on first
- * use and shared by every session on the same weights. The base model's engine stays loaded; other
+ * Engines that serve sampling sessions, one `EmbeddedPolicy` per weights directory (a full model, or
+ * a LoRA adapter on the served base), loaded on first use and shared by every session on the same weights. The base model's engine stays loaded; other
  * directories are kept up to `capacity` at a time, the least recently used idle one closed first
  * (an engine in use is never closed under its requests).
  */
-import { EmbeddedPolicy } from '../policy/embedded.ts';
-import type { EngineOptions } from './training-policy.ts';
+import type { EmbeddedPolicy } from '../policy/embedded.ts';
+import { loadSamplerPolicy, type EngineOptions } from './training-policy.ts';
 
 interface Entry {
   policy: Promise<EmbeddedPolicy>;
@@ -27,7 +27,7 @@ export class SamplerPool {
   async with<T>(dir: string, fn: (policy: EmbeddedPolicy) => Promise<T>): Promise<T> {
     let e = this.entries.get(dir);
     if (!e) {
-      const policy = EmbeddedPolicy.load(dir, { threads: this.options.threads, kernels: this.options.kernels });
+      const policy = loadSamplerPolicy(this.baseDir, dir, this.options);
       e = { policy, users: 0, lastUse: 0 };
       this.entries.set(dir, e);
       policy.catch(() => this.entries.delete(dir));

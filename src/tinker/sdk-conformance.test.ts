@@ -26,7 +26,7 @@ const skip = !existsSync(WHEELS)
     ? `no conformance kit at ${KIT}`
     : false;
 
-test('serve --tinker: --tinker-dir without --tinker is refused naming the flag', async () => {
+test('serve --tinker: --tinker-dir without --tinker, and --lora with it, are refused naming the flag', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'matpo-tinker-cli-'));
   try {
     await createTestTokenizer(dir);
@@ -36,6 +36,11 @@ test('serve --tinker: --tinker-dir without --tinker is refused naming the flag',
     await assert.rejects(
       command.run(['--model', dir, '--port', '0', '--tinker-dir', dir]),
       (e: unknown) => e instanceof MatpoError && e.message === '--tinker-dir: only applies with --tinker',
+    );
+    await assert.rejects(
+      command.run(['--model', dir, '--port', '0', '--tinker', '--lora', dir]),
+      (e: unknown) =>
+        e instanceof MatpoError && e.message === '--lora: does not apply with --tinker (Tinker clients ask for LoRA in create_model)',
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

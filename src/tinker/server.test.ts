@@ -6,13 +6,13 @@
 // listings, sampling sessions (snapshot semantics, stop tokens, prompt logprobs), and errors.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getKernels } from '../engine/index.ts';
 import { presetConfig } from '../model/config.ts';
 import { buildLayout, initParams } from '../model/params.ts';
-import { saveModelDir } from '../model/checkpoint.ts';
+import { loadModelDir, saveModelDir } from '../model/checkpoint.ts';
 import { Engine } from '../model/engine.ts';
 import { createTestTokenizer } from '../model/tokenizer.ts';
 import { serveTinker, type TinkerServer } from './server.ts';
@@ -538,4 +538,42 @@ test('client/config answers explicit false flags; capabilities list the model; t
   } finally {
     await s.close();
   }
+});
+
+// LoRA clients train only their adapters: the training state is a PEFT adapter, and the merged
+// sampler weights differ from the base only in the adapted modules; a full client changes the rest too.
+test('LoRA clients train adapters only (PEFT training state, merged sampler weights); full clients train every weight', async () => {
+  const base = loadModelDir(modelDir);
+  const changed = (dir: string) => {
+    const m = loadModelDir(dir);
+    return m.layout.tensors
+      .filter((t) => t.name.endsWith('.weight'))
+      .filter((t) => {
+        const a = m.weights.subarray(t.offset, t.offset + t.size);
+        const b = base.weights.subarray(t.offset, t.offset + t.size);
+        return a.some((v, i) => v !== b[i]);
+      })
+      .map((t) => t.name.replace(/^model\.layers\.\d+\./, '').replace(/\.weight$/, ''));
+  };
+  const train = async (c: Client, name: string) => {
+    await c.forwardBackward([ceDatum(SEQ)]);
+    await c.optimStep(1e-2);
+    await call('save_weights', c.body({ path: name, overwrite: true }));
+    await call('save_weights_for_sampler', c.body({ path: name }));
+  };
+  const lora = await Client.create({ rank: 4, seed: 1, train_attn: true, train_mlp: false, train_unembed: false });
+  await train(lora, 'lora');
+  const state = join(root, 'tinker', 'runs', lora.id, 'weights', 'lora');
+  const adapterConfig = JSON.parse(readFileSync(join(state, 'adapter_config.json'), 'utf8'));
+  assert.equal(adapterConfig.r, 4);
+  assert.equal(adapterConfig.lora_alpha, 32);
+  assert.deepEqual([...adapterConfig.target_modules].sort(), ['k_proj', 'o_proj', 'q_proj', 'v_proj']);
+  assert.ok(existsSync(join(state, 'adapter_model.safetensors')) && !existsSync(join(state, 'model.safetensors')));
+  const loraChanged = new Set(changed(join(root, 'tinker', 'runs', lora.id, 'sampler_weights', 'lora')));
+  assert.deepEqual([...loraChanged].sort(), ['self_attn.k_proj', 'self_attn.o_proj', 'self_attn.q_proj', 'self_attn.v_proj']);
+
+  const full = await Client.create(null);
+  await train(full, 'full');
+  const fullChanged = new Set(changed(join(root, 'tinker', 'runs', full.id, 'sampler_weights', 'full')));
+  for (const name of ['mlp.down_proj', 'model.embed_tokens', 'self_attn.q_proj']) assert.ok(fullChanged.has(name), name);
 });

@@ -2,44 +2,41 @@
  * How a Tinker training client maps onto the embedded engine: one `EmbeddedPolicy` (its own worker
  * thread) per training client, created from the served base model directory.
  *
- * LoRA: a `lora_config` asks for adapters of rank r on the attention / MLP / unembedding groups.
- * `createTrainingPolicy` is the ONE place that decides how such a client is built; this build of the
- * engine has no adapters yet, so a LoRA client is trained as FULL fine-tuning of every weight (its
- * config is kept and reported by get_info / weights_info). Saved training state is a model directory
- * plus the AdamW moments; sampler weights are a model directory.
+ *   LoRA client (`lora_config` given)   the base is frozen and only the adapters train (rank r, alpha,
+ *                                       attention / MLP / unembedding groups as Tinker names them);
+ *                                       training state = the PEFT adapter + its AdamW moments;
+ *                                       sampler weights = a full model directory with the adapter merged.
+ *   full client (no `lora_config`)      every weight trains; training state = the model directory + AdamW
+ *                                       moments; sampler weights = the model directory.
+ *
+ * A directory holding `adapter_config.json` is an adapter on the served base; anything else is a full
+ * model directory (`loadSamplerPolicy`).
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { LoraConfig } from '../model/lora.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
 
-export interface TinkerLoraConfig {
-  rank: number;
-  alpha: number;
-  trainAttn: boolean;
-  trainMlp: boolean;
-  trainUnembed: boolean;
-  seed: number;
-}
+export type TinkerLoraConfig = LoraConfig;
 
 export interface EngineOptions {
   threads?: number;
   kernels?: 'native' | 'reference';
 }
 
-/** True when LoRA clients really train adapters (false: they are trained as full fine-tuning). */
-export const LORA_TRAINS_ADAPTERS = false;
-
-/** A fresh training client on `baseDir` (LoRA clients: see the file comment). */
+/** A fresh training client on `baseDir`: LoRA adapters when `lora` is given, else full fine-tuning. */
 export async function createTrainingPolicy(
   baseDir: string,
   lora: TinkerLoraConfig | null,
   options: EngineOptions,
 ): Promise<EmbeddedPolicy> {
-  void lora;
-  return EmbeddedPolicy.load(baseDir, { threads: options.threads, kernels: options.kernels });
+  return EmbeddedPolicy.load(baseDir, { threads: options.threads, kernels: options.kernels, ...(lora ? { lora } : {}) });
 }
 
-/** Write the full training state (weights + optimizer) into `dir`. */
+/** Write the training state (adapter or weights, plus the optimizer moments) into `dir`. */
 export async function saveTrainingState(policy: EmbeddedPolicy, dir: string): Promise<void> {
-  await policy.save(dir);
+  if (policy.lora) await policy.saveAdapter(dir);
+  else await policy.save(dir);
   await policy.saveOptimizerState(dir);
 }
 
@@ -51,9 +48,8 @@ export async function loadTrainingState(
   optimizer: boolean,
   options: EngineOptions,
 ): Promise<EmbeddedPolicy> {
-  void baseDir;
-  void lora;
-  const policy = await EmbeddedPolicy.load(stateDir, { threads: options.threads, kernels: options.kernels });
+  const engine = { threads: options.threads, kernels: options.kernels };
+  const policy = lora ? await EmbeddedPolicy.load(baseDir, { ...engine, adapter: stateDir }) : await EmbeddedPolicy.load(stateDir, engine);
   try {
     if (optimizer) await policy.loadOptimizerState(stateDir);
   } catch (err) {
@@ -63,7 +59,16 @@ export async function loadTrainingState(
   return policy;
 }
 
-/** Write weights a sampler can load as a plain model directory. */
+/** Write weights a sampler loads as a plain model directory (a LoRA client's adapter merged in). */
 export async function saveSamplerWeights(policy: EmbeddedPolicy, dir: string): Promise<void> {
-  await policy.save(dir);
+  if (policy.lora) await policy.saveMerged(dir);
+  else await policy.save(dir);
+}
+
+/** The engine that samples from `dir`: a full model directory, or an adapter on the served base. */
+export function loadSamplerPolicy(baseDir: string, dir: string, options: EngineOptions): Promise<EmbeddedPolicy> {
+  const engine = { threads: options.threads, kernels: options.kernels };
+  return existsSync(join(dir, 'adapter_config.json'))
+    ? EmbeddedPolicy.load(baseDir, { ...engine, adapter: dir })
+    : EmbeddedPolicy.load(dir, engine);
 }
