@@ -349,6 +349,12 @@ test('save_weights / load_weights round trip, optimizer state included', async (
   const wrongRank = await Client.create({ rank: 8 });
   const bad = await call('load_weights', wrongRank.body({ path: saved.path, optimizer: false }), true);
   assert.equal(bad.error, `path: ${saved.path} has LoRA rank 4, this model has 8`);
+  const otherModules = await Client.create({ rank: 4, train_unembed: true });
+  const bad2 = await call('load_weights', otherModules.body({ path: saved.path, optimizer: false }), true);
+  assert.equal(
+    bad2.error,
+    `path: ${saved.path} adapts other modules (attn true, mlp true, unembed false) than this model (attn true, mlp true, unembed true)`,
+  );
 
   await call('save_weights_for_sampler', c.body({ path: 'eval', type: 'save_weights_for_sampler' }));
   const list = await http(server, 'GET', `training_runs/${c.id}/checkpoints`);

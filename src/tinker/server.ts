@@ -495,6 +495,13 @@ export async function serveTinker(options: TinkerServeOptions): Promise<TinkerSe
             `${b.path} has LoRA rank ${meta.lora?.rank ?? 'none'}, this model has ${m.lora?.rank ?? 'none'}`,
           );
         }
+        const groups = (l: TinkerLoraConfig | null) => (l ? `attn ${l.trainAttn}, mlp ${l.trainMlp}, unembed ${l.trainUnembed}` : 'none');
+        if (groups(meta.lora) !== groups(m.lora)) {
+          throw new InvalidArgumentError(
+            'path',
+            `${b.path} adapts other modules (${groups(meta.lora)}) than this model (${groups(m.lora)})`,
+          );
+        }
         await weightsWillChange(m);
         const fresh = await loadTrainingState(baseDir, dir, m.lora, b.optimizer ?? false, engine);
         m.ready = Promise.resolve(fresh);
