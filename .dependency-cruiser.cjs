@@ -1,13 +1,13 @@
 /**
  * The layer rule: every folder of src/ imports only folders below it (or itself). Lowest first:
  *
- *   core ← util ← engine ← model ← policy ← tools ← agents ← rl ← envs ← train ← demo ← ui ← cli
+ *   core ← util ← engine ← model ← policy ← tinker ← tools ← agents ← rl ← envs ← train ← demo ← ui ← cli
  *
  * src/index.ts (the public API) may import any layer; src/testing/ (fakes and fixture generators)
  * may import any layer, and no production file may import it. Checked by `npm test`
  * (`npm run lint:layers`); src/layers.test.ts shows the rule failing on a planted upward import.
  */
-const LAYERS = ['core', 'util', 'engine', 'model', 'policy', 'tools', 'agents', 'rl', 'envs', 'train', 'demo', 'ui', 'cli'];
+const LAYERS = ['core', 'util', 'engine', 'model', 'policy', 'tinker', 'tools', 'agents', 'rl', 'envs', 'train', 'demo', 'ui', 'cli'];
 
 const upward = LAYERS.map((layer, i) => ({
   name: `layer-${layer}`,

@@ -57,11 +57,14 @@ export const command: Command = {
     'Serve a model directory over an OpenAI-compatible HTTP API: /v1/completions (token ids, logprobs, echo), ' +
     '/v1/chat/completions (tool calls), streaming, /v1/models, /health, /tokenize, /detokenize.',
   usage:
-    'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N] [--lora [NAME=]DIR]\n\n' +
+    'serve --model DIR --port P [--host 127.0.0.1] [--api-key K] [--name NAME] [--threads N] [--max-tokens N] [--lora [NAME=]DIR]\n' +
+    '      [--tinker [--tinker-dir D]]\n\n' +
     '  --api-key K     require "Authorization: Bearer K" (default: env MATPO_API_KEY, else no key)\n' +
     '  --name NAME     model id clients send and /v1/models lists (default: the directory name)\n' +
     '  --max-tokens N  refuse requests asking for more new tokens than N\n' +
-    '  --lora [NAME=]DIR  apply a PEFT LoRA adapter, served as NAME too (POST /v1/load_lora_adapter loads another)',
+    '  --lora [NAME=]DIR  apply a PEFT LoRA adapter, served as NAME too (POST /v1/load_lora_adapter loads another)\n' +
+    '  --tinker        serve the Tinker training API (/api/v1: sessions, LoRA/full training clients, losses, sampling) instead\n' +
+    '  --tinker-dir D  where --tinker writes checkpoints (default: <temp dir>/matpo-tinker)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: 'string' },
@@ -72,6 +75,8 @@ export const command: Command = {
       threads: { type: 'string' },
       'max-tokens': { type: 'string' },
       lora: { type: 'string' },
+      tinker: { type: 'boolean' },
+      'tinker-dir': { type: 'string' },
     });
     const dir = resolve(required(values, 'model'));
     required(values, 'port');
@@ -85,6 +90,17 @@ export const command: Command = {
     const modelName = (values.name as string | undefined) ?? basename(dir);
     const threads = values.threads === undefined ? undefined : intFlag(values, 'threads', 1);
     const maxTokens = values['max-tokens'] === undefined ? undefined : intFlag(values, 'max-tokens', 0);
+
+    if (values.tinker) {
+      if (values.lora !== undefined) {
+        throw new ConfigError({ path: '--lora', message: 'does not apply with --tinker (Tinker clients ask for LoRA in create_model)' });
+      }
+      const { runTinkerServe } = await import('../../tinker/serve-command.ts');
+      const tinkerDir = values['tinker-dir'] as string | undefined;
+      const name = values.name as string | undefined;
+      return runTinkerServe({ modelDir: dir, name, host, port, apiKey: apiKey || undefined, threads, tinkerDir });
+    }
+    if (values['tinker-dir'] !== undefined) throw new ConfigError({ path: '--tinker-dir', message: 'only applies with --tinker' });
 
     const loraFlag = values.lora as string | undefined;
     const eq = loraFlag?.indexOf('=') ?? -1;
