@@ -48,6 +48,8 @@ export interface ForwardBackwardOutput {
 
 export interface LoraSpec {
   rank: number;
+  /** Sent only when it is not 32 (the value hosted Tinker uses; its SDK sends none). */
+  alpha?: number;
   seed?: number;
   trainAttn: boolean;
   trainMlp: boolean;
@@ -396,7 +398,14 @@ export class TinkerClient {
   async createModel(baseModel: string, lora: LoraSpec | null, userMetadata: Record<string, string> = {}): Promise<TinkerModel> {
     const body: Record<string, unknown> = { session_id: this.sessionId, model_seq_id: this.modelSeq++, base_model: baseModel, user_metadata: userMetadata, type: 'create_model' };
     if (lora) {
-      body.lora_config = { rank: lora.rank, ...(lora.seed !== undefined ? { seed: lora.seed } : {}), train_unembed: lora.trainUnembed, train_mlp: lora.trainMlp, train_attn: lora.trainAttn };
+      body.lora_config = {
+        rank: lora.rank,
+        ...(lora.alpha !== undefined && lora.alpha !== 32 ? { alpha: lora.alpha } : {}),
+        ...(lora.seed !== undefined ? { seed: lora.seed } : {}),
+        train_unembed: lora.trainUnembed,
+        train_mlp: lora.trainMlp,
+        train_attn: lora.trainAttn,
+      };
     }
     const id = await this.submit('create_model', body, 'CreateModel');
     const r = await this.retrieve(id, 'CreateModel');

@@ -193,13 +193,20 @@ const int = (def: number, help: string, min = 0) => z.number().int().min(min).de
 export const ModelSchema = z
   .strictObject({
     path: z.string().default('').describe('model directory (Hugging Face layout) for the embedded policy'),
-    kind: z.enum(['embedded', 'endpoint']).default('embedded').describe('embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only)'),
+    kind: z.enum(['embedded', 'endpoint', 'tinker']).default('embedded')
+      .describe('embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only); tinker: a Tinker-compatible training service'),
     endpoint: z.string().default('').describe('base URL of an OpenAI-compatible server (kind: endpoint)'),
     served: z.string().default('').describe('the model name sent to the endpoint (kind: endpoint)'),
     threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
     loraRank: int(0, 'LoRA rank: train only a LoRA adapter on the frozen model, checkpoints hold the PEFT adapter (0 = full fine-tuning)'),
     loraAlpha: pos(32, 'LoRA alpha: the adapter update is scaled by loraAlpha / loraRank'),
     loraUnembed: z.boolean().default(false).describe('LoRA on lm_head too (Tinker\'s train_unembed; vLLM refuses lm_head adapters, transformers loads them)'),
+    baseUrl: z.string().default('').describe('root URL of the Tinker-compatible service (kind: tinker), e.g. http://127.0.0.1:8000'),
+    baseModel: z.string().default('').describe('the service\'s name of the base model (kind: tinker; empty: the absolute model.path, as matpo serve --tinker names it)'),
+    apiKey: z.string().default('').describe('X-API-Key of the service (kind: tinker; empty: env TINKER_API_KEY)'),
+    tokenizerDir: z.string().default('').describe('local tokenizer directory (kind: tinker; empty: model.path); the service serves no tokenizer'),
+    tinkerLoss: z.enum(['custom', 'ppo']).default('custom')
+      .describe('kind tinker: custom = any rl.loss through forward + cross-entropy surrogate (2 passes); ppo = the service\'s ppo in one pass (rl.loss ppo, no dualClip/KL/entropy)'),
   })
   .prefault({});
 
@@ -433,6 +440,33 @@ export interface ParseOptions {
 const warnOnStderr = (message: string) => process.stderr.write(`warning: ${message}\n`);
 
 /**
+ * What a Tinker-compatible service cannot do, refused before a run starts (model.kind: tinker):
+ * it returns no entropies (so no entropy bonus), and its one-pass `ppo` matches our loss only for
+ * PPO without dual clip or KL term, with ε_low, ε_high > 0 (see src/tinker/policy.ts).
+ */
+function checkTinker(c: TrainConfig, file?: string): void {
+  const m = c.model;
+  if (!m.baseUrl) throw new ConfigError({ path: 'model.baseUrl', message: 'is required when model.kind is tinker (the service root URL)', file });
+  try {
+    new URL(m.baseUrl);
+  } catch {
+    throw new ConfigError({ path: 'model.baseUrl', message: `not a valid URL: ${m.baseUrl}`, file });
+  }
+  if (!m.baseModel && !m.path) throw new ConfigError({ path: 'model.baseModel', message: 'is required when model.kind is tinker (or set model.path to the model directory the server was started with)', file });
+  if (!m.tokenizerDir && !m.path) throw new ConfigError({ path: 'model.tokenizerDir', message: 'a Tinker service serves no tokenizer: set model.tokenizerDir (or model.path) to a local tokenizer directory', file });
+  const l = c.rl.loss;
+  if (l.entropyCoef !== 0) throw new ConfigError({ path: 'rl.loss.entropyCoef', message: 'must be 0 with model.kind tinker: the service returns no per-token entropies', file });
+  if (m.tinkerLoss === 'ppo') {
+    const why = (path: string, what: string) => new ConfigError({ path, message: `${what} with model.tinkerLoss ppo (the service's ppo has no such term); use model.tinkerLoss custom`, file });
+    if (l.name !== 'ppo') throw why('rl.loss.name', `must be ppo, not ${l.name},`);
+    if (l.dualClip !== null && l.dualClip !== 0) throw why('rl.loss.dualClip', 'must be null');
+    if (l.klCoef !== 0) throw why('rl.loss.klCoef', 'must be 0');
+    if (!(l.clipLow > 0)) throw why('rl.loss.clipLow', 'must be > 0');
+    if (!(l.clipHigh > 0)) throw why('rl.loss.clipHigh', 'must be > 0');
+  }
+}
+
+/**
  * Validate a raw config object after expanding its preset; the first problem becomes a ConfigError
  * naming its field path. Departures from the preset go to `options.warn`.
  */
@@ -483,6 +517,7 @@ export function parseConfig(raw: unknown, file?: string, options: ParseOptions =
     // Dr. GRPO's constant L, when the preset supplies it: the longest generation one sequence can have.
     if (RL_PRESETS[c.rl.preset].fields.loss.normTokens === 'max-generation' && isMapping(raw) && !hasLossField(raw, 'normTokens'))
       c.rl.loss.normTokens = maxGenerationTokens(c.rollout);
+    if (c.model.kind === 'tinker') checkTinker(c, file);
     for (const line of presetDeviations(c)) (options.warn ?? warnOnStderr)(line);
     return c;
   }

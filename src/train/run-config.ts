@@ -14,7 +14,7 @@ import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { trainRl, type RlRunResult } from './rl-loop.ts';
 import { readTranscripts, trainSft } from './sft.ts';
-import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy } from './wiring.ts';
+import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy, policyLoader } from './wiring.ts';
 
 function modelMaxPositions(dir: string): number {
   try {
@@ -95,7 +95,7 @@ export async function runEvaluation(config: TrainConfig, options: { out?: string
   const built = await buildRun(config);
   let policy;
   try {
-    policy = await openSamplingPolicy(config.model);
+    policy = await openSamplingPolicy(config.model, config.run.seed);
   } catch (err) {
     await built.close();
     throw err;
@@ -128,12 +128,11 @@ export async function runEvaluation(config: TrainConfig, options: { out?: string
  */
 export async function runTraining(config: TrainConfig, options: { runDir: string; resume: boolean; stop?: { requested: boolean } }): Promise<RlRunResult> {
   const built = await buildRun(config);
-  const lora = configLora(config);
   try {
     return await trainRl(
       config,
       {
-        loadPolicy: (dir) => loadEmbeddedPolicy(dir, config.model.threads, 'model.path', lora),
+        loadPolicy: policyLoader(config),
         makeRunner: built.makeRunner,
         trainQuestions: built.train,
         evalQuestions: built.eval,

@@ -1,17 +1,18 @@
 /**
  * The one builder from a run configuration to the real components: policies (the embedded engine,
- * or an OpenAI-compatible endpoint for sampling only), question sources (an offline world's split
+ * an OpenAI-compatible endpoint for sampling only, or a Tinker-compatible training service), question sources (an offline world's split
  * or a QA dataset file), the workers' tools (world, BM25 index, web, MCP) and the answer scorer
  * (a rule or an LLM judge). Components that a build may lack are imported lazily, so a
  * missing one is a one-line error when it is asked for, not a crash at start-up.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError, MatpoError } from '../core/errors.ts';
 import { loadWorld, type World } from '../envs/world/world.ts';
 import { OpenAIPolicy } from '../policy/openai.ts';
 import { EmbeddedPolicy } from '../policy/embedded.ts';
-import type { SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
+import type { PolicyLoader, SamplingPolicy, TrainablePolicy } from '../core/policy.ts';
+import { CHECKPOINT_FILE, TinkerPolicy, readCheckpointRecord } from '../tinker/policy.ts';
 import { RolloutEngine } from '../agents/rollout.ts';
 import type { Tool } from '../tools/tool.ts';
 import type { McpServerConfig } from '../tools/mcp.ts';
@@ -78,8 +79,49 @@ export function checkModelContext(config: TrainConfig): void {
     throw new ConfigError({ path: 'rollout.maxSequenceTokens', message: `${config.rollout.maxSequenceTokens} exceeds the model's context (max_position_embeddings ${max} in ${file})` });
 }
 
-/** The sampling policy for evaluation: embedded (model.path) or an OpenAI-compatible endpoint. */
-export async function openSamplingPolicy(model: TrainConfig['model']): Promise<SamplingPolicy> {
+/**
+ * A training client on a Tinker-compatible service. `dir` is where the run loads weights from: a
+ * checkpoint directory holding tinker.json (resume: its training state is loaded into a new model)
+ * or the model directory (a fresh model of model.baseModel).
+ */
+export async function loadTinkerPolicy(
+  model: TrainConfig['model'], dir: string, options: { seed: number; loss?: Pick<TrainConfig['rl']['loss'], 'clipLow' | 'clipHigh'> },
+): Promise<TinkerPolicy> {
+  const m = model;
+  const restoreDir = dir && existsSync(join(dir, CHECKPOINT_FILE)) ? dir : undefined;
+  // a checkpoint directory as model.path (evaluation): its record names the base model
+  const record = restoreDir !== undefined && resolve(restoreDir) === resolve(m.path) ? readCheckpointRecord(restoreDir) : null;
+  return TinkerPolicy.open({
+    baseUrl: m.baseUrl,
+    apiKey: m.apiKey || undefined,
+    baseModel: m.baseModel || (record ? record.baseModel : resolve(m.path)),
+    tokenizerDir: m.tokenizerDir || m.path,
+    lora: record
+      ? record.lora
+      : m.loraRank > 0
+        ? { rank: m.loraRank, alpha: m.loraAlpha, seed: options.seed >>> 0, trainAttn: true, trainMlp: true, trainUnembed: m.loraUnembed }
+        : null,
+    lossMode: m.tinkerLoss,
+    ppoClip: options.loss ? { low: options.loss.clipLow, high: options.loss.clipHigh } : undefined,
+    restoreDir,
+  });
+}
+
+/** The loader of the run's trainable policy (and of the KL reference policy) for a config. */
+export function policyLoader(config: TrainConfig): PolicyLoader {
+  if (config.model.kind === 'tinker') return (dir) => loadTinkerPolicy(config.model, dir, { seed: config.run.seed, loss: config.rl.loss });
+  if (config.model.kind === 'endpoint') {
+    return async () => {
+      throw new ConfigError({ path: 'model.kind', message: 'endpoint policies sample only and cannot be trained; use embedded or tinker' });
+    };
+  }
+  const lora = configLora(config);
+  return (dir) => loadEmbeddedPolicy(dir, config.model.threads, 'model.path', lora);
+}
+
+/** The sampling policy for evaluation: embedded (model.path), an OpenAI-compatible endpoint, or a Tinker service. */
+export async function openSamplingPolicy(model: TrainConfig['model'], seed = 1): Promise<SamplingPolicy> {
+  if (model.kind === 'tinker') return loadTinkerPolicy(model, model.path, { seed });
   if (model.kind === 'endpoint') {
     if (!model.endpoint) throw new ConfigError({ path: 'model.endpoint', message: 'is required when model.kind is endpoint' });
     return new OpenAIPolicy({ baseUrl: model.endpoint, model: model.served || 'default', tokenizerDir: model.path || undefined });
