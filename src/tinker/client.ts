@@ -318,7 +318,9 @@ export class TinkerClient {
       const should = res.headers.get('x-should-retry');
       const retryable = should === 'true' || (should !== 'false' && (res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500));
       if (!retryable || opts.retry === false || Date.now() - started > budget) {
-        throw new EndpointError({ url, status: res.status, message: `${opts.what}: ${serverMessage(answer)}` });
+        const msg = serverMessage(answer);
+        const hint = res.status === 404 && /unknown/i.test(msg) ? ' (the service does not know it: did it restart? continue from the last checkpoint with --resume)' : '';
+        throw new EndpointError({ url, status: res.status, message: `${opts.what}: ${msg}${hint}` });
       }
       await sleep(retryAfterMs(res) ?? this.backoff(attempt, this.options.backoffMs ?? 500, this.options.maxBackoffMs ?? 10_000));
     }

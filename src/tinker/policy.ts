@@ -202,9 +202,10 @@ export class TinkerPolicy implements TrainablePolicy {
   async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
     if (!Number.isInteger(params.maxNewTokens) || params.maxNewTokens < 1) throw new MatpoError('invalid-argument', `maxNewTokens: must be a positive integer, got ${params.maxNewTokens}`);
     if (params.signal?.aborted) return { tokens: [], logprobs: [], finishReason: 'abort' };
-    const tokenizer = await this.tokenizer();
     const stopStrings = params.stopStrings ?? [];
-    const stopIds = params.stopTokenIds ?? (stopStrings.length ? [] : tokenizer.stopTokenIds);
+    // the tokenizer is needed only for default stop ids and for cutting at stop strings
+    const tokenizer = params.stopTokenIds === undefined || stopStrings.length ? await this.tokenizer() : null;
+    const stopIds = params.stopTokenIds ?? (stopStrings.length ? [] : tokenizer!.stopTokenIds);
     // the protocol cannot mix stop strings and stop ids: send the ids and cut at stop strings here
     const stop = stopIds.length ? [...stopIds] : stopStrings.length ? [...stopStrings] : undefined;
     const session = await this.samplingSession();
@@ -224,7 +225,7 @@ export class TinkerPolicy implements TrainablePolicy {
     let finishReason: FinishReason = s.stop_reason === 'length' ? 'length' : last !== undefined && stopIds.includes(last) ? 'stop_token' : 'stop_string';
     if (stopIds.length && stopStrings.length && finishReason !== 'stop_token') {
       for (let k = 1; k <= tokens.length; k++) {
-        const text = tokenizer.decode(tokens.slice(0, k));
+        const text = tokenizer!.decode(tokens.slice(0, k));
         if (stopStrings.some((x) => text.includes(x))) {
           tokens = tokens.slice(0, k);
           logprobs = logprobs.slice(0, k);
