@@ -2,7 +2,7 @@
 // model over the toy planner–worker task's 16 tokens: MATPO steps through the RL loop (rollouts
 // with delegation, credit assignment, datums, the PPO loss with dual clip, AdamW with clipping,
 // checkpoints) produce the same weights and the same rollouts as the same steps in-process with
-// EmbeddedPolicy (same seeds); the one-pass built-in ppo matches our PPO without dual clip; the
+// EmbeddedPolicy (same seeds), and a checkpoint directory evaluates like the engine's; the one-pass built-in ppo matches our PPO without dual clip; the
 // server killed in the middle of a step and restarted on the same checkpoint directory gives a
 // clear error, and --resume continues from the last checkpoint to the same weights.
 import { test, before, after } from 'node:test';
@@ -19,7 +19,7 @@ import { EmbeddedPolicy } from '../policy/embedded.ts';
 import { parseConfig, type TrainConfigInput } from '../train/config.ts';
 import { trainRl, type RlDeps } from '../train/rl-loop.ts';
 import { readMetrics, runPaths } from '../train/run-dir.ts';
-import { loadTinkerPolicy } from '../train/wiring.ts';
+import { loadTinkerPolicy, openSamplingPolicy } from '../train/wiring.ts';
 import { toyQuestions, toyRunner, toyScorer, TOY_VOCAB } from '../testing/toy-task.ts';
 import { CHECKPOINT_FILE } from './policy.ts';
 import { EndpointError } from '../core/errors.ts';
@@ -140,6 +140,16 @@ test('MATPO steps through the Tinker protocol give the same rollouts and weights
     assert.ok(maxDiff(we, initial) > 1e-3, 'training changed the weights');
     const d = maxDiff(wt, we);
     assert.ok(d < 1e-5, `weights differ by ${d}`);
+
+    // evaluation from a checkpoint directory (model.path = the run's step-3 checkpoint) samples the trained weights
+    const fromCk = await openSamplingPolicy({ ...t.model, path: join(root, 'tinker', 'checkpoints', 'step-000003') }, 5);
+    const emb = await EmbeddedPolicy.load(join(root, 'embedded', 'checkpoints', 'step-000003'), { threads: 1 });
+    for (const seed of [1, 2, 3]) {
+      const params = { maxNewTokens: 8, seed, stopTokenIds: [] };
+      assert.deepEqual((await fromCk.sample([0, 9], params)).tokens, (await emb.sample([0, 9], params)).tokens);
+    }
+    await fromCk.close();
+    await emb.close();
 
     // 2. one pass with the service's ppo = our PPO without dual clip. The service computes the ratio
     //    from float32 old logprobs, so gradients agree to float32 precision (checked through the

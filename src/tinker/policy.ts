@@ -29,7 +29,7 @@
  * empty `entropies` list, and an entropy bonus is refused at config time.
  *
  * Checkpoints: `save(dir)` asks for save_weights (weights + optimizer state, `tinker://…/weights/…`)
- * and writes dir/tinker.json; `saveOptimizerState` records that the same path holds the optimizer;
+ * and writes dir/tinker.json (plus the local tokenizer's files); `saveOptimizerState` records that the same path holds the optimizer;
  * `TinkerPolicy.open({restoreDir})` creates a model with the saved LoRA settings and load_weights
  * (with optimizer) — how `--resume` continues.
  */
@@ -41,6 +41,7 @@ import type {
   FinishReason, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, SampleParams, SampleResult, TrainablePolicy,
 } from '../core/policy.ts';
 import type { Datum } from '../core/records.ts';
+import { copyTokenizerFiles } from '../model/checkpoint.ts';
 import { TinkerClient, chunkDatums, type LoraSpec, type TinkerClientOptions, type TinkerModel, type WireDatum, type WireTensor } from './client.ts';
 
 export const CHECKPOINT_FILE = 'tinker.json';
@@ -335,6 +336,9 @@ export class TinkerPolicy implements TrainablePolicy {
       lora: this.options.lora, modelId: this.model.modelId, weights: path,
     };
     writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify(record, null, 2) + '\n');
+    // the tokenizer beside the record, so the directory alone is enough to evaluate or resume
+    const tok = this.options.tokenizerDir;
+    if (tok && existsSync(join(tok, 'tokenizer.json'))) copyTokenizerFiles(tok, dir);
   }
 
   /** The optimizer state is part of the last save_weights: record that path. */
