@@ -305,6 +305,8 @@ test('TinkerPolicy custom loss: forward with zero weights, then cross_entropy wi
     assert.equal(fb.loss_fn, 'cross_entropy');
     assert.deepEqual(fb.data.map((d) => d.loss_fn_inputs.weights.data), [[0, -4, -6], [-2, -4]]);
     assert.deepEqual(fb.data.map((d) => d.model_input.chunks[0].tokens), [[10, 11, 12], [20, 21]]);
+    // close() frees the model (one attempt: this server answers 500 and close still succeeds)
+    assert.deepEqual(srv.seen.filter((s) => s.path === 'unload_model').map((s) => s.body), [{ model_id: 'm1', type: 'unload_model' }]);
   } finally {
     await srv.close();
   }

@@ -551,6 +551,11 @@ export class TinkerModel {
     throw new EndpointError({ url: `${this.client.root}/save_weights_for_sampler`, message: 'SaveWeightsForSampler: result has neither sampling_session_id nor path' });
   }
 
+  /** Ask the service to free this model (one attempt; the outcome is not awaited). */
+  async unload(): Promise<void> {
+    await this.client.post('unload_model', { model_id: this.modelId, type: 'unload_model' }, { retry: false, what: 'unload_model' });
+  }
+
   async loadWeights(path: string, optimizer: boolean): Promise<void> {
     await this.call('load_weights', 'LoadWeights', (seqId) => ({ model_id: this.modelId, path, optimizer, seq_id: seqId, type: 'load_weights' }));
   }

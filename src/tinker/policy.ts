@@ -363,7 +363,9 @@ export class TinkerPolicy implements TrainablePolicy {
     this.sampler = null;
   }
 
+  /** Frees the model on the service (best effort: a service that is gone has freed it already) and ends the session. */
   async close(): Promise<void> {
+    await this.model.unload().catch(() => undefined);
     await this.client.close();
   }
 }
