@@ -22,6 +22,8 @@
  * logprobs) dC/dℓ_t = −w_s·A_t, inside the clip range whenever ε_lo, ε_hi > 0. Masked positions get
  * A′ = 0 and old logprob 0. The loss value and metrics are then our LossFn's on the logprobs the
  * service returns. (Ours clamps log-ratios to ±20; the service does not: they differ only there.)
+ * The service's `importance_sampling` (−Σ ρA, never clipped) matches none of our losses, so it is
+ * not offered; `cispo` and `dro` neither.
  *
  * Sampling: after every optim_step (and load) the next sample first takes ephemeral sampler weights
  * (save_weights_for_sampler with a sampling_session_seq_id), so rollouts are always on-policy. The
