@@ -12,6 +12,9 @@
  *   one-pass    the same with the service's ppo (no extra forward)
  *   forward     the extra forward pass of the custom path alone
  *
+ * Each as wall time and as CPU time of the whole process (the server runs in-process here, so the
+ * CPU time counts client and server together; on a shared machine it is the steadier number).
+ *
  *   npm run bench:tinker -- [--questions 8] [--group 8] [--workers 2] [--planner-tokens 500]
  *                           [--worker-tokens 700] [--steps 2] [--threads 0]
  */
@@ -83,37 +86,49 @@ datums.forEach((d, i) => d.mask.forEach((m, t) => (d.oldLogprobs[t] = m ? fwd0.l
 console.log(`tinker bench: tiny preset (${(layout.total / 1e6).toFixed(2)} M parameters), ${Q} questions × ${G} rollouts × (1 planner + ${W} workers) = ` +
   `${datums.length} datums, ${tokens} tokens (${trainable} trainable), ${steps} steps each`);
 
-const ms = (t0: number) => performance.now() - t0;
-const fmt = (xs: number[]) => `${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(0)} ms`;
+// Wall time, and CPU time of the whole process (client, in-process server and the engines' worker
+// threads): on a shared machine the CPU time is the steadier measure.
+interface Clock { wall: number; cpu: number }
+const start = (): Clock => ({ wall: performance.now(), cpu: cpuMs() });
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+const since = (c: Clock): Clock => ({ wall: performance.now() - c.wall, cpu: cpuMs() - c.cpu });
+const avg = (xs: Clock[]): Clock => ({ wall: xs.reduce((a, b) => a + b.wall, 0) / xs.length, cpu: xs.reduce((a, b) => a + b.cpu, 0) / xs.length });
+const fmt = (xs: Clock[]) => {
+  const m = avg(xs);
+  return `${m.wall.toFixed(0)} ms wall, ${m.cpu.toFixed(0)} ms CPU`;
+};
 
 // serialisation: both bodies of the custom path
-const ser: number[] = [];
+const ser: Clock[] = [];
 let bytes = 0;
 for (let s = 0; s < 5; s++) {
-  const t0 = performance.now();
+  const t0 = start();
   const zeros = datums.map((d) => toWireDatum(d.tokens, { weights: new Float32Array(d.tokens.length) }));
   const grads = datums.map((d) => toWireDatum(d.tokens, { weights: Float32Array.from(d.mask, (m) => m * 1e-3 * (rng.next() - 0.5)) }));
   bytes = JSON.stringify({ forward_input: { data: zeros, loss_fn: 'cross_entropy' } }).length + JSON.stringify({ forward_backward_input: { data: grads, loss_fn: 'cross_entropy' } }).length;
-  ser.push(ms(t0));
+  ser.push(since(t0));
 }
 
 const optim = { learningRate: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 };
-async function step(p: TrainablePolicy, refreshSampler: boolean): Promise<number> {
-  const t0 = performance.now();
+async function step(p: TrainablePolicy, refreshSampler: boolean): Promise<Clock> {
+  const t0 = start();
   await p.forwardBackward(datums, makePolicyLoss(DEFAULT_POLICY_LOSS, datums));
   await p.optimStep(optim);
   // the sampler weights a Tinker policy takes before the next rollouts
   if (refreshSampler) await p.sample([1, 2, 3], { maxNewTokens: 1, stopTokenIds: [] });
-  return ms(t0);
+  return since(t0);
 }
 
-const emb: number[] = [];
+const emb: Clock[] = [];
 for (let s = 0; s < steps; s++) emb.push(await step(embedded, false));
 await embedded.close();
 
 const server = await serveTinker({ modelDir, dir: join(root, 'tinker'), port: 0, threads, maxModels: 4 });
-const results: Record<string, number[]> = {};
-const fwds: number[] = [];
+const results: Record<string, Clock[]> = {};
+const fwds: Clock[] = [];
 let sent = 0;
 for (const mode of ['custom', 'ppo'] as const) {
   const p = await TinkerPolicy.open({ baseUrl: server.url, baseModel: modelDir, lora: null, lossMode: mode, ppoClip: { low: 0.2, high: 0.2 }, log: () => {} });
@@ -121,18 +136,18 @@ for (const mode of ['custom', 'ppo'] as const) {
   results[mode] = [];
   for (let s = 0; s < steps; s++) {
     const before = p.client.bytesSent;
-    const t0 = performance.now();
+    const t0 = start();
     await p.forwardBackward(datums, makePolicyLoss(loss, datums));
     await p.optimStep(optim);
     await p.sample([1, 2, 3], { maxNewTokens: 1, stopTokenIds: [] });
-    results[mode].push(ms(t0));
+    results[mode].push(since(t0));
     if (mode === 'custom') sent = p.client.bytesSent - before;
   }
   if (mode === 'custom') {
     for (let s = 0; s < steps; s++) {
-      const t0 = performance.now();
+      const t0 = start();
       await p.forward(datums);
-      fwds.push(ms(t0));
+      fwds.push(since(t0));
     }
   }
   await p.close();
@@ -140,11 +155,10 @@ for (const mode of ['custom', 'ppo'] as const) {
 await server.close();
 rmSync(root, { recursive: true, force: true });
 
-const e = emb.reduce((a, b) => a + b, 0) / emb.length;
-const c = results.custom.reduce((a, b) => a + b, 0) / steps;
-const o = results.ppo.reduce((a, b) => a + b, 0) / steps;
+const e = avg(emb);
+const ratio = (xs: Clock[]) => `${(avg(xs).wall / e.wall).toFixed(2)}× wall, ${(avg(xs).cpu / e.cpu).toFixed(2)}× CPU`;
 console.log(`serialise (forward + forward_backward bodies): ${fmt(ser)}, ${(bytes / 1e6).toFixed(1)} MB JSON; bytes sent per custom step ${(sent / 1e6).toFixed(1)} MB`);
-console.log(`embedded step (forwardBackward + optimStep):     ${fmt(emb)}`);
-console.log(`tinker custom step (+ forward, + sampler weights): ${fmt(results.custom)}  (${(c / e).toFixed(2)}× embedded)`);
-console.log(`tinker one-pass ppo step (+ sampler weights):     ${fmt(results.ppo)}  (${(o / e).toFixed(2)}× embedded)`);
-console.log(`  of which the custom path's extra forward:       ${fmt(fwds)}`);
+console.log(`embedded step (forwardBackward + optimStep):       ${fmt(emb)}`);
+console.log(`tinker custom step (+ forward, + sampler weights): ${fmt(results.custom)}  (${ratio(results.custom)} of embedded)`);
+console.log(`tinker one-pass ppo step (+ sampler weights):     ${fmt(results.ppo)}  (${ratio(results.ppo)} of embedded)`);
+console.log(`  the custom path's extra forward alone:          ${fmt(fwds)}`);
