@@ -3,7 +3,8 @@
  * for hosted Tinker, a self-hosted Tinker-compatible server (SkyRL) or `matpo serve --tinker`.
  *
  *   session    POST client/config (an answer of `{}` or a 404 is fine), create_session, then
- *              session_heartbeat every 10 s on an unref'd timer (stopped by close()).
+ *              session_heartbeat every 10 s on an unref'd timer (one at a time; close() stops the
+ *              timer and lets a heartbeat in flight finish, for at most 2 s).
  *   requests   every call carries `X-API-Key` (option or env TINKER_API_KEY), `Accept:
  *              application/json`. An initial POST is retried on 408, 409, 429, 5xx and network errors
  *              with backoff base·2ⁿ (±25 % jitter, capped, `retry-after(-ms)` honoured) for at most
@@ -104,7 +105,8 @@ export interface TinkerClientOptions {
 }
 
 /** Request types named in X-Tinker-Request-Type and in errors. */
-export type RequestType = 'CreateModel' | 'Forward' | 'ForwardBackward' | 'OptimStep' | 'SaveWeights' | 'SaveWeightsForSampler' | 'LoadWeights' | 'Sample';
+export type RequestType =
+  'CreateModel' | 'Forward' | 'ForwardBackward' | 'OptimStep' | 'SaveWeights' | 'SaveWeightsForSampler' | 'LoadWeights' | 'Sample';
 
 const SDK_VERSION = '0.21.0';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -217,6 +219,8 @@ export class TinkerClient {
   private heartbeat: NodeJS.Timeout | null = null;
   private lastHeartbeatOk = Date.now();
   private heartbeatWarned = false;
+  /** The heartbeat in flight, if any (close() lets it finish, for at most 2 s). */
+  private heartbeatInFlight: Promise<void> | null = null;
   private modelSeq = 0;
   private samplingSessionSeq = 0;
   private closed = false;
@@ -237,8 +241,13 @@ export class TinkerClient {
   static async connect(options: TinkerClientOptions): Promise<TinkerClient> {
     const c = new TinkerClient(options);
     await c.post('client/config', { sdk_version: SDK_VERSION }, { allow404: true, what: 'client/config' });
-    const s = await c.post('create_session', { tags: options.tags ?? ['matpo'], user_metadata: {}, sdk_version: SDK_VERSION, type: 'create_session' }, { what: 'create_session' });
-    if (!isObject(s) || typeof s.session_id !== 'string') throw new EndpointError({ url: `${c.root}/create_session`, message: 'answer has no session_id' });
+    const s = await c.post(
+      'create_session',
+      { tags: options.tags ?? ['matpo'], user_metadata: {}, sdk_version: SDK_VERSION, type: 'create_session' },
+      { what: 'create_session' },
+    );
+    if (!isObject(s) || typeof s.session_id !== 'string')
+      throw new EndpointError({ url: `${c.root}/create_session`, message: 'answer has no session_id' });
     c.sessionId = s.session_id;
     c.startHeartbeat();
     return c;
@@ -251,18 +260,28 @@ export class TinkerClient {
   private startHeartbeat(): void {
     const every = this.options.heartbeatMs ?? 10_000;
     this.heartbeat = setInterval(() => {
-      this.post('session_heartbeat', { session_id: this.sessionId, type: 'session_heartbeat' }, { retry: false, what: 'session_heartbeat' }).then(
-        () => {
-          this.lastHeartbeatOk = Date.now();
-          this.heartbeatWarned = false;
-        },
-        (err: unknown) => {
-          if (!this.heartbeatWarned && Date.now() - this.lastHeartbeatOk > 12 * every) {
-            this.heartbeatWarned = true;
-            this.log(`tinker: no successful session heartbeat for ${((Date.now() - this.lastHeartbeatOk) / 1000).toFixed(0)} s: ${(err as Error).message}`);
-          }
-        },
-      );
+      if (this.heartbeatInFlight) return;
+      this.heartbeatInFlight = this.post(
+        'session_heartbeat',
+        { session_id: this.sessionId, type: 'session_heartbeat' },
+        { retry: false, what: 'session_heartbeat' },
+      )
+        .then(
+          () => {
+            this.lastHeartbeatOk = Date.now();
+            this.heartbeatWarned = false;
+          },
+          (err: unknown) => {
+            if (!this.heartbeatWarned && Date.now() - this.lastHeartbeatOk > 12 * every) {
+              this.heartbeatWarned = true;
+              this.log(
+                `tinker: no successful session heartbeat for ${((Date.now() - this.lastHeartbeatOk) / 1000).toFixed(0)} s: ` +
+                  (err as Error).message,
+              );
+            }
+          },
+        )
+        .finally(() => (this.heartbeatInFlight = null));
     }, every);
     this.heartbeat.unref();
   }
@@ -296,11 +315,20 @@ export class TinkerClient {
       try {
         this.requestsSent++;
         this.bytesSent += text.length;
-        res = await fetch(url, { method: 'POST', headers: this.headers(opts.headers), body: text, signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 45_000) });
+        res = await fetch(url, {
+          method: 'POST',
+          headers: this.headers(opts.headers),
+          body: text,
+          signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 45_000),
+        });
       } catch (err) {
         const code = networkCode(err);
         if (opts.retry === false || Date.now() - started > budget) {
-          throw new EndpointError({ url, message: `${opts.what}: cannot reach the service (${code}) after ${attempt + 1} attempt(s)`, cause: err });
+          throw new EndpointError({
+            url,
+            message: `${opts.what}: cannot reach the service (${code}) after ${attempt + 1} attempt(s)`,
+            cause: err,
+          });
         }
         await sleep(this.backoff(attempt, this.options.backoffMs ?? 500, this.options.maxBackoffMs ?? 10_000));
         continue;
@@ -316,10 +344,14 @@ export class TinkerClient {
       }
       if (res.status === 404 && opts.allow404) return null;
       const should = res.headers.get('x-should-retry');
-      const retryable = should === 'true' || (should !== 'false' && (res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500));
+      const retryable =
+        should === 'true' || (should !== 'false' && (res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500));
       if (!retryable || opts.retry === false || Date.now() - started > budget) {
         const msg = serverMessage(answer);
-        const hint = res.status === 404 && /unknown/i.test(msg) ? ' (the service does not know it: did it restart? continue from the last checkpoint with --resume)' : '';
+        const hint =
+          res.status === 404 && /unknown/i.test(msg)
+            ? ' (the service does not know it: did it restart? continue from the last checkpoint with --resume)'
+            : '';
         throw new EndpointError({ url, status: res.status, message: `${opts.what}: ${msg}${hint}` });
       }
       await sleep(retryAfterMs(res) ?? this.backoff(attempt, this.options.backoffMs ?? 500, this.options.maxBackoffMs ?? 10_000));
@@ -348,7 +380,12 @@ export class TinkerClient {
       try {
         this.requestsSent++;
         this.bytesSent += text.length;
-        res = await fetch(url, { method: 'POST', headers, body: text, signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 45_000) });
+        res = await fetch(url, {
+          method: 'POST',
+          headers,
+          body: text,
+          signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 45_000),
+        });
       } catch (err) {
         failing(`network errors (${networkCode(err)})`);
         await sleep(this.backoff(backoffs++, this.options.pollBackoffMs ?? 1000, this.options.maxPollBackoffMs ?? 30_000));
@@ -365,7 +402,9 @@ export class TinkerClient {
       }
       if (res.status === 429) {
         failing('HTTP 429 answers');
-        await sleep(retryAfterMs(res) ?? this.backoff(backoffs++, this.options.pollBackoffMs ?? 1000, this.options.maxPollBackoffMs ?? 30_000));
+        await sleep(
+          retryAfterMs(res) ?? this.backoff(backoffs++, this.options.pollBackoffMs ?? 1000, this.options.maxPollBackoffMs ?? 30_000),
+        );
         continue;
       }
       if (res.status === 400 && ++badRequests <= 3) continue;
@@ -393,12 +432,22 @@ export class TinkerClient {
   /** POST a future endpoint and return its request id. */
   async submit(path: string, body: unknown, type: RequestType, headers?: Record<string, string>): Promise<string> {
     const r = await this.post(path, body, { what: `${path} (${type})`, headers });
-    if (!isObject(r) || typeof r.request_id !== 'string') throw new EndpointError({ url: `${this.root}/${path}`, message: `${type}: answer has no request_id: ${JSON.stringify(r).slice(0, 200)}` });
+    if (!isObject(r) || typeof r.request_id !== 'string')
+      throw new EndpointError({
+        url: `${this.root}/${path}`,
+        message: `${type}: answer has no request_id: ${JSON.stringify(r).slice(0, 200)}`,
+      });
     return r.request_id;
   }
 
   async createModel(baseModel: string, lora: LoraSpec | null, userMetadata: Record<string, string> = {}): Promise<TinkerModel> {
-    const body: Record<string, unknown> = { session_id: this.sessionId, model_seq_id: this.modelSeq++, base_model: baseModel, user_metadata: userMetadata, type: 'create_model' };
+    const body: Record<string, unknown> = {
+      session_id: this.sessionId,
+      model_seq_id: this.modelSeq++,
+      base_model: baseModel,
+      user_metadata: userMetadata,
+      type: 'create_model',
+    };
     if (lora) {
       body.lora_config = {
         rank: lora.rank,
@@ -411,7 +460,11 @@ export class TinkerClient {
     }
     const id = await this.submit('create_model', body, 'CreateModel');
     const r = await this.retrieve(id, 'CreateModel');
-    if (typeof r.model_id !== 'string') throw new EndpointError({ url: `${this.root}/create_model`, message: `CreateModel: result has no model_id: ${JSON.stringify(r).slice(0, 200)}` });
+    if (typeof r.model_id !== 'string')
+      throw new EndpointError({
+        url: `${this.root}/create_model`,
+        message: `CreateModel: result has no model_id: ${JSON.stringify(r).slice(0, 200)}`,
+      });
     return new TinkerModel(this, r.model_id);
   }
 
@@ -432,16 +485,22 @@ export class TinkerClient {
       type: 'create_sampling_session',
     };
     const r = await this.post('create_sampling_session', body, { what: 'create_sampling_session' });
-    if (!isObject(r) || typeof r.sampling_session_id !== 'string') throw new EndpointError({ url: `${this.root}/create_sampling_session`, message: 'answer has no sampling_session_id' });
+    if (!isObject(r) || typeof r.sampling_session_id !== 'string')
+      throw new EndpointError({ url: `${this.root}/create_sampling_session`, message: 'answer has no sampling_session_id' });
     return r.sampling_session_id;
   }
 
   /** One asample call (num_samples 1). 429 → back off and resend the same request; 410 → resend once. */
   async sample(samplingSessionId: string, seqId: number, prompt: readonly number[], params: SamplingParamsWire): Promise<SampledSequence> {
     const body = {
-      sampling_session_id: samplingSessionId, seq_id: seqId, num_samples: 1,
+      sampling_session_id: samplingSessionId,
+      seq_id: seqId,
+      num_samples: 1,
       prompt: { chunks: [{ type: 'encoded_text', tokens: [...prompt] }] },
-      sampling_params: params, prompt_logprobs: false, topk_prompt_logprobs: 0, type: 'sample',
+      sampling_params: params,
+      prompt_logprobs: false,
+      topk_prompt_logprobs: 0,
+      type: 'sample',
     };
     for (let lost = 0; ; lost++) {
       const id = await this.submit('asample', body, 'Sample', { 'x-tinker-sampling-backpressure': '1' });
@@ -454,15 +513,23 @@ export class TinkerClient {
       }
       const seqs = r.sequences;
       if (!Array.isArray(seqs) || seqs.length < 1 || !isObject(seqs[0]) || !Array.isArray(seqs[0].tokens))
-        throw new EndpointError({ url: `${this.root}/asample`, message: `Sample: result has no sequences[0].tokens: ${JSON.stringify(r).slice(0, 200)}` });
+        throw new EndpointError({
+          url: `${this.root}/asample`,
+          message: `Sample: result has no sequences[0].tokens: ${JSON.stringify(r).slice(0, 200)}`,
+        });
       const s = seqs[0];
-      return { tokens: s.tokens as number[], logprobs: Array.isArray(s.logprobs) ? (s.logprobs as number[]) : null, stop_reason: String(s.stop_reason ?? '') };
+      return {
+        tokens: s.tokens as number[],
+        logprobs: Array.isArray(s.logprobs) ? (s.logprobs as number[]) : null,
+        stop_reason: String(s.stop_reason ?? ''),
+      };
     }
   }
 
   async close(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
+    if (this.heartbeatInFlight) await Promise.race([this.heartbeatInFlight, new Promise((r) => setTimeout(r, 2000).unref())]);
     this.closed = true;
   }
 }
@@ -498,29 +565,47 @@ export class TinkerModel {
     return this.client.retrieve(await this.enqueue(path, type, build), type);
   }
 
-  private async lossCall(kind: 'forward' | 'forward_backward', datums: readonly WireDatum[], lossFn: TinkerLossName, config?: Record<string, number>): Promise<ForwardBackwardOutput> {
+  private async lossCall(
+    kind: 'forward' | 'forward_backward',
+    datums: readonly WireDatum[],
+    lossFn: TinkerLossName,
+    config?: Record<string, number>,
+  ): Promise<ForwardBackwardOutput> {
     const type: RequestType = kind === 'forward' ? 'Forward' : 'ForwardBackward';
     const field = kind === 'forward' ? 'forward_input' : 'forward_backward_input';
     const chunks = chunkDatums(datums, this.client.chunkLimits.datums, this.client.chunkLimits.bytes);
     const ids = chunks.map((data) =>
-      this.enqueue(kind, type, (seqId) => ({ [field]: { data, loss_fn: lossFn, ...(config ? { loss_fn_config: config } : {}) }, model_id: this.modelId, seq_id: seqId })),
+      this.enqueue(kind, type, (seqId) => ({
+        [field]: { data, loss_fn: lossFn, ...(config ? { loss_fn_config: config } : {}) },
+        model_id: this.modelId,
+        seq_id: seqId,
+      })),
     );
     const results = await Promise.all(ids.map(async (id) => this.client.retrieve(await id, type)));
     const outputs: Record<string, WireTensor>[] = [];
     results.forEach((r, i) => {
       const outs = r.loss_fn_outputs;
       if (!Array.isArray(outs) || outs.length !== chunks[i].length)
-        throw new EndpointError({ url: `${this.client.root}/${kind}`, message: `${type}: expected ${chunks[i].length} loss_fn_outputs, got ${Array.isArray(outs) ? outs.length : 'none'}` });
+        throw new EndpointError({
+          url: `${this.client.root}/${kind}`,
+          message: `${type}: expected ${chunks[i].length} loss_fn_outputs, got ${Array.isArray(outs) ? outs.length : 'none'}`,
+        });
       outputs.push(...(outs as Record<string, WireTensor>[]));
     });
     return {
       loss_fn_output_type: typeof results[0]?.loss_fn_output_type === 'string' ? results[0].loss_fn_output_type : undefined,
       loss_fn_outputs: outputs,
-      metrics: mergeMetrics(results.map((r, i) => ({ metrics: isObject(r.metrics) ? (r.metrics as Record<string, number>) : {}, datums: chunks[i].length }))),
+      metrics: mergeMetrics(
+        results.map((r, i) => ({ metrics: isObject(r.metrics) ? (r.metrics as Record<string, number>) : {}, datums: chunks[i].length })),
+      ),
     };
   }
 
-  forward(datums: readonly WireDatum[], lossFn: TinkerLossName = 'cross_entropy', config?: Record<string, number>): Promise<ForwardBackwardOutput> {
+  forward(
+    datums: readonly WireDatum[],
+    lossFn: TinkerLossName = 'cross_entropy',
+    config?: Record<string, number>,
+  ): Promise<ForwardBackwardOutput> {
     return this.lossCall('forward', datums, lossFn, config);
   }
 
@@ -529,14 +614,26 @@ export class TinkerModel {
   }
 
   async optimStep(adam: AdamParams): Promise<Record<string, number>> {
-    const r = await this.call('optim_step', 'OptimStep', (seqId) => ({ adam_params: adam, model_id: this.modelId, seq_id: seqId, type: 'optim_step' }));
+    const r = await this.call('optim_step', 'OptimStep', (seqId) => ({
+      adam_params: adam,
+      model_id: this.modelId,
+      seq_id: seqId,
+      type: 'optim_step',
+    }));
     return isObject(r.metrics) ? (r.metrics as Record<string, number>) : {};
   }
 
   /** Full training state (weights + optimizer) → `tinker://…/weights/<name>`. */
   async saveWeights(name: string): Promise<string> {
-    const r = await this.call('save_weights', 'SaveWeights', (seqId) => ({ model_id: this.modelId, path: name, seq_id: seqId, overwrite: true, type: 'save_weights' }));
-    if (typeof r.path !== 'string') throw new EndpointError({ url: `${this.client.root}/save_weights`, message: 'SaveWeights: result has no path' });
+    const r = await this.call('save_weights', 'SaveWeights', (seqId) => ({
+      model_id: this.modelId,
+      path: name,
+      seq_id: seqId,
+      overwrite: true,
+      type: 'save_weights',
+    }));
+    if (typeof r.path !== 'string')
+      throw new EndpointError({ url: `${this.client.root}/save_weights`, message: 'SaveWeights: result has no path' });
     return r.path;
   }
 
@@ -544,11 +641,17 @@ export class TinkerModel {
   async samplerSession(): Promise<string> {
     const samplingSeq = this.client.nextSamplingSessionSeq();
     const r = await this.call('save_weights_for_sampler', 'SaveWeightsForSampler', (seqId) => ({
-      model_id: this.modelId, seq_id: seqId, sampling_session_seq_id: samplingSeq, type: 'save_weights_for_sampler',
+      model_id: this.modelId,
+      seq_id: seqId,
+      sampling_session_seq_id: samplingSeq,
+      type: 'save_weights_for_sampler',
     }));
     if (typeof r.sampling_session_id === 'string') return r.sampling_session_id;
     if (typeof r.path === 'string') return this.client.createSamplingSession({ modelPath: r.path });
-    throw new EndpointError({ url: `${this.client.root}/save_weights_for_sampler`, message: 'SaveWeightsForSampler: result has neither sampling_session_id nor path' });
+    throw new EndpointError({
+      url: `${this.client.root}/save_weights_for_sampler`,
+      message: 'SaveWeightsForSampler: result has neither sampling_session_id nor path',
+    });
   }
 
   /** Ask the service to free this model (one attempt; the outcome is not awaited). */
@@ -557,6 +660,12 @@ export class TinkerModel {
   }
 
   async loadWeights(path: string, optimizer: boolean): Promise<void> {
-    await this.call('load_weights', 'LoadWeights', (seqId) => ({ model_id: this.modelId, path, optimizer, seq_id: seqId, type: 'load_weights' }));
+    await this.call('load_weights', 'LoadWeights', (seqId) => ({
+      model_id: this.modelId,
+      path,
+      optimizer,
+      seq_id: seqId,
+      type: 'load_weights',
+    }));
   }
 }
