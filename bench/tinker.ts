@@ -28,7 +28,8 @@ import { saveModelDir } from '../src/model/checkpoint.ts';
 import { EmbeddedPolicy } from '../src/policy/embedded.ts';
 import { serveTinker } from '../src/tinker/server.ts';
 import { TinkerPolicy, toWireDatum } from '../src/tinker/policy.ts';
-import { DEFAULT_POLICY_LOSS, makePolicyLoss } from '../src/rl/losses.ts';
+import { makePolicyLoss } from '../src/rl/losses.ts';
+import { defaultPolicyLoss } from '../src/testing/config-defaults.ts';
 import { Rng } from '../src/util/rng.ts';
 import type { Datum } from '../src/core/records.ts';
 import type { TrainablePolicy } from '../src/core/policy.ts';
@@ -69,12 +70,19 @@ function datum(q: number, g: number, k: number, len: number, share: number): Dat
   const mask = tokens.map((_, t) => (t > T * (1 - 2 * share) && Math.floor(t / 40) % 2 === 0 ? 1 : 0));
   const adv = rng.next() * 2 - 1;
   return {
-    tokens, mask, advantages: mask.map((m) => (m ? adv : 0)), oldLogprobs: tokens.map(() => 0),
-    questionId: `q${q}`, rolloutId: `q${q}/${g}`, sequenceId: `q${q}/${g}/${k}`, role: k === 0 ? 'planner' : 'worker',
+    tokens,
+    mask,
+    advantages: mask.map((m) => (m ? adv : 0)),
+    oldLogprobs: tokens.map(() => 0),
+    questionId: `q${q}`,
+    rolloutId: `q${q}/${g}`,
+    sequenceId: `q${q}/${g}/${k}`,
+    role: k === 0 ? 'planner' : 'worker',
   };
 }
 const datums: Datum[] = [];
-for (let q = 0; q < Q; q++) for (let g = 0; g < G; g++) for (let k = 0; k <= W; k++) datums.push(datum(q, g, k, k === 0 ? plannerT : workerT, k === 0 ? 0.33 : 0.25));
+for (let q = 0; q < Q; q++)
+  for (let g = 0; g < G; g++) for (let k = 0; k <= W; k++) datums.push(datum(q, g, k, k === 0 ? plannerT : workerT, k === 0 ? 0.33 : 0.25));
 const tokens = datums.reduce((n, d) => n + d.tokens.length, 0);
 const trainable = datums.reduce((n, d) => n + d.mask.reduce((a, b) => a + b, 0), 0);
 
@@ -83,19 +91,28 @@ const embedded = await EmbeddedPolicy.load(modelDir, { threads });
 const fwd0 = await embedded.forward(datums);
 datums.forEach((d, i) => d.mask.forEach((m, t) => (d.oldLogprobs[t] = m ? fwd0.logprobs[i][t] : 0)));
 
-console.log(`tinker bench: tiny preset (${(layout.total / 1e6).toFixed(2)} M parameters), ${Q} questions × ${G} rollouts × (1 planner + ${W} workers) = ` +
-  `${datums.length} datums, ${tokens} tokens (${trainable} trainable), ${steps} steps each`);
+console.log(
+  `tinker bench: tiny preset (${(layout.total / 1e6).toFixed(2)} M parameters), ` +
+    `${Q} questions × ${G} rollouts × (1 planner + ${W} workers) = ` +
+    `${datums.length} datums, ${tokens} tokens (${trainable} trainable), ${steps} steps each`,
+);
 
 // Wall time, and CPU time of the whole process (client, in-process server and the engines' worker
 // threads): on a shared machine the CPU time is the steadier measure.
-interface Clock { wall: number; cpu: number }
+interface Clock {
+  wall: number;
+  cpu: number;
+}
 const start = (): Clock => ({ wall: performance.now(), cpu: cpuMs() });
 function cpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
 const since = (c: Clock): Clock => ({ wall: performance.now() - c.wall, cpu: cpuMs() - c.cpu });
-const avg = (xs: Clock[]): Clock => ({ wall: xs.reduce((a, b) => a + b.wall, 0) / xs.length, cpu: xs.reduce((a, b) => a + b.cpu, 0) / xs.length });
+const avg = (xs: Clock[]): Clock => ({
+  wall: xs.reduce((a, b) => a + b.wall, 0) / xs.length,
+  cpu: xs.reduce((a, b) => a + b.cpu, 0) / xs.length,
+});
 const fmt = (xs: Clock[]) => {
   const m = avg(xs);
   return `${m.wall.toFixed(0)} ms wall, ${m.cpu.toFixed(0)} ms CPU`;
@@ -108,14 +125,16 @@ for (let s = 0; s < 5; s++) {
   const t0 = start();
   const zeros = datums.map((d) => toWireDatum(d.tokens, { weights: new Float32Array(d.tokens.length) }));
   const grads = datums.map((d) => toWireDatum(d.tokens, { weights: Float32Array.from(d.mask, (m) => m * 1e-3 * (rng.next() - 0.5)) }));
-  bytes = JSON.stringify({ forward_input: { data: zeros, loss_fn: 'cross_entropy' } }).length + JSON.stringify({ forward_backward_input: { data: grads, loss_fn: 'cross_entropy' } }).length;
+  bytes =
+    JSON.stringify({ forward_input: { data: zeros, loss_fn: 'cross_entropy' } }).length +
+    JSON.stringify({ forward_backward_input: { data: grads, loss_fn: 'cross_entropy' } }).length;
   ser.push(since(t0));
 }
 
 const optim = { learningRate: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 };
 async function step(p: TrainablePolicy, refreshSampler: boolean): Promise<Clock> {
   const t0 = start();
-  await p.forwardBackward(datums, makePolicyLoss(DEFAULT_POLICY_LOSS, datums));
+  await p.forwardBackward(datums, makePolicyLoss(defaultPolicyLoss(), datums));
   await p.optimStep(optim);
   // the sampler weights a Tinker policy takes before the next rollouts
   if (refreshSampler) await p.sample([1, 2, 3], { maxNewTokens: 1, stopTokenIds: [] });
@@ -131,8 +150,15 @@ const results: Record<string, Clock[]> = {};
 const fwds: Clock[] = [];
 let sent = 0;
 for (const mode of ['custom', 'ppo'] as const) {
-  const p = await TinkerPolicy.open({ baseUrl: server.url, baseModel: modelDir, lora: null, lossMode: mode, ppoClip: { low: 0.2, high: 0.2 }, log: () => {} });
-  const loss = mode === 'ppo' ? { ...DEFAULT_POLICY_LOSS, dualClip: null } : DEFAULT_POLICY_LOSS;
+  const p = await TinkerPolicy.open({
+    baseUrl: server.url,
+    baseModel: modelDir,
+    lora: null,
+    lossMode: mode,
+    ppoClip: { low: 0.2, high: 0.2 },
+    log: () => {},
+  });
+  const loss = defaultPolicyLoss(mode === 'ppo' ? { dualClip: null } : {});
   results[mode] = [];
   for (let s = 0; s < steps; s++) {
     const before = p.client.bytesSent;
@@ -157,7 +183,10 @@ rmSync(root, { recursive: true, force: true });
 
 const e = avg(emb);
 const ratio = (xs: Clock[]) => `${(avg(xs).wall / e.wall).toFixed(2)}× wall, ${(avg(xs).cpu / e.cpu).toFixed(2)}× CPU`;
-console.log(`serialise (forward + forward_backward bodies): ${fmt(ser)}, ${(bytes / 1e6).toFixed(1)} MB JSON; bytes sent per custom step ${(sent / 1e6).toFixed(1)} MB`);
+console.log(
+  `serialise (forward + forward_backward bodies): ${fmt(ser)}, ${(bytes / 1e6).toFixed(1)} MB JSON; ` +
+    `bytes sent per custom step ${(sent / 1e6).toFixed(1)} MB`,
+);
 console.log(`embedded step (forwardBackward + optimStep):       ${fmt(emb)}`);
 console.log(`tinker custom step (+ forward, + sampler weights): ${fmt(results.custom)}  (${ratio(results.custom)} of embedded)`);
 console.log(`tinker one-pass ppo step (+ sampler weights):     ${fmt(results.ppo)}  (${ratio(results.ppo)} of embedded)`);

@@ -2,9 +2,10 @@
 // model over the toy planner–worker task's 16 tokens: MATPO steps through the RL loop (rollouts
 // with delegation, credit assignment, datums, the PPO loss with dual clip, AdamW with clipping,
 // checkpoints) produce the same weights and the same rollouts as the same steps in-process with
-// EmbeddedPolicy (same seeds), and a checkpoint directory evaluates like the engine's; the one-pass built-in ppo matches our PPO without dual clip; the
-// server killed in the middle of a step and restarted on the same checkpoint directory gives a
-// clear error, and --resume continues from the last checkpoint to the same weights.
+// EmbeddedPolicy (same seeds), and a checkpoint directory evaluates like the engine's; the one-pass
+// built-in ppo matches our PPO without dual clip; the server killed in the middle of a step and
+// restarted on the same checkpoint directory gives a clear error, and --resume continues from the
+// last checkpoint to the same weights.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -49,9 +50,13 @@ async function freePort(): Promise<number> {
 
 /** `matpo serve --tinker` as a child process; resolves once it listens. */
 async function startServer(port: number, tinkerDir: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [bin, 'serve', '--tinker', '--model', modelDir, '--port', String(port), '--tinker-dir', tinkerDir, '--threads', '1'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [bin, 'serve', '--tinker', '--model', modelDir, '--port', String(port), '--tinker-dir', tinkerDir, '--threads', '1'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (c: Buffer) => {
@@ -72,7 +77,10 @@ async function stopServer(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM
 }
 
 function config(
-  name: string, kind: 'embedded' | 'tinker', port: number, extra: { loss?: Record<string, unknown>; model?: Record<string, unknown>; optim?: Record<string, unknown> } = {},
+  name: string,
+  kind: 'embedded' | 'tinker',
+  port: number,
+  extra: { loss?: Record<string, unknown>; model?: Record<string, unknown>; optim?: Record<string, unknown> } = {},
 ) {
   const raw: TrainConfigInput = {
     model: { kind, path: modelDir, threads: 1, baseUrl: `http://127.0.0.1:${port}`, ...extra.model },
@@ -86,9 +94,10 @@ function config(
 
 function deps(cfg: ReturnType<typeof config>, wrap: (r: ReturnType<typeof toyRunner>) => ReturnType<typeof toyRunner> = (r) => r): RlDeps {
   return {
-    loadPolicy: cfg.model.kind === 'tinker'
-      ? (d) => loadTinkerPolicy(cfg.model, d, { seed: cfg.run.seed, loss: cfg.rl.loss })
-      : (d) => EmbeddedPolicy.load(d, { threads: 1 }),
+    loadPolicy:
+      cfg.model.kind === 'tinker'
+        ? (d) => loadTinkerPolicy(cfg.model, d, { seed: cfg.run.seed, loss: cfg.rl.loss })
+        : (d) => EmbeddedPolicy.load(d, { threads: 1 }),
     makeRunner: (policy) => wrap(toyRunner(policy)),
     trainQuestions: toyQuestions([0, 1, 2, 3, 4, 5, 6, 7]),
     evalQuestions: [],
@@ -115,86 +124,111 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
 }
 
 function gradNorms(runDir: string): number[] {
-  return readMetrics(runPaths(runDir)).filter((m) => m['train/grad_norm'] !== undefined).map((m) => Number(m['train/grad_norm']));
+  return readMetrics(runPaths(runDir))
+    .filter((m) => m['train/grad_norm'] !== undefined)
+    .map((m) => Number(m['train/grad_norm']));
 }
 
 function stepRewards(runDir: string): number[] {
-  return readMetrics(runPaths(runDir)).filter((m) => m['planner/reward'] !== undefined).map((m) => Number(m['planner/reward']));
+  return readMetrics(runPaths(runDir))
+    .filter((m) => m['planner/reward'] !== undefined)
+    .map((m) => Number(m['planner/reward']));
 }
 
-test('MATPO steps through the Tinker protocol give the same rollouts and weights as in-process; one-pass ppo too; kill, clear error, resume', { timeout: 300_000 }, async () => {
-  const port = await freePort();
-  const tinkerDir = join(root, 'tinker');
-  let server = await startServer(port, tinkerDir);
-  try {
-    const initial = loadModelDir(modelDir).weights;
+test(
+  'MATPO steps through the Tinker protocol give the same rollouts and weights as in-process; one-pass ppo too; kill, clear error, resume',
+  { timeout: 300_000 },
+  async () => {
+    const port = await freePort();
+    const tinkerDir = join(root, 'tinker');
+    let server = await startServer(port, tinkerDir);
+    try {
+      const initial = loadModelDir(modelDir).weights;
 
-    // 1. custom loss (PPO with dual clip, seq-mean-token-mean over planner+workers) through the surrogate
-    const e = config('embedded', 'embedded', port);
-    const t = config('tinker', 'tinker', port);
-    await trainRl(e, deps(e), { runDir: join(root, 'embedded'), resume: false });
-    await trainRl(t, deps(t), { runDir: join(root, 'tinker'), resume: false });
-    assert.deepEqual(stepRewards(join(root, 'tinker')), stepRewards(join(root, 'embedded')), 'same rollouts: the sampler follows every optim step');
-    const we = finalWeights(join(root, 'embedded'));
-    const wt = finalWeights(join(root, 'tinker'), tinkerDir);
-    assert.ok(maxDiff(we, initial) > 1e-3, 'training changed the weights');
-    const d = maxDiff(wt, we);
-    assert.ok(d < 1e-5, `weights differ by ${d}`);
+      // 1. custom loss (PPO with dual clip, seq-mean-token-mean over planner+workers) through the surrogate
+      const e = config('embedded', 'embedded', port);
+      const t = config('tinker', 'tinker', port);
+      await trainRl(e, deps(e), { runDir: join(root, 'embedded'), resume: false });
+      await trainRl(t, deps(t), { runDir: join(root, 'tinker'), resume: false });
+      assert.deepEqual(
+        stepRewards(join(root, 'tinker')),
+        stepRewards(join(root, 'embedded')),
+        'same rollouts: the sampler follows every optim step',
+      );
+      const we = finalWeights(join(root, 'embedded'));
+      const wt = finalWeights(join(root, 'tinker'), tinkerDir);
+      assert.ok(maxDiff(we, initial) > 1e-3, 'training changed the weights');
+      const d = maxDiff(wt, we);
+      assert.ok(d < 1e-5, `weights differ by ${d}`);
 
-    // evaluation from a checkpoint directory (model.path = the run's step-3 checkpoint) samples the trained weights
-    const fromCk = await openSamplingPolicy({ ...t.model, path: join(root, 'tinker', 'checkpoints', 'step-000003') }, 5);
-    const emb = await EmbeddedPolicy.load(join(root, 'embedded', 'checkpoints', 'step-000003'), { threads: 1 });
-    for (const seed of [1, 2, 3]) {
-      const params = { maxNewTokens: 8, seed, stopTokenIds: [] };
-      assert.deepEqual((await fromCk.sample([0, 9], params)).tokens, (await emb.sample([0, 9], params)).tokens);
-    }
-    await fromCk.close();
-    await emb.close();
-
-    // 2. one pass with the service's ppo = our PPO without dual clip. The service computes the ratio
-    //    from float32 old logprobs, so gradients agree to float32 precision (checked through the
-    //    gradient norms); AdamW's ε is raised to 1e-4 here because with ε = 1e-8 a parameter whose
-    //    gradient is ~1e-9 moves by ~lr·sign(g), turning float32 noise into 1e-4 weight differences.
-    const loss = { dualClip: null, clipLow: 0.2, clipHigh: 0.28 };
-    const e1 = config('embedded-1p', 'embedded', port, { loss, optim: { eps: 1e-4 } });
-    const t1 = config('tinker-1p', 'tinker', port, { loss, model: { tinkerLoss: 'ppo' }, optim: { eps: 1e-4 } });
-    await trainRl(e1, deps(e1), { runDir: join(root, 'embedded-1p'), resume: false });
-    await trainRl(t1, deps(t1), { runDir: join(root, 'tinker-1p'), resume: false });
-    assert.deepEqual(stepRewards(join(root, 'tinker-1p')), stepRewards(join(root, 'embedded-1p')));
-    const d1 = maxDiff(finalWeights(join(root, 'tinker-1p'), tinkerDir), finalWeights(join(root, 'embedded-1p')));
-    assert.ok(d1 < 1e-5, `one-pass weights differ by ${d1}`);
-    const [g1, g0] = [gradNorms(join(root, 'tinker-1p')), gradNorms(join(root, 'embedded-1p'))];
-    assert.equal(g1.length, 3);
-    g1.forEach((g, i) => assert.ok(Math.abs(g - g0[i]) <= 1e-5 * Math.max(1, g0[i]), `step ${i + 1} gradient norm ${g} vs ${g0[i]}`));
-    assert.ok(g0.some((g) => g > 0.1), 'a real gradient');
-
-    // 3. the server dies in the middle of step 2's rollouts and comes back on the same directory
-    const k = config('killed', 'tinker', port);
-    let calls = 0;
-    let restarted: Promise<void> | null = null;
-    const killing = (r: ReturnType<typeof toyRunner>): ReturnType<typeof toyRunner> => async (req) => {
-      if (++calls === 8 + 3) {
-        // step 1 ran 8 rollouts; the 4th rollout of step 2 finds the server gone
-        await stopServer(server, 'SIGKILL');
-        restarted = (async () => {
-          await new Promise((res) => setTimeout(res, 300));
-          server = await startServer(port, tinkerDir);
-        })();
+      // evaluation from a checkpoint directory (model.path = the run's step-3 checkpoint) samples the trained weights
+      const fromCk = await openSamplingPolicy({ ...t.model, path: join(root, 'tinker', 'checkpoints', 'step-000003') }, 5);
+      const emb = await EmbeddedPolicy.load(join(root, 'embedded', 'checkpoints', 'step-000003'), { threads: 1 });
+      for (const seed of [1, 2, 3]) {
+        const params = { maxNewTokens: 8, seed, stopTokenIds: [] };
+        assert.deepEqual((await fromCk.sample([0, 9], params)).tokens, (await emb.sample([0, 9], params)).tokens);
       }
-      return r(req);
-    };
-    const kdeps = deps(k, killing);
-    const err = await trainRl(k, kdeps, { runDir: join(root, 'killed'), resume: false }).then(() => null, (x: unknown) => x);
-    await restarted;
-    assert.ok(err instanceof EndpointError, `expected an EndpointError, got ${String(err)}`);
-    assert.match(err.message, /HTTP 404: .*unknown.*did it restart\? continue from the last checkpoint with --resume/);
-    assert.equal(err.message.split('\n').length, 1);
-    const resumed = await trainRl(k, deps(k), { runDir: join(root, 'killed'), resume: true });
-    assert.equal(resumed.step, 3);
-    assert.deepEqual(readMetrics(runPaths(join(root, 'killed'))).filter((m) => m['planner/reward'] !== undefined).map((m) => m.step), [1, 2, 3]);
-    const dk = maxDiff(finalWeights(join(root, 'killed'), tinkerDir), wt);
-    assert.ok(dk < 1e-6, `resumed weights differ from the uninterrupted run by ${dk}`);
-  } finally {
-    await stopServer(server);
-  }
-});
+      await fromCk.close();
+      await emb.close();
+
+      // 2. one pass with the service's ppo = our PPO without dual clip. The service computes the ratio
+      //    from float32 old logprobs, so gradients agree to float32 precision (checked through the
+      //    gradient norms); AdamW's ε is raised to 1e-4 here because with ε = 1e-8 a parameter whose
+      //    gradient is ~1e-9 moves by ~lr·sign(g), turning float32 noise into 1e-4 weight differences.
+      const loss = { dualClip: null, clipLow: 0.2, clipHigh: 0.28 };
+      const e1 = config('embedded-1p', 'embedded', port, { loss, optim: { eps: 1e-4 } });
+      const t1 = config('tinker-1p', 'tinker', port, { loss, model: { tinkerLoss: 'ppo' }, optim: { eps: 1e-4 } });
+      await trainRl(e1, deps(e1), { runDir: join(root, 'embedded-1p'), resume: false });
+      await trainRl(t1, deps(t1), { runDir: join(root, 'tinker-1p'), resume: false });
+      assert.deepEqual(stepRewards(join(root, 'tinker-1p')), stepRewards(join(root, 'embedded-1p')));
+      const d1 = maxDiff(finalWeights(join(root, 'tinker-1p'), tinkerDir), finalWeights(join(root, 'embedded-1p')));
+      assert.ok(d1 < 1e-5, `one-pass weights differ by ${d1}`);
+      const [g1, g0] = [gradNorms(join(root, 'tinker-1p')), gradNorms(join(root, 'embedded-1p'))];
+      assert.equal(g1.length, 3);
+      g1.forEach((g, i) => assert.ok(Math.abs(g - g0[i]) <= 1e-5 * Math.max(1, g0[i]), `step ${i + 1} gradient norm ${g} vs ${g0[i]}`));
+      assert.ok(
+        g0.some((g) => g > 0.1),
+        'a real gradient',
+      );
+
+      // 3. the server dies in the middle of step 2's rollouts and comes back on the same directory
+      const k = config('killed', 'tinker', port);
+      let calls = 0;
+      let restarted: Promise<void> | null = null;
+      const killing =
+        (r: ReturnType<typeof toyRunner>): ReturnType<typeof toyRunner> =>
+        async (req) => {
+          if (++calls === 8 + 3) {
+            // step 1 ran 8 rollouts; the 4th rollout of step 2 finds the server gone
+            await stopServer(server, 'SIGKILL');
+            restarted = (async () => {
+              await new Promise((res) => setTimeout(res, 300));
+              server = await startServer(port, tinkerDir);
+            })();
+          }
+          return r(req);
+        };
+      const kdeps = deps(k, killing);
+      const err = await trainRl(k, kdeps, { runDir: join(root, 'killed'), resume: false }).then(
+        () => null,
+        (x: unknown) => x,
+      );
+      await restarted;
+      assert.ok(err instanceof EndpointError, `expected an EndpointError, got ${String(err)}`);
+      assert.match(err.message, /HTTP 404: .*unknown.*did it restart\? continue from the last checkpoint with --resume/);
+      assert.equal(err.message.split('\n').length, 1);
+      const resumed = await trainRl(k, deps(k), { runDir: join(root, 'killed'), resume: true });
+      assert.equal(resumed.step, 3);
+      assert.deepEqual(
+        readMetrics(runPaths(join(root, 'killed')))
+          .filter((m) => m['planner/reward'] !== undefined)
+          .map((m) => m.step),
+        [1, 2, 3],
+      );
+      const dk = maxDiff(finalWeights(join(root, 'killed'), tinkerDir), wt);
+      assert.ok(dk < 1e-6, `resumed weights differ from the uninterrupted run by ${dk}`);
+    } finally {
+      await stopServer(server);
+    }
+  },
+);

@@ -40,11 +40,27 @@ import { basename, join } from 'node:path';
 import { ConfigError, EndpointError, FileFormatError, MatpoError } from '../core/errors.ts';
 import type { ChatTokenizer } from '../core/chat.ts';
 import type {
-  FinishReason, ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, SampleParams, SampleResult, TrainablePolicy,
+  FinishReason,
+  ForwardBackwardResult,
+  ForwardOutput,
+  LossFn,
+  OptimParams,
+  OptimResult,
+  SampleParams,
+  SampleResult,
+  TrainablePolicy,
 } from '../core/policy.ts';
 import type { Datum } from '../core/records.ts';
 import { copyTokenizerFiles } from '../model/checkpoint.ts';
-import { TinkerClient, chunkDatums, type LoraSpec, type TinkerClientOptions, type TinkerModel, type WireDatum, type WireTensor } from './client.ts';
+import {
+  TinkerClient,
+  chunkDatums,
+  type LoraSpec,
+  type TinkerClientOptions,
+  type TinkerModel,
+  type WireDatum,
+  type WireTensor,
+} from './client.ts';
 
 export const CHECKPOINT_FILE = 'tinker.json';
 export const OPTIMIZER_FILE = 'tinker-optimizer.json';
@@ -103,13 +119,20 @@ function fromWireLogprobs(out: Record<string, WireTensor> | undefined, T: number
   const lp = new Float32Array(T);
   const t = out?.logprobs;
   if (!t || !Array.isArray(t.data) || t.data.length !== T - 1)
-    throw new EndpointError({ url: where, message: `expected loss_fn_outputs[].logprobs with ${T - 1} values, got ${t && Array.isArray(t.data) ? t.data.length : 'none'}` });
+    throw new EndpointError({
+      url: where,
+      message: `expected loss_fn_outputs[].logprobs with ${T - 1} values, got ${t && Array.isArray(t.data) ? t.data.length : 'none'}`,
+    });
   for (let i = 0; i < T - 1; i++) lp[i + 1] = t.data[i];
   return lp;
 }
 
 function sanitizeName(dir: string): string {
-  return basename(dir).replace(/[^A-Za-z0-9_-]/g, '_').replace(/^_+/, '') || 'checkpoint';
+  return (
+    basename(dir)
+      .replace(/[^A-Za-z0-9_-]/g, '_')
+      .replace(/^_+/, '') || 'checkpoint'
+  );
 }
 
 export function readCheckpointRecord(dir: string): CheckpointRecord {
@@ -121,8 +144,10 @@ export function readCheckpointRecord(dir: string): CheckpointRecord {
     throw new FileFormatError({ file, message: `cannot read the Tinker checkpoint record: ${(err as Error).message}` });
   }
   const r = raw as Partial<CheckpointRecord>;
-  if (r.format !== 'matpo-tinker-checkpoint') throw new FileFormatError({ file, field: 'format', message: 'expected "matpo-tinker-checkpoint"' });
-  if (typeof r.weights !== 'string' || !r.weights.startsWith('tinker://')) throw new FileFormatError({ file, field: 'weights', message: 'expected a tinker:// path' });
+  if (r.format !== 'matpo-tinker-checkpoint')
+    throw new FileFormatError({ file, field: 'format', message: 'expected "matpo-tinker-checkpoint"' });
+  if (typeof r.weights !== 'string' || !r.weights.startsWith('tinker://'))
+    throw new FileFormatError({ file, field: 'weights', message: 'expected a tinker:// path' });
   if (typeof r.baseModel !== 'string') throw new FileFormatError({ file, field: 'baseModel', message: 'expected a string' });
   return r as CheckpointRecord;
 }
@@ -154,13 +179,22 @@ export class TinkerPolicy implements TrainablePolicy {
 
   /** Connect, create the training model (LoRA or full), and restore a checkpoint when asked. */
   static async open(options: TinkerPolicyOptions): Promise<TinkerPolicy> {
-    if (!options.baseModel) throw new ConfigError({ path: 'model.baseModel', message: 'is required (the service\'s name of the base model)' });
+    if (!options.baseModel)
+      throw new ConfigError({ path: 'model.baseModel', message: "is required (the service's name of the base model)" });
     const record = options.restoreDir ? readCheckpointRecord(options.restoreDir) : null;
     if (record) {
       if (record.baseModel !== options.baseModel)
-        throw new ConfigError({ path: 'model.baseModel', message: `"${options.baseModel}" differs from the checkpoint's "${record.baseModel}" (${join(options.restoreDir!, CHECKPOINT_FILE)})` });
+        throw new ConfigError({
+          path: 'model.baseModel',
+          message:
+            `"${options.baseModel}" differs from the checkpoint's "${record.baseModel}" ` +
+            `(${join(options.restoreDir!, CHECKPOINT_FILE)})`,
+        });
       if ((record.lora?.rank ?? 0) !== (options.lora?.rank ?? 0))
-        throw new ConfigError({ path: 'model.loraRank', message: `${options.lora?.rank ?? 0} differs from the checkpoint's ${record.lora?.rank ?? 0}` });
+        throw new ConfigError({
+          path: 'model.loraRank',
+          message: `${options.lora?.rank ?? 0} differs from the checkpoint's ${record.lora?.rank ?? 0}`,
+        });
     }
     const client = await TinkerClient.connect(options);
     try {
@@ -180,7 +214,13 @@ export class TinkerPolicy implements TrainablePolicy {
   tokenizer(): Promise<ChatTokenizer> {
     if (!this.tokenizerPromise) {
       const dir = this.options.tokenizerDir;
-      if (!dir) return Promise.reject(new ConfigError({ path: 'model.tokenizerDir', message: 'a Tinker policy needs a local tokenizer directory (model.tokenizerDir or model.path): the service serves none' }));
+      if (!dir)
+        return Promise.reject(
+          new ConfigError({
+            path: 'model.tokenizerDir',
+            message: 'a Tinker policy needs a local tokenizer directory (model.tokenizerDir or model.path): the service serves none',
+          }),
+        );
       this.tokenizerPromise = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(dir));
       this.tokenizerPromise.catch(() => {
         this.tokenizerPromise = null;
@@ -203,7 +243,8 @@ export class TinkerPolicy implements TrainablePolicy {
   }
 
   async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
-    if (!Number.isInteger(params.maxNewTokens) || params.maxNewTokens < 1) throw new MatpoError('invalid-argument', `maxNewTokens: must be a positive integer, got ${params.maxNewTokens}`);
+    if (!Number.isInteger(params.maxNewTokens) || params.maxNewTokens < 1)
+      throw new MatpoError('invalid-argument', `maxNewTokens: must be a positive integer, got ${params.maxNewTokens}`);
     if (params.signal?.aborted) return { tokens: [], logprobs: [], finishReason: 'abort' };
     const stopStrings = params.stopStrings ?? [];
     // the tokenizer is needed only for default stop ids and for cutting at stop strings
@@ -221,11 +262,15 @@ export class TinkerPolicy implements TrainablePolicy {
       top_p: params.topP ?? 1,
     });
     if (!s.logprobs || s.logprobs.length !== s.tokens.length)
-      throw new EndpointError({ url: `${this.client.root}/asample`, message: `Sample: expected ${s.tokens.length} per-token logprobs, got ${s.logprobs ? s.logprobs.length : 'none'}` });
+      throw new EndpointError({
+        url: `${this.client.root}/asample`,
+        message: `Sample: expected ${s.tokens.length} per-token logprobs, got ${s.logprobs ? s.logprobs.length : 'none'}`,
+      });
     let tokens = s.tokens;
     let logprobs = s.logprobs;
     const last = tokens[tokens.length - 1];
-    let finishReason: FinishReason = s.stop_reason === 'length' ? 'length' : last !== undefined && stopIds.includes(last) ? 'stop_token' : 'stop_string';
+    let finishReason: FinishReason =
+      s.stop_reason === 'length' ? 'length' : last !== undefined && stopIds.includes(last) ? 'stop_token' : 'stop_string';
     if (stopIds.length && stopStrings.length && finishReason !== 'stop_token') {
       for (let k = 1; k <= tokens.length; k++) {
         const text = tokenizer!.decode(tokens.slice(0, k));
@@ -281,7 +326,8 @@ export class TinkerPolicy implements TrainablePolicy {
 
   private async onePassPpo(datums: readonly Datum[], loss: LossFn, tokens: number): Promise<ForwardBackwardResult> {
     const clip = this.options.ppoClip;
-    if (!clip || !(clip.low > 0) || !(clip.high > 0)) throw new ConfigError({ path: 'model.tinkerLoss', message: 'ppo needs rl.loss.clipLow and rl.loss.clipHigh > 0' });
+    if (!clip || !(clip.low > 0) || !(clip.high > 0))
+      throw new ConfigError({ path: 'model.tinkerLoss', message: 'ppo needs rl.loss.clipLow and rl.loss.clipHigh > 0' });
     // the per-token scale w_s·A_t, from the loss's gradient at ratio 1
     const atOld = datums.map((d) => Float32Array.from(d.oldLogprobs));
     const probe = loss(datums, { logprobs: atOld, entropies: [] });
@@ -302,7 +348,9 @@ export class TinkerPolicy implements TrainablePolicy {
     const chunks = chunkDatums(wire, this.client.chunkLimits.datums, this.client.chunkLimits.bytes).length;
     this.pendingGradients++;
     const out = await this.model.forwardBackward(wire, 'ppo', { clip_low_threshold: 1 - clip.low, clip_high_threshold: 1 + clip.high });
-    const logprobs = datums.map((d, i) => fromWireLogprobs(out.loss_fn_outputs[i], d.tokens.length, `${this.client.root}/forward_backward`));
+    const logprobs = datums.map((d, i) =>
+      fromWireLogprobs(out.loss_fn_outputs[i], d.tokens.length, `${this.client.root}/forward_backward`),
+    );
     const lo = loss(datums, { logprobs, entropies: [] });
     return { loss: lo.loss, metrics: lo.metrics, tokens, microBatches: chunks };
   }
@@ -311,7 +359,11 @@ export class TinkerPolicy implements TrainablePolicy {
     if (this.poisoned) {
       this.poisoned = false;
       if (this.pendingGradients > 0)
-        throw new MatpoError('tinker-poisoned', 'a loss was not finite after gradients were already sent to the service, which cannot discard them; stopping the run (resume from the last checkpoint)');
+        throw new MatpoError(
+          'tinker-poisoned',
+          'a loss was not finite after gradients were already sent to the service, which cannot discard them; ' +
+            'stopping the run (resume from the last checkpoint)',
+        );
       return { gradNorm: NaN, applied: false, step: this.steps };
     }
     const metrics = await this.model.optimStep({
@@ -334,8 +386,13 @@ export class TinkerPolicy implements TrainablePolicy {
     const path = await this.model.saveWeights(sanitizeName(dir));
     this.lastSaved = path;
     const record: CheckpointRecord = {
-      format: 'matpo-tinker-checkpoint', version: 1, baseUrl: this.options.baseUrl, baseModel: this.options.baseModel,
-      lora: this.options.lora, modelId: this.model.modelId, weights: path,
+      format: 'matpo-tinker-checkpoint',
+      version: 1,
+      baseUrl: this.options.baseUrl,
+      baseModel: this.options.baseModel,
+      lora: this.options.lora,
+      modelId: this.model.modelId,
+      weights: path,
     };
     writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify(record, null, 2) + '\n');
     // the tokenizer beside the record, so the directory alone is enough to evaluate or resume
@@ -345,7 +402,8 @@ export class TinkerPolicy implements TrainablePolicy {
 
   /** The optimizer state is part of the last save_weights: record that path. */
   async saveOptimizerState(dir: string): Promise<void> {
-    if (!this.lastSaved) throw new MatpoError('tinker-optimizer', 'saveOptimizerState needs a save() first: the service saves the optimizer with the weights');
+    if (!this.lastSaved)
+      throw new MatpoError('tinker-optimizer', 'saveOptimizerState needs a save() first: the service saves the optimizer with the weights');
     writeFileSync(join(dir, OPTIMIZER_FILE), JSON.stringify({ weights: this.lastSaved, optimizer: true }, null, 2) + '\n');
   }
 

@@ -193,8 +193,13 @@ const int = (def: number, help: string, min = 0) => z.number().int().min(min).de
 export const ModelSchema = z
   .strictObject({
     path: z.string().default('').describe('model directory (Hugging Face layout) for the embedded policy'),
-    kind: z.enum(['embedded', 'endpoint', 'tinker']).default('embedded')
-      .describe('embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only); tinker: a Tinker-compatible training service'),
+    kind: z
+      .enum(['embedded', 'endpoint', 'tinker'])
+      .default('embedded')
+      .describe(
+        'embedded: our engine in-process; endpoint: an OpenAI-compatible server (sampling only); ' +
+          'tinker: a Tinker-compatible training service',
+      ),
     endpoint: z.string().default('').describe('base URL of an OpenAI-compatible server (kind: endpoint)'),
     served: z.string().default('').describe('the model name sent to the endpoint (kind: endpoint)'),
     threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
@@ -202,11 +207,22 @@ export const ModelSchema = z
     loraAlpha: pos(32, 'LoRA alpha: the adapter update is scaled by loraAlpha / loraRank'),
     loraUnembed: z.boolean().default(false).describe('LoRA on lm_head too (Tinker\'s train_unembed; vLLM refuses lm_head adapters, transformers loads them)'),
     baseUrl: z.string().default('').describe('root URL of the Tinker-compatible service (kind: tinker), e.g. http://127.0.0.1:8000'),
-    baseModel: z.string().default('').describe('the service\'s name of the base model (kind: tinker; empty: the absolute model.path, as matpo serve --tinker names it)'),
+    baseModel: z
+      .string()
+      .default('')
+      .describe("the service's name of the base model (kind: tinker; empty: the absolute model.path, as matpo serve --tinker names it)"),
     apiKey: z.string().default('').describe('X-API-Key of the service (kind: tinker; empty: env TINKER_API_KEY)'),
-    tokenizerDir: z.string().default('').describe('local tokenizer directory (kind: tinker; empty: model.path); the service serves no tokenizer'),
-    tinkerLoss: z.enum(['custom', 'ppo']).default('custom')
-      .describe('kind tinker: custom = any rl.loss through forward + cross-entropy surrogate (2 passes); ppo = the service\'s ppo in one pass (rl.loss ppo, no dualClip/KL/entropy)'),
+    tokenizerDir: z
+      .string()
+      .default('')
+      .describe('local tokenizer directory (kind: tinker; empty: model.path); the service serves no tokenizer'),
+    tinkerLoss: z
+      .enum(['custom', 'ppo'])
+      .default('custom')
+      .describe(
+        'kind tinker: custom = any rl.loss through forward + cross-entropy surrogate (2 passes); ' +
+          "ppo = the service's ppo in one pass (rl.loss ppo, no dualClip/KL/entropy)",
+      ),
   })
   .prefault({});
 
@@ -446,18 +462,23 @@ const warnOnStderr = (message: string) => process.stderr.write(`warning: ${messa
  */
 function checkTinker(c: TrainConfig, file?: string): void {
   const m = c.model;
-  if (!m.baseUrl) throw new ConfigError({ path: 'model.baseUrl', message: 'is required when model.kind is tinker (the service root URL)', file });
+  const refuse = (path: string, message: string) => new ConfigError({ path, message, file });
+  if (!m.baseUrl) throw refuse('model.baseUrl', 'is required when model.kind is tinker (the service root URL)');
   try {
     new URL(m.baseUrl);
   } catch {
-    throw new ConfigError({ path: 'model.baseUrl', message: `not a valid URL: ${m.baseUrl}`, file });
+    throw refuse('model.baseUrl', `not a valid URL: ${m.baseUrl}`);
   }
-  if (!m.baseModel && !m.path) throw new ConfigError({ path: 'model.baseModel', message: 'is required when model.kind is tinker (or set model.path to the model directory the server was started with)', file });
-  if (!m.tokenizerDir && !m.path) throw new ConfigError({ path: 'model.tokenizerDir', message: 'a Tinker service serves no tokenizer: set model.tokenizerDir (or model.path) to a local tokenizer directory', file });
+  if (!m.baseModel && !m.path)
+    throw refuse('model.baseModel', 'is required when model.kind is tinker (or model.path: the directory the server was started with)');
+  if (!m.tokenizerDir && !m.path)
+    throw refuse('model.tokenizerDir', 'a Tinker service serves no tokenizer: set it (or model.path) to a local tokenizer directory');
   const l = c.rl.loss;
-  if (l.entropyCoef !== 0) throw new ConfigError({ path: 'rl.loss.entropyCoef', message: 'must be 0 with model.kind tinker: the service returns no per-token entropies', file });
+  if (l.entropyCoef !== 0)
+    throw refuse('rl.loss.entropyCoef', 'must be 0 with model.kind tinker: the service returns no per-token entropies');
   if (m.tinkerLoss === 'ppo') {
-    const why = (path: string, what: string) => new ConfigError({ path, message: `${what} with model.tinkerLoss ppo (the service's ppo has no such term); use model.tinkerLoss custom`, file });
+    const why = (path: string, what: string) =>
+      refuse(path, `${what} with model.tinkerLoss ppo (the service's ppo has no such term); use model.tinkerLoss custom`);
     if (l.name !== 'ppo') throw why('rl.loss.name', `must be ppo, not ${l.name},`);
     if (l.dualClip !== null && l.dualClip !== 0) throw why('rl.loss.dualClip', 'must be null');
     if (l.klCoef !== 0) throw why('rl.loss.klCoef', 'must be 0');
