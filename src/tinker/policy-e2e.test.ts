@@ -5,7 +5,7 @@
 // EmbeddedPolicy (same seeds), and a checkpoint directory evaluates like the engine's; the one-pass
 // built-in ppo matches our PPO without dual clip; the server killed in the middle of a step and
 // restarted on the same checkpoint directory gives a clear error, and --resume continues from the
-// last checkpoint to the same weights.
+// last checkpoint to the same weights. The same with LoRA (rank 4, alpha 8): the same adapter.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,7 +20,7 @@ import { EmbeddedPolicy } from '../policy/embedded.ts';
 import { parseConfig, type TrainConfigInput } from '../train/config.ts';
 import { trainRl, type RlDeps } from '../train/rl-loop.ts';
 import { readMetrics, runPaths } from '../train/run-dir.ts';
-import { loadTinkerPolicy, openSamplingPolicy } from '../train/wiring.ts';
+import { loadTinkerPolicy, openSamplingPolicy, policyLoader } from '../train/wiring.ts';
 import { toyQuestions, toyRunner, toyScorer, TOY_VOCAB } from '../testing/toy-task.ts';
 import { CHECKPOINT_FILE } from './policy.ts';
 import { EndpointError } from '../core/errors.ts';
@@ -232,3 +232,47 @@ test(
     }
   },
 );
+
+test('the same with LoRA: MATPO steps through the protocol train the same adapter as in-process', { timeout: 300_000 }, async () => {
+  const port = await freePort();
+  const tinkerDir = join(root, 'tinker-lora');
+  const server = await startServer(port, tinkerDir);
+  try {
+    const lora = { model: { loraRank: 4, loraAlpha: 8 } };
+    const e = config('embedded-lora', 'embedded', port, lora);
+    const t = config('tinker-lora', 'tinker', port, lora);
+    await trainRl(e, { ...deps(e), loadPolicy: policyLoader(e) }, { runDir: join(root, 'embedded-lora'), resume: false });
+    await trainRl(t, deps(t), { runDir: join(root, 'tinker-lora'), resume: false });
+    assert.deepEqual(stepRewards(join(root, 'tinker-lora')), stepRewards(join(root, 'embedded-lora')));
+    const [gt, ge] = [gradNorms(join(root, 'tinker-lora')), gradNorms(join(root, 'embedded-lora'))];
+    gt.forEach((g, i) => assert.ok(Math.abs(g - ge[i]) <= 1e-5 * Math.max(1, ge[i]), `step ${i + 1} gradient norm ${g} vs ${ge[i]}`));
+    assert.ok(
+      ge.some((g) => g > 0),
+      'a real gradient',
+    );
+    // both final checkpoints (an adapter in-process, a tinker:// state on the server) give the same logprobs
+    const ck = (run: string) => join(root, run, 'checkpoints', 'step-000003');
+    const pe = await policyLoader(e)(ck('embedded-lora'));
+    const pt = await policyLoader(t)(ck('tinker-lora'));
+    const base = await policyLoader(e)(modelDir);
+    try {
+      const probes = [{ tokens: [0, 8, 1, 7, 2, 6, 3] }, { tokens: [0, 11, 6, 0, 11, 4, 7, 5] }];
+      const [le, lt, lb] = [await pe.forward(probes), await pt.forward(probes), await base.forward(probes)];
+      let moved = 0;
+      probes.forEach((p, i) =>
+        p.tokens.forEach((_, k) => {
+          assert.ok(
+            Math.abs(le.logprobs[i][k] - lt.logprobs[i][k]) < 1e-5,
+            `probe ${i} token ${k}: ${lt.logprobs[i][k]} vs ${le.logprobs[i][k]}`,
+          );
+          moved = Math.max(moved, Math.abs(le.logprobs[i][k] - lb.logprobs[i][k]));
+        }),
+      );
+      assert.ok(moved > 1e-3, 'the adapter changed the logprobs');
+    } finally {
+      await Promise.all([pe.close(), pt.close(), base.close()]);
+    }
+  } finally {
+    await stopServer(server);
+  }
+});
