@@ -65,7 +65,10 @@ export function buildTokenizerJson(texts: string[], nMerges: number): object {
     for (const w of words) {
       const out: string[] = [];
       for (let i = 0; i < w.syms.length; i++) {
-        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) (out.push(a + b), i++);
+        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
+          out.push(a + b);
+          i++;
+        }
         else out.push(w.syms[i]);
       }
       w.syms = out;

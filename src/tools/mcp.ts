@@ -238,8 +238,8 @@ export class McpClient {
           if (this.client === client) this.lost = true;
           continue;
         }
-        if (signal?.aborted) throw new Error(`call to ${name} on ${this.name} was cancelled`);
-        if (err instanceof McpError) throw new Error(err.message.replace(/^MCP error -?\d+: /, ''));
+        if (signal?.aborted) throw new Error(`call to ${name} on ${this.name} was cancelled`, { cause: err });
+        if (err instanceof McpError) throw new Error(err.message.replace(/^MCP error -?\d+: /, ''), { cause: err });
         throw err;
       }
     }

@@ -9,6 +9,9 @@ export interface ToolContext {
   signal: AbortSignal;
 }
 
+// A list of tools holds tools of different inputs, so the default input type is `any`, not `unknown`
+// (execute's parameter would make Tool<X> unassignable to Tool<unknown>).
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export interface Tool<Input = any> {
   name: string;
   description: string;

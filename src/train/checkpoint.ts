@@ -15,7 +15,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, MatpoError } from '../core/errors.ts';
+import { FileFormatError } from '../core/errors.ts';
 import type { TrainablePolicy } from '../core/policy.ts';
 import { fsyncPath, parseStepName, stepName, writeFileAtomic, type RunPaths } from './run-dir.ts';
 

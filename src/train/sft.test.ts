@@ -35,7 +35,12 @@ function charTokenizer(): ChatTokenizer {
 function renderBigram(t: ChatTokenizer, messages: readonly ChatMessage[]) {
   const tokens: number[] = [];
   const mask: number[] = [];
-  for (const m of messages) for (const id of t.encode(m.content)) tokens.push(id), mask.push(m.role === 'assistant' ? 1 : 0);
+  for (const m of messages) {
+    for (const id of t.encode(m.content)) {
+      tokens.push(id);
+      mask.push(m.role === 'assistant' ? 1 : 0);
+    }
+  }
   return { tokens, mask };
 }
 

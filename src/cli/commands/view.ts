@@ -18,7 +18,7 @@ async function isDir(p: string): Promise<boolean> {
 }
 
 async function defaultRuns(): Promise<string[]> {
-  let names: string[] = [];
+  let names: string[];
   try {
     names = (await readdir('runs')).sort();
   } catch {
