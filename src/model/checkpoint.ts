@@ -110,6 +110,8 @@ export interface SaveOptions {
   weights: Float32Array;
   /** Directory with tokenizer.json and tokenizer_config.json to copy alongside. */
   tokenizerDir?: string;
+  /** Tokenizer files held in memory (name → bytes, see `readTokenizerFiles`), written alongside. */
+  tokenizerFiles?: ReadonlyMap<string, Uint8Array>;
   /** On-disk dtype; default F32 (bit-exact reload). */
   dtype?: SafetensorsDtype;
   /** Split into shards when the weights exceed this many bytes (default 4 GiB). */
@@ -168,6 +170,36 @@ export function saveModelDir(dir: string, options: SaveOptions): void {
   writeJsonAtomic(join(dir, 'generation_config.json'), generation);
 
   if (options.tokenizerDir !== undefined) copyTokenizerFiles(options.tokenizerDir, dir);
+  for (const [name, bytes] of options.tokenizerFiles ?? []) {
+    const file = join(dir, name);
+    const tmp = `${file}.tmp-${process.pid}`;
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, file);
+  }
+}
+
+/**
+ * The tokenizer files of a model directory, read into memory (name → bytes), so that a model loaded
+ * from a directory can write a complete directory later even if that one is gone (a pruned
+ * checkpoint). Empty when the directory has no tokenizer.json (a bare weights directory); a directory
+ * with tokenizer.json but no tokenizer_config.json is an error naming the missing file.
+ */
+export function readTokenizerFiles(dir: string): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  if (!existsSync(join(dir, TOKENIZER_FILES[0]))) return files;
+  for (const [i, name] of TOKENIZER_FILES.entries()) {
+    const file = join(dir, name);
+    if (!existsSync(file)) {
+      if (i < 2) throw new FileFormatError({ file, message: 'file not found (the tokenizer needs it next to tokenizer.json)' });
+      continue;
+    }
+    try {
+      files.set(name, readFileSync(file));
+    } catch (err) {
+      throw new FileFormatError({ file, message: `cannot read: ${(err as Error).message}` });
+    }
+  }
+  return files;
 }
 
 /** Copy tokenizer files from `from` to `to` (tokenizer.json and tokenizer_config.json are required). */

@@ -14,7 +14,7 @@
  * sampler run base + adapter. `save` then writes the adapter in the PEFT layout; `saveMerged` writes a
  * full model directory with the adapter merged in.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Kernels } from '../engine/kernels.ts';
 import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
@@ -22,7 +22,7 @@ import type { Datum } from '../core/records.ts';
 import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult } from '../core/policy.ts';
 import type { ModelConfig } from './config.ts';
 import { buildLayout, type ParamLayout } from './params.ts';
-import { loadModelDir, saveModelDir } from './checkpoint.ts';
+import { loadModelDir, readTokenizerFiles, saveModelDir } from './checkpoint.ts';
 import { Sampler, type SamplerOptions } from './sampler.ts';
 import { Transformer, packSequences, type ForwardContext } from './transformer.ts';
 import { LoraAdapter, type LoraConfig } from './lora.ts';
@@ -75,28 +75,31 @@ export class Engine {
   private pending: { ctx: ForwardContext; lengths: number[] } | null = null;
   private adapter: LoraAdapter | null = null;
 
-  /** Directory the model was loaded from (its tokenizer files are copied on save). */
+  /** Directory the model was loaded from. */
   sourceDir: string | null = null;
+  /**
+   * The tokenizer files (tokenizer.json, tokenizer_config.json with the chat template, …) read at
+   * load, written by every `save`: a saved directory is complete whatever happened to the source.
+   */
+  tokenizerFiles: ReadonlyMap<string, Uint8Array> = new Map();
 
-  /** Load a Hugging Face model directory (config.json + safetensors). */
+  /** Load a Hugging Face model directory (config.json + safetensors, and its tokenizer files into memory). */
   static load(dir: string, kernels: Kernels): Engine {
     const loaded = loadModelDir(dir);
+    const tokenizerFiles = readTokenizerFiles(loaded.dir);
     const e = new Engine(loaded.config, loaded.weights, kernels);
     e.sourceDir = loaded.dir;
+    e.tokenizerFiles = tokenizerFiles;
     return e;
   }
 
   /**
-   * Write a Hugging Face model directory with the current weights (and the source tokenizer files when
-   * known); with LoRA on, the adapter in the PEFT layout instead (`saveAdapter`).
+   * Write a Hugging Face model directory with the current weights and the tokenizer files held since
+   * load; with LoRA on, the adapter in the PEFT layout instead (`saveAdapter`).
    */
   save(dir: string): void {
     if (this.adapter) this.saveAdapter(dir);
-    else saveModelDir(dir, { config: this.cfg, layout: this.layout, weights: this.weights, tokenizerDir: this.tokenizerDir() });
-  }
-
-  private tokenizerDir(): string | undefined {
-    return this.sourceDir !== null && existsSync(join(this.sourceDir, 'tokenizer.json')) ? this.sourceDir : undefined;
+    else saveModelDir(dir, { config: this.cfg, layout: this.layout, weights: this.weights, tokenizerFiles: this.tokenizerFiles });
   }
 
   /** The LoRA adapter being trained, or null (full fine-tuning). */
@@ -144,7 +147,7 @@ export class Engine {
     const merged = this.adapter
       ? mergeLora(this.cfg, this.weights, this.adapter, this.kernels)
       : { config: this.cfg, layout: this.layout, weights: this.weights };
-    saveModelDir(dir, { ...merged, tokenizerDir: this.tokenizerDir(), dtype: options.dtype });
+    saveModelDir(dir, { ...merged, tokenizerFiles: this.tokenizerFiles, dtype: options.dtype });
   }
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels) {

@@ -16,7 +16,7 @@
  * A stop request (SIGINT) finishes the step in flight, checkpoints and returns. A step whose loss or
  * gradient is not finite is skipped (no update) and logged as an event.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rollout } from '../core/records.ts';
 import { ConfigError, MatpoError } from '../core/errors.ts';
@@ -33,7 +33,7 @@ import { configToYaml, evalTemperature, lossConfig, rewardWeights, type TrainCon
 import { evaluate, mapLimit } from './evaluate.ts';
 import { mean } from '../util/stats.ts';
 import { Progress } from './progress.ts';
-import { appendMetrics, ensureRunDir, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
+import { appendMetrics, ensureRunDir, runPaths, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
 import type { PolicyLoader } from '../core/policy.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
 
@@ -59,6 +59,8 @@ export interface RlRunResult {
   stopped: boolean;
   evals: { step: number; accuracy: number; stderr: number }[];
   paths: RunPaths;
+  /** The resumed run had already reached run.steps: nothing was loaded, run or written. */
+  alreadyFinished?: boolean;
 }
 
 /** The training split as a stream: epoch e visits the questions in the order perm(seed, e). */
@@ -170,22 +172,30 @@ export function miniBatches(datums: readonly Datum[], n: number): Datum[][] {
 }
 
 export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunOptions): Promise<RlRunResult> {
-  const paths = ensureRunDir(options.runDir);
-  const progress = new Progress(config.run.progress, deps.log);
-  const log = (line: string) => progress.log(line);
+  // Nothing is written until the policy (and reference policy, optimizer state) loaded: a run that
+  // fails to start leaves its directory as it was (a new run's directory is removed again).
+  const paths = runPaths(options.runDir);
+  const existed = existsSync(paths.root);
   const ck = options.resume ? findLatestCheckpoint(paths) : null;
   if (!options.resume && (listCheckpoints(paths).length > 0 || existsSync(paths.metrics)))
     throw new MatpoError('run-exists', `${paths.root} already holds a run; resume it with --resume ${paths.root} or choose another run.name`);
-  writeFileAtomic(paths.config, configToYaml(config));
+  if (ck && ck.state.step >= config.run.steps) return { step: ck.state.step, stopped: false, evals: [], paths, alreadyFinished: true };
+  const progress = new Progress(config.run.progress, deps.log);
+  const log = (line: string) => progress.log(line);
 
-  const policy = await deps.loadPolicy(ck ? ck.dir : config.model.path);
+  let policy: TrainablePolicy | null = null;
   let refPolicy: TrainablePolicy | null = null;
+  let started = false;
   try {
+    policy = await deps.loadPolicy(ck ? ck.dir : config.model.path);
     if (ck && existsSync(join(ck.dir, OPTIMIZER_DIR))) await policy.loadOptimizerState(join(ck.dir, OPTIMIZER_DIR));
     refPolicy = config.rl.loss.klCoef > 0 ? await deps.loadPolicy(config.model.path) : null;
     const state: TrainerState = ck
       ? structuredClone(ck.state)
       : { step: 0, epoch: 0, cursor: 0, rng: { sample: new Rng(`${config.run.seed}/sample`).getState() }, seed: config.run.seed };
+    started = true;
+    ensureRunDir(options.runDir);
+    writeFileAtomic(paths.config, configToYaml(config));
     if (options.resume) {
       truncateRunAfter(paths, state.step);
       log(ck ? `resuming ${paths.root} from ${stepName(state.step)}` : `no complete checkpoint in ${paths.root}; starting from step 0`);
@@ -395,9 +405,12 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
     if (stopped && lastCheckpoint !== state.step && state.step > 0) await saveCheckpoint(paths, policy, state, config.run.keepCheckpoints);
     stepsBar.stop();
     return { step: state.step, stopped, evals, paths };
+  } catch (err) {
+    if (!started && !existed) rmSync(paths.root, { recursive: true, force: true });
+    throw err;
   } finally {
     progress.stop();
-    await policy.close();
+    await policy?.close();
     await refPolicy?.close();
   }
 }

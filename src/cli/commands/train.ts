@@ -52,6 +52,11 @@ export const command: Command = {
     const t0 = performance.now();
     try {
       const result = await runTraining(config, { runDir, resume: Boolean(values.resume), stop });
+      if (result.alreadyFinished) {
+        console.log(`${runDir} is already finished at step ${result.step} (run.steps ${config.run.steps}); nothing to do. ` +
+          `To train further: matpo train --resume ${runDir} --set run.steps=N`);
+        return;
+      }
       const evals = result.evals.map((e) => `step ${e.step}: ${e.accuracy.toFixed(3)} ± ${e.stderr.toFixed(3)}`).join(', ');
       console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; run directory ${runDir}`);
       if (evals) console.log(`held-out accuracy: ${evals}`);
