@@ -22,6 +22,9 @@ import { initModelDir } from '../model/init.ts';
 import { writeWorldDir } from '../envs/world-dir.ts';
 import type { WorldOptions } from '../envs/world/world.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
+import { findLatestCheckpoint } from '../train/checkpoint.ts';
+import { loadModelDir } from '../model/checkpoint.ts';
+import { MatpoError } from '../errors.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../core/records.ts';
 import { mean, standardError } from '../util/stats.ts';
@@ -95,15 +98,21 @@ export const DEMO_DEFAULTS: PipelineSettings = {
 };
 
 /** A smoke-sized version of the same pipeline (tests, `--quick`). */
+/**
+ * `--quick`: a smoke run of every phase in about a minute. A mini model warm-started for one epoch
+ * on 40 demonstrations does not answer yet, so accuracy stays at zero; the format terms stay in the
+ * reward so that groups differ (a malformed or overflowing call against a clean one) and the two RL
+ * steps make real updates (the summary prints how far they moved the weights).
+ */
 export const QUICK: PipelineSettings = {
   seed: 1,
   world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 4, hops: [1, 4], noise: 0, distractors: 0.2, docLength: 'short' },
   model: { preset: 'mini' },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
-    steps: 2, groupSize: 2, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4, evalTemperature: 0, temperature: 1,
-    maxTurns: 3, maxNewTokens: 24, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
-    maxRolloutTokens: 256, estimator: 'grpo', formatReward: false, dropZeroVarianceGroups: false,
+    steps: 2, groupSize: 8, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4, evalTemperature: 0, temperature: 1,
+    maxTurns: 3, maxNewTokens: 48, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
+    maxRolloutTokens: 256, estimator: 'grpo', formatReward: true, dropZeroVarianceGroups: false,
   },
 };
 
@@ -137,6 +146,8 @@ export interface RunSummary {
   after: EvalSummary | null;
   /** Training reward per step (the root role's mean reward). */
   rewardCurve: number[];
+  /** How far RL moved the weights: ‖w_final − w_warm‖ / ‖w_warm‖ (L2 over all parameters); null without both models. */
+  weightChange: number | null;
   phaseSeconds: Record<string, number>;
 }
 
@@ -285,7 +296,23 @@ export async function modePhases(
   ], join(base, '.phase-seconds.json'), label);
   const summary = summarizeRun(runDir, mode, phaseSeconds);
   summary.untrained = existsSync(initEval) ? evalSummary(readRolloutsJsonl(initEval)) : null;
+  const final = findLatestCheckpoint(runPaths(runDir));
+  summary.weightChange = final && existsSync(join(modelSft, 'config.json')) ? relativeWeightChange(modelSft, final.dir) : null;
   return summary;
+}
+
+/** ‖b − a‖ / ‖a‖ over all parameters of two model directories of the same architecture (float64 sums). */
+export function relativeWeightChange(a: string, b: string): number {
+  const wa = loadModelDir(a).weights;
+  const wb = loadModelDir(b).weights;
+  if (wa.length !== wb.length) throw new MatpoError('shape', `${a} and ${b} hold different architectures (${wa.length} vs ${wb.length} parameters)`);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < wa.length; i++) {
+    diff += (wb[i] - wa[i]) ** 2;
+    norm += wa[i] ** 2;
+  }
+  return Math.sqrt(diff) / Math.sqrt(norm);
 }
 
 /**
@@ -333,7 +360,7 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
     untrained: null,
     before: first === 0 ? evalAt(0) : null,
     after: last !== undefined && last > 0 ? evalAt(last) : null,
-    rewardCurve, phaseSeconds,
+    rewardCurve, phaseSeconds, weightChange: null,
   };
 }
 
@@ -363,6 +390,8 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
   const total = Object.values(seconds).reduce((a, b) => a + b, 0);
   const phases = Object.entries(seconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ');
   const curve = r.rewardCurve.length ? `training reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}` : '';
-  return [table(rows), '', curve, `wall time ${(total / 60).toFixed(1)} min (${phases})`, `run directory: ${r.runDir}`, `dashboard:     npx matpo view ${r.runDir}`]
+  const moved = r.weightChange === null || r.weightChange === undefined ? ''
+    : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
+  return [table(rows), '', curve, moved, `wall time ${(total / 60).toFixed(1)} min (${phases})`, `run directory: ${r.runDir}`, `dashboard:     npx matpo view ${r.runDir}`]
     .filter((l) => l !== '').join('\n');
 }

@@ -4,6 +4,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { loadModelDir } from '../../model/checkpoint.ts';
+import { readMetrics, runPaths } from '../../train/run-dir.ts';
 
 const bin = join(import.meta.dirname, '../../../bin/matpo.js');
 
@@ -27,6 +29,18 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(readFileSync(join(out, 'matpo', 'run', 'config.yaml'), 'utf8'), /evalTemperature: 0\n/);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'rollouts', 'step-000002.jsonl')));
     assert.ok(existsSync(join(out, 'matpo', 'model-sft', 'model.safetensors')));
+    // The two RL steps trained: some group's rewards differed, and the final weights are not the warm-started ones.
+    const warm = loadModelDir(join(out, 'matpo', 'model-sft')).weights;
+    const final = loadModelDir(join(out, 'matpo', 'run', 'checkpoints', 'step-000002')).weights;
+    let changed = 0;
+    for (let i = 0; i < warm.length; i++) if (warm[i] !== final[i]) changed++;
+    assert.ok(changed > warm.length / 10, `${changed} of ${warm.length} weights changed`);
+    const steps = readMetrics(runPaths(join(out, 'matpo', 'run'))).filter((m) => typeof m['train/grad_norm'] === 'number');
+    assert.ok(steps.some((m) => Number(m['train/grad_norm']) > 0), JSON.stringify(steps));
+    assert.ok(summary.weightChange > 0);
+    assert.match(r.stdout, /RL moved the weights by \d\.\d\de-\d+ of their norm/);
+    assert.match(r.stdout, /--quick is a smoke run/);
+    assert.ok(summary.rewardCurve.some((x: number) => x > 0), 'the format term makes the training reward non-zero');
     // A second run finds every phase done and only prints the summary again.
     const again = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(again.status, 0, again.stderr);

@@ -29,5 +29,12 @@ export const command: Command = {
     const summary = await modePhases(out, s, 'matpo', { progress: !values['no-progress'], threads, label: 'demo' });
     writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, worldSeconds, settings: s }, null, 2) + '\n');
     console.log(`\n== demo: summary\n${formatRunSummary(summary, worldSeconds)}`);
+    if (values.quick) {
+      console.log(
+        '\n--quick is a smoke run: it checks that every phase runs and that the RL steps update the weights. Its mini model,\n' +
+        'warm-started for one epoch on 40 demonstrations, cannot answer yet, so accuracy stays at 0 and the reward is the\n' +
+        'format term alone. To see MATPO learn the task, run the full demo: npx matpo demo (about 20 minutes on two cores).',
+      );
+    }
   },
 };
