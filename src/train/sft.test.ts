@@ -122,3 +122,27 @@ test('learning-rate schedules: warm-up, then constant, linear or cosine decay', 
   for (let i = 4; i < 10; i++) assert.ok(lrs[i] < lrs[i - 1], `decreasing: ${lrs.join(', ')}`);
   assert.ok(Math.abs(lrs[9] - 0.4 * 1e-3) < 1e-12);
 });
+
+test('maxSteps stops training within an epoch, and the schedule spans the limited steps', async () => {
+  const transcripts = Array.from({ length: 10 }, (_, i) => ({ messages: [{ role: 'user', content: `t${i % 4}` }, { role: 'assistant', content: `t${4 + (i % 4)}` }] as ChatMessage[] }));
+  const run = async (maxSteps: number) => {
+    const policy = new BigramPolicy(8);
+    const lrs: number[] = [];
+    const r = await trainSft(policy, await policy.tokenizer(), transcripts, renderBigram, {
+      epochs: 2, maxSteps, learningRate: 0.4, schedule: 'linear', warmupFraction: 0.25, batchTokens: 4, microBatchTokens: 4, evalFraction: 0.2, seed: 1,
+      maxGradNorm: 0, maxTokens: 0, progress: false, log: () => {}, onStep: (m) => lrs.push(m.learningRate),
+    });
+    return { r, lrs };
+  };
+  // 8 training transcripts, 2 per batch: 4 steps an epoch, 8 planned; a limit of 3 stops in epoch 1
+  const { r, lrs } = await run(3);
+  assert.equal(r.steps, 3);
+  assert.equal(r.trainLoss.length, 1);
+  assert.equal(r.heldOutLoss.length, 2, 'held-out loss before, and after the partial epoch');
+  // round(3 × 0.25) = 1 warm-up step at the peak, then linear decay reaching the floor at step 3
+  assert.deepEqual(lrs, [0.4, 0.4, 0.4 * 1e-3]);
+  // a limit beyond the planned steps changes nothing
+  const all = await run(100);
+  assert.equal(all.r.steps, 8);
+  assert.deepEqual(all.lrs, (await run(0)).lrs);
+});
