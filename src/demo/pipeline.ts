@@ -24,7 +24,7 @@ import type { WorldOptions } from '../envs/world/world.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { findLatestCheckpoint } from '../train/checkpoint.ts';
 import { loadModelDir } from '../model/checkpoint.ts';
-import { MatpoError } from '../errors.ts';
+import { MatpoError } from '../core/errors.ts';
 import { readRolloutsJsonl } from '../agents/rollout.ts';
 import type { Rollout } from '../core/records.ts';
 import { mean, standardError } from '../util/stats.ts';
