@@ -179,20 +179,15 @@ export function saveModelDir(dir: string, options: SaveOptions): void {
 }
 
 /**
- * The tokenizer files of a model directory, read into memory (name → bytes), so that a model loaded
- * from a directory can write a complete directory later even if that one is gone (a pruned
- * checkpoint). Empty when the directory has no tokenizer.json (a bare weights directory); a directory
- * with tokenizer.json but no tokenizer_config.json is an error naming the missing file.
+ * The tokenizer files of a model directory that are present, read into memory (name → bytes), so
+ * that a model loaded from a directory can write a complete directory later even if that one is gone
+ * (a pruned checkpoint). Empty for a bare weights directory.
  */
 export function readTokenizerFiles(dir: string): Map<string, Buffer> {
   const files = new Map<string, Buffer>();
-  if (!existsSync(join(dir, TOKENIZER_FILES[0]))) return files;
-  for (const [i, name] of TOKENIZER_FILES.entries()) {
+  for (const name of TOKENIZER_FILES) {
     const file = join(dir, name);
-    if (!existsSync(file)) {
-      if (i < 2) throw new FileFormatError({ file, message: 'file not found (the tokenizer needs it next to tokenizer.json)' });
-      continue;
-    }
+    if (!existsSync(file)) continue;
     try {
       files.set(name, readFileSync(file));
     } catch (err) {

@@ -2,7 +2,7 @@
 // big batch; non-finite gradients skip the step; optimizer state round-trips exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceKernels } from '../engine/reference.ts';
@@ -12,6 +12,9 @@ import type { LossFn } from '../core/policy.ts';
 import { presetConfig } from './config.ts';
 import { buildLayout, initParams } from './params.ts';
 import { Engine, splitByTokens } from './engine.ts';
+import { saveModelDir } from './checkpoint.ts';
+import { createTestTokenizer, loadTokenizer } from './tokenizer.ts';
+import { CHATML_TOOLS_TEMPLATE } from './chat-template.ts';
 
 function datum(tokens: number[]): Datum {
   return {
@@ -160,4 +163,36 @@ test('out-of-range token ids name the sequence and position', () => {
   const e = microEngine(7);
   assert.throws(() => e.forward([[1, 2], [3, 4, 99]]), (err: unknown) =>
     err instanceof InvalidArgumentError && err.message.startsWith('sequences[1].tokens[2]: token id 99'));
+});
+
+test('the tokenizer and chat template travel with the engine: a save after the source directory is gone is complete', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'matpo-engine-tok-'));
+  try {
+    const src = join(dir, 'src');
+    const tok = await createTestTokenizer(src);
+    writeFileSync(join(src, 'chat_template.jinja'), CHATML_TOOLS_TEMPLATE);
+    const cfg = presetConfig('micro', { vocabSize: tok.vocabSize });
+    const layout = buildLayout(cfg);
+    const w = new Float32Array(layout.total);
+    initParams(w, layout, cfg, 2);
+    saveModelDir(src, { config: cfg, layout, weights: w });
+    const files = new Map(['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'].map((f) => [f, readFileSync(join(src, f))]));
+    const e = Engine.load(src, referenceKernels);
+    rmSync(src, { recursive: true });
+    e.save(join(dir, 'a'));
+    e.save(join(dir, 'b')); // and again, from a save: nothing depends on the source directory
+    for (const out of ['a', 'b']) {
+      for (const [f, bytes] of files) assert.ok(readFileSync(join(dir, out, f)).equals(bytes), `${out}/${f}`);
+      const again = await loadTokenizer(join(dir, out));
+      const messages = [{ role: 'user' as const, content: 'In which year?' }];
+      assert.equal(again.applyChatTemplate(messages, { addGenerationPrompt: true }), tok.applyChatTemplate(messages, { addGenerationPrompt: true }));
+    }
+    // a bare weights directory (no tokenizer) saves bare weights
+    const bare = join(dir, 'bare');
+    saveModelDir(bare, { config: cfg, layout, weights: w });
+    Engine.load(bare, referenceKernels).save(join(dir, 'bare-out'));
+    assert.ok(!existsSync(join(dir, 'bare-out', 'tokenizer.json')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
