@@ -50,6 +50,11 @@ test('sft --max-steps stops after that many optimizer steps and writes a complet
     assert.equal(bad.status, 1);
     assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
     assert.match(bad.stderr, /^matpo sft: --max-steps: /);
+    // written with a space, node's parser takes "-1" for a flag: still one line, naming the flag
+    const spaced = spawnSync(process.execPath, [BIN, ...args, '--max-steps', '-1'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(spaced.status, 1);
+    assert.equal(spaced.stderr.trim().split('\n').length, 1, spaced.stderr);
+    assert.match(spaced.stderr, /^matpo sft: Option '--max-steps' argument is ambiguous\. .*--max-steps=-XYZ/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
