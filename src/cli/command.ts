@@ -20,7 +20,12 @@ export function parseFlags<O extends Options>(argv: string[], options: O, allowP
     return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (err) {
     // node's message runs over several lines (e.g. a value starting with "-"): joined into one
-    const message = (err as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, '').split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
+    const message = (err as Error).message
+      .replace(/^TypeError \[[A-Z_]+\]: /, '')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .join(' ');
     throw new ConfigError({ path: '', message });
   }
 }

@@ -26,21 +26,48 @@ test('sft --max-steps stops after that many optimizer steps and writes a complet
     initParams(weights, layout, cfg, 5);
     saveModelDir(model, { config: cfg, layout, weights });
     const data = join(dir, 'transcripts.jsonl');
-    const lines = Array.from({ length: 24 }, (_, i) => JSON.stringify({
-      messages: [{ role: 'user', content: `What is ${i} plus one?` }, { role: 'assistant', content: `It is ${i + 1}.` }],
-    }));
+    const lines = Array.from({ length: 24 }, (_, i) =>
+      JSON.stringify({
+        messages: [
+          { role: 'user', content: `What is ${i} plus one?` },
+          { role: 'assistant', content: `It is ${i + 1}.` },
+        ],
+      }),
+    );
     writeFileSync(data, lines.join('\n') + '\n');
     const out = join(dir, 'out');
     // one transcript is ~20 tokens: 64-token batches give several steps per epoch
-    const args = ['sft', '--model', model, '--data', data, '--out', out, '--epochs', '2', '--batch-tokens', '64', '--lr', '1e-2',
-      '--threads', '1', '--no-progress'];
+    const args = [
+      'sft',
+      '--model',
+      model,
+      '--data',
+      data,
+      '--out',
+      out,
+      '--epochs',
+      '2',
+      '--batch-tokens',
+      '64',
+      '--lr',
+      '1e-2',
+      '--threads',
+      '1',
+      '--no-progress',
+    ];
     const r = spawnSync(process.execPath, [BIN, ...args, '--max-steps', '3'], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /, 3 steps \(0 skipped\)/);
     assert.match(r.stderr, /sft: epoch 1\/2 train loss/);
     assert.doesNotMatch(r.stderr, /epoch 2\/2/);
-    const metrics = readFileSync(join(out, 'sft-metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(metrics.filter((m) => m['sft/loss'] !== undefined).map((m) => m.step), [1, 2, 3]);
+    const metrics = readFileSync(join(out, 'sft-metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      metrics.filter((m) => m['sft/loss'] !== undefined).map((m) => m.step),
+      [1, 2, 3],
+    );
     assert.equal(metrics.at(-1).step, 3);
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) assert.ok(existsSync(join(out, f)), f);
     const trained = loadModelDir(out).weights;

@@ -63,65 +63,102 @@ before(async () => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('resume twice across keepCheckpoints pruning: the final checkpoint loads with generate, eval and serve', { timeout: 300_000 }, async () => {
-  const runDir = join(dir, 'twice');
-  ok(['train', '--config', writeConfig('twice')]);
-  ok(['train', '--resume', runDir, '--set', 'run.steps=5']);
-  const ck = join(runDir, 'checkpoints');
-  assert.deepEqual(readdirSync(ck).filter((n) => n.startsWith('step-')).sort(), ['step-000004', 'step-000005']);
-  ok(['train', '--resume', runDir, '--set', 'run.steps=7']);
-  assert.deepEqual(readdirSync(ck).filter((n) => n.startsWith('step-')).sort(), ['step-000006', 'step-000007']);
-  assert.match(readFileSync(join(runDir, 'config.yaml'), 'utf8'), /steps: 7/);
+test(
+  'resume twice across keepCheckpoints pruning: the final checkpoint loads with generate, eval and serve',
+  { timeout: 300_000 },
+  async () => {
+    const runDir = join(dir, 'twice');
+    ok(['train', '--config', writeConfig('twice')]);
+    ok(['train', '--resume', runDir, '--set', 'run.steps=5']);
+    const ck = join(runDir, 'checkpoints');
+    assert.deepEqual(
+      readdirSync(ck)
+        .filter((n) => n.startsWith('step-'))
+        .sort(),
+      ['step-000004', 'step-000005'],
+    );
+    ok(['train', '--resume', runDir, '--set', 'run.steps=7']);
+    assert.deepEqual(
+      readdirSync(ck)
+        .filter((n) => n.startsWith('step-'))
+        .sort(),
+      ['step-000006', 'step-000007'],
+    );
+    assert.match(readFileSync(join(runDir, 'config.yaml'), 'utf8'), /steps: 7/);
 
-  // every tokenizer file of the original model is in the final checkpoint, byte for byte
-  const final = join(ck, 'step-000007');
-  for (const f of TOKENIZER_FILES) {
-    if (existsSync(join(modelDir, f))) assert.ok(readFileSync(join(final, f)).equals(readFileSync(join(modelDir, f))), f);
-  }
+    // every tokenizer file of the original model is in the final checkpoint, byte for byte
+    const final = join(ck, 'step-000007');
+    for (const f of TOKENIZER_FILES) {
+      if (existsSync(join(modelDir, f))) assert.ok(readFileSync(join(final, f)).equals(readFileSync(join(modelDir, f))), f);
+    }
 
-  const gen = ok(['generate', '--model', final, '--prompt', 'hello', '--max-new-tokens', '4', '--seed', '1', '--threads', '1']);
-  assert.ok(gen.length > 0);
-  const ev = ok(['eval', '--model', final, '--world', worldDir, '--mode', 'single', '--questions', '1', '--no-progress',
-    '--set', 'rollout.maxNewTokens=8', '--set', 'rollout.maxSequenceTokens=600', '--set', 'rollout.maxTurns=2', '--set', 'model.threads=1']);
-  assert.match(ev, /accuracy \d+\.\d+%/);
+    const gen = ok(['generate', '--model', final, '--prompt', 'hello', '--max-new-tokens', '4', '--seed', '1', '--threads', '1']);
+    assert.ok(gen.length > 0);
+    const ev = ok([
+      'eval',
+      '--model',
+      final,
+      '--world',
+      worldDir,
+      '--mode',
+      'single',
+      '--questions',
+      '1',
+      '--no-progress',
+      '--set',
+      'rollout.maxNewTokens=8',
+      '--set',
+      'rollout.maxSequenceTokens=600',
+      '--set',
+      'rollout.maxTurns=2',
+      '--set',
+      'model.threads=1',
+    ]);
+    assert.match(ev, /accuracy \d+\.\d+%/);
 
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', final, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d) => {
-        out += d;
-        const m = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
-        if (m) resolve(m[1]);
+    const child = spawn(process.execPath, [BIN, 'serve', '--model', final, '--port', '0', '--threads', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (d) => {
+          out += d;
+          const m = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
+          if (m) resolve(m[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
       });
-      child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
-    });
-    const res = await fetch(`${url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'step-000007', messages: [{ role: 'user', content: 'hello' }], max_tokens: 4, seed: 1 }),
-    });
-    assert.equal(res.status, 200, await res.clone().text());
-    const body = (await res.json()) as { choices: { message: { role: string; content: string } }[]; usage: { completion_tokens: number } };
-    assert.equal(body.choices[0].message.role, 'assistant');
-    assert.ok(body.usage.completion_tokens > 0);
-    child.kill('SIGTERM');
-    const [code] = await once(child, 'exit');
-    assert.equal(code, 0, stderr);
-  } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  }
+      const res = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'step-000007', messages: [{ role: 'user', content: 'hello' }], max_tokens: 4, seed: 1 }),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      const body = (await res.json()) as {
+        choices: { message: { role: string; content: string } }[];
+        usage: { completion_tokens: number };
+      };
+      assert.equal(body.choices[0].message.role, 'assistant');
+      assert.ok(body.usage.completion_tokens > 0);
+      child.kill('SIGTERM');
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 0, stderr);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
 
-  // a finished run: resuming it says so, exits 0 and writes nothing
-  const before = snapshot(runDir);
-  const r = matpo(['train', '--resume', runDir]);
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stderr, '');
-  assert.match(r.stdout, /already finished at step 7 \(run\.steps 7\)/);
-  assert.deepEqual(snapshot(runDir), before);
-});
+    // a finished run: resuming it says so, exits 0 and writes nothing
+    const before = snapshot(runDir);
+    const r = matpo(['train', '--resume', runDir]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /already finished at step 7 \(run\.steps 7\)/);
+    assert.deepEqual(snapshot(runDir), before);
+  },
+);
 
 test('a failed resume changes nothing on disk; a config error for a new run leaves no run directory', { timeout: 300_000 }, () => {
   const runDir = join(dir, 'fails');
