@@ -2,11 +2,15 @@
  * A world directory as `matpo world` writes it: the world (entities, documents, questions with gold
  * chains, splits), its byte-level BPE tokenizer, the scripted expert's demonstrations for the asked
  * modes, and held-out worlds (seeds N+1000, N+2000, …, every question in the test split).
+ * `writeWorldSetDir` writes a world set instead (many training worlds, unseen worlds; world-set.ts).
  */
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Mode } from '../core/records.ts';
 import type { RolloutOptions } from '../agents/rollout.ts';
-import { trainTokenizerForWorld } from './world-tokenizer.ts';
+import { trainTokenizerForWorld, trainTokenizerForWorlds } from './world-tokenizer.ts';
+import { generateWorldSet, saveWorldSet } from './world-set.ts';
+import { readingExercises } from './reading-data.ts';
 import { saveTokenizer } from './tokenizer-train.ts';
 import { runExpert } from './expert-runs.ts';
 import { DEFAULT_WORLD_OPTIONS, generateWorld, saveWorld, worldStats, type WorldOptions } from './world/world.ts';
@@ -64,5 +68,67 @@ export async function writeWorldDir(spec: WorldDirSpec, rollout: RolloutOptions,
     const dir = join(out, `heldout-${seed}`);
     saveWorld(held, dir);
     log(`  held-out world seed ${seed} → ${dir} (${held.questions.length} questions)`);
+  }
+}
+
+export interface WorldSetDirSpec extends Omit<WorldDirSpec, 'heldout' | 'options'> {
+  options: Partial<Omit<WorldOptions, 'seed'>>;
+  trainSeeds: readonly number[];
+  unseenSeeds: readonly number[];
+  /** Demonstrated train questions per world (the first N; default all). */
+  demoQuestions?: number;
+  /** Reading exercises per training world written to reading.jsonl (0: none). */
+  reading?: number;
+}
+
+/**
+ * A world-set directory (src/envs/world-set.ts): one world per training seed and per unseen seed,
+ * one tokenizer trained across the training worlds only, the expert's demonstrations of every
+ * training world in one file per mode, and optionally reading exercises.
+ */
+export async function writeWorldSetDir(spec: WorldSetDirSpec, rollout: RolloutOptions, log: (line: string) => void = console.log): Promise<void> {
+  const { out, vocabSize, demos } = spec;
+  const maxHops = spec.options.maxHops ?? DEFAULT_WORLD_OPTIONS.maxHops;
+  const guessMaxHops = spec.demoGuessMaxHops ?? maxHops;
+  const t0 = performance.now();
+  const set = generateWorldSet(spec.options, spec.trainSeeds, spec.unseenSeeds);
+  rmSync(out, { recursive: true, force: true });
+  saveWorldSet(set, out);
+  const q = (ws: typeof set.train, split?: string) => ws.reduce((a, w) => a + w.questions.filter((x) => !split || x.split === split).length, 0);
+  log(`world set → ${out} (${(performance.now() - t0).toFixed(0)} ms): training seeds ${spec.trainSeeds.join(', ')} ` +
+    `(${q(set.train, 'train')} train / ${q(set.train, 'test')} test questions); unseen seeds ${spec.unseenSeeds.join(', ') || 'none'} (${q(set.unseen)} questions)`);
+  if (spec.reading && spec.reading > 0) {
+    const rows = set.train.flatMap((w) => readingExercises(w, { limit: spec.reading }));
+    writeFileSync(join(out, 'reading.jsonl'), rows.map((r) => JSON.stringify({ messages: r.messages })).join('\n') + '\n');
+    log(`  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ${join(out, 'reading.jsonl')}`);
+  }
+  if (vocabSize <= 0) return;
+  const t = performance.now();
+  const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorlds(set.train, vocabSize);
+  saveTokenizer(trained, join(out, 'tokenizer'));
+  log(`  tokenizer across ${set.train.length} training worlds: vocab ${trained.vocabSize} → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms); ` +
+    `tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
+  for (const mode of demos) {
+    const t1 = performance.now();
+    const file = join(out, `demos-${mode}.jsonl`);
+    rmSync(file, { force: true });
+    let lines = 0;
+    let success = 0;
+    let n = 0;
+    for (const world of set.train) {
+      const train = world.questions.filter((x) => x.split === 'train');
+      const questions = train.slice(0, spec.demoQuestions ?? train.length);
+      const part = `${file}.part`;
+      const r = await runExpert({
+        world, tokenizer, mode, questions, errorRate: spec.demoErrorRate, guessRate: spec.demoGuessRate, guessMaxHops, seed: world.options.seed, transcripts: part, rollout,
+      });
+      appendFileSync(file, readFileSync(part));
+      rmSync(part);
+      lines += r.transcriptLines;
+      success += r.success * questions.length;
+      n += questions.length;
+    }
+    log(`  expert ${mode}: success ${(100 * success / Math.max(1, n)).toFixed(1)}% on ${n} questions from ${set.train.length} worlds; ` +
+      `${lines} transcripts → ${file} (${((performance.now() - t1) / 1000).toFixed(1)} s)`);
   }
 }

@@ -71,8 +71,20 @@ function extractFactSentence(text: string, relation: string): string | undefined
 }
 
 export function trainTokenizerForWorld(world: World, vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
-  const trained = trainWorldTokenizer(worldTokenizerTexts(world), { vocabSize });
+  return trainTokenizerForWorlds([world], vocabSize);
+}
+
+/**
+ * One tokenizer for many worlds: trained on every world's texts (each world's conversation pieces
+ * from its first ⌈400 / worlds⌉ questions, so the training text stays the size of one world's),
+ * so a model built on it reads any world generated with the same knobs — names of a world it never
+ * saw split into the syllable pieces all worlds share. Tokens per document are over all the worlds.
+ */
+export function trainTokenizerForWorlds(worlds: readonly World[], vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
+  const maxQuestions = Math.ceil(400 / Math.max(1, worlds.length));
+  const texts = worlds.flatMap((w) => worldTokenizerTexts(w, worlds.length > 1 ? { maxQuestions } : {}));
+  const trained = trainWorldTokenizer(texts, { vocabSize });
   const tokenizer = createChatTokenizer(trained.tokenizerJson, trained.tokenizerConfig);
-  const counts = world.documents.map((d) => tokenizer.encode(d.text).length);
+  const counts = worlds.flatMap((w) => w.documents.map((d) => tokenizer.encode(d.text).length));
   return { trained, tokenizer, tokensPerDocument: { mean: counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), max: Math.max(0, ...counts) } };
 }

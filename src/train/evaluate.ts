@@ -9,6 +9,7 @@ import { scoreRollout, type AnswerScorer, type RewardWeights } from '../rl/rewar
 import { Rng } from '../util/rng.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
 import { mean, standardError } from '../util/stats.ts';
+import { groundingStats, type GroundingStats } from '../rl/grounding.ts';
 
 /** Map with at most `limit` calls in flight; results keep the input order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
@@ -46,6 +47,8 @@ export interface EvalResult {
   formatPlanner: number;
   formatWorkers: number;
   workersPerRollout: number;
+  /** Share of reports whose cited ids and stated value appear in their own tool output (rl/grounding.ts). */
+  grounding: GroundingStats;
   questions: number;
   rollouts: Rollout[];
   /** Flat metrics named "eval/<metric>". */
@@ -78,6 +81,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
     formatPlanner: mean(rollouts.map((r) => r.root.formatScore)),
     formatWorkers: mean(withWorkers.flatMap((r) => r.workers.map((w) => w.formatScore))),
     workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
+    grounding: groundingStats(rollouts),
     questions: perQuestion.size,
     rollouts,
   };
@@ -90,6 +94,8 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
       'eval/format_planner': result.formatPlanner,
       'eval/format_workers': result.formatWorkers,
       'eval/workers_per_rollout': result.workersPerRollout,
+      ...(result.grounding.claiming > 0 ? { 'eval/grounding': result.grounding.rate } : {}),
+      'eval/grounding_reports': result.grounding.claiming,
       'eval/questions': result.questions,
       'eval/rollouts': rollouts.length,
     },

@@ -16,7 +16,8 @@
  * A stop request (SIGINT) finishes the step in flight, checkpoints and returns. A step whose loss or
  * gradient is not finite is skipped (no update) and logged as an event.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { groundingStats } from '../rl/grounding.ts';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rollout } from '../core/records.ts';
 import { ConfigError, MatpoError } from '../core/errors.ts';
@@ -42,6 +43,12 @@ export interface RlDeps {
   makeRunner: (policy: SamplingPolicy) => RolloutRunner;
   trainQuestions: readonly Question[];
   evalQuestions: readonly Question[];
+  /**
+   * Questions of worlds no training used (a world set's unseen worlds), evaluated at every
+   * evaluation next to evalQuestions (same number of questions): metrics `unseen/*`, records under
+   * <run>/eval-unseen/.
+   */
+  unseenQuestions?: readonly Question[];
   scorer: AnswerScorer;
   log?: (line: string) => void;
 }
@@ -232,7 +239,23 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
       evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
       log(`eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`);
-      return s;
+      const unseen = deps.unseenQuestions ?? [];
+      if (unseen.length === 0) return s;
+      const t1 = performance.now();
+      const uqs = config.run.evalQuestions > 0 ? unseen.slice(0, config.run.evalQuestions) : unseen;
+      const ubar = progress.bar('eval unseen', uqs.length * config.run.evalRepeats);
+      const u = await evaluate({
+        runner, questions: uqs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval-unseen`,
+        temperature: evalTemperature(config), scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        onRollout: (d) => ubar.update(d),
+      });
+      ubar.stop();
+      mkdirSync(join(paths.root, 'eval-unseen'), { recursive: true });
+      writeStepRecords(join(paths.root, 'eval-unseen'), step, u.rollouts);
+      const us = (performance.now() - t1) / 1000;
+      appendMetrics(paths, step, { ...Object.fromEntries(Object.entries(u.metrics).map(([k, v]) => [k.replace(/^eval\//, 'unseen/'), v])), 'time/eval_unseen_s': us });
+      log(`eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} over ${u.questions} questions (${us.toFixed(1)} s)`);
+      return s + us;
     };
 
     if (state.step === 0 && !existsSync(join(paths.eval, `${stepName(0)}.jsonl`))) await runEval(0);
@@ -308,6 +331,9 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         for (const s of [r.root, ...r.workers]) if (credit.sequenceAdvantages.has(s.id)) s.advantage = credit.sequenceAdvantages.get(s.id);
       }
       const { datums } = buildDatums(rollouts, credit);
+      const grounding = groundingStats(rollouts);
+      if (grounding.claiming > 0) metrics['train/grounding'] = grounding.rate;
+      metrics['train/grounding_reports'] = grounding.claiming;
       metrics['train/groups'] = credit.metrics.groups;
       metrics['train/groups_kept'] = credit.metrics.groups_kept;
       metrics['train/datums'] = datums.length;

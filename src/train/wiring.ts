@@ -20,6 +20,7 @@ import { registeredScorer, type AnswerScorer } from '../rl/rewards.ts';
 import { parseLoraConfig, type LoraConfig } from '../model/lora.ts';
 import { ADAPTER_CONFIG_FILE } from '../model/peft.ts';
 import { worldSearchTools } from '../envs/world-tools.ts';
+import { isWorldSet, loadWorldSet, questionSeed, worldOfQuestion, worldSetQuestions, type WorldSetSplit } from '../envs/world-set.ts';
 import { rolloutOptions, type TrainConfig } from './config.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
 
@@ -144,9 +145,40 @@ export async function datasetQuestions(file: string, preset?: string): Promise<Q
   return (await mod.loadQaDataset(file, preset ? { preset } : {})).map((r) => ({ id: r.id, question: r.question, answers: r.answers }));
 }
 
-/** Training and held-out questions for a config (a world, or a dataset split 90/10 by position). */
-export async function configQuestions(config: TrainConfig): Promise<{ train: Question[]; eval: Question[]; world: World | null }> {
+const asQuestions = (qs: readonly { id: string; question: string; answers: string[] }[]): Question[] =>
+  qs.map((q) => ({ id: q.id, question: q.question, answers: q.answers }));
+
+/** A world set's split (train, test = same-world held-out, unseen = worlds no training used), its worlds and the split's seeds. */
+export function worldSetSplitQuestions(dir: string, split: string): { questions: Question[]; worlds: World[]; seeds: number[] } {
+  if (split !== 'train' && split !== 'test' && split !== 'unseen') throw new ConfigError({ path: 'data.split', message: `a world set has splits "train", "test" and "unseen", not "${split}"` });
+  const set = loadWorldSet(dir);
+  const questions = asQuestions(worldSetQuestions(set, split as WorldSetSplit));
+  return { questions, worlds: [...set.train, ...set.unseen], seeds: split === 'unseen' ? set.manifest.unseenSeeds : set.manifest.trainSeeds };
+}
+
+/** Questions of a config's source; `unseen` holds a world set's unseen-world questions (evaluated next to the held-out split). */
+export interface ConfigQuestions {
+  train: Question[];
+  eval: Question[];
+  /** One world, the worlds of a world set (training and unseen), or none. */
+  world: World | World[] | null;
+  unseen?: { questions: Question[]; seeds: number[] };
+}
+
+/**
+ * Training and held-out questions for a config (a world, a world set written by `matpo world
+ * --seeds`, or a dataset split 90/10 by position).
+ */
+export async function configQuestions(config: TrainConfig): Promise<ConfigQuestions> {
   if (config.data.world && config.data.dataset) throw new ConfigError({ path: 'data.dataset', message: 'give data.world or data.dataset, not both' });
+  if (config.data.world && isWorldSet(config.data.world)) {
+    const set = loadWorldSet(config.data.world);
+    const split = (name: string) => worldSetSplitQuestions(config.data.world, name).questions;
+    return {
+      train: split(config.data.trainSplit), eval: split(config.data.evalSplit), world: [...set.train, ...set.unseen],
+      unseen: set.unseen.length > 0 && config.data.evalSplit !== 'unseen' ? { questions: split('unseen'), seeds: set.manifest.unseenSeeds } : undefined,
+    };
+  }
   if (config.data.world) {
     const world = loadWorld(config.data.world);
     return { train: worldQuestions(world, config.data.trainSplit), eval: worldQuestions(world, config.data.evalSplit), world };
@@ -162,6 +194,13 @@ export async function configQuestions(config: TrainConfig): Promise<{ train: Que
 /** The workers' (or the single agent's) tools, and how to release them (MCP processes, connections). */
 export interface ToolSet {
   tools: Tool[];
+  /**
+   * With many worlds: each world's search and open by seed. A question then runs with its own
+   * world's tools (its id names the seed) plus `others`; `tools` lists the first world's.
+   */
+  worldTools?: Map<number, Tool[]>;
+  /** The tools that are not a world's (index, web, MCP). */
+  others: Tool[];
   close(): Promise<void>;
 }
 
@@ -169,9 +208,12 @@ export interface ToolSet {
  * The tools of `config.tools`: the world's search and open (with a world), a BM25 index built by
  * `matpo index`, web search and fetch, and every MCP server's tools. Tool names must be unique.
  */
-export async function openTools(config: TrainConfig, world: World | null): Promise<ToolSet> {
+export async function openTools(config: TrainConfig, world: World | readonly World[] | null): Promise<ToolSet> {
   const t = config.tools;
   const tools: Tool[] = [];
+  const worlds: readonly World[] = world === null ? [] : Array.isArray(world) ? world : [world as World];
+  const worldTools = t.world && worlds.length > 1 ? new Map(worlds.map((w) => [w.options.seed, worldSearchTools(w).tools])) : undefined;
+  let worldToolCount = 0;
   const closers: (() => Promise<void>)[] = [];
   const add = (path: string, more: readonly Tool[]) => {
     for (const tool of more) {
@@ -184,7 +226,11 @@ export async function openTools(config: TrainConfig, world: World | null): Promi
     await Promise.all(closers.map((c) => c()));
   };
   try {
-    if (world && t.world) add('tools.world', worldSearchTools(world).tools);
+    if (worlds.length > 0 && t.world) {
+      const first = worldTools ? worldTools.get(worlds[0].options.seed)! : worldSearchTools(worlds[0]).tools;
+      add('tools.world', first);
+      worldToolCount = first.length;
+    }
     if (t.index) {
       const { SearchIndex } = await import('../tools/search/search-index.ts');
       const { createSearchTools } = await import('../tools/search/tools.ts');
@@ -212,7 +258,7 @@ export async function openTools(config: TrainConfig, world: World | null): Promi
   }
   if (config.rollout.mode === 'matpo' && tools.length === 0)
     throw new ConfigError({ path: 'tools', message: 'planner–worker rollouts need worker tools: set data.world, tools.index, tools.web or tools.mcp (or use rollout.mode single)' });
-  return { tools, close };
+  return { tools, worldTools, others: tools.slice(worldToolCount), close };
 }
 
 /** The answer scorer of `rl.reward`: a registered rule (exact_match, f1, cover_em) or the LLM judge. */
@@ -231,9 +277,24 @@ export async function openScorer(config: TrainConfig): Promise<{ scorer: AnswerS
   };
 }
 
-/** A factory of rollout runners: binds the agents layer's rollout engine and the tools to a policy. */
-export function rolloutRunnerFactory(config: TrainConfig, tools: readonly Tool[]): (policy: SamplingPolicy) => RolloutRunner {
+/**
+ * A factory of rollout runners: binds the agents layer's rollout engine and the tools to a policy.
+ * With `worldTools` (many worlds), each question runs with the tools of the world its id names
+ * (`w<seed>-q<n>`) followed by `tools` (the tools that are not a world's).
+ */
+export function rolloutRunnerFactory(config: TrainConfig, tools: readonly Tool[], worldTools?: ReadonlyMap<number, readonly Tool[]>): (policy: SamplingPolicy) => RolloutRunner {
   const options = rolloutOptions(config);
+  if (worldTools) {
+    return (policy) => {
+      const engines = new Map<number, ReturnType<typeof RolloutEngine.create>>();
+      return async (request) => {
+        const own = worldOfQuestion(worldTools, request.question.id);
+        const seed = questionSeed(request.question.id)!;
+        if (!engines.has(seed)) engines.set(seed, RolloutEngine.create(policy, [...own, ...tools], options));
+        return (await engines.get(seed)!).run(request);
+      };
+    };
+  }
   return (policy) => {
     const engine = RolloutEngine.create(policy, tools, options);
     return async (request) => (await engine).run(request);
@@ -248,8 +309,12 @@ export function rolloutRunnerFactory(config: TrainConfig, tools: readonly Tool[]
 export interface RunComponents {
   train: Question[];
   eval: Question[];
-  world: World | null;
+  world: World | World[] | null;
+  /** A world set's unseen-world questions and seeds (see configQuestions). */
+  unseen?: { questions: Question[]; seeds: number[] };
   tools: Tool[];
+  /** The tools that are not a world's (for runners over other worlds, see rolloutRunnerFactory). */
+  otherTools: Tool[];
   scorer: AnswerScorer;
   makeRunner: (policy: SamplingPolicy) => RolloutRunner;
   close(): Promise<void>;
@@ -269,8 +334,9 @@ export async function buildRun(config: TrainConfig): Promise<RunComponents> {
   return {
     ...questions,
     tools: toolSet.tools,
+    otherTools: toolSet.others,
     scorer: scorer.scorer,
-    makeRunner: rolloutRunnerFactory(config, toolSet.tools),
+    makeRunner: toolSet.worldTools ? rolloutRunnerFactory(config, toolSet.others, toolSet.worldTools) : rolloutRunnerFactory(config, toolSet.tools),
     close: async () => {
       await Promise.all([toolSet.close(), scorer.close()]);
     },

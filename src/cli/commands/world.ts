@@ -6,7 +6,8 @@ import { parseConfig, rolloutOptions } from '../../train/config.ts';
 import { ConfigError } from '../../core/errors.ts';
 import { intFlag, numFlag, parseFlags, required, type Command } from '../command.ts';
 import { DEFAULT_WORLD_OPTIONS, type WorldOptions } from '../../envs/world/world.ts';
-import { writeWorldDir } from '../../envs/world-dir.ts';
+import { writeWorldDir, writeWorldSetDir } from '../../envs/world-dir.ts';
+import { parseSeeds } from '../../envs/world-set.ts';
 import type { Mode } from '../../core/records.ts';
 
 function parseHops(v: unknown): [number, number] {
@@ -42,12 +43,18 @@ export const command: Command = {
     '  --demos MODE    run the scripted expert on the train split and write SFT transcripts to DIR/demos-<mode>.jsonl\n' +
     '  --demo-guess-rate G  the expert planner (or single agent) answers a fraction G of questions from memory, wrongly, without a tool\n' +
     '  --demo-guess-max-hops N  ... only questions of at most N hops\n' +
+    '  --seeds LIST    a world set instead: one world per seed (e.g. 11-16), one tokenizer trained across them, and the\n' +
+    '                  expert\'s transcripts from every one (--demo-questions per world) in one file; see src/envs/world-set.ts\n' +
+    '  --unseen-seeds LIST  with --seeds: evaluation-only worlds from these seeds, never used for the tokenizer or training\n' +
+    '  --reading N     with --seeds: also write up to N reading exercises per training world to DIR/reading.jsonl\n' +
+    '                  (cloze questions answered by copying from a page or search results; src/envs/reading-data.ts)\n' +
     '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...; every question in the test split) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
       seed: { type: 'string' }, out: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
       hops: { type: 'string' }, distractors: { type: 'string' }, noise: { type: 'string' }, 'doc-length': { type: 'string' },
       'test-fraction': { type: 'string' }, heldout: { type: 'string' }, 'vocab-size': { type: 'string' },
+      seeds: { type: 'string' }, 'unseen-seeds': { type: 'string' }, reading: { type: 'string' },
       demos: { type: 'string' }, 'demo-error-rate': { type: 'string' }, 'demo-guess-rate': { type: 'string' }, 'demo-guess-max-hops': { type: 'string' }, 'demo-questions': { type: 'string' },
     });
     const out = required(values, 'out');
@@ -70,6 +77,20 @@ export const command: Command = {
     const errorRate = fraction(values, 'demo-error-rate');
     const guessRate = fraction(values, 'demo-guess-rate');
     const guessMaxHops = intFlag(values, 'demo-guess-max-hops', maxHops);
+    if (values.seeds !== undefined) {
+      if (heldout > 0) throw new ConfigError({ path: '--heldout', message: 'use --unseen-seeds with --seeds' });
+      if (values.seed !== undefined) throw new ConfigError({ path: '--seed', message: 'give either --seed (one world) or --seeds (a world set)' });
+      const { seed: _seed, ...knobs } = options;
+      await writeWorldSetDir(
+        { out, options: knobs, vocabSize, demos: demos as Mode[], demoErrorRate: errorRate, demoGuessRate: guessRate, demoGuessMaxHops: guessMaxHops,
+          trainSeeds: parseSeeds(values.seeds, '--seeds'),
+          unseenSeeds: values['unseen-seeds'] === undefined ? [] : parseSeeds(values['unseen-seeds'], '--unseen-seeds'),
+          reading: intFlag(values, 'reading', 0),
+          ...(values['demo-questions'] !== undefined ? { demoQuestions: intFlag(values, 'demo-questions', 0) } : {}) },
+        rolloutOptions(parseConfig({})),
+      );
+      return;
+    }
     await writeWorldDir(
       { out, options, vocabSize, demos: demos as Mode[], demoErrorRate: errorRate, demoGuessRate: guessRate, demoGuessMaxHops: guessMaxHops, heldout,
         ...(values['demo-questions'] !== undefined ? { demoQuestions: intFlag(values, 'demo-questions', 0) } : {}) },
