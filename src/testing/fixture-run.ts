@@ -15,6 +15,7 @@
  *
  * Regenerate: `node --import tsx src/testing/fixture-run.ts test/fixtures/run` (deterministic).
  */
+import { groundingStats } from '../rl/grounding.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -323,6 +324,9 @@ async function writeEval(dir: string, tok: Tokenizer, imEnd: number, rand: () =>
     'eval/format_planner': round(meanOf(rollouts.map((r) => r.root.formatScore))),
     'eval/format_workers': round(meanOf(workers.map((w) => w.formatScore))),
     'eval/workers_per_rollout': round(workers.length / rollouts.length),
+    // grounding of the fixture's worker reports (rl/grounding.ts); an unseen-world accuracy below the same-world one
+    'eval/grounding': ((g) => round(g.claiming > 0 ? g.rate : 0))(groundingStats(rollouts)),
+    'unseen/accuracy': round(0.4 * meanOf(rollouts.map((r) => r.reward!.accuracy))),
     'time/eval_s': round(8 + rand() * 3),
   };
 }

@@ -82,7 +82,8 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   // Charts: one per metric key, grouped by prefix, one series per run; comparisons and the time breakdown.
   await page.goto(`${srv.url}#/charts`);
   await page.waitForFunction(() => Number(document.body.dataset.live ?? 0) >= 2); // both runs streamed in
-  for (const id of ['planner/reward', 'worker/reward', 'planner/accuracy', 'planner/tokens', 'worker/tokens', 'planner/workers_per_rollout', 'train/clip_fraction', 'train/entropy', 'train/grad_norm', 'eval/accuracy', 'compare:reward', 'compare:accuracy', 'breakdown:time']) {
+  for (const id of ['planner/reward', 'worker/reward', 'planner/accuracy', 'planner/tokens', 'worker/tokens', 'planner/workers_per_rollout', 'train/clip_fraction', 'train/entropy', 'train/grad_norm', 'eval/accuracy', 'compare:reward', 'compare:accuracy', 'breakdown:time',
+    'eval/grounding', 'unseen/accuracy']) {
     assert.equal(await page.locator(`[data-chart="${id}"] canvas`).count(), 1, `chart ${id}`);
   }
   const chartInfo = (id: string) =>
@@ -98,6 +99,8 @@ test('dashboard in headless Chromium: charts, live update, rollout → worker tr
   assert.equal((await chartInfo('compare:reward')).series, 6); // 2 runs × planner/worker/eval
   assert.equal((await chartInfo('breakdown:time')).series, 10); // 2 runs × rollout/train/step/eval/checkpoint
   assert.deepEqual((await chartInfo('eval/accuracy')).data[0], [0, 2, 4, 6]);
+  // same-world held-out and unseen-world accuracy share the accuracy comparison chart
+  assert.equal((await chartInfo('compare:accuracy')).series, 6); // 2 runs × planner/eval/unseen
   assert.equal(await page.locator('[data-section="planner"] h2').textContent(), 'planner');
   assert.equal(await page.locator('.run-chip').count(), 2);
   const events = (await page.locator('.events-table').textContent()) ?? '';

@@ -21,7 +21,12 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.equal(summary.steps, 2);
     assert.ok(summary.untrained && summary.before && summary.after, 'evaluations of the untrained, warm-started and trained model were recorded');
     assert.equal(summary.untrained.accuracy, 0);
-    assert.match(r.stdout, /\| held-out accuracy .*\|.*\|.*\|/);
+    assert.match(r.stdout, /\| same-world held-out accuracy \(seed 1\) .*\|.*\|.*\|/);
+    // the headline row: worlds no training used, with their seeds (recorded in the world set and the summary)
+    assert.match(r.stdout, /\n\| unseen-world accuracy \(seeds 199, 198\) +\| [\d.]+% ± [\d.]+% +\|/);
+    assert.deepEqual(summary.seeds, { train: [1], unseen: [199, 198] });
+    assert.deepEqual(JSON.parse(readFileSync(join(out, 'world', 'world-set.json'), 'utf8')).unseenSeeds, [199, 198]);
+    assert.ok(summary.unseenUntrained && summary.unseenBefore && summary.unseenAfter, 'unseen-world evaluations were recorded');
     assert.match(r.stdout, /\| answered without a tool call +\| [\d.]+% +\| [\d.]+% +\| [\d.]+% +\|/);
     assert.ok(summary.after.noToolRate >= 0 && summary.after.noToolRate <= 1);
     assert.ok(existsSync(join(out, 'matpo', 'run', 'metrics.jsonl')));
@@ -60,6 +65,9 @@ test('matpo experiment --quick runs both modes on one world per seed and writes 
     const md = readFileSync(join(out, 'results.md'), 'utf8');
     assert.match(md, /MATPO \(planner–worker\)\s*\|\s*single-agent GRPO/);
     assert.match(md, /held-out accuracy after RL/);
+    assert.match(md, /unseen-world accuracy untrained, % \(seeds 399, 398\)/);
+    assert.match(md, /unseen-world accuracy after RL/);
+    assert.match(md, /grounding of reports before → after RL/);
     assert.match(md, /context-overflow rate/);
     assert.match(md, /out of token budget/);
     assert.match(md, /command: npx matpo experiment --quick --seeds 3 --out \S+ --no-progress/);

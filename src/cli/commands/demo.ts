@@ -28,7 +28,7 @@ export const command: Command = {
     const worldSeconds = await worldPhase(out, s, 'matpo', 'demo');
     const summary = await modePhases(out, s, 'matpo', { progress: !values['no-progress'], threads, label: 'demo' });
     writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, worldSeconds, settings: s }, null, 2) + '\n');
-    console.log(`\n== demo: summary\n${formatRunSummary(summary, worldSeconds)}`);
+    console.log(`\n== demo: summary\n${formatRunSummary(summary, worldSeconds, s)}`);
     if (values.quick) {
       console.log(
         '\n--quick is a smoke run: it checks that every phase runs and that the RL steps update the weights. Its mini model,\n' +

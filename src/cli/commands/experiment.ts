@@ -2,8 +2,8 @@
  * `matpo experiment`: MATPO against single-agent GRPO on the same noisy world under a context limit,
  * over several seeds. Per seed, both modes get the same world, the same expert demonstrations
  * (the same questions, each in its mode's format), the same supervised epochs, the same RL steps,
- * questions per step, group size and per-turn token limits. Reports held-out accuracy (mean ± std
- * over seeds), training reward curves, context-overflow rate, sampled tokens per question and wall
+ * questions per step, group size and per-turn token limits. Reports accuracy on unseen worlds (seeds
+ * no training used) and same-world held-out accuracy (mean ± std over seeds), grounding of reports, training reward curves, context-overflow rate, sampled tokens per question and wall
  * time, as a Markdown table (also written to <out>/results.md) ready for the README.
  */
 import { writeFileSync } from 'node:fs';
@@ -30,9 +30,18 @@ function avg(xs: number[], d = 0): string {
 export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   const rows = [['', 'MATPO (planner–worker)', 'single-agent GRPO']];
   const both = (label: string, f: (rs: RunSummary[]) => string) => rows.push([label, f(results.matpo), f(results.single)]);
-  both('held-out accuracy untrained, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.untrained?.accuracy ?? NaN)));
-  both('held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
-  both('held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
+  const unseen = [...results.matpo, ...results.single].flatMap((r) => r.seeds?.unseen ?? []);
+  const unseenSeeds = [...new Set(unseen)].join(', ');
+  if (unseen.length) {
+    both(`unseen-world accuracy untrained, % (seeds ${unseenSeeds})`, (rs) => meanStd(rs.map((r) => r.unseenUntrained?.accuracy ?? NaN)));
+    both('unseen-world accuracy before RL, %', (rs) => meanStd(rs.map((r) => r.unseenBefore?.accuracy ?? NaN)));
+    both('unseen-world accuracy after RL, %', (rs) => meanStd(rs.map((r) => r.unseenAfter?.accuracy ?? NaN)));
+  }
+  both('same-world held-out accuracy untrained, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.untrained?.accuracy ?? NaN)));
+  both('same-world held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
+  both('same-world held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
+  const grounding = (e: EvalSummary | null | undefined) => (e && e.grounding !== null ? e.grounding : NaN);
+  both('grounding of reports before → after RL, % (same-world)', (rs) => `${meanStd(rs.map((r) => grounding(r.before)))} → ${meanStd(rs.map((r) => grounding(r.after)))}`);
   const beforeAfter = (f: (e: EvalSummary) => number) => (rs: RunSummary[]) =>
     `${meanStd(rs.map((r) => (r.before ? f(r.before) : NaN)))} → ${meanStd(rs.map((r) => (r.after ? f(r.after) : NaN)))}`;
   both('context-overflow rate before → after RL, %', beforeAfter((e) => e.overflowRate));

@@ -1,12 +1,13 @@
 // The metrics charts: every numeric key of metrics.jsonl, grouped by its prefix ("planner/reward" →
 // group "planner"), one uPlot chart per key with one series per run (colour = run). Above them,
-// comparison charts for metric names shared by several groups (e.g. reward of planner vs worker),
+// comparison charts for metric names shared by several groups (e.g. reward of planner vs worker, or
+// accuracy on the same-world held-out split "eval/" vs on unseen worlds "unseen/"),
 // and groups whose keys are all durations ("*_s") are drawn as one breakdown chart. New lines are
 // merged in as they stream; charts update in place with setData, and are rebuilt when new keys show up.
 import uPlot from '/vendor/uPlot.esm.js';
 import { h, fmt } from './util.js';
 
-const GROUP_ORDER = ['planner', 'worker', 'single', 'eval', 'rollout', 'train', 'time'];
+const GROUP_ORDER = ['planner', 'worker', 'single', 'eval', 'unseen', 'rollout', 'train', 'time'];
 const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3], [1, 5], [14, 4], [4, 2, 1, 2, 1, 2]];
 
 /** Metric store of one run: step → merged numeric values, and the event lines. */
