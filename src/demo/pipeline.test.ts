@@ -27,3 +27,31 @@ test('the demo differs from the experiment in its search noise, its guessing exp
   assert.deepEqual(DEMO_DEFAULTS.sft, EXPERIMENT_DEFAULTS.sft);
   assert.deepEqual(DEMO_DEFAULTS.model, EXPERIMENT_DEFAULTS.model);
 });
+
+test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1…, unseen worlds count down from 100·S+99', async () => {
+  const { worldSeeds, MULTI_WORLD, QUICK, worldPhase } = await import('./pipeline.ts');
+  assert.deepEqual(worldSeeds(DEMO_DEFAULTS), { train: [1], unseen: [199, 198] });
+  assert.deepEqual(worldSeeds({ ...MULTI_WORLD, seed: 3 }), { train: [301, 302, 303, 304, 305, 306], unseen: [399, 398] });
+  assert.throws(() => worldSeeds({ ...DEMO_DEFAULTS, worlds: { train: 0, unseen: 2 } }), /worlds\.train/);
+  // a multi-world phase with reading exercises, on smoke-sized worlds: totals are split over the worlds
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'pipeline-worlds-'));
+  const log = console.log;
+  console.log = () => {};
+  try {
+    const s = { ...QUICK, seed: 2, worlds: { train: 3, unseen: 1 }, reading: { exercisesPerWorld: 4, epochs: 1, lr: 1e-3, otherTokenWeight: 0 } };
+    await worldPhase(dir, s, 'matpo', 'test');
+    const set = JSON.parse(readFileSync(join(dir, 'world', 'world-set.json'), 'utf8'));
+    assert.deepEqual([set.trainSeeds, set.unseenSeeds], [[201, 202, 203], [299]]);
+    assert.equal(set.knobs.questions, Math.ceil(QUICK.world.questions / 3));
+    assert.equal(readFileSync(join(dir, 'world', 'reading.jsonl'), 'utf8').trim().split('\n').length, 12);
+    const questions = readFileSync(join(dir, 'world', 'demos-matpo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+      .filter((t) => t.messages[0].content.includes('planner')).length;
+    assert.equal(questions, 3 * Math.ceil(QUICK.world.demoQuestions / 3));
+  } finally {
+    console.log = log;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

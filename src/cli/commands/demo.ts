@@ -6,20 +6,24 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { intFlag, parseFlags, type Command } from '../command.ts';
-import { DEMO_DEFAULTS, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
+import { ConfigError } from '../../errors.ts';
+import { DEMO_DEFAULTS, MULTI_WORLD, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
 
 export const command: Command = {
   name: 'demo',
   summary:
     'Generate an offline research world, warm-start a tiny model on expert planner–worker demonstrations, train it with MATPO, ' +
     'and compare held-out accuracy before and after. Re-running continues an interrupted demo.',
-  usage: 'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--no-progress]',
+  usage: 'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|multi-world] [--no-progress]\n\n' +
+    '  --recipe multi-world  warm-start on six worlds for six epochs (about an hour on two cores; see docs/research-recipe.md)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' }, threads: { type: 'string' },
-      quick: { type: 'boolean' }, 'no-progress': { type: 'boolean' },
+      quick: { type: 'boolean' }, 'no-progress': { type: 'boolean' }, recipe: { type: 'string' },
     });
-    const base = values.quick ? QUICK : DEMO_DEFAULTS;
+    const recipe = values.recipe ?? 'default';
+    if (recipe !== 'default' && recipe !== 'multi-world') throw new ConfigError({ path: '--recipe', message: `expected default or multi-world, got "${recipe}"` });
+    const base = values.quick ? QUICK : recipe === 'multi-world' ? MULTI_WORLD : DEMO_DEFAULTS;
     const s: PipelineSettings = structuredClone(base);
     s.seed = intFlag(values, 'seed', base.seed);
     s.rl.steps = intFlag(values, 'steps', base.rl.steps);
