@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { intFlag, parseFlags, type Command } from '../command.ts';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { DEMO_DEFAULTS, MULTI_WORLD, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
 
 export const command: Command = {

@@ -8,7 +8,7 @@ import { command as initModel } from './init-model.ts';
 import { command as evalCommand } from './eval.ts';
 import { questionSeed } from '../../envs/world-set.ts';
 import { loadChatTokenizer } from '../../envs/tokenizer-train.ts';
-import type { Rollout } from '../../agents/records.ts';
+import type { Rollout } from '../../core/records.ts';
 
 async function quiet(f: () => Promise<unknown>): Promise<string> {
   const log = console.log;
