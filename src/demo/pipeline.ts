@@ -1,13 +1,19 @@
 /**
  * The end-to-end pipeline behind `matpo demo` and `matpo experiment`, on one CPU machine:
  *
- *   world phase   generate an offline research world, train its tokenizer, and record the scripted
- *                 expert's demonstrations (planner–worker and/or single-agent) through the real
- *                 rollout engine                                                 → <dir>/world/
+ *   world phase   generate a world set (src/envs/world-set.ts): the training worlds (one, or many
+ *                 from fresh seeds), one tokenizer across them, the scripted expert's demonstrations
+ *                 (planner–worker and/or single-agent) through the real rollout engine, optional
+ *                 reading exercises, and unseen worlds from seeds no training uses  → <dir>/world/
  *   mode phases   for one mode (matpo | single): create a tiny model with the world tokenizer,
  *                 warm-start it on that mode's transcripts, then train it with RL (MATPO credit
  *                 assignment for planner–worker rollouts, plain GRPO for the single agent),
- *                 evaluating on held-out questions before and after              → <dir>/<mode>/
+ *                 evaluating before and after on the training worlds' held-out questions (same-world)
+ *                 and on the unseen worlds                                       → <dir>/<mode>/
+ *
+ * Seeds: one training world is seed S itself; K > 1 training worlds are seeds 100·S+1 … 100·S+K;
+ * the unseen worlds are 100·S+99, 100·S+98, … (`worldSeeds`). They are recorded in
+ * <dir>/world/world-set.json and in the summary.
  *
  * Each phase calls the same function the matching command calls (writeWorldDir, initModelDir,
  * runSft, runTraining, runEvaluation) with one typed run configuration, and leaves a marker file
@@ -17,9 +23,11 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { configToYaml, loadConfig, parseConfig, rolloutOptions, type TrainConfigInput } from '../train/config.ts';
-import { runEvaluation, runSft, runTraining } from '../train/run-config.ts';
+import { runEvaluations, runSft, runTraining } from '../train/run-config.ts';
 import { initModelDir } from '../model/init.ts';
-import { writeWorldDir } from '../envs/world-dir.ts';
+import { writeWorldSetDir } from '../envs/world-dir.ts';
+import { groundingStats } from '../rl/grounding.ts';
+import { ConfigError } from '../core/errors.ts';
 import type { WorldOptions } from '../envs/world/world.ts';
 import { parseStepName, readMetrics, runPaths, stepName } from '../train/run-dir.ts';
 import { findLatestCheckpoint } from '../train/checkpoint.ts';
@@ -44,6 +52,13 @@ export interface PipelineSettings {
     noise: number; distractors: number; docLength: WorldOptions['docLength'];
   };
   model: { preset: string };
+  /**
+   * Training worlds and unseen (evaluation-only) worlds. Default: one training world, two unseen.
+   * With K > 1 training worlds, `world.questions` and `world.demoQuestions` are totals, split evenly.
+   */
+  worlds?: { train: number; unseen: number };
+  /** A reading phase before the warm-start (src/envs/reading-data.ts); none by default. */
+  reading?: { exercisesPerWorld: number; epochs: number; lr: number; otherTokenWeight: number } | null;
   /** Warm-start: epochs, peak learning rate (cosine decay), optimizer batch and the loss weight of non-assistant tokens. */
   sft: { epochs: number; lr: number; batchTokens: number; otherTokenWeight: number };
   rl: {
@@ -156,9 +171,16 @@ export interface RunSummary {
   runDir: string;
   steps: number;
   /** The freshly initialised model, before any training (same questions and settings). */
+  /** Same-world held-out: the training worlds' test splits. */
   untrained: EvalSummary | null;
   before: EvalSummary | null;
   after: EvalSummary | null;
+  /** Unseen worlds (seeds no training used): the same three evaluations. */
+  unseenUntrained?: EvalSummary | null;
+  unseenBefore?: EvalSummary | null;
+  unseenAfter?: EvalSummary | null;
+  /** The world seeds (training and unseen). */
+  seeds?: { train: number[]; unseen: number[] };
   /** Training reward per step (the root role's mean reward). */
   rewardCurve: number[];
   /** How far RL moved the weights: ‖w_final − w_warm‖ / ‖w_warm‖ (L2 over all parameters); null without both models. */
@@ -181,6 +203,8 @@ export interface EvalSummary {
   sampledTokens: number;
   /** Tokens in the largest context of the rollout (the longest sequence), averaged. */
   longestContext: number;
+  /** Share of reports with a claim whose ids and value appear in their own tool output (rl/grounding.ts); null when none claims. */
+  grounding: number | null;
 }
 
 interface Phase {
@@ -206,29 +230,43 @@ async function runPhases(phases: Phase[], timesFile: string, label: string): Pro
   return seconds;
 }
 
-/** Generate the world, its tokenizer and the expert's demonstrations for the given modes. */
+/** The training and unseen world seeds of a pipeline run (see the top of this file). */
+export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: number[] } {
+  const { train, unseen } = s.worlds ?? { train: 1, unseen: 2 };
+  if (!(Number.isInteger(train) && train >= 1 && train <= 90)) throw new ConfigError({ path: 'worlds.train', message: `expected 1..90 training worlds, got ${train}` });
+  if (!(Number.isInteger(unseen) && unseen >= 0 && unseen <= 9)) throw new ConfigError({ path: 'worlds.unseen', message: `expected 0..9 unseen worlds, got ${unseen}` });
+  return {
+    train: train === 1 ? [s.seed] : Array.from({ length: train }, (_, k) => 100 * s.seed + 1 + k),
+    unseen: Array.from({ length: unseen }, (_, k) => 100 * s.seed + 99 - k),
+  };
+}
+
+/** Generate the world set, its tokenizer, the expert's demonstrations for the given modes and the unseen worlds. */
 export async function worldPhase(dir: string, s: PipelineSettings, demos: 'matpo' | 'single' | 'both', label = 'demo'): Promise<Record<string, number>> {
   const world = join(resolve(dir), 'world');
   mkdirSync(resolve(dir), { recursive: true });
+  const seeds = worldSeeds(s);
+  const k = seeds.train.length;
   return runPhases([{
     name: 'world', done: join(world, '.done'),
     run: async () => {
-      rmSync(world, { recursive: true, force: true });
       const [minHops, maxHops] = s.world.hops;
-      await writeWorldDir(
+      await writeWorldSetDir(
         {
           out: world,
           options: {
-            seed: s.seed, entities: s.world.entities, questions: s.world.questions, minHops, maxHops,
+            entities: s.world.entities, questions: Math.ceil(s.world.questions / k), minHops, maxHops,
             noise: s.world.noise, distractors: s.world.distractors, docLength: s.world.docLength,
           },
+          trainSeeds: seeds.train,
+          unseenSeeds: seeds.unseen,
           vocabSize: s.world.vocabSize,
           demos: demos === 'both' ? ['matpo', 'single'] : [demos],
-          demoQuestions: s.world.demoQuestions,
+          demoQuestions: Math.ceil(s.world.demoQuestions / k),
           demoErrorRate: s.world.demoErrorRate,
           demoGuessRate: s.world.demoGuessRate,
           ...(s.world.demoGuessRate > 0 ? { demoGuessMaxHops: s.world.demoGuessMaxHops } : {}),
-          heldout: 0,
+          reading: s.reading ? s.reading.exercisesPerWorld : 0,
         },
         rolloutOptions(parseConfig({})),
       );
@@ -245,6 +283,7 @@ export async function modePhases(
   const base = join(root, mode);
   mkdirSync(base, { recursive: true });
   const modelInit = join(base, 'model-init');
+  const modelRead = join(base, 'model-read');
   const modelSft = join(base, 'model-sft');
   const runDir = join(base, 'run');
   const label = options.label ?? mode;
@@ -286,17 +325,28 @@ export async function modePhases(
       },
     },
     {
-      // The same held-out questions and rollout settings as the training run's evaluations.
+      // The same held-out questions (same-world, then unseen worlds) and rollout settings as the training run's evaluations.
       name: 'eval-untrained', done: `${initEval}.done`,
       run: async () => {
-        await runEvaluation({ ...config, model: { ...config.model, path: modelInit } }, { out: initEval });
+        await runEvaluations({ ...config, model: { ...config.model, path: modelInit } }, { out: initEval });
       },
     },
+    ...(s.reading ? [{
+      name: 'reading', done: join(modelRead, '.done'),
+      run: async () => {
+        rmSync(modelRead, { recursive: true, force: true });
+        const r = s.reading!;
+        await runSft({
+          ...config, model: { ...config.model, path: modelInit },
+          sft: { ...config.sft, data: join(world, 'reading.jsonl'), out: modelRead, epochs: r.epochs, learningRate: r.lr, otherTokenWeight: r.otherTokenWeight },
+        });
+      },
+    }] : []),
     {
       name: 'sft', done: join(modelSft, '.done'),
       run: async () => {
         rmSync(modelSft, { recursive: true, force: true });
-        await runSft({ ...config, model: { ...config.model, path: modelInit } });
+        await runSft({ ...config, model: { ...config.model, path: s.reading ? modelRead : modelInit } });
       },
     },
     {
@@ -313,6 +363,9 @@ export async function modePhases(
   summary.untrained = existsSync(initEval) ? evalSummary(readRolloutsJsonl(initEval)) : null;
   const final = findLatestCheckpoint(runPaths(runDir));
   summary.weightChange = final && existsSync(join(modelSft, 'config.json')) ? relativeWeightChange(modelSft, final.dir) : null;
+  const initUnseen = initEval.replace(/\.jsonl$/, '.unseen.jsonl');
+  summary.unseenUntrained = existsSync(initUnseen) ? evalSummary(readRolloutsJsonl(initUnseen)) : null;
+  summary.seeds = worldSeeds(s);
   return summary;
 }
 
@@ -350,6 +403,7 @@ export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: n
     budgetRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'token_budget') ? 1 : 0))),
     sampledTokens: mean(rollouts.map(sampled)),
     longestContext: mean(rollouts.map((r) => Math.max(...sequences(r).map((q) => q.tokens.length)))),
+    grounding: ((g) => (g.claiming > 0 ? g.rate : null))(groundingStats(rollouts)),
   };
 }
 
@@ -370,11 +424,18 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
   const last = evalSteps.at(-1);
   const root = mode === 'matpo' ? 'planner' : 'single';
   const rewardCurve = metrics.filter((m) => typeof m[`${root}/reward`] === 'number' && Number(m.step) > 0).map((m) => Number(m[`${root}/reward`]));
+  const unseenAt = (step: number): EvalSummary | null => {
+    const file = join(paths.root, 'eval-unseen', `${stepName(step)}.jsonl`);
+    const m = metrics.filter((x) => x.step === step && typeof x['unseen/accuracy'] === 'number').at(-1);
+    return existsSync(file) ? evalSummary(readRolloutsJsonl(file), m ? { accuracy: Number(m['unseen/accuracy']), stderr: Number(m['unseen/accuracy_se']) } : undefined) : null;
+  };
   return {
     mode, runDir, steps: last ?? 0,
     untrained: null,
     before: first === 0 ? evalAt(0) : null,
     after: last !== undefined && last > 0 ? evalAt(last) : null,
+    unseenBefore: first === 0 ? unseenAt(0) : null,
+    unseenAfter: last !== undefined && last > 0 ? unseenAt(last) : null,
     rewardCurve, phaseSeconds, weightChange: null,
   };
 }
@@ -389,12 +450,24 @@ export function table(rows: string[][]): string {
   return [line(rows[0]), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
 }
 
-export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, number> = {}): string {
+export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, number> = {}, s?: PipelineSettings): string {
   const cols = [r.untrained, r.before, r.after];
-  const row = (label: string, f: (e: EvalSummary | null) => string) => [label, ...cols.map(f)];
+  const unseen = [r.unseenUntrained ?? null, r.unseenBefore ?? null, r.unseenAfter ?? null];
+  const row = (label: string, f: (e: EvalSummary | null) => string, es = cols) => [label, ...es.map(f)];
+  const acc = (e: EvalSummary | null) => `${pct(e?.accuracy)} ± ${pct(e?.stderr)}`;
+  const seeds = r.seeds;
+  // A planted habit is part of what the warm-start learned; say so where the numbers are.
+  const planted = s && s.world.demoGuessRate > 0
+    ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ${s.world.demoGuessMaxHops}-hop questions answered from memory)`
+    : '';
   const rows = [
-    ['', 'untrained', 'warm-started (before RL)', `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
-    row('held-out accuracy', (e) => `${pct(e?.accuracy)} ± ${pct(e?.stderr)}`),
+    ['', 'untrained', `warm-started (before RL)${planted}`, `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
+    ...(unseen.some((e) => e !== null) ? [
+      row(`unseen-world accuracy${seeds ? ` (seeds ${seeds.unseen.join(', ')})` : ''}`, acc, unseen),
+      row('unseen-world grounding of reports', (e) => pct(e?.grounding ?? undefined), unseen),
+    ] : []),
+    row(`same-world held-out accuracy${seeds ? ` (seed${seeds.train.length > 1 ? 's' : ''} ${seedList(seeds.train)})` : ''}`, acc),
+    row('same-world grounding of reports', (e) => pct(e?.grounding ?? undefined)),
     row('format score', (e) => fix(e?.format)),
     row('workers per rollout', (e) => fix(e?.workersPerRollout)),
     row('answered without a tool call', (e) => pct(e?.noToolRate)),
@@ -409,4 +482,10 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
     : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
   return [table(rows), '', curve, moved, `wall time ${(total / 60).toFixed(1)} min (${phases})`, `run directory: ${r.runDir}`, `dashboard:     npx matpo view ${r.runDir}`]
     .filter((l) => l !== '').join('\n');
+}
+
+/** "101-112" for a consecutive run of seeds, else a comma list. */
+export function seedList(seeds: readonly number[]): string {
+  const consecutive = seeds.length > 2 && seeds.every((x, i) => i === 0 || x === seeds[i - 1] + 1);
+  return consecutive ? `${seeds[0]}-${seeds.at(-1)}` : seeds.join(', ');
 }

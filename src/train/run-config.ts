@@ -14,7 +14,10 @@ import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { trainRl, type RlRunResult } from './rl-loop.ts';
 import { readTranscripts, trainSft } from './sft.ts';
-import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy, policyLoader } from './wiring.ts';
+import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy, policyLoader, rolloutRunnerFactory, worldQuestions } from './wiring.ts';
+import { interleave, unseenWorlds } from '../envs/world-set.ts';
+import { worldSearchTools } from '../envs/world-tools.ts';
+import type { World } from '../envs/world/world.ts';
 
 function modelMaxPositions(dir: string): number {
   try {
@@ -122,6 +125,86 @@ export async function runEvaluation(config: TrainConfig, options: { out?: string
   }
 }
 
+/** One labelled evaluation of `runEvaluations`. */
+export interface LabelledEvaluation {
+  /** What the accuracy measures: same-world held-out, unseen worlds (with their seeds), or a dataset. */
+  label: string;
+  kind: 'same-world' | 'unseen' | 'dataset';
+  /** World seeds of the questions (none for a dataset). */
+  seeds: number[];
+  /** Where the rollouts were written, if anywhere. */
+  out?: string;
+  result: EvaluationResult;
+}
+
+/**
+ * Held-out evaluation next to unseen-world evaluation, each labelled: the config's held-out questions
+ * (as `runEvaluation`), then the unseen worlds' — a world set's own (world-set.json), or for a single
+ * world the worlds generated from `unseenSeeds` with its knobs (every question a test question).
+ * `out` names the first evaluation's records; the unseen worlds' go to the same name with `.unseen.jsonl`.
+ */
+export async function runEvaluations(config: TrainConfig, options: { out?: string; unseenSeeds?: number[] } = {}): Promise<LabelledEvaluation[]> {
+  if (!config.data.world && !config.data.dataset) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
+  const built = await buildRun(config);
+  let policy;
+  try {
+    policy = await openSamplingPolicy(config.model);
+  } catch (err) {
+    await built.close();
+    throw err;
+  }
+  try {
+    const jobs: { label: string; kind: LabelledEvaluation['kind']; seeds: number[]; questions: Question[]; runner: ReturnType<typeof built.makeRunner>; suffix: string }[] = [];
+    const worlds: World[] = built.world === null ? [] : Array.isArray(built.world) ? built.world : [built.world];
+    if (built.unseen && options.unseenSeeds?.length) throw new ConfigError({ path: '--unseen-seeds', message: 'a world set brings its own unseen worlds (see its world-set.json)' });
+    const runner = built.makeRunner(policy);
+    if (!config.data.world) {
+      jobs.push({ label: `dataset ${config.data.dataset}`, kind: 'dataset', seeds: [], questions: [...built.eval, ...built.train], runner, suffix: '' });
+    } else {
+      const trainSeeds = built.unseen ? worlds.map((w) => w.options.seed).filter((x) => !built.unseen!.seeds.includes(x)) : [worlds[0].options.seed];
+      const what = built.unseen ? `${config.data.evalSplit} split of training seed${trainSeeds.length > 1 ? 's' : ''} ${trainSeeds.join(', ')}` : `world seed ${trainSeeds[0]}, ${config.data.evalSplit} split`;
+      jobs.push({ label: `same-world held-out (${what})`, kind: 'same-world', seeds: trainSeeds, questions: built.eval, runner, suffix: '' });
+      if (built.unseen) {
+        jobs.push({ label: `unseen worlds (seeds ${built.unseen.seeds.join(', ')}; used by no training)`, kind: 'unseen', seeds: built.unseen.seeds, questions: built.unseen.questions, runner, suffix: '.unseen' });
+      } else if (options.unseenSeeds?.length) {
+        const own = worlds[0];
+        if (options.unseenSeeds.includes(own.options.seed)) throw new ConfigError({ path: '--unseen-seeds', message: `seed ${own.options.seed} is the evaluated world's own` });
+        const extra = unseenWorlds(own.options, options.unseenSeeds);
+        const byWorld = new Map([own, ...extra].map((w) => [w.options.seed, worldSearchTools(w).tools]));
+        jobs.push({
+          label: `unseen worlds (seeds ${options.unseenSeeds.join(', ')}, generated with world ${own.options.seed}'s knobs)`, kind: 'unseen', seeds: options.unseenSeeds,
+          questions: interleave(extra.map((w) => worldQuestions(w, 'test'))), runner: rolloutRunnerFactory(config, built.otherTools, byWorld)(policy), suffix: '.unseen',
+        });
+      }
+    }
+    const out: LabelledEvaluation[] = [];
+    for (const job of jobs) {
+      const questions = config.run.evalQuestions > 0 ? job.questions.slice(0, config.run.evalQuestions) : job.questions;
+      if (questions.length === 0) throw new ConfigError({ path: '--questions', message: `no questions to run (${job.label})` });
+      const progress = new Progress(config.run.progress);
+      const bar = progress.bar(job.kind === 'unseen' ? 'eval unseen' : 'eval', questions.length * config.run.evalRepeats);
+      const t0 = performance.now();
+      const r = await evaluate({
+        runner: job.runner, questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
+        temperature: evalTemperature(config), scorer: built.scorer, weights: rewardWeights(config),
+        concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
+      });
+      bar.stop();
+      progress.stop();
+      const file = options.out && job.suffix ? options.out.replace(/(\.jsonl)?$/, `${job.suffix}.jsonl`) : options.out;
+      if (file) writeFileSync(file, r.rollouts.map((x: Rollout) => JSON.stringify(x)).join('\n') + '\n');
+      out.push({
+        label: job.label, kind: job.kind, seeds: job.seeds, ...(file ? { out: file } : {}),
+        result: { ...r, questionsAsked: questions, seconds: (performance.now() - t0) / 1000, policyName: policy.name },
+      });
+    }
+    return out;
+  } finally {
+    await policy.close();
+    await built.close();
+  }
+}
+
 /**
  * RL training of the config's model in `runDir` (fresh, or `resume` from its newest checkpoint).
  * `stop.requested` ends the run after the step in flight, with a checkpoint.
@@ -136,6 +219,7 @@ export async function runTraining(config: TrainConfig, options: { runDir: string
         makeRunner: built.makeRunner,
         trainQuestions: built.train,
         evalQuestions: built.eval,
+        ...(built.unseen ? { unseenQuestions: built.unseen.questions } : {}),
         scorer: built.scorer,
       },
       { runDir: options.runDir, resume: options.resume, ...(options.stop ? { stop: options.stop } : {}) },

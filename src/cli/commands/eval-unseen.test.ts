@@ -32,8 +32,8 @@ test('matpo eval labels same-world held-out and unseen-world accuracy, with thei
     await quiet(() => world.run(['--seeds', '11-12', '--unseen-seeds', '1001', '--out', join(dir, 'set'), '--entities', '40', '--questions', '20', '--hops', '1-2', '--vocab-size', '420']));
     await quiet(() => initModel.run(['--config', 'micro', '--tokenizer', join(dir, 'set', 'tokenizer'), '--out', join(dir, 'model'), '--seed', '2']));
     const out = await quiet(() => evalCommand.run(['--model', join(dir, 'model'), '--world', join(dir, 'set'), '--out', join(dir, 'r.jsonl'), ...ROLLOUT]));
-    assert.match(out, /same-world held-out \(test split of training seeds 11, 12\)\n {2}matpo eval of .*: 3 questions/);
-    assert.match(out, /unseen worlds \(seeds 1001; used by no training\)\n {2}matpo eval of .*: 3 questions/);
+    assert.match(out, /same-world held-out \(test split of training seeds 11, 12\)\nmatpo eval of .*: 3 questions/);
+    assert.match(out, /unseen worlds \(seeds 1001; used by no training\)\nmatpo eval of .*: 3 questions/);
     assert.match(out, /grounding (—|[\d.]+%) \(\d+ of \d+ reports/);
     assert.deepEqual(records(join(dir, 'r.jsonl')).map((r) => questionSeed(r.questionId)), [11, 12, 11]);
     assert.deepEqual(records(join(dir, 'r.unseen.jsonl')).map((r) => questionSeed(r.questionId)), [1001, 1001, 1001]);
@@ -42,7 +42,7 @@ test('matpo eval labels same-world held-out and unseen-world accuracy, with thei
     // rollouts are rendered with the model's tokenizer, and unseen worlds are generated from the given seeds.
     await quiet(() => world.run(['--seed', '31', '--out', join(dir, 'one'), '--entities', '40', '--questions', '20', '--hops', '1-2', '--vocab-size', '300']));
     const one = await quiet(() => evalCommand.run(['--model', join(dir, 'model'), '--world', join(dir, 'one'), '--unseen-seeds', '2001,2002', '--out', join(dir, 'o.jsonl'), ...ROLLOUT]));
-    assert.match(one, /world seed 31, test split/);
+    assert.match(one, /same-world held-out \(world seed 31, test split\)/);
     assert.match(one, /unseen worlds \(seeds 2001, 2002, generated with world 31's knobs\)/);
     assert.deepEqual(records(join(dir, 'o.unseen.jsonl')).map((r) => questionSeed(r.questionId)), [2001, 2002, 2001]);
     const modelTok = loadChatTokenizer(join(dir, 'model'));
