@@ -18,27 +18,45 @@ import { mean, standardError } from '../src/util/stats.ts';
 
 const { values } = parseArgs({
   options: {
-    model: { type: 'string' }, seeds: { type: 'string' }, n: { type: 'string' }, entities: { type: 'string' }, questions: { type: 'string' },
-    hops: { type: 'string' }, threads: { type: 'string' },
+    model: { type: 'string' },
+    seeds: { type: 'string' },
+    n: { type: 'string' },
+    entities: { type: 'string' },
+    questions: { type: 'string' },
+    hops: { type: 'string' },
+    threads: { type: 'string' },
   },
 });
 if (!values.model || !values.seeds) throw new Error('usage: reading-probe --model DIR --seeds LIST [--n 50]');
 const [minHops, maxHops] = (values.hops ?? '1-2').split('-').map(Number);
 const worlds = parseSeeds(values.seeds, '--seeds').map((seed) =>
-  generateWorld({ seed, entities: Number(values.entities ?? 300), questions: Number(values.questions ?? 150), minHops, maxHops: maxHops ?? minHops, testFraction: 1 }));
+  generateWorld({
+    seed,
+    entities: Number(values.entities ?? 300),
+    questions: Number(values.questions ?? 150),
+    minHops,
+    maxHops: maxHops ?? minHops,
+    testFraction: 1,
+  }),
+);
 const exercises = interleave(worlds.map((w) => readingExercises(w))).slice(0, Number(values.n ?? 50));
 const policy = await EmbeddedPolicy.load(values.model, values.threads ? { threads: Number(values.threads) } : {});
 const tok = await policy.tokenizer();
 const t0 = performance.now();
-const replies = await Promise.all(exercises.map(async (x) => {
-  const prompt = tok.encode(tok.applyChatTemplate([x.messages[0]], { addGenerationPrompt: true }));
-  const r = await policy.sample(prompt, { maxNewTokens: 64, temperature: 0, stopTokenIds: tok.stopTokenIds, seed: 1 });
-  return tok.decode(r.tokens, { skipSpecialTokens: true });
-}));
+const replies = await Promise.all(
+  exercises.map(async (x) => {
+    const prompt = tok.encode(tok.applyChatTemplate([x.messages[0]], { addGenerationPrompt: true }));
+    const r = await policy.sample(prompt, { maxNewTokens: 64, temperature: 0, stopTokenIds: tok.stopTokenIds, seed: 1 });
+    return tok.decode(r.tokens, { skipSpecialTokens: true });
+  }),
+);
 await policy.close();
 const value = exercises.map((x, i) => (replies[i].toLowerCase().includes(x.value.toLowerCase()) ? 1 : 0));
 const cited = exercises.map((x, i) => (new RegExp(`Document ${x.docId}(?![0-9A-Za-z])`).test(replies[i]) ? 1 : 0));
 const pct = (xs: number[]) => `${(100 * mean(xs)).toFixed(1)}% ± ${(100 * standardError(xs)).toFixed(1)}`;
-console.log(`reading probe of ${values.model} on ${exercises.length} exercises from worlds ${values.seeds} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+console.log(
+  `reading probe of ${values.model} on ${exercises.length} exercises from worlds ${values.seeds} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+);
 console.log(`value copied ${pct(value)}, document cited ${pct(cited)}`);
-for (let i = 0; i < 3 && i < exercises.length; i++) console.log(`  want "${exercises[i].value}" / ${exercises[i].docId}: ${JSON.stringify(replies[i].slice(0, 160))}`);
+for (let i = 0; i < 3 && i < exercises.length; i++)
+  console.log(`  want "${exercises[i].value}" / ${exercises[i].docId}: ${JSON.stringify(replies[i].slice(0, 160))}`);

@@ -77,7 +77,9 @@ export function readingExercises(world: World, options: ReadingOptions = {}): Re
         }
       }
       out.push({
-        kind, value: step.object, docId: doc.id,
+        kind,
+        value: step.object,
+        docId: doc.id,
         messages: [
           { role: 'user', content: `${context}\n\nQuestion: what is ${np}? Answer from the text above and cite the document.` },
           { role: 'assistant', content: `${cap(np)} is ${step.object}. Document ${doc.id} (${doc.title}) says: "${sentence}"` },

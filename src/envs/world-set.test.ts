@@ -3,7 +3,16 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateWorldSet, interleave, loadWorldSet, parseSeeds, questionSeed, saveWorldSet, worldOfQuestion, worldSetQuestions } from './world-set.ts';
+import {
+  generateWorldSet,
+  interleave,
+  loadWorldSet,
+  parseSeeds,
+  questionSeed,
+  saveWorldSet,
+  worldOfQuestion,
+  worldSetQuestions,
+} from './world-set.ts';
 import { readingExercises } from './reading-data.ts';
 import { generateWorld } from './world/world.ts';
 import { command as world } from '../cli/commands/world.ts';
@@ -14,7 +23,9 @@ const KNOBS = { entities: 50, questions: 30, minHops: 1, maxHops: 2 };
 async function quiet<T>(f: () => Promise<T>): Promise<string> {
   const log = console.log;
   let out = '';
-  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
+  console.log = (...a: unknown[]) => {
+    out += a.join(' ') + '\n';
+  };
   try {
     await f();
     return out;
@@ -25,16 +36,25 @@ async function quiet<T>(f: () => Promise<T>): Promise<string> {
 
 test('seeds parse as lists and ranges; bad lists name the flag', () => {
   assert.deepEqual(parseSeeds('11-13,20,12', '--seeds'), [11, 12, 13, 20]);
-  assert.throws(() => parseSeeds('11-x', '--seeds'), (e: unknown) => e instanceof ConfigError && /--seeds/.test((e as Error).message));
+  assert.throws(
+    () => parseSeeds('11-x', '--seeds'),
+    (e: unknown) => e instanceof ConfigError && /--seeds/.test((e as Error).message),
+  );
   assert.throws(() => parseSeeds('5-3', '--seeds'), /backwards/);
 });
 
 test('a world set: training worlds with both splits, unseen worlds all test, round-robin splits, question ids route to their world', () => {
   const set = generateWorldSet(KNOBS, [11, 12], [1001]);
-  assert.deepEqual(set.train.map((w) => w.options.seed), [11, 12]);
+  assert.deepEqual(
+    set.train.map((w) => w.options.seed),
+    [11, 12],
+  );
   assert.ok(set.unseen[0].questions.every((q) => q.split === 'test'));
   const test0 = worldSetQuestions(set, 'test');
-  assert.deepEqual(test0.slice(0, 2).map((q) => questionSeed(q.id)), [11, 12]);
+  assert.deepEqual(
+    test0.slice(0, 2).map((q) => questionSeed(q.id)),
+    [11, 12],
+  );
   assert.ok(worldSetQuestions(set, 'unseen').every((q) => questionSeed(q.id) === 1001));
   assert.equal(worldSetQuestions(set, 'train').length + test0.length, 60);
   // the same seed gives the same world, whether generated alone or in a set
@@ -73,20 +93,50 @@ test('reading exercises copy a value and a document id that stand in their conte
 test('matpo world --seeds: one tokenizer from the training worlds only, expert transcripts from every world', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cli-world-set-'));
   try {
-    const args = (out: string, unseen: string) => ['--seeds', '11-12', '--unseen-seeds', unseen, '--out', join(dir, out), '--entities', '50', '--questions', '30',
-      '--hops', '1-2', '--vocab-size', '500', '--demos', 'matpo', '--demo-questions', '4', '--reading', '5'];
+    const args = (out: string, unseen: string) => [
+      '--seeds',
+      '11-12',
+      '--unseen-seeds',
+      unseen,
+      '--out',
+      join(dir, out),
+      '--entities',
+      '50',
+      '--questions',
+      '30',
+      '--hops',
+      '1-2',
+      '--vocab-size',
+      '500',
+      '--demos',
+      'matpo',
+      '--demo-questions',
+      '4',
+      '--reading',
+      '5',
+    ];
     const out = await quiet(() => world.run(args('a', '1001')));
     assert.match(out, /training seeds 11, 12 \(48 train \/ 12 test questions\); unseen seeds 1001 \(30 questions\)/);
     assert.match(out, /expert matpo: success 100\.0% on 8 questions from 2 worlds/);
     assert.match(out, /reading exercises: 10 /);
     await quiet(() => world.run(args('b', '1002')));
     // the unseen worlds never reach the tokenizer
-    assert.equal(readFileSync(join(dir, 'a', 'tokenizer', 'tokenizer.json'), 'utf8'), readFileSync(join(dir, 'b', 'tokenizer', 'tokenizer.json'), 'utf8'));
+    assert.equal(
+      readFileSync(join(dir, 'a', 'tokenizer', 'tokenizer.json'), 'utf8'),
+      readFileSync(join(dir, 'b', 'tokenizer', 'tokenizer.json'), 'utf8'),
+    );
     const set = loadWorldSet(join(dir, 'a'));
-    const asked = readFileSync(join(dir, 'a', 'demos-matpo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).messages.find((m: { role: string }) => m.role === 'user').content as string);
+    const asked = readFileSync(join(dir, 'a', 'demos-matpo.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).messages.find((m: { role: string }) => m.role === 'user').content as string);
     for (const w of set.train) {
       const qs = w.questions.filter((q) => q.split === 'train').slice(0, 4);
-      for (const q of qs) assert.ok(asked.some((a) => a.includes(q.question)), `no transcript for ${q.id}`);
+      for (const q of qs)
+        assert.ok(
+          asked.some((a) => a.includes(q.question)),
+          `no transcript for ${q.id}`,
+        );
     }
     await assert.rejects(() => world.run(['--seeds', '3', '--seed', '3', '--out', join(dir, 'c')]), /either --seed/);
   } finally {

@@ -43,7 +43,10 @@ export const WORLD_SET_FILE = 'world-set.json';
 /** Parse "11-16", "11,12,20" or "11-13,20" into distinct seeds (order kept). */
 export function parseSeeds(text: string, flag: string): number[] {
   const seeds: number[] = [];
-  for (const part of text.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+  for (const part of text
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) throw new ConfigError({ path: flag, message: `expected seeds like 11-16 or 11,12,20, got "${text}"` });
     const [a, b] = [Number(m[1]), Number(m[2] ?? m[1])];
@@ -61,7 +64,11 @@ export function generateWorldSet(knobs: Partial<WorldOptions>, trainSeeds: reado
   const train = trainSeeds.map((seed) => generateWorld({ ...knobs, seed }));
   const unseen = unseenSeeds.map((seed) => generateWorld({ ...knobs, seed, testFraction: 1 }));
   const { seed: _seed, ...rest } = train[0]?.options ?? generateWorld({ ...knobs, questions: 1 }).options;
-  return { manifest: { format: 'matpo-world-set', version: 1, knobs: rest, trainSeeds: [...trainSeeds], unseenSeeds: [...unseenSeeds] }, train, unseen };
+  return {
+    manifest: { format: 'matpo-world-set', version: 1, knobs: rest, trainSeeds: [...trainSeeds], unseenSeeds: [...unseenSeeds] },
+    train,
+    unseen,
+  };
 }
 
 /** Worlds generated from `seeds` with a world's knobs, every question in the test split (evaluation only). */
@@ -88,9 +95,11 @@ export function readWorldSetManifest(dir: string): WorldSetManifest {
   } catch (err) {
     throw new FileFormatError({ file, message: `cannot read: ${(err as Error).message}`, cause: err });
   }
-  if (m.format !== 'matpo-world-set') throw new FileFormatError({ file, field: 'format', message: `expected "matpo-world-set", got ${JSON.stringify(m.format)}` });
+  if (m.format !== 'matpo-world-set')
+    throw new FileFormatError({ file, field: 'format', message: `expected "matpo-world-set", got ${JSON.stringify(m.format)}` });
   for (const field of ['trainSeeds', 'unseenSeeds'] as const) {
-    if (!Array.isArray(m[field]) || !m[field].every(Number.isInteger)) throw new FileFormatError({ file, field, message: 'expected a list of integer seeds' });
+    if (!Array.isArray(m[field]) || !m[field].every(Number.isInteger))
+      throw new FileFormatError({ file, field, message: 'expected a list of integer seeds' });
   }
   return m;
 }
@@ -129,6 +138,10 @@ export function questionSeed(id: string): number | null {
 export function worldOfQuestion<T>(bySeed: ReadonlyMap<number, T>, id: string): T {
   const seed = questionSeed(id);
   const world = seed === null ? undefined : bySeed.get(seed);
-  if (world === undefined) throw new ConfigError({ path: 'data.world', message: `question ${id} belongs to no loaded world (seeds ${[...bySeed.keys()].join(', ')})` });
+  if (world === undefined)
+    throw new ConfigError({
+      path: 'data.world',
+      message: `question ${id} belongs to no loaded world (seeds ${[...bySeed.keys()].join(', ')})`,
+    });
   return world;
 }

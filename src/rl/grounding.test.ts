@@ -12,7 +12,8 @@ import { testRolloutOptions } from '../testing/rollout-options.ts';
 const SEARCH = 'Results for "Eli Cenka":\n[d12] Eli Cenka: Eli Cenka works as a banker.\n[d120] Eli Cenkar: Eli Cenkar works as a baker.';
 
 test('claims: cited ids (Document X and [X]) and the Conclusion value', () => {
-  const report = 'Conclusion: The occupation of Eli Cenka is banker.\nSupporting information: Document d12 (Eli Cenka) says: "..." see also [d120]';
+  const report =
+    'Conclusion: The occupation of Eli Cenka is banker.\nSupporting information: Document d12 (Eli Cenka) says: "..." see also [d120]';
   assert.deepEqual(reportClaims(report), { docIds: ['d12', 'd120'], value: 'banker' });
   assert.deepEqual(reportClaims('I think \\boxed{Port Orkel}.'), { docIds: [], value: 'Port Orkel' });
   assert.deepEqual(reportClaims('Conclusion: I could not find the founder of X.'), { docIds: [], value: null });
@@ -35,9 +36,25 @@ test('grounded: every claim appears in the tool output; ids as whole words', () 
 
 function worker(id: string, report: string | null, calls: Partial<ToolCallRecord>[], outcome: Sequence['outcome'] = 'answered'): Sequence {
   return {
-    id, parentId: 'p', role: 'worker', tokens: [], mask: [], logprobs: [], formatScore: 1, outcome,
-    turns: [{ promptStart: 0, sampleStart: 0, end: 0, text: '', finishReason: 'stop', ms: 0,
-      toolCalls: calls.map((c) => ({ name: 'search', arguments: {}, raw: '', valid: true, ...c })) }],
+    id,
+    parentId: 'p',
+    role: 'worker',
+    tokens: [],
+    mask: [],
+    logprobs: [],
+    formatScore: 1,
+    outcome,
+    turns: [
+      {
+        promptStart: 0,
+        sampleStart: 0,
+        end: 0,
+        text: '',
+        finishReason: 'stop',
+        ms: 0,
+        toolCalls: calls.map((c) => ({ name: 'search', arguments: {}, raw: '', valid: true, ...c })),
+      },
+    ],
     messages: [{ role: 'user', content: 'task' }, ...(report === null ? [] : [{ role: 'assistant' as const, content: report }])],
   };
 }
@@ -53,7 +70,12 @@ test('grounding over rollouts: pooled over reports, claimless and unanswered rep
     worker('b/w0', 'Conclusion: X is Eli Cenkar.', [{ result: SEARCH }]), // grounded (value only)
     worker('b/w1', 'Conclusion: I could not find it.', [{ result: SEARCH }]), // no claim
     // the error text quotes d99, which is not tool output
-    worker('b/w2', 'Conclusion: X is d99.', [{ error: 'no document with id "d99"', result: 'Error: no document with id "d99".' }], 'turn_limit'),
+    worker(
+      'b/w2',
+      'Conclusion: X is d99.',
+      [{ error: 'no document with id "d99"', result: 'Error: no document with id "d99".' }],
+      'turn_limit',
+    ),
   ];
   const s = groundingStats([r1, r2]);
   assert.deepEqual({ ...s, rate: Number(s.rate.toFixed(6)) }, { reports: 4, claiming: 3, grounded: 2, rate: Number((2 / 3).toFixed(6)) });

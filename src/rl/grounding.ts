@@ -62,7 +62,13 @@ export function reportClaims(report: string): ReportClaims {
   const conclusion = report.split('\n').find((l) => /^\s*Conclusion:/i.test(l));
   if (conclusion !== undefined) {
     const k = conclusion.lastIndexOf(' is ');
-    if (k >= 0) value = conclusion.slice(k + 4).trim().replace(/\.$/, '').trim() || null;
+    if (k >= 0)
+      value =
+        conclusion
+          .slice(k + 4)
+          .trim()
+          .replace(/\.$/, '')
+          .trim() || null;
   } else {
     const boxed = [...report.matchAll(/\\boxed\{([^{}]*)\}/g)].at(-1);
     if (boxed) value = boxed[1].trim() || null;
@@ -72,7 +78,9 @@ export function reportClaims(report: string): ReportClaims {
 
 /** The text the sequence's tools returned to it (results only, not error texts). */
 export function toolOutputText(seq: Sequence): string {
-  return seq.turns.flatMap((t) => t.toolCalls.filter((c) => c.error === undefined && typeof c.result === 'string').map((c) => c.result!)).join('\n');
+  return seq.turns
+    .flatMap((t) => t.toolCalls.filter((c) => c.error === undefined && typeof c.result === 'string').map((c) => c.result!))
+    .join('\n');
 }
 
 function idAppears(id: string, text: string): boolean {
