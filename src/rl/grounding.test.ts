@@ -7,7 +7,7 @@ import { generateWorld } from '../envs/world/world.ts';
 import { createChatTokenizer } from '../envs/tokenizer-train.ts';
 import { trainTokenizerForWorld } from '../envs/world-tokenizer.ts';
 import { runExpert } from '../envs/expert-runs.ts';
-import { testRolloutOptions } from '../testing/rollout-options.ts';
+import { testRolloutOptions } from '../testing/config-defaults.ts';
 
 const SEARCH = 'Results for "Eli Cenka":\n[d12] Eli Cenka: Eli Cenka works as a banker.\n[d120] Eli Cenkar: Eli Cenkar works as a baker.';
 
