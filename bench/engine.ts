@@ -25,8 +25,11 @@ import type { Datum } from '../src/core/records.ts';
 import { Rng } from '../src/util/rng.ts';
 
 const TORCH_SCRIPT = fileURLToPath(new URL('./engine_torch.py', import.meta.url));
-const TRAIN_B = 16, TRAIN_T = 512;
-const DEC_B = 32, DEC_P = 128, DEC_N = 128;
+const TRAIN_B = 16,
+  TRAIN_T = 512;
+const DEC_B = 32,
+  DEC_P = 128,
+  DEC_N = 128;
 /** `--torch-threads 2` limits the PyTorch thread settings tried (default 1 and 2); `--no-sgemm` skips the kernel rows. */
 const argv = process.argv.slice(2);
 const flagValue = (name: string): string | undefined => {
@@ -56,7 +59,8 @@ function runTorch(args: string[]): Record<string, unknown> {
 /** Best wall and CPU-per-thread time (ms) over runs, after one warm-up. */
 async function timeBest(fn: () => unknown | Promise<unknown>, runs: number, threads: number): Promise<{ wall: number; cpu: number }> {
   await fn();
-  let wall = Infinity, cpu = Infinity;
+  let wall = Infinity,
+    cpu = Infinity;
   for (let i = 0; i < runs; i++) {
     const c = process.cpuUsage();
     const t = performance.now();
@@ -70,7 +74,9 @@ async function timeBest(fn: () => unknown | Promise<unknown>, runs: number, thre
 
 async function main(): Promise<void> {
   const k = loadNativeKernels();
-  console.log(`native kernels: isa=${k.isa} tile=${k.gemmTile}; the machine may be shared, so wall-clock numbers are noisy (CPU-time column excludes descheduled time)`);
+  console.log(
+    `native kernels: isa=${k.isa} tile=${k.gemmTile}; the machine may be shared, so wall-clock numbers are noisy (CPU-time column excludes descheduled time)`,
+  );
   const rows: Row[] = WITH_SGEMM ? await sgemmBench() : [];
   progress('kernel rows done');
   const threads = 2;
@@ -88,29 +94,41 @@ async function main(): Promise<void> {
 
     // ---- training: forward + backward + AdamW on 16 × 512 tokens
     const datums: Datum[] = Array.from({ length: TRAIN_B }, () => ({
-      tokens: Array.from({ length: TRAIN_T }, () => rng.int(cfg.vocabSize)), mask: [], advantages: [], oldLogprobs: [],
-      questionId: '', rolloutId: '', sequenceId: '', role: 'single',
+      tokens: Array.from({ length: TRAIN_T }, () => rng.int(cfg.vocabSize)),
+      mask: [],
+      advantages: [],
+      oldLogprobs: [],
+      questionId: '',
+      rolloutId: '',
+      sequenceId: '',
+      role: 'single',
     }));
     const nTok = TRAIN_B * (TRAIN_T - 1);
     const step = (e: Engine = engine) => {
-      e.forwardBackward(datums, (ds, f) => {
-        let loss = 0;
-        const dLogprobs = f.logprobs.map((lp) => {
-          const g = new Float32Array(lp.length);
-          for (let t = 1; t < lp.length; t++) {
-            loss -= lp[t] / nTok;
-            g[t] = -1 / nTok;
-          }
-          return g;
-        });
-        return { loss, dLogprobs, metrics: {} };
-      }, { microBatchTokens: TRAIN_B * TRAIN_T });
+      e.forwardBackward(
+        datums,
+        (ds, f) => {
+          let loss = 0;
+          const dLogprobs = f.logprobs.map((lp) => {
+            const g = new Float32Array(lp.length);
+            for (let t = 1; t < lp.length; t++) {
+              loss -= lp[t] / nTok;
+              g[t] = -1 / nTok;
+            }
+            return g;
+          });
+          return { loss, dLogprobs, metrics: {} };
+        },
+        { microBatchTokens: TRAIN_B * TRAIN_T },
+      );
       e.optimStep({ learningRate: 1e-4, maxGradNorm: 1 });
     };
     const tr = await timeBest(() => step(), 2, threads);
     const trainTps = (TRAIN_B * TRAIN_T) / (tr.wall / 1000);
     const peakRss = process.resourceUsage().maxRSS / 1024;
-    progress(`train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`);
+    progress(
+      `train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`,
+    );
 
     // ---- decode: 32 concurrent sequences, 128 prompt + 128 new tokens
     // distinct random prompts (no shared prefix to reuse), prefix cache off so repeats recompute
@@ -120,7 +138,9 @@ async function main(): Promise<void> {
     const decode = () => Promise.all(prompts.map((p) => sampler.generate(p, { maxNewTokens: DEC_N, temperature: 1, seed: seed++ })));
     const de = await timeBest(decode, 2, threads);
     const decTps = (DEC_B * DEC_N) / (de.wall / 1000);
-    progress(`decode: ${(de.wall / 1000).toFixed(2)} s wall, ${(de.cpu / 1000).toFixed(2)} s CPU per thread, ${decTps.toFixed(0)} new tokens/s`);
+    progress(
+      `decode: ${(de.wall / 1000).toFixed(2)} s wall, ${(de.cpu / 1000).toFixed(2)} s CPU per thread, ${decTps.toFixed(0)} new tokens/s`,
+    );
 
     // ---- PyTorch on the same weights
     const torch = findTorchPython();
@@ -148,7 +168,11 @@ async function main(): Promise<void> {
       const ref = runTorch(['--model', dir, 'logprobs', file]).logprobs as number[][];
       const ours = engine.forward(seqs);
       maxDiff = 0;
-      ref.forEach((lp, i) => lp.forEach((v, t) => { maxDiff = Math.max(maxDiff!, Math.abs(v - ours.logprobs[i][t + 1])); }));
+      ref.forEach((lp, i) =>
+        lp.forEach((v, t) => {
+          maxDiff = Math.max(maxDiff!, Math.abs(v - ours.logprobs[i][t + 1]));
+        }),
+      );
     }
 
     // ---- the same training step with a LoRA adapter (base frozen)
@@ -156,20 +180,65 @@ async function main(): Promise<void> {
     loraEngine.enableLora({ rank: 16, alpha: 32, trainAttn: true, trainMlp: true, trainUnembed: false, seed: 0 });
     const lo = await timeBest(() => step(loraEngine), 2, threads);
     const loraTps = (TRAIN_B * TRAIN_T) / (lo.wall / 1000);
-    progress(`train LoRA r=16: ${(lo.wall / 1000).toFixed(2)} s/step wall, ${loraTps.toFixed(0)} tokens/s (${loraEngine.lora!.total} trainable parameters)`);
+    progress(
+      `train LoRA r=16: ${(lo.wall / 1000).toFixed(2)} s/step wall, ${loraTps.toFixed(0)} tokens/s (${loraEngine.lora!.total} trainable parameters)`,
+    );
 
     const note = torchVersion ? '' : ' (PyTorch not installed: apt-get install python3-torch)';
-    rows.push({ bench: 'train bench-28m f32', case: `matpo ${TRAIN_B}x${TRAIN_T} fwd+bwd+AdamW (${(tr.wall / 1000).toFixed(2)} s/step)`, threads, value: trainTps, unit: 'tokens/s',
+    rows.push({
+      bench: 'train bench-28m f32',
+      case: `matpo ${TRAIN_B}x${TRAIN_T} fwd+bwd+AdamW (${(tr.wall / 1000).toFixed(2)} s/step)`,
+      threads,
+      value: trainTps,
+      unit: 'tokens/s',
       cpuValue: (TRAIN_B * TRAIN_T) / (tr.cpu / 1000),
-      ...(torchTrain ? { target: `>= 1.5x PyTorch (${(trainTps / torchTrain.tps).toFixed(2)}x)`, met: trainTps >= 1.5 * torchTrain.tps } : { target: `>= 1.5x PyTorch${note}` }) });
-    if (torchTrain) rows.push({ bench: 'train bench-28m f32', case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), same work`, threads: torchTrain.threads, value: torchTrain.tps, unit: 'tokens/s' });
-    rows.push({ bench: 'train bench-28m f32', case: `matpo LoRA r=16 attn+MLP, base frozen (${(lo.wall / 1000).toFixed(2)} s/step)`, threads, value: loraTps, unit: 'tokens/s',
-      cpuValue: (TRAIN_B * TRAIN_T) / (lo.cpu / 1000) });
-    rows.push({ bench: 'decode bench-28m f32', case: `matpo ${DEC_B} seqs, ${DEC_P} prompt + ${DEC_N} new (${(de.wall / 1000).toFixed(2)} s)`, threads, value: decTps, unit: 'new tokens/s',
+      ...(torchTrain
+        ? { target: `>= 1.5x PyTorch (${(trainTps / torchTrain.tps).toFixed(2)}x)`, met: trainTps >= 1.5 * torchTrain.tps }
+        : { target: `>= 1.5x PyTorch${note}` }),
+    });
+    if (torchTrain)
+      rows.push({
+        bench: 'train bench-28m f32',
+        case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), same work`,
+        threads: torchTrain.threads,
+        value: torchTrain.tps,
+        unit: 'tokens/s',
+      });
+    rows.push({
+      bench: 'train bench-28m f32',
+      case: `matpo LoRA r=16 attn+MLP, base frozen (${(lo.wall / 1000).toFixed(2)} s/step)`,
+      threads,
+      value: loraTps,
+      unit: 'tokens/s',
+      cpuValue: (TRAIN_B * TRAIN_T) / (lo.cpu / 1000),
+    });
+    rows.push({
+      bench: 'decode bench-28m f32',
+      case: `matpo ${DEC_B} seqs, ${DEC_P} prompt + ${DEC_N} new (${(de.wall / 1000).toFixed(2)} s)`,
+      threads,
+      value: decTps,
+      unit: 'new tokens/s',
       cpuValue: (DEC_B * DEC_N) / (de.cpu / 1000),
-      ...(torchDecode ? { target: `>= 2x PyTorch (${(decTps / torchDecode.tps).toFixed(2)}x)`, met: decTps >= 2 * torchDecode.tps } : { target: `>= 2x PyTorch${note}` }) });
-    if (torchDecode) rows.push({ bench: 'decode bench-28m f32', case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), KV cache, same work`, threads: torchDecode.threads, value: torchDecode.tps, unit: 'new tokens/s' });
-    if (maxDiff !== null) rows.push({ bench: 'agreement', case: `max |logprob matpo − PyTorch| = ${(maxDiff as number).toExponential(2)}, 4 seqs, trained weights`, threads, value: (maxDiff as number) * 1e6, unit: 'micro-nats' });
+      ...(torchDecode
+        ? { target: `>= 2x PyTorch (${(decTps / torchDecode.tps).toFixed(2)}x)`, met: decTps >= 2 * torchDecode.tps }
+        : { target: `>= 2x PyTorch${note}` }),
+    });
+    if (torchDecode)
+      rows.push({
+        bench: 'decode bench-28m f32',
+        case: `PyTorch ${torchVersion} eager (BLAS: ${torchBlas}), KV cache, same work`,
+        threads: torchDecode.threads,
+        value: torchDecode.tps,
+        unit: 'new tokens/s',
+      });
+    if (maxDiff !== null)
+      rows.push({
+        bench: 'agreement',
+        case: `max |logprob matpo − PyTorch| = ${(maxDiff as number).toExponential(2)}, 4 seqs, trained weights`,
+        threads,
+        value: (maxDiff as number) * 1e6,
+        unit: 'micro-nats',
+      });
     rows.push({ bench: 'memory', case: 'peak resident set through the training step', threads, value: peakRss, unit: 'MiB' });
     console.log(formatRows(rows));
   } finally {

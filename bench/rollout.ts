@@ -55,14 +55,16 @@ const lookup = defineTool({
 const baseTok = await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-bench-rollout-')));
 // The same tokenizer with its calls timed, for the breakdown.
 const spent = { encode: 0, template: 0, decode: 0 };
-const timed = <A extends unknown[], R>(key: keyof typeof spent, f: (...a: A) => R) => (...a: A): R => {
-  const t = performance.now();
-  try {
-    return f(...a);
-  } finally {
-    spent[key] += performance.now() - t;
-  }
-};
+const timed =
+  <A extends unknown[], R>(key: keyof typeof spent, f: (...a: A) => R) =>
+  (...a: A): R => {
+    const t = performance.now();
+    try {
+      return f(...a);
+    } finally {
+      spent[key] += performance.now() - t;
+    }
+  };
 const tok: ChatTokenizer = {
   vocabSize: baseTok.vocabSize,
   stopTokenIds: baseTok.stopTokenIds,
@@ -72,11 +74,27 @@ const tok: ChatTokenizer = {
   decode: timed('decode', (ids: readonly number[], o?: { skipSpecialTokens?: boolean }) => baseTok.decode(ids, o)),
   tokenToId: (t) => baseTok.tokenToId(t),
   idToToken: (i) => baseTok.idToToken(i),
-  applyChatTemplate: timed('template', (m: readonly ChatMessage[], o?: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean }) => baseTok.applyChatTemplate(m, o)),
+  applyChatTemplate: timed('template', (m: readonly ChatMessage[], o?: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean }) =>
+    baseTok.applyChatTemplate(m, o),
+  ),
 };
-const policy = new InstantPolicy(tok, { subtasks: Number(values.subtasks), toolTurns: Number(values['tool-turns']), callText: format.callText });
-const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ format: format.name, limits: { maxSequenceTokens: 65536, maxNewTokens: 512 } }));
-const qs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ id: `${tag}${i}`, question: `What is the combined value of the items in question ${i}?`, answers: ['42'] }));
+const policy = new InstantPolicy(tok, {
+  subtasks: Number(values.subtasks),
+  toolTurns: Number(values['tool-turns']),
+  callText: format.callText,
+});
+const engine = new RolloutEngine(
+  policy,
+  tok,
+  [lookup],
+  testRolloutOptions({ format: format.name, limits: { maxSequenceTokens: 65536, maxNewTokens: 512 } }),
+);
+const qs = (n: number, tag: string) =>
+  Array.from({ length: n }, (_, i) => ({
+    id: `${tag}${i}`,
+    question: `What is the combined value of the items in question ${i}?`,
+    answers: ['42'],
+  }));
 
 async function batch(n: number, tag: string) {
   const samplesBefore = policy.samples;
@@ -108,8 +126,16 @@ const res = await batch(questions, 'q');
 // Sample and tool times are wall-clock sums over concurrent calls; with an instant policy and an
 // in-memory tool they are tiny, and subtracting them bounds the engine's own CPU time from below.
 const cpuPerTurn = res.cpuMs / res.turns;
-console.log(`rollout engine bench (${format.name} format, ${questions} questions × G=${group}, concurrency ${concurrency}; timings are noisy when other jobs share the machine)`);
+console.log(
+  `rollout engine bench (${format.name} format, ${questions} questions × G=${group}, concurrency ${concurrency}; timings are noisy when other jobs share the machine)`,
+);
 console.log(`  rollouts ${res.rollouts}, agent turns ${res.turns}, tool calls ${res.toolCalls}, tokens recorded ${res.tokens}`);
-console.log(`  wall ${res.wall.toFixed(0)} ms → ${(res.turns / (res.wall / 1000)).toFixed(0)} agent turns/s, ${(res.rollouts / (res.wall / 1000)).toFixed(1)} rollouts/s`);
-console.log(`  CPU ${res.cpuMs.toFixed(0)} ms → ${cpuPerTurn.toFixed(3)} ms CPU per turn (target < 1 ms); sampling ${(res.sampleMs / res.turns).toFixed(3)} ms/turn, tools ${(res.toolMs / res.toolCalls).toFixed(3)} ms/call (wall sums)`);
-console.log(`  wall time inside tokenizer calls per turn (inflated when the machine is busy): tokenizing ${(res.encode / res.turns).toFixed(3)} ms (prompts, deltas and tool output), chat template ${(res.template / res.turns).toFixed(3)} ms, decoding samples ${(res.decode / res.turns).toFixed(3)} ms`);
+console.log(
+  `  wall ${res.wall.toFixed(0)} ms → ${(res.turns / (res.wall / 1000)).toFixed(0)} agent turns/s, ${(res.rollouts / (res.wall / 1000)).toFixed(1)} rollouts/s`,
+);
+console.log(
+  `  CPU ${res.cpuMs.toFixed(0)} ms → ${cpuPerTurn.toFixed(3)} ms CPU per turn (target < 1 ms); sampling ${(res.sampleMs / res.turns).toFixed(3)} ms/turn, tools ${(res.toolMs / res.toolCalls).toFixed(3)} ms/call (wall sums)`,
+);
+console.log(
+  `  wall time inside tokenizer calls per turn (inflated when the machine is busy): tokenizing ${(res.encode / res.turns).toFixed(3)} ms (prompts, deltas and tool output), chat template ${(res.template / res.turns).toFixed(3)} ms, decoding samples ${(res.decode / res.turns).toFixed(3)} ms`,
+);

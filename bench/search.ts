@@ -15,8 +15,9 @@ import { Rng } from '../src/util/rng.ts';
 const args = process.argv.slice(2);
 const qi = args.indexOf('--queries');
 const nQueries = qi >= 0 ? Number(args[qi + 1]) : 500;
-const file = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--queries')
-  ?? resolve(dirname(fileURLToPath(import.meta.url)), '../../shared/data/2wiki_corpus.json');
+const file =
+  args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--queries') ??
+  resolve(dirname(fileURLToPath(import.meta.url)), '../../shared/data/2wiki_corpus.json');
 
 const docs = loadCorpus(file);
 const times: number[] = [];
@@ -54,5 +55,7 @@ lat.sort((a, b) => a - b);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log(`corpus ${file}: ${docs.length} documents`);
 console.log(`build (median of 3): ${median(times).toFixed(0)} ms; save ${saveMs.toFixed(0)} ms; load ${loadMs.toFixed(0)} ms`);
-console.log(`query latency over ${lat.length} queries (top 5): median ${median(lat).toFixed(2)} ms, p90 ${lat[Math.floor(lat.length * 0.9)].toFixed(2)} ms`);
+console.log(
+  `query latency over ${lat.length} queries (top 5): median ${median(lat).toFixed(2)} ms, p90 ${lat[Math.floor(lat.length * 0.9)].toFixed(2)} ms`,
+);
 console.log(`sanity: a document with the query's title ranked first in ${((100 * top1) / lat.length).toFixed(0)}% of queries`);

@@ -10,8 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
-  EmbeddedPolicy, RolloutEngine, defineTool, generateWorld, saveWorld, worldSearchTools, parseConfig, trainRl,
-  normalizeAnswer, rolloutOptions, type AnswerScorer, type Question, type SamplingPolicy,
+  EmbeddedPolicy,
+  RolloutEngine,
+  defineTool,
+  generateWorld,
+  saveWorld,
+  worldSearchTools,
+  parseConfig,
+  trainRl,
+  normalizeAnswer,
+  rolloutOptions,
+  type AnswerScorer,
+  type Question,
+  type SamplingPolicy,
 } from '../src/index.ts';
 import { trainWorldTokenizer, saveTokenizer } from '../src/envs/tokenizer-train.ts';
 import { initModelDir } from '../src/model/init.ts';
@@ -20,7 +31,13 @@ export async function main(workDir = mkdtempSync(join(tmpdir(), 'matpo-example-'
   // 1. An offline world (documents + multi-hop questions) and a model that speaks its tokenizer.
   const world = generateWorld({ seed: 7, entities: 60, questions: 60 });
   saveWorld(world, join(workDir, 'world'));
-  saveTokenizer(trainWorldTokenizer(world.documents.map((d) => d.text), { vocabSize: 600 }), join(workDir, 'tokenizer'));
+  saveTokenizer(
+    trainWorldTokenizer(
+      world.documents.map((d) => d.text),
+      { vocabSize: 600 },
+    ),
+    join(workDir, 'tokenizer'),
+  );
   const modelDir = join(workDir, 'model');
   await initModelDir(modelDir, { config: 'micro', tokenizerDir: join(workDir, 'tokenizer'), seed: 1 });
 
@@ -47,22 +64,34 @@ export async function main(workDir = mkdtempSync(join(tmpdir(), 'matpo-example-'
   // 4. Train with MATPO: G planner rollouts per question, GRPO advantages, MATPO credit assignment.
   const config = parseConfig({
     model: { path: modelDir },
-    rollout: { mode: 'matpo', groupSize: 2, questionsPerStep: 2, maxTurns: 2, maxNewTokens: 16, workerSummaryTokens: 16, maxSequenceTokens: 512 },
+    rollout: {
+      mode: 'matpo',
+      groupSize: 2,
+      questionsPerStep: 2,
+      maxTurns: 2,
+      maxNewTokens: 16,
+      workerSummaryTokens: 16,
+      maxSequenceTokens: 512,
+    },
     rl: { estimator: 'grpo', credit: 'matpo' },
     optim: { learningRate: 1e-4 },
     run: { name: 'example', dir: workDir, steps: 2, evalEvery: 2, evalQuestions: 2, progress: false },
   });
   const questions: Question[] = world.questions.map((q) => ({ id: q.id, question: q.question, answers: q.answers }));
-  const result = await trainRl(config, {
-    loadPolicy: (dir) => EmbeddedPolicy.load(dir),
-    makeRunner: (policy: SamplingPolicy) => {
-      const engine = RolloutEngine.create(policy, tools, rolloutOptions(config));
-      return async (request) => (await engine).run(request);
+  const result = await trainRl(
+    config,
+    {
+      loadPolicy: (dir) => EmbeddedPolicy.load(dir),
+      makeRunner: (policy: SamplingPolicy) => {
+        const engine = RolloutEngine.create(policy, tools, rolloutOptions(config));
+        return async (request) => (await engine).run(request);
+      },
+      trainQuestions: questions.filter((_, i) => world.questions[i].split === 'train'),
+      evalQuestions: questions.filter((_, i) => world.questions[i].split === 'test'),
+      scorer,
     },
-    trainQuestions: questions.filter((_, i) => world.questions[i].split === 'train'),
-    evalQuestions: questions.filter((_, i) => world.questions[i].split === 'test'),
-    scorer,
-  }, { runDir: join(workDir, 'example'), resume: false });
+    { runDir: join(workDir, 'example'), resume: false },
+  );
   console.log(`trained ${result.step} steps; run directory ${result.paths.root} (matpo view ${result.paths.root})`);
   return result;
 }

@@ -10,7 +10,11 @@ const filters = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const files = [];
 function walk(dir) {
   let entries;
-  try { entries = readdirSync(dir); } catch { return; }
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
   for (const name of entries) {
     if (name === 'node_modules') continue;
     const p = join(dir, name);

@@ -10,8 +10,18 @@ export { Registry } from './core/registry.ts';
 // Policies: the one door to compute (sampling and trainable contracts)
 export type { ChatTokenizer, ChatMessage, ToolSpec } from './core/chat.ts';
 export type {
-  SamplingPolicy, TrainablePolicy, PolicyLoader, SampleParams, SampleHint, SampleResult, LossFn, LossOutput, ForwardOutput,
-  ForwardBackwardResult, OptimParams, OptimResult,
+  SamplingPolicy,
+  TrainablePolicy,
+  PolicyLoader,
+  SampleParams,
+  SampleHint,
+  SampleResult,
+  LossFn,
+  LossOutput,
+  ForwardOutput,
+  ForwardBackwardResult,
+  OptimParams,
+  OptimResult,
 } from './core/policy.ts';
 export { isTrainable } from './core/policy.ts';
 export { EmbeddedPolicy, type EmbeddedLoadOptions } from './policy/embedded.ts';
@@ -34,7 +44,15 @@ export { createSearchTools } from './tools/search/tools.ts';
 
 // Agents: roles, rendering, rollouts
 export type { Rollout, Sequence, TurnRecord, ToolCallRecord, RewardParts, SequenceOutcome, Datum, Role, Mode } from './core/records.ts';
-export { RolloutEngine, runRollouts, writeRolloutsJsonl, readRolloutsJsonl, DELEGATE_TOOL, type AgentLimits, type RolloutOptions } from './agents/rollout.ts';
+export {
+  RolloutEngine,
+  runRollouts,
+  writeRolloutsJsonl,
+  readRolloutsJsonl,
+  DELEGATE_TOOL,
+  type AgentLimits,
+  type RolloutOptions,
+} from './agents/rollout.ts';
 export { renderConversation } from './agents/renderer.ts';
 export { loadPrompts } from './agents/prompts.ts';
 

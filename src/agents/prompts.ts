@@ -39,7 +39,8 @@ export function loadPrompts(options: { dir?: string; overrides?: Partial<Record<
     }
   }
   for (const [key, text] of Object.entries(options.overrides ?? {})) {
-    if (!(PROMPT_KEYS as readonly string[]).includes(key)) throw new ConfigError({ path: `prompts.${key}`, message: `unknown prompt; available: ${PROMPT_KEYS.join(', ')}` });
+    if (!(PROMPT_KEYS as readonly string[]).includes(key))
+      throw new ConfigError({ path: `prompts.${key}`, message: `unknown prompt; available: ${PROMPT_KEYS.join(', ')}` });
     if (typeof text !== 'string') throw new ConfigError({ path: `prompts.${key}`, message: 'expected a string' });
     out[key as PromptKey] = text;
   }

@@ -11,7 +11,12 @@ import { Trajectory, renderConversation } from './renderer.ts';
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-render-'));
 const tokP = createTestTokenizer(tmp());
 
-const TOOLS: ToolSpec[] = [{ type: 'function', function: { name: 'lookup', description: 'Look up a key.', parameters: { type: 'object', properties: { key: { type: 'string' } } } } }];
+const TOOLS: ToolSpec[] = [
+  {
+    type: 'function',
+    function: { name: 'lookup', description: 'Look up a key.', parameters: { type: 'object', properties: { key: { type: 'string' } } } },
+  },
+];
 
 function sample(tok: ChatTokenizer, text: string, stop = true) {
   const tokens = tok.encode(text);
@@ -48,7 +53,10 @@ test('trajectory: sampled tokens kept as sampled, prompt deltas from the templat
 
   // The sampled tokens are exactly where they were put, with their logprobs and mask 1.
   assert.deepEqual(t.tokens.slice(turn.sampleStart, turn.end), s1);
-  assert.deepEqual(t.logprobs.slice(turn.sampleStart, turn.end), s1.map((_, i) => -i));
+  assert.deepEqual(
+    t.logprobs.slice(turn.sampleStart, turn.end),
+    s1.map((_, i) => -i),
+  );
   const trainable = t.tokens.filter((_, i) => t.mask[i] === 1);
   assert.deepEqual(trainable, [...s1, ...s2.tokens]);
   assert.ok(t.logprobs.every((lp, i) => (t.mask[i] === 1 ? lp !== 0 || i === turn.sampleStart : lp === 0)));
@@ -78,13 +86,21 @@ test('trajectory: messages added in two steps give the same tokens as in one ste
   const tok = await tokP;
   const build = (steps: ChatMessage[][]) => {
     const t = new Trajectory(tok, TOOLS);
-    t.start([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }]);
+    t.start([
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'Q' },
+    ]);
     t.appendSample(sample(tok, '<tool_call>{"name": "lookup", "arguments": {}}</tool_call>'));
     for (const s of steps) t.appendMessages(s);
     return t;
   };
   const a = build([[{ role: 'tool', content: 'r1' }], [{ role: 'user', content: 'summarise' }]]);
-  const b = build([[{ role: 'tool', content: 'r1' }, { role: 'user', content: 'summarise' }]]);
+  const b = build([
+    [
+      { role: 'tool', content: 'r1' },
+      { role: 'user', content: 'summarise' },
+    ],
+  ]);
   assert.deepEqual(a.tokens, b.tokens);
   assert.deepEqual(a.mask, b.mask);
   assert.equal(tok.decode(a.tokens), tok.applyChatTemplate(a.messages, { tools: TOOLS, addGenerationPrompt: true }));
@@ -96,7 +112,10 @@ test('trajectory: a template that looks back over the whole history falls back t
       "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{%- if m.role == 'tool' %}{{ '[' + loop.index|string + '] ' }}{%- endif %}{{ m.content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}",
   });
   const t = new Trajectory(tok, undefined);
-  t.start([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }]);
+  t.start([
+    { role: 'system', content: 'S' },
+    { role: 'user', content: 'Q' },
+  ]);
   for (let k = 0; k < 20; k++) {
     t.appendSample(sample(tok, `turn ${k}`));
     t.appendMessages([{ role: 'tool', content: `result ${k}` }]);
@@ -108,14 +127,23 @@ test('trajectory: a template that looks back over the whole history falls back t
 test('trajectory: dropMiddle keeps system, first user and the trailing results; dropped turns leave the sequence', async () => {
   const tok = await tokP;
   const t = new Trajectory(tok, undefined);
-  t.start([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }]);
+  t.start([
+    { role: 'system', content: 'S' },
+    { role: 'user', content: 'Q' },
+  ]);
   t.appendSample(sample(tok, 'a'));
   t.appendMessages([{ role: 'tool', content: 'r1' }]);
   t.appendSample(sample(tok, 'b'));
-  t.appendMessages([{ role: 'tool', content: 'r2' }, { role: 'tool', content: 'r3' }]);
+  t.appendMessages([
+    { role: 'tool', content: 'r2' },
+    { role: 'tool', content: 'r3' },
+  ]);
   const dropped = t.dropMiddle();
   assert.equal(dropped, 2);
-  assert.deepEqual(t.messages.map((m) => m.content), ['S', 'Q', 'r2', 'r3']);
+  assert.deepEqual(
+    t.messages.map((m) => m.content),
+    ['S', 'Q', 'r2', 'r3'],
+  );
   assert.ok(t.mask.every((m) => m === 0));
   assert.equal(tok.decode(t.tokens), tok.applyChatTemplate(t.messages, { addGenerationPrompt: true }));
   // It keeps working after the drop.
@@ -140,7 +168,10 @@ test('renderConversation: mask 1 exactly on assistant content and its <|im_end|>
   assert.deepEqual(tokens, tok.encode(tok.applyChatTemplate(messages, { tools: TOOLS }).slice(0, -1)));
   const imEnd = tok.tokenToId('<|im_end|>')!;
   const expected = [...tok.encode(messages[2].content), imEnd, ...tok.encode(messages[4].content), imEnd];
-  assert.deepEqual(tokens.filter((_, i) => mask[i] === 1), expected);
+  assert.deepEqual(
+    tokens.filter((_, i) => mask[i] === 1),
+    expected,
+  );
   // The trainable runs are contiguous and end on <|im_end|>.
   const runs: number[][] = [];
   mask.forEach((m, i) => {
@@ -155,11 +186,21 @@ test('renderConversation: mask 1 exactly on assistant content and its <|im_end|>
 test('trajectory: many turns past the checks (cached delta skeletons) stay exact; a template that trims contents falls back', async () => {
   const run = (tok: ChatTokenizer, turns: number) => {
     const t = new Trajectory(tok, TOOLS);
-    t.start([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }]);
+    t.start([
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'Q' },
+    ]);
     for (let k = 0; k < turns; k++) {
       t.appendSample(sample(tok, `<tool_call>{"name": "lookup", "arguments": {"key": "${k}"}}</tool_call>`, k % 5 !== 3));
       const long = (n: number) => `  result ${k}.${n}: ${'lorem ipsum '.repeat(5 + ((k * 7 + n) % 11))}\n`;
-      const added: ChatMessage[] = k % 4 === 0 ? [{ role: 'tool', content: long(0) }, { role: 'tool', content: 'short' }, { role: 'tool', content: long(2) }] : [{ role: 'tool', content: long(0) }];
+      const added: ChatMessage[] =
+        k % 4 === 0
+          ? [
+              { role: 'tool', content: long(0) },
+              { role: 'tool', content: 'short' },
+              { role: 'tool', content: long(2) },
+            ]
+          : [{ role: 'tool', content: long(0) }];
       if (k % 6 === 5) added.push({ role: 'user', content: `Please summarise ${'now '.repeat(k)}` });
       t.appendMessages(added);
     }
@@ -168,7 +209,10 @@ test('trajectory: many turns past the checks (cached delta skeletons) stay exact
   };
   // Turns that stopped without <|im_end|> get it in the next prompt, so decode equals the rendering.
   run(await createTestTokenizer(tmp()), 40);
-  const trimming = CHATML_TOOLS_TEMPLATE.replace("'\\n<tool_response>\\n' + message.content + '\\n</tool_response>'", "'\\n<tool_response>\\n' + message.content|trim + '\\n</tool_response>'");
+  const trimming = CHATML_TOOLS_TEMPLATE.replace(
+    "'\\n<tool_response>\\n' + message.content + '\\n</tool_response>'",
+    "'\\n<tool_response>\\n' + message.content|trim + '\\n</tool_response>'",
+  );
   assert.notEqual(trimming, CHATML_TOOLS_TEMPLATE);
   const t = run(await createTestTokenizer(tmp(), { chatTemplate: trimming }), 40);
   assert.ok(!t.tokenizer.decode(t.tokens).includes('<tool_response>\n  result'), 'the trimming template was used');
@@ -181,12 +225,18 @@ test('trajectory: a template that strips reasoning from assistant turns (Qwen3-l
   );
   assert.notEqual(template, CHATML_TOOLS_TEMPLATE);
   const tok = await createTestTokenizer(tmp(), { chatTemplate: template });
-  assert.equal(tok.applyChatTemplate([{ role: 'assistant', content: '<think>hmm</think>\nyes' }]), '<|im_start|>assistant\nyes<|im_end|>\n');
+  assert.equal(
+    tok.applyChatTemplate([{ role: 'assistant', content: '<think>hmm</think>\nyes' }]),
+    '<|im_start|>assistant\nyes<|im_end|>\n',
+  );
   const t = new Trajectory(tok, undefined);
   t.start([{ role: 'user', content: 'Q' }]);
   const s1 = sample(tok, '<think>let me see</think>\n<tool_call>{"name": "lookup", "arguments": {}}</tool_call>');
   const turn = t.appendSample(s1);
   t.appendMessages([{ role: 'tool', content: 'r' }]);
   assert.deepEqual(t.tokens.slice(turn.sampleStart, turn.end), s1.tokens, 'the reasoning the model sampled stays in the sequence');
-  assert.equal(tok.decode(t.tokens.slice(turn.end)), '\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(
+    tok.decode(t.tokens.slice(turn.end)),
+    '\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+  );
 });

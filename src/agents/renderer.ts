@@ -63,7 +63,10 @@ function deltaAfterAssistant(
   tools: readonly ToolSpec[] | undefined,
 ): string {
   const before = tokenizer.applyChatTemplate(context, { tools, addGenerationPrompt: true });
-  const full = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: sampled.content }, ...added], { tools, addGenerationPrompt: true });
+  const full = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: sampled.content }, ...added], {
+    tools,
+    addGenerationPrompt: true,
+  });
   // A template may re-render earlier turns once a turn is added (e.g. dropping old reasoning); the
   // tokens keep what was sampled, and the delta then comes from the marker render below.
   if (full.startsWith(before)) {
@@ -93,7 +96,10 @@ function deltaByMarker(
   tools: readonly ToolSpec[] | undefined,
 ): string {
   const marker = '\u0000MATPO_CONTENT\u0000';
-  const probe = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: marker }, ...added], { tools, addGenerationPrompt: true });
+  const probe = tokenizer.applyChatTemplate([...context, { role: 'assistant', content: marker }, ...added], {
+    tools,
+    addGenerationPrompt: true,
+  });
   const at = probe.indexOf(marker);
   if (at < 0) throw new InvalidArgumentError('chat_template', 'cannot locate the assistant turn in the rendered conversation');
   const tail = probe.slice(at + marker.length);
@@ -122,7 +128,11 @@ function deltaBySkeleton(
 ): string {
   let cache = skeletons.get(tokenizer);
   if (!cache) skeletons.set(tokenizer, (cache = new Map()));
-  const context = tailContext(messages, assistantAt).map((m): ChatMessage => ({ role: m.role, content: 'x', ...(m.name !== undefined ? { name: m.name } : {}) }));
+  const context = tailContext(messages, assistantAt).map((m): ChatMessage => ({
+    role: m.role,
+    content: 'x',
+    ...(m.name !== undefined ? { name: m.name } : {}),
+  }));
   const standIns: (string | null)[] = added.map((m, k) => (m.content.length > 48 ? `\u0000MATPO_${k}\u0000` : null));
   const key = JSON.stringify([
     context.map((m) => [m.role, m.name ?? null]),
@@ -224,7 +234,8 @@ export class Trajectory {
 
   /** Append a sampled turn exactly as sampled. Returns its text and where its tokens sit. */
   appendSample(result: SampleResult): SampledText & TrajectoryTurn {
-    if (result.tokens.length !== result.logprobs.length) throw new InvalidArgumentError('sample', `${result.tokens.length} tokens but ${result.logprobs.length} logprobs`);
+    if (result.tokens.length !== result.logprobs.length)
+      throw new InvalidArgumentError('sample', `${result.tokens.length} tokens but ${result.logprobs.length} logprobs`);
     const promptStart = this.promptStart;
     const sampleStart = this.tokens.length;
     for (let i = 0; i < result.tokens.length; i++) {
@@ -249,7 +260,9 @@ export class Trajectory {
     if (this.last === null) {
       // Nothing sampled yet (or everything sampled was dropped): the whole sequence is prompt.
       this.truncate(0);
-      this.pushPrompt(this.tokenizer.encode(this.tokenizer.applyChatTemplate(this.messages, { tools: this.tools, addGenerationPrompt: true })));
+      this.pushPrompt(
+        this.tokenizer.encode(this.tokenizer.applyChatTemplate(this.messages, { tools: this.tools, addGenerationPrompt: true })),
+      );
       return;
     }
     const { sampled, messageAt, end } = this.last;
@@ -324,7 +337,9 @@ export class Trajectory {
     this.messages.push(...head, ...tail);
     this.last = null;
     this.truncate(0);
-    this.pushPrompt(this.tokenizer.encode(this.tokenizer.applyChatTemplate(this.messages, { tools: this.tools, addGenerationPrompt: true })));
+    this.pushPrompt(
+      this.tokenizer.encode(this.tokenizer.applyChatTemplate(this.messages, { tools: this.tools, addGenerationPrompt: true })),
+    );
     return dropped;
   }
 }

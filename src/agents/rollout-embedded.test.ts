@@ -28,8 +28,32 @@ const worldDir = join(dir, 'world');
 const modelDir = join(dir, 'model');
 
 const setup = (async () => {
-  await run(process.execPath, [BIN, 'world', '--seed', '5', '--out', worldDir, '--entities', '80', '--questions', '40', '--vocab-size', '700']);
-  await run(process.execPath, [BIN, 'init-model', '--config', 'micro', '--tokenizer', join(worldDir, 'tokenizer'), '--out', modelDir, '--seed', '3']);
+  await run(process.execPath, [
+    BIN,
+    'world',
+    '--seed',
+    '5',
+    '--out',
+    worldDir,
+    '--entities',
+    '80',
+    '--questions',
+    '40',
+    '--vocab-size',
+    '700',
+  ]);
+  await run(process.execPath, [
+    BIN,
+    'init-model',
+    '--config',
+    'micro',
+    '--tokenizer',
+    join(worldDir, 'tokenizer'),
+    '--out',
+    modelDir,
+    '--seed',
+    '3',
+  ]);
 })();
 
 const OUTCOMES = new Set(['answered', 'no_answer', 'turn_limit', 'context_overflow', 'failed']);
@@ -56,15 +80,43 @@ test('matpo run with a random-weight embedded model: every rollout ends with a r
   await setup;
   const out = join(dir, 'rollouts.jsonl');
   const { stdout } = await run(process.execPath, [
-    BIN, 'run', '--model', modelDir, '--world', worldDir, '--split', 'test', '--group', '2', '--questions', '3',
-    '--max-turns', '2', '--max-new-tokens', '96', '--summary-tokens', '32', '--max-context', '1024', '--seed', '7', '--out', out,
+    BIN,
+    'run',
+    '--model',
+    modelDir,
+    '--world',
+    worldDir,
+    '--split',
+    'test',
+    '--group',
+    '2',
+    '--questions',
+    '3',
+    '--max-turns',
+    '2',
+    '--max-new-tokens',
+    '96',
+    '--summary-tokens',
+    '32',
+    '--max-context',
+    '1024',
+    '--seed',
+    '7',
+    '--out',
+    out,
   ]);
   assert.match(stdout, /^matpo run of embedded:.*: 3 questions × G=2 = 6 rollouts/m);
   assert.match(stdout, /^accuracy \d+\.\d\d% \(exact_match\) ± \d+\.\d\d/m);
   assert.match(stdout, /^format score planner \d\.\d{3}, workers/m);
-  const rollouts = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rollout);
+  const rollouts = readFileSync(out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Rollout);
   assert.equal(rollouts.length, 6);
-  assert.deepEqual(rollouts.map((r) => r.index), [0, 1, 0, 1, 0, 1]);
+  assert.deepEqual(
+    rollouts.map((r) => r.index),
+    [0, 1, 0, 1, 0, 1],
+  );
   for (const r of rollouts) {
     assert.ok(OUTCOMES.has(r.outcome));
     assert.equal(r.root.role, 'planner');
@@ -103,14 +155,29 @@ test('embedded engine with one scripted malformed planner turn: errors are resul
     const world = loadWorld(worldDir);
     // Short prompts (the config's overrides): the micro model has 1024 positions and the tool list alone takes ~600 tokens.
     const prompts = loadPrompts({
-      overrides: { 'planner-system': 'Plan.', 'worker-system': 'Work.', 'worker-summary': 'Final turn: summarise.', 'worker-summary-failed': 'Final turn ({reason}): summarise.' },
+      overrides: {
+        'planner-system': 'Plan.',
+        'worker-system': 'Work.',
+        'worker-summary': 'Final turn: summarise.',
+        'worker-summary-failed': 'Final turn ({reason}): summarise.',
+      },
     });
-    const engine = await RolloutEngine.create(mixed, worldSearchTools(world).tools, testRolloutOptions({
-      prompts,
-      limits: { maxTurns: 2, maxNewTokens: 48, workerSummaryTokens: 24, maxSequenceTokens: 1024, toolResultChars: 200 },
-    }));
+    const engine = await RolloutEngine.create(
+      mixed,
+      worldSearchTools(world).tools,
+      testRolloutOptions({
+        prompts,
+        limits: { maxTurns: 2, maxNewTokens: 48, workerSummaryTokens: 24, maxSequenceTokens: 1024, toolResultChars: 200 },
+      }),
+    );
     const q = world.questions[0];
-    const r = await engine.run({ question: { id: q.id, question: q.question, answers: q.answers }, index: 0, rolloutId: 'e2e/0', mode: 'matpo', seed: 11 });
+    const r = await engine.run({
+      question: { id: q.id, question: q.question, answers: q.answers },
+      index: 0,
+      rolloutId: 'e2e/0',
+      mode: 'matpo',
+      seed: 11,
+    });
     const calls = r.root.turns[0].toolCalls;
     assert.equal(calls.length, 2);
     assert.equal(calls[0].valid, true);
@@ -134,7 +201,9 @@ test('embedded engine with one scripted malformed planner turn: errors are resul
 
 test('matpo run --endpoint against matpo serve (a real HTTP server on 127.0.0.1): token-exact rollouts over the wire', async () => {
   await setup;
-  const server = spawn(process.execPath, [BIN, 'serve', '--model', modelDir, '--port', '0', '--name', 'micro'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = spawn(process.execPath, [BIN, 'serve', '--model', modelDir, '--port', '0', '--name', 'micro'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
@@ -151,11 +220,36 @@ test('matpo run --endpoint against matpo serve (a real HTTP server on 127.0.0.1)
     });
     const out = join(dir, 'endpoint.jsonl');
     const { stdout } = await run(process.execPath, [
-      BIN, 'run', '--endpoint', url, '--served', 'micro', '--tokenizer', modelDir, '--world', worldDir, '--mode', 'single', '--group', '2', '--questions', '2',
-      '--max-turns', '2', '--max-new-tokens', '24', '--max-context', '1024', '--out', out,
+      BIN,
+      'run',
+      '--endpoint',
+      url,
+      '--served',
+      'micro',
+      '--tokenizer',
+      modelDir,
+      '--world',
+      worldDir,
+      '--mode',
+      'single',
+      '--group',
+      '2',
+      '--questions',
+      '2',
+      '--max-turns',
+      '2',
+      '--max-new-tokens',
+      '24',
+      '--max-context',
+      '1024',
+      '--out',
+      out,
     ]);
     assert.match(stdout, /^single run of openai:micro@http:\/\/127\.0\.0\.1:\d+: 2 questions × G=2 = 4 rollouts/m);
-    const rollouts = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rollout);
+    const rollouts = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Rollout);
     assert.equal(rollouts.length, 4);
     for (const r of rollouts) {
       assert.equal(r.root.role, 'single');

@@ -37,7 +37,10 @@ const subtaskOf = (hint: SampleHint) => /Your subtask: (.*)/.exec(hint.messages.
 /** The tokens of a sequence must be exactly the encoding of its messages' rendering (true for the test tokenizer, whose pieces split at special tokens). */
 function assertExact(tok: ChatTokenizer, seq: Sequence, tools: ToolSpec[] | undefined) {
   const last = seq.messages[seq.messages.length - 1];
-  const text = last.role === 'assistant' ? tok.applyChatTemplate(seq.messages, { tools }).slice(0, -1) : tok.applyChatTemplate(seq.messages, { tools, addGenerationPrompt: true });
+  const text =
+    last.role === 'assistant'
+      ? tok.applyChatTemplate(seq.messages, { tools }).slice(0, -1)
+      : tok.applyChatTemplate(seq.messages, { tools, addGenerationPrompt: true });
   assert.deepEqual(seq.tokens, tok.encode(text), `${seq.id} tokens differ from the rendering`);
   assert.equal(seq.mask.length, seq.tokens.length);
   assert.equal(seq.logprobs.length, seq.tokens.length);
@@ -47,9 +50,16 @@ function assertExact(tok: ChatTokenizer, seq: Sequence, tools: ToolSpec[] | unde
 function assertSampled(tok: ChatTokenizer, seq: Sequence, texts: string[]) {
   const imEnd = tok.tokenToId('<|im_end|>')!;
   const expected = texts.flatMap((t) => [...tok.encode(t), imEnd]);
-  assert.deepEqual(seq.tokens.filter((_, i) => seq.mask[i] === 1), expected, `${seq.id} sampled tokens`);
+  assert.deepEqual(
+    seq.tokens.filter((_, i) => seq.mask[i] === 1),
+    expected,
+    `${seq.id} sampled tokens`,
+  );
   const lps = texts.flatMap((t) => [...tok.encode(t), imEnd].map((_, i) => scriptedLogprob(i)));
-  assert.deepEqual(seq.logprobs.filter((_, i) => seq.mask[i] === 1), lps);
+  assert.deepEqual(
+    seq.logprobs.filter((_, i) => seq.mask[i] === 1),
+    lps,
+  );
   assert.ok(seq.logprobs.every((lp, i) => seq.mask[i] === 1 || lp === 0));
   assert.equal(seq.turns.length, texts.length);
   for (const [k, turn] of seq.turns.entries()) {
@@ -73,7 +83,12 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
       return `<think>private reasoning</think>Conclusion: ${sub.slice(5, 6)} is 42.\nSupporting information: lookup.${format.callText('lookup', { key: 'x' })}`;
     };
     const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: (h, t) => workerText(h, t) });
-    const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ format: format.name, limits: { maxNewTokens: 256, maxSequenceTokens: 4096 } }));
+    const engine = new RolloutEngine(
+      policy,
+      tok,
+      [lookup],
+      testRolloutOptions({ format: format.name, limits: { maxNewTokens: 256, maxSequenceTokens: 4096 } }),
+    );
     const r = await engine.run(request());
 
     assert.equal(r.outcome, 'answered');
@@ -91,7 +106,11 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
     for (const w of r.workers) {
       assertExact(tok, w, workerTools);
       const hint = { role: 'worker' as const, messages: w.messages };
-      assertSampled(tok, w, [0, 1, 2].map((t) => workerText(hint, t)));
+      assertSampled(
+        tok,
+        w,
+        [0, 1, 2].map((t) => workerText(hint, t)),
+      );
       assert.equal(w.formatScore, 1);
       assert.equal(w.turns[0].toolCalls[0].result, `The value of ${subtaskOf(hint)} is 42.`);
       // query recap, then the summary request after the last tool-free turn
@@ -101,8 +120,17 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
     }
     // The planner got each worker's last message, reasoning and call blocks stripped, as a user message.
     const reports = r.root.messages.filter((m, i) => i > 1 && m.role === 'user').map((m) => m.content);
-    assert.deepEqual(reports, ['Conclusion: A is 42.\nSupporting information: lookup.', 'Conclusion: B is 42.\nSupporting information: lookup.']);
-    assert.deepEqual(r.root.turns[0].toolCalls.map((c) => [c.valid, c.workerId]), [[true, 'q1/0/w0'], [true, 'q1/0/w1']]);
+    assert.deepEqual(reports, [
+      'Conclusion: A is 42.\nSupporting information: lookup.',
+      'Conclusion: B is 42.\nSupporting information: lookup.',
+    ]);
+    assert.deepEqual(
+      r.root.turns[0].toolCalls.map((c) => [c.valid, c.workerId]),
+      [
+        [true, 'q1/0/w0'],
+        [true, 'q1/0/w1'],
+      ],
+    );
     assert.equal(r.root.formatScore, 1);
     // Every sample call carried the hint.
     for (const c of policy.calls) {
@@ -135,7 +163,10 @@ test('malformed planner output: broken JSON, unknown tool, schema violation, gar
   assert.equal(r.outcome, 'no_answer');
   assert.equal(r.answer, null);
   const calls = r.root.turns[0].toolCalls;
-  assert.deepEqual(calls.map((c) => c.valid), [false, false, false, false, true]);
+  assert.deepEqual(
+    calls.map((c) => c.valid),
+    [false, false, false, false, true],
+  );
   assert.equal(r.root.formatScore, 1 / 5);
   assert.equal(calls[0].workerId, 'q1/0/w0', 'the repaired call still ran');
   assert.match(calls[1].error!, /unknown tool "search"; available: delegate_subtask/);
@@ -161,7 +192,10 @@ test('turn limits: a worker that never stops gets the failure summary; a planner
   const tok = await tokP;
   const policy = new ScriptedPolicy(tok, {
     planner: () => hermesFormat.callText(DELEGATE_TOOL, { subtask: 'Find A.' }),
-    worker: (hint) => (hint.messages[hint.messages.length - 1].content.startsWith('This is your final turn') ? 'Conclusion: not found.' : hermesFormat.callText('lookup', { key: 'k' })),
+    worker: (hint) =>
+      hint.messages[hint.messages.length - 1].content.startsWith('This is your final turn')
+        ? 'Conclusion: not found.'
+        : hermesFormat.callText('lookup', { key: 'k' }),
   });
   const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions({ limits: { maxTurns: 2 } }));
   const r = await engine.run(request());
@@ -212,8 +246,12 @@ test('max workers per planner rollout: calls beyond the limit get an error; seve
 
 test('context overflow: "stop" ends with context_overflow; "drop-middle" drops turns from the sequence and carries on', async () => {
   const tok = await tokP;
-  const singleScript = (n: number): Script => (_hint, turn) => (turn < n ? hermesFormat.callText('lookup', { key: `key number ${turn}` }) : 'Done: \\boxed{42}');
-  const opts = (overflow: 'stop' | 'drop-middle'): RolloutOptions => testRolloutOptions({ limits: { maxSequenceTokens: 0, maxNewTokens: 64, overflow } });
+  const singleScript =
+    (n: number): Script =>
+    (_hint, turn) =>
+      turn < n ? hermesFormat.callText('lookup', { key: `key number ${turn}` }) : 'Done: \\boxed{42}';
+  const opts = (overflow: 'stop' | 'drop-middle'): RolloutOptions =>
+    testRolloutOptions({ limits: { maxSequenceTokens: 0, maxNewTokens: 64, overflow } });
   // Find the size after the first prompt, then allow about two tool turns.
   const probe = new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(0) }), tok, [lookup], testRolloutOptions());
   const first = (await probe.run(request('single'))).root;
@@ -221,18 +259,31 @@ test('context overflow: "stop" ends with context_overflow; "drop-middle" drops t
   const perTurn = 60;
   const maxSequenceTokens = promptLen + 2 * perTurn + 64;
 
-  const stop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], testRolloutOptions({ limits: { ...opts('stop').limits, maxSequenceTokens } })).run(request('single'));
+  const stop = await new RolloutEngine(
+    new ScriptedPolicy(tok, { single: singleScript(6) }),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { ...opts('stop').limits, maxSequenceTokens } }),
+  ).run(request('single'));
   assert.equal(stop.outcome, 'context_overflow');
   assert.equal(stop.answer, null);
   assert.ok(stop.root.tokens.length + 64 > maxSequenceTokens && stop.root.tokens.length <= maxSequenceTokens);
   assert.equal(stop.root.droppedTurns, undefined);
 
-  const drop = await new RolloutEngine(new ScriptedPolicy(tok, { single: singleScript(6) }), tok, [lookup], testRolloutOptions({ limits: { ...opts('drop-middle').limits, maxSequenceTokens } })).run(request('single'));
+  const drop = await new RolloutEngine(
+    new ScriptedPolicy(tok, { single: singleScript(6) }),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { ...opts('drop-middle').limits, maxSequenceTokens } }),
+  ).run(request('single'));
   assert.ok((drop.root.droppedTurns ?? 0) > 0, 'turns were dropped');
   assert.ok(drop.root.tokens.length <= maxSequenceTokens);
   // The kept sequence is still exactly its messages' rendering, and starts with system + first user.
   assertExact(tok, drop.root, [toToolSpec(lookup)]);
-  assert.deepEqual(drop.root.messages.slice(0, 2).map((m) => m.role), ['system', 'user']);
+  assert.deepEqual(
+    drop.root.messages.slice(0, 2).map((m) => m.role),
+    ['system', 'user'],
+  );
   // Turn records only describe tokens still in the sequence.
   for (const t of drop.root.turns) assert.ok(t.end <= drop.root.tokens.length);
   const sampledKept = drop.root.turns.length;
@@ -251,40 +302,83 @@ test('token budget per rollout: planner and workers share it; an agent with noth
   const full = sampled(free);
   assert.equal(free.answer, '42');
   // A budget that covers it changes nothing.
-  const enough = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full } })).run(request());
+  const enough = await new RolloutEngine(
+    new ScriptedPolicy(tok, script),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { maxRolloutTokens: full } }),
+  ).run(request());
   assert.deepEqual(enough.root.tokens, free.root.tokens);
   assert.equal(enough.outcome, 'answered');
   // A smaller one: the planner and its two workers (one after the other) never exceed it together,
   // and the agent that meets the limit stops with token_budget.
   // One token short: the planner's last turn is cut before its end-of-turn token.
-  const short = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } })).run(request());
+  const short = await new RolloutEngine(
+    new ScriptedPolicy(tok, script),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } }),
+  ).run(request());
   assert.equal(sampled(short), full - 1);
   assert.equal(short.root.turns.at(-1)!.finishReason, 'length');
   for (const budget of [Math.floor(full / 2), 5]) {
-    const r = await new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: budget } })).run(request());
+    const r = await new RolloutEngine(
+      new ScriptedPolicy(tok, script),
+      tok,
+      [lookup],
+      testRolloutOptions({ limits: { maxRolloutTokens: budget } }),
+    ).run(request());
     assert.ok(sampled(r) <= budget, `sampled ${sampled(r)} > budget ${budget}`);
     assert.notEqual(r.answer, '42');
-    assert.ok([r.root, ...r.workers].some((q) => q.outcome === 'token_budget'), `budget ${budget}: no sequence stopped on the budget`);
+    assert.ok(
+      [r.root, ...r.workers].some((q) => q.outcome === 'token_budget'),
+      `budget ${budget}: no sequence stopped on the budget`,
+    );
     for (const w of r.workers) assertExact(tok, w, [toToolSpec(lookup)]);
   }
   // Workers of one planner turn run concurrently: each turn is capped by what was left when it
   // started, so the total passes the budget by at most one turn per concurrent worker.
   const together = { ...script, planner: [script.planner.slice(0, 2).join('\n'), script.planner[2]] };
   const perWorker = sampled({ ...free, root: { ...free.root, mask: [] } } as Rollout) / 2;
-  const concurrent = await new RolloutEngine(new ScriptedPolicy(tok, together), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } })).run(request());
+  const concurrent = await new RolloutEngine(
+    new ScriptedPolicy(tok, together),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { maxRolloutTokens: full - 1 } }),
+  ).run(request());
   assert.equal(concurrent.workers.length, 2);
   assert.ok(sampled(concurrent) <= full - 1 + perWorker);
   // The same budget applies to a single agent.
-  const single = await new RolloutEngine(new ScriptedPolicy(tok, { single: [hermesFormat.callText('lookup', { key: 'k' }), 'Done: \\boxed{42}'] }), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: 8 } })).run(request('single'));
+  const single = await new RolloutEngine(
+    new ScriptedPolicy(tok, { single: [hermesFormat.callText('lookup', { key: 'k' }), 'Done: \\boxed{42}'] }),
+    tok,
+    [lookup],
+    testRolloutOptions({ limits: { maxRolloutTokens: 8 } }),
+  ).run(request('single'));
   assert.ok(sampled(single) <= 8);
   assert.equal(single.outcome, 'token_budget');
-  assert.throws(() => new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: 0 } })), /limits\.maxRolloutTokens/);
+  assert.throws(
+    () => new RolloutEngine(new ScriptedPolicy(tok, script), tok, [lookup], testRolloutOptions({ limits: { maxRolloutTokens: 0 } })),
+    /limits\.maxRolloutTokens/,
+  );
 });
 
 test('a sampler error fails only its rollout; a failing or slow tool becomes an error result', async () => {
   const tok = await tokP;
-  const failing = defineTool({ name: 'broken', description: 'Always fails.', inputSchema: z.object({}), execute: async () => { throw new Error('disk on fire'); } });
-  const slow = defineTool({ name: 'slow', description: 'Never answers.', inputSchema: z.object({}), execute: () => new Promise<string>(() => {}) });
+  const failing = defineTool({
+    name: 'broken',
+    description: 'Always fails.',
+    inputSchema: z.object({}),
+    execute: async () => {
+      throw new Error('disk on fire');
+    },
+  });
+  const slow = defineTool({
+    name: 'slow',
+    description: 'Never answers.',
+    inputSchema: z.object({}),
+    execute: () => new Promise<string>(() => {}),
+  });
   const policy = new ScriptedPolicy(tok, {
     planner: (hint, turn) => (turn === 0 ? hermesFormat.callText(DELEGATE_TOOL, { subtask: `Find ${hint.questionId}.` }) : '\\boxed{42}'),
     worker: (hint, turn) => {
@@ -293,7 +387,14 @@ test('a sampler error fails only its rollout; a failing or slow tool becomes an 
     },
   });
   const engine = new RolloutEngine(policy, tok, [failing, slow], testRolloutOptions({ limits: { toolTimeoutMs: 50 } }));
-  const rollouts = await runRollouts(engine, [{ id: 'good', question: 'G?', answers: ['42'] }, { id: 'bad', question: 'B?', answers: ['42'] }], { mode: 'matpo', group: 1, concurrency: 2 });
+  const rollouts = await runRollouts(
+    engine,
+    [
+      { id: 'good', question: 'G?', answers: ['42'] },
+      { id: 'bad', question: 'B?', answers: ['42'] },
+    ],
+    { mode: 'matpo', group: 1, concurrency: 2 },
+  );
   const [good, bad] = rollouts;
   assert.equal(good.outcome, 'answered');
   const toolCalls = good.workers[0].turns[0].toolCalls;
@@ -351,12 +452,31 @@ test('runRollouts: G rollouts per question under a concurrency limit, ids and se
   };
   const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions());
   const seen: string[] = [];
-  const rollouts = await runRollouts(engine, [{ id: 'a', question: 'A?', answers: ['42'] }, { id: 'b', question: 'B?', answers: ['41'] }], {
-    mode: 'single', group: 3, concurrency: 2, idPrefix: 'step1/', onRollout: (r) => seen.push(r.id),
-  });
-  assert.deepEqual(rollouts.map((r) => [r.id, r.questionId, r.index]), [
-    ['step1/a/0', 'a', 0], ['step1/a/1', 'a', 1], ['step1/a/2', 'a', 2], ['step1/b/0', 'b', 0], ['step1/b/1', 'b', 1], ['step1/b/2', 'b', 2],
-  ]);
+  const rollouts = await runRollouts(
+    engine,
+    [
+      { id: 'a', question: 'A?', answers: ['42'] },
+      { id: 'b', question: 'B?', answers: ['41'] },
+    ],
+    {
+      mode: 'single',
+      group: 3,
+      concurrency: 2,
+      idPrefix: 'step1/',
+      onRollout: (r) => seen.push(r.id),
+    },
+  );
+  assert.deepEqual(
+    rollouts.map((r) => [r.id, r.questionId, r.index]),
+    [
+      ['step1/a/0', 'a', 0],
+      ['step1/a/1', 'a', 1],
+      ['step1/a/2', 'a', 2],
+      ['step1/b/0', 'b', 0],
+      ['step1/b/1', 'b', 1],
+      ['step1/b/2', 'b', 2],
+    ],
+  );
   assert.equal(seen.length, 6);
   assert.equal(maxInFlight, 2);
   const seeds = new Set(policy.calls.map((c) => c.params.seed));
@@ -367,6 +487,9 @@ test('runRollouts: G rollouts per question under a concurrency limit, ids and se
   const back: Rollout[] = readRolloutsJsonl(file);
   assert.deepEqual(back, JSON.parse(JSON.stringify(rollouts)));
   writeFileSync(file, `${JSON.stringify(rollouts[0])}\n{"id": 3}\n`);
-  assert.throws(() => readRolloutsJsonl(file), (e: unknown) => e instanceof FileFormatError && e.line === 2);
+  assert.throws(
+    () => readRolloutsJsonl(file),
+    (e: unknown) => e instanceof FileFormatError && e.line === 2,
+  );
   await assert.rejects(runRollouts(engine, [], { mode: 'single', group: 0, concurrency: 1 }), ConfigError);
 });

@@ -87,13 +87,24 @@ export interface RolloutOptions {
 }
 
 function checkLimits(limits: AgentLimits): AgentLimits {
-  for (const key of ['maxTurns', 'maxNewTokens', 'workerSummaryTokens', 'maxSequenceTokens', 'maxWorkers', 'toolTimeoutMs', 'toolResultChars'] as const) {
+  for (const key of [
+    'maxTurns',
+    'maxNewTokens',
+    'workerSummaryTokens',
+    'maxSequenceTokens',
+    'maxWorkers',
+    'toolTimeoutMs',
+    'toolResultChars',
+  ] as const) {
     const v = limits[key];
-    if (!Number.isInteger(v) || v < (key === 'maxWorkers' ? 0 : 1)) throw new ConfigError({ path: `limits.${key}`, message: `expected a positive integer, got ${String(v)}` });
+    if (!Number.isInteger(v) || v < (key === 'maxWorkers' ? 0 : 1))
+      throw new ConfigError({ path: `limits.${key}`, message: `expected a positive integer, got ${String(v)}` });
   }
   const budget = limits.maxRolloutTokens;
-  if (budget !== null && !(Number.isInteger(budget) && budget >= 1)) throw new ConfigError({ path: 'limits.maxRolloutTokens', message: `expected a positive integer or null, got ${String(budget)}` });
-  if (limits.overflow !== 'drop-middle' && limits.overflow !== 'stop') throw new ConfigError({ path: 'limits.overflow', message: `expected "drop-middle" or "stop", got "${String(limits.overflow)}"` });
+  if (budget !== null && !(Number.isInteger(budget) && budget >= 1))
+    throw new ConfigError({ path: 'limits.maxRolloutTokens', message: `expected a positive integer or null, got ${String(budget)}` });
+  if (limits.overflow !== 'drop-middle' && limits.overflow !== 'stop')
+    throw new ConfigError({ path: 'limits.overflow', message: `expected "drop-middle" or "stop", got "${String(limits.overflow)}"` });
   return limits;
 }
 
@@ -123,7 +134,9 @@ export class RolloutEngine {
     this.delegateTool = {
       name: DELEGATE_TOOL,
       description: 'Delegate a self-contained subtask to a worker, who searches and reads documents and reports back what it found.',
-      inputSchema: z.object({ subtask: z.string().min(1).describe('The subtask, stated so that it can be done without seeing the rest of the conversation.') }),
+      inputSchema: z.object({
+        subtask: z.string().min(1).describe('The subtask, stated so that it can be done without seeing the rest of the conversation.'),
+      }),
       execute: async () => {
         throw new Error('delegate_subtask is run by the rollout engine');
       },
@@ -141,7 +154,9 @@ export class RolloutEngine {
     const t0 = performance.now();
     const run = new RunState(this, request);
     const role: Role = request.mode === 'single' ? 'single' : 'planner';
-    const user = fillPrompt(this.prompts[request.mode === 'single' ? 'single-user' : 'planner-user'], { question: request.question.question });
+    const user = fillPrompt(this.prompts[request.mode === 'single' ? 'single-user' : 'planner-user'], {
+      question: request.question.question,
+    });
     const specs = request.mode === 'single' ? this.toolSpecs : this.delegateSpecs;
     const root = run.newSequence(role, null);
     let outcome: SequenceOutcome;
@@ -223,10 +238,19 @@ export class RolloutEngine {
         turnsUsed++;
         const turn = trajectory.appendSample(result);
         const parsed = this.format.parse(turn.content);
-        const record = { promptStart: turn.promptStart, sampleStart: turn.sampleStart, end: turn.end, text: turn.text, finishReason: result.finishReason, toolCalls: [] as ToolCallRecord[], ms };
+        const record = {
+          promptStart: turn.promptStart,
+          sampleStart: turn.sampleStart,
+          end: turn.end,
+          text: turn.text,
+          finishReason: result.finishReason,
+          toolCalls: [] as ToolCallRecord[],
+          ms,
+        };
         seq.turns.push(record);
         if (parsed.length === 0) break;
-        const { messages, records } = seq.role === 'planner' ? await this.delegateCalls(run, seq, parsed) : await this.toolCalls(run, parsed);
+        const { messages, records } =
+          seq.role === 'planner' ? await this.delegateCalls(run, seq, parsed) : await this.toolCalls(run, parsed);
         record.toolCalls = records;
         calls += records.length;
         validCalls += records.filter((r) => r.valid).length;
@@ -236,7 +260,11 @@ export class RolloutEngine {
       if (seq.role === 'worker') {
         // The final-summary turn (the failure variant when a limit was hit).
         const reason =
-          limitHit === 'turn_limit' ? `you reached the limit of ${limits.maxTurns} turns` : limitHit === 'token_budget' ? 'the task ran out of its token budget' : 'you ran out of context';
+          limitHit === 'turn_limit'
+            ? `you reached the limit of ${limits.maxTurns} turns`
+            : limitHit === 'token_budget'
+              ? 'the task ran out of its token budget'
+              : 'you ran out of context';
         const prompt = limitHit === null ? this.prompts['worker-summary'] : fillPrompt(this.prompts['worker-summary-failed'], { reason });
         const maxNew = limits.workerSummaryTokens;
         trajectory.appendMessages([{ role: 'user', content: prompt }]);
@@ -247,7 +275,15 @@ export class RolloutEngine {
         if (room > 0) {
           const { result, ms } = await this.sample(run, seq, trajectory, room, turnsUsed);
           const turn = trajectory.appendSample(result);
-          seq.turns.push({ promptStart: turn.promptStart, sampleStart: turn.sampleStart, end: turn.end, text: turn.text, finishReason: result.finishReason, toolCalls: [], ms });
+          seq.turns.push({
+            promptStart: turn.promptStart,
+            sampleStart: turn.sampleStart,
+            end: turn.end,
+            text: turn.text,
+            finishReason: result.finishReason,
+            toolCalls: [],
+            ms,
+          });
         } else {
           limitHit = limits.maxSequenceTokens - trajectory.length > 0 ? 'token_budget' : 'context_overflow';
         }
@@ -277,7 +313,13 @@ export class RolloutEngine {
     return trajectory.length + need <= max;
   }
 
-  private async sample(run: RunState, seq: Sequence, trajectory: Trajectory, maxNewTokens: number, turn: number): Promise<{ result: SampleResult; ms: number }> {
+  private async sample(
+    run: RunState,
+    seq: Sequence,
+    trajectory: Trajectory,
+    maxNewTokens: number,
+    turn: number,
+  ): Promise<{ result: SampleResult; ms: number }> {
     const t = performance.now();
     const result = await this.policy.sample(trajectory.tokens, {
       maxNewTokens,
@@ -291,7 +333,8 @@ export class RolloutEngine {
     });
     const ms = performance.now() - t;
     run.sampleMs += ms;
-    if (!Array.isArray(result?.tokens) || result.tokens.length > maxNewTokens) throw new Error(`policy returned ${result?.tokens?.length ?? 'no'} tokens for maxNewTokens ${maxNewTokens}`);
+    if (!Array.isArray(result?.tokens) || result.tokens.length > maxNewTokens)
+      throw new Error(`policy returned ${result?.tokens?.length ?? 'no'} tokens for maxNewTokens ${maxNewTokens}`);
     run.charge(result.tokens.length);
     return { result, ms };
   }
@@ -307,7 +350,11 @@ export class RolloutEngine {
           const error = `Error: unknown tool "${call.name}"; available: ${[...this.toolsByName.keys()].join(', ') || '(none)'}.`;
           return { ...base, valid: false, error, result: error };
         }
-        const res = await executeTool(tool, call.arguments, { timeoutMs: this.limits.toolTimeoutMs, maxChars: this.limits.toolResultChars, signal: run.request.signal });
+        const res = await executeTool(tool, call.arguments, {
+          timeoutMs: this.limits.toolTimeoutMs,
+          maxChars: this.limits.toolResultChars,
+          signal: run.request.signal,
+        });
         run.toolMs += res.ms;
         const rec: ToolCallRecord = { ...base, valid: res.valid && !call.repaired, result: res.text, ms: res.ms };
         if (!res.valid) rec.error = res.text;
@@ -319,7 +366,11 @@ export class RolloutEngine {
   }
 
   /** Planner calls: delegate_subtask spawns workers (concurrently); anything else is an error result. */
-  private async delegateCalls(run: RunState, planner: Sequence, parsed: readonly ParsedCall[]): Promise<{ messages: ChatMessage[]; records: ToolCallRecord[] }> {
+  private async delegateCalls(
+    run: RunState,
+    planner: Sequence,
+    parsed: readonly ParsedCall[],
+  ): Promise<{ messages: ChatMessage[]; records: ToolCallRecord[] }> {
     const settled = await Promise.allSettled(
       parsed.map(async (call): Promise<ToolCallRecord> => {
         const base = { name: call.name, arguments: call.arguments, raw: call.raw };
@@ -343,7 +394,9 @@ export class RolloutEngine {
         await this.agent(run, worker, this.systemPrompt('worker', this.toolSpecs), recap, this.toolSpecs);
         const last = worker.messages[worker.messages.length - 1];
         const report =
-          last?.role === 'assistant' ? stripReasoningAndCalls(last.content) || '(the worker returned an empty report)' : 'The worker ran out of context before it could report.';
+          last?.role === 'assistant'
+            ? stripReasoningAndCalls(last.content) || '(the worker returned an empty report)'
+            : 'The worker ran out of context before it could report.';
         return { ...base, valid: !call.repaired, result: report, workerId: worker.id, ms: performance.now() - t };
       }),
     );
@@ -351,7 +404,11 @@ export class RolloutEngine {
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const records = settled.map((s) => (s as PromiseFulfilledResult<ToolCallRecord>).value);
     const role = this.workerResultRole;
-    const messages = records.map((r): ChatMessage => (role === 'tool' ? { role: 'tool', name: r.name || DELEGATE_TOOL, content: r.result ?? '' } : { role: 'user', content: r.result ?? '' }));
+    const messages = records.map((r): ChatMessage =>
+      role === 'tool'
+        ? { role: 'tool', name: r.name || DELEGATE_TOOL, content: r.result ?? '' }
+        : { role: 'user', content: r.result ?? '' },
+    );
     return { messages, records };
   }
 }
@@ -383,7 +440,18 @@ class RunState {
 
   newSequence(role: Role, parentId: string | null): Sequence {
     const id = role === 'worker' ? `${this.request.rolloutId}/w${this.nextWorker++}` : `${this.request.rolloutId}/p`;
-    const seq: Sequence = { id, parentId, role, tokens: [], mask: [], logprobs: [], turns: [], messages: [], outcome: 'no_answer', formatScore: 1 };
+    const seq: Sequence = {
+      id,
+      parentId,
+      role,
+      tokens: [],
+      mask: [],
+      logprobs: [],
+      turns: [],
+      messages: [],
+      outcome: 'no_answer',
+      formatScore: 1,
+    };
     if (role === 'worker') this.workers.push(seq);
     return seq;
   }
@@ -419,8 +487,10 @@ export interface BatchOptions {
 
 /** G rollouts per question for a batch of questions, `concurrency` at a time, in question-major order. */
 export async function runRollouts(engine: RolloutEngine, questions: readonly Question[], options: BatchOptions): Promise<Rollout[]> {
-  if (!Number.isInteger(options.group) || options.group < 1) throw new ConfigError({ path: 'group', message: `expected a positive integer, got ${options.group}` });
-  if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new ConfigError({ path: 'concurrency', message: `expected a positive integer, got ${options.concurrency}` });
+  if (!Number.isInteger(options.group) || options.group < 1)
+    throw new ConfigError({ path: 'group', message: `expected a positive integer, got ${options.group}` });
+  if (!Number.isInteger(options.concurrency) || options.concurrency < 1)
+    throw new ConfigError({ path: 'concurrency', message: `expected a positive integer, got ${options.concurrency}` });
   const requests: RolloutRequest[] = [];
   for (const question of questions) {
     for (let index = 0; index < options.group; index++) {

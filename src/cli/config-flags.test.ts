@@ -17,14 +17,23 @@ test('model and data only: every other value is the schema default', () => {
 });
 
 test('flags set their keys, imply others, and errors name the flag typed', () => {
-  const c = resolveConfig({ endpoint: 'http://127.0.0.1:1', 'max-context': '2048', web: true, 'no-progress': true, set: ['rollout.maxTurns=3'] }, FLAGS);
+  const c = resolveConfig(
+    { endpoint: 'http://127.0.0.1:1', 'max-context': '2048', web: true, 'no-progress': true, set: ['rollout.maxTurns=3'] },
+    FLAGS,
+  );
   assert.equal(c.model.kind, 'endpoint');
   assert.equal(c.rollout.maxSequenceTokens, 2048);
   assert.equal(c.rollout.maxTurns, 3);
   assert.equal(c.tools.web, true);
   assert.equal(c.run.progress, false);
-  assert.throws(() => resolveConfig({ 'max-context': 'lots' }, FLAGS), (e: unknown) => e instanceof ConfigError && e.path === '--max-context');
-  assert.throws(() => resolveConfig({ set: ['rollout.maxTurns=x'] }, FLAGS), (e: unknown) => e instanceof ConfigError && e.path === 'rollout.maxTurns');
+  assert.throws(
+    () => resolveConfig({ 'max-context': 'lots' }, FLAGS),
+    (e: unknown) => e instanceof ConfigError && e.path === '--max-context',
+  );
+  assert.throws(
+    () => resolveConfig({ set: ['rollout.maxTurns=x'] }, FLAGS),
+    (e: unknown) => e instanceof ConfigError && e.path === 'rollout.maxTurns',
+  );
 });
 
 test('--help lists each flag with the key it sets', () => {

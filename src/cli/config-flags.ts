@@ -75,7 +75,11 @@ export function configFlagOptions(flags: readonly ConfigFlag[]): ParseOptions {
 }
 
 /** The config file, `--set` overrides and flags, resolved and validated; errors name the flag typed. */
-export function resolveConfig(values: Record<string, unknown>, flags: readonly ConfigFlag[], extraSets: readonly string[] = []): TrainConfig {
+export function resolveConfig(
+  values: Record<string, unknown>,
+  flags: readonly ConfigFlag[],
+  extraSets: readonly string[] = [],
+): TrainConfig {
   const sets = [...((values.set as string[] | undefined) ?? []), ...extraSets];
   const flagOf = new Map<string, string>();
   for (const f of flags) {

@@ -127,7 +127,12 @@ export interface TrainablePolicy extends SamplingPolicy {
 /** True when a sampling policy can also be trained. */
 export function isTrainable(policy: SamplingPolicy): policy is TrainablePolicy {
   const p = policy as Partial<TrainablePolicy>;
-  return typeof p.forward === 'function' && typeof p.forwardBackward === 'function' && typeof p.optimStep === 'function' && typeof p.save === 'function';
+  return (
+    typeof p.forward === 'function' &&
+    typeof p.forwardBackward === 'function' &&
+    typeof p.optimStep === 'function' &&
+    typeof p.save === 'function'
+  );
 }
 
 /** Opens a model directory as a trainable policy. */

@@ -24,10 +24,20 @@ test('meanCurve averages the finite values at each step, over runs of different 
 });
 
 test('rewardCurvesSvg draws one thin line per seed and a mean line per mode, scaled to the data', () => {
-  const svg = rewardCurvesSvg([
-    { label: 'MATPO', color: '#1f77b4', runs: [[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]] },
-    { label: 'single <GRPO>', color: '#d62728', runs: [[0, NaN, 0.4]] },
-  ], { title: 'reward & steps' });
+  const svg = rewardCurvesSvg(
+    [
+      {
+        label: 'MATPO',
+        color: '#1f77b4',
+        runs: [
+          [0.1, 0.2, 0.3],
+          [0.3, 0.2, 0.1],
+        ],
+      },
+      { label: 'single <GRPO>', color: '#d62728', runs: [[0, NaN, 0.4]] },
+    ],
+    { title: 'reward & steps' },
+  );
   checkWellFormed(svg);
   assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   assert.match(svg, /reward &amp; steps/);

@@ -49,10 +49,13 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
       if (Number.isFinite(y)) parts.at(-1)!.push([num(px(i + 1)), num(py(y))]);
       else if (parts.at(-1)!.length) parts.push([]);
     });
-    return parts.filter((p) => p.length).map((p) =>
-      p.length === 1
-        ? `<circle cx="${p[0][0]}" cy="${p[0][1]}" r="${width}" fill="${c}" fill-opacity="${opacity}"/>`
-        : `<polyline points="${p.map((xy) => xy.join(',')).join(' ')}" fill="none" stroke="${c}" stroke-width="${width}" stroke-opacity="${opacity}"/>`);
+    return parts
+      .filter((p) => p.length)
+      .map((p) =>
+        p.length === 1
+          ? `<circle cx="${p[0][0]}" cy="${p[0][1]}" r="${width}" fill="${c}" fill-opacity="${opacity}"/>`
+          : `<polyline points="${p.map((xy) => xy.join(',')).join(' ')}" fill="none" stroke="${c}" stroke-width="${width}" stroke-opacity="${opacity}"/>`,
+      );
   };
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
@@ -65,16 +68,21 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
     out.push(`<text x="${PAD.left - 6}" y="${num(py(y) + 4)}" text-anchor="end" fill="#555">${Number(y.toFixed(3))}</text>`);
   }
   const tick = Math.max(1, Math.ceil(steps / 10));
-  for (let s = 1; s <= steps; s += tick) out.push(`<text x="${num(px(s))}" y="${H - PAD.bottom + 16}" text-anchor="middle" fill="#555">${s}</text>`);
+  for (let s = 1; s <= steps; s += tick)
+    out.push(`<text x="${num(px(s))}" y="${H - PAD.bottom + 16}" text-anchor="middle" fill="#555">${s}</text>`);
   out.push(`<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 6}" text-anchor="middle" fill="#333">RL step</text>`);
-  out.push(`<text transform="translate(14 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle" fill="#333">${esc(opts.yLabel ?? 'training reward')}</text>`);
+  out.push(
+    `<text transform="translate(14 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle" fill="#333">${esc(opts.yLabel ?? 'training reward')}</text>`,
+  );
   out.push(`<line x1="${PAD.left}" x2="${PAD.left}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#999"/>`);
   series.forEach((s, i) => {
     for (const run of s.runs) out.push(...lines(run, s.color, 1, 0.35));
     out.push(...lines(meanCurve(s.runs), s.color, 2.5, 1));
     const lx = PAD.left + 10 + i * 280;
     out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${PAD.top + 8}" y2="${PAD.top + 8}" stroke="${esc(s.color)}" stroke-width="2.5"/>`);
-    out.push(`<text x="${lx + 26}" y="${PAD.top + 12}" fill="#333">${esc(`${s.label} (mean of ${s.runs.length}; thin: each seed)`)}</text>`);
+    out.push(
+      `<text x="${lx + 26}" y="${PAD.top + 12}" fill="#333">${esc(`${s.label} (mean of ${s.runs.length}; thin: each seed)`)}</text>`,
+    );
   });
   out.push('</svg>');
   return out.join('\n') + '\n';

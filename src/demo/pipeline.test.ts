@@ -8,15 +8,38 @@ test('the experiment keeps the settings its README results were produced with, w
   assert.deepEqual(EXPERIMENT_DEFAULTS, {
     seed: 1,
     world: {
-      entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 2,
-      hops: [1, 2], noise: 0.3, distractors: 0.5, docLength: 'short',
+      entities: 300,
+      questions: 1500,
+      demoQuestions: 1200,
+      vocabSize: 2048,
+      demoErrorRate: 0.1,
+      demoGuessRate: 0,
+      demoGuessMaxHops: 2,
+      hops: [1, 2],
+      noise: 0.3,
+      distractors: 0.5,
+      docLength: 'short',
     },
     model: { preset: 'tiny' },
     sft: { epochs: 2, lr: 0.002, batchTokens: 4096, otherTokenWeight: 0.3 },
     rl: {
-      steps: 10, groupSize: 8, questionsPerStep: 4, learningRate: 3e-5, evalQuestions: 50, evalTemperature: 0, temperature: 1,
-      maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 1024, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
-      maxRolloutTokens: 512, estimator: 'grpo', formatReward: false, dropZeroVarianceGroups: true,
+      steps: 10,
+      groupSize: 8,
+      questionsPerStep: 4,
+      learningRate: 3e-5,
+      evalQuestions: 50,
+      evalTemperature: 0,
+      temperature: 1,
+      maxTurns: 6,
+      maxNewTokens: 96,
+      maxSequenceTokens: 1024,
+      workerSummaryTokens: 128,
+      microBatchTokens: 8192,
+      overflow: 'stop',
+      maxRolloutTokens: 512,
+      estimator: 'grpo',
+      formatReward: false,
+      dropZeroVarianceGroups: true,
     },
   });
 });
@@ -41,13 +64,26 @@ test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1
   const log = console.log;
   console.log = () => {};
   try {
-    const s = { ...QUICK, seed: 2, worlds: { train: 3, unseen: 1 }, reading: { exercisesPerWorld: 4, epochs: 1, lr: 1e-3, otherTokenWeight: 0 } };
+    const s = {
+      ...QUICK,
+      seed: 2,
+      worlds: { train: 3, unseen: 1 },
+      reading: { exercisesPerWorld: 4, epochs: 1, lr: 1e-3, otherTokenWeight: 0 },
+    };
     await worldPhase(dir, s, 'matpo', 'test');
     const set = JSON.parse(readFileSync(join(dir, 'world', 'world-set.json'), 'utf8'));
     assert.deepEqual([set.trainSeeds, set.unseenSeeds], [[201, 202, 203], [299]]);
     assert.equal(set.knobs.questions, Math.ceil(QUICK.world.questions / 3));
-    assert.equal(readFileSync(join(dir, 'world', 'reading.jsonl'), 'utf8').trim().split('\n').length, 12);
-    const questions = readFileSync(join(dir, 'world', 'demos-matpo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    assert.equal(
+      readFileSync(join(dir, 'world', 'reading.jsonl'), 'utf8')
+        .trim()
+        .split('\n').length,
+      12,
+    );
+    const questions = readFileSync(join(dir, 'world', 'demos-matpo.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
       .filter((t) => t.messages[0].content.includes('planner')).length;
     assert.equal(questions, 3 * Math.ceil(QUICK.world.demoQuestions / 3));
   } finally {

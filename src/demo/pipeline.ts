@@ -42,14 +42,20 @@ export type Mode = 'matpo' | 'single';
 export interface PipelineSettings {
   seed: number;
   world: {
-    entities: number; questions: number; demoQuestions: number; vocabSize: number; demoErrorRate: number;
+    entities: number;
+    questions: number;
+    demoQuestions: number;
+    vocabSize: number;
+    demoErrorRate: number;
     /** Fraction of questions the expert planner (or single agent) answers from memory, wrongly, in the demonstrations. */
     demoGuessRate: number;
     /** ... among questions of at most this many hops. */
     demoGuessMaxHops: number;
     /** Fewest and most hops of a question. */
     hops: [number, number];
-    noise: number; distractors: number; docLength: WorldOptions['docLength'];
+    noise: number;
+    distractors: number;
+    docLength: WorldOptions['docLength'];
   };
   model: { preset: string };
   /**
@@ -62,10 +68,19 @@ export interface PipelineSettings {
   /** Warm-start: epochs, peak learning rate (cosine decay), optimizer batch and the loss weight of non-assistant tokens. */
   sft: { epochs: number; lr: number; batchTokens: number; otherTokenWeight: number };
   rl: {
-    steps: number; groupSize: number; questionsPerStep: number; learningRate: number; evalQuestions: number; evalTemperature: number;
+    steps: number;
+    groupSize: number;
+    questionsPerStep: number;
+    learningRate: number;
+    evalQuestions: number;
+    evalTemperature: number;
     /** Sampling temperature of the training rollouts. */
     temperature: number;
-    maxTurns: number; maxNewTokens: number; maxSequenceTokens: number; workerSummaryTokens: number; microBatchTokens: number;
+    maxTurns: number;
+    maxNewTokens: number;
+    maxSequenceTokens: number;
+    workerSummaryTokens: number;
+    microBatchTokens: number;
     overflow: 'drop-middle' | 'stop';
     /** Tokens sampled per rollout (planner and workers together, or the single agent); null = no limit. */
     maxRolloutTokens: number | null;
@@ -85,7 +100,19 @@ export interface PipelineSettings {
 /** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
-  world: { entities: 300, questions: 1500, demoQuestions: 1200, vocabSize: 2048, demoErrorRate: 0.1, demoGuessRate: 0.7, demoGuessMaxHops: 1, hops: [1, 2], noise: 0, distractors: 0.2, docLength: 'short' },
+  world: {
+    entities: 300,
+    questions: 1500,
+    demoQuestions: 1200,
+    vocabSize: 2048,
+    demoErrorRate: 0.1,
+    demoGuessRate: 0.7,
+    demoGuessMaxHops: 1,
+    hops: [1, 2],
+    noise: 0,
+    distractors: 0.2,
+    docLength: 'short',
+  },
   model: { preset: 'tiny' },
   // Every training question is demonstrated: two warm-starts on all 1,200 reached 32 % greedy
   // accuracy on held-out questions (36 % and 42 % on training questions), against 0–2 % for the
@@ -106,9 +133,23 @@ export const DEMO_DEFAULTS: PipelineSettings = {
   // success carry no signal. 8 questions × 8 rollouts at 1e-4 move the planner off guessing within
   // about ten steps; 3e-5 did not move it in 15.
   rl: {
-    steps: 12, groupSize: 8, questionsPerStep: 8, learningRate: 1e-4, evalQuestions: 50, evalTemperature: 0, temperature: 0.6,
-    maxTurns: 6, maxNewTokens: 96, maxSequenceTokens: 2048, workerSummaryTokens: 128, microBatchTokens: 8192, overflow: 'stop',
-    maxRolloutTokens: null, estimator: 'grpo', formatReward: false, dropZeroVarianceGroups: true,
+    steps: 12,
+    groupSize: 8,
+    questionsPerStep: 8,
+    learningRate: 1e-4,
+    evalQuestions: 50,
+    evalTemperature: 0,
+    temperature: 0.6,
+    maxTurns: 6,
+    maxNewTokens: 96,
+    maxSequenceTokens: 2048,
+    workerSummaryTokens: 128,
+    microBatchTokens: 8192,
+    overflow: 'stop',
+    maxRolloutTokens: null,
+    estimator: 'grpo',
+    formatReward: false,
+    dropZeroVarianceGroups: true,
   },
 };
 
@@ -136,13 +177,39 @@ export const MULTI_WORLD: PipelineSettings = {
  */
 export const QUICK: PipelineSettings = {
   seed: 1,
-  world: { entities: 60, questions: 120, demoQuestions: 40, vocabSize: 600, demoErrorRate: 0.1, demoGuessRate: 0, demoGuessMaxHops: 4, hops: [1, 4], noise: 0, distractors: 0.2, docLength: 'short' },
+  world: {
+    entities: 60,
+    questions: 120,
+    demoQuestions: 40,
+    vocabSize: 600,
+    demoErrorRate: 0.1,
+    demoGuessRate: 0,
+    demoGuessMaxHops: 4,
+    hops: [1, 4],
+    noise: 0,
+    distractors: 0.2,
+    docLength: 'short',
+  },
   model: { preset: 'mini' },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
-    steps: 2, groupSize: 8, questionsPerStep: 2, learningRate: 1e-4, evalQuestions: 4, evalTemperature: 0, temperature: 1,
-    maxTurns: 3, maxNewTokens: 48, maxSequenceTokens: 768, workerSummaryTokens: 24, microBatchTokens: 2048, overflow: 'stop',
-    maxRolloutTokens: 256, estimator: 'grpo', formatReward: true, dropZeroVarianceGroups: false,
+    steps: 2,
+    groupSize: 8,
+    questionsPerStep: 2,
+    learningRate: 1e-4,
+    evalQuestions: 4,
+    evalTemperature: 0,
+    temperature: 1,
+    maxTurns: 3,
+    maxNewTokens: 48,
+    maxSequenceTokens: 768,
+    workerSummaryTokens: 24,
+    microBatchTokens: 2048,
+    overflow: 'stop',
+    maxRolloutTokens: 256,
+    estimator: 'grpo',
+    formatReward: true,
+    dropZeroVarianceGroups: false,
   },
 };
 
@@ -163,7 +230,15 @@ export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   // a turn starts only if 96 more tokens fit, so a 1,024-token context binds on the longer ones
   // while planner (≤ 556) and worker (90 % ≤ 921) contexts fit. Every rollout of either mode may
   // sample 512 tokens.
-  rl: { ...DEMO_DEFAULTS.rl, steps: 10, questionsPerStep: 4, learningRate: 3e-5, temperature: 1, maxSequenceTokens: 1024, maxRolloutTokens: 512 },
+  rl: {
+    ...DEMO_DEFAULTS.rl,
+    steps: 10,
+    questionsPerStep: 4,
+    learningRate: 3e-5,
+    temperature: 1,
+    maxSequenceTokens: 1024,
+    maxRolloutTokens: 512,
+  },
 };
 
 export interface RunSummary {
@@ -233,8 +308,10 @@ async function runPhases(phases: Phase[], timesFile: string, label: string): Pro
 /** The training and unseen world seeds of a pipeline run (see the top of this file). */
 export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: number[] } {
   const { train, unseen } = s.worlds ?? { train: 1, unseen: 2 };
-  if (!(Number.isInteger(train) && train >= 1 && train <= 90)) throw new ConfigError({ path: 'worlds.train', message: `expected 1..90 training worlds, got ${train}` });
-  if (!(Number.isInteger(unseen) && unseen >= 0 && unseen <= 9)) throw new ConfigError({ path: 'worlds.unseen', message: `expected 0..9 unseen worlds, got ${unseen}` });
+  if (!(Number.isInteger(train) && train >= 1 && train <= 90))
+    throw new ConfigError({ path: 'worlds.train', message: `expected 1..90 training worlds, got ${train}` });
+  if (!(Number.isInteger(unseen) && unseen >= 0 && unseen <= 9))
+    throw new ConfigError({ path: 'worlds.unseen', message: `expected 0..9 unseen worlds, got ${unseen}` });
   return {
     train: train === 1 ? [s.seed] : Array.from({ length: train }, (_, k) => 100 * s.seed + 1 + k),
     unseen: Array.from({ length: unseen }, (_, k) => 100 * s.seed + 99 - k),
@@ -242,41 +319,61 @@ export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: numb
 }
 
 /** Generate the world set, its tokenizer, the expert's demonstrations for the given modes and the unseen worlds. */
-export async function worldPhase(dir: string, s: PipelineSettings, demos: 'matpo' | 'single' | 'both', label = 'demo'): Promise<Record<string, number>> {
+export async function worldPhase(
+  dir: string,
+  s: PipelineSettings,
+  demos: 'matpo' | 'single' | 'both',
+  label = 'demo',
+): Promise<Record<string, number>> {
   const world = join(resolve(dir), 'world');
   mkdirSync(resolve(dir), { recursive: true });
   const seeds = worldSeeds(s);
   const k = seeds.train.length;
-  return runPhases([{
-    name: 'world', done: join(world, '.done'),
-    run: async () => {
-      const [minHops, maxHops] = s.world.hops;
-      await writeWorldSetDir(
-        {
-          out: world,
-          options: {
-            entities: s.world.entities, questions: Math.ceil(s.world.questions / k), minHops, maxHops,
-            noise: s.world.noise, distractors: s.world.distractors, docLength: s.world.docLength,
-          },
-          trainSeeds: seeds.train,
-          unseenSeeds: seeds.unseen,
-          vocabSize: s.world.vocabSize,
-          demos: demos === 'both' ? ['matpo', 'single'] : [demos],
-          demoQuestions: Math.ceil(s.world.demoQuestions / k),
-          demoErrorRate: s.world.demoErrorRate,
-          demoGuessRate: s.world.demoGuessRate,
-          ...(s.world.demoGuessRate > 0 ? { demoGuessMaxHops: s.world.demoGuessMaxHops } : {}),
-          reading: s.reading ? s.reading.exercisesPerWorld : 0,
+  return runPhases(
+    [
+      {
+        name: 'world',
+        done: join(world, '.done'),
+        run: async () => {
+          const [minHops, maxHops] = s.world.hops;
+          await writeWorldSetDir(
+            {
+              out: world,
+              options: {
+                entities: s.world.entities,
+                questions: Math.ceil(s.world.questions / k),
+                minHops,
+                maxHops,
+                noise: s.world.noise,
+                distractors: s.world.distractors,
+                docLength: s.world.docLength,
+              },
+              trainSeeds: seeds.train,
+              unseenSeeds: seeds.unseen,
+              vocabSize: s.world.vocabSize,
+              demos: demos === 'both' ? ['matpo', 'single'] : [demos],
+              demoQuestions: Math.ceil(s.world.demoQuestions / k),
+              demoErrorRate: s.world.demoErrorRate,
+              demoGuessRate: s.world.demoGuessRate,
+              ...(s.world.demoGuessRate > 0 ? { demoGuessMaxHops: s.world.demoGuessMaxHops } : {}),
+              reading: s.reading ? s.reading.exercisesPerWorld : 0,
+            },
+            rolloutOptions(parseConfig({})),
+          );
         },
-        rolloutOptions(parseConfig({})),
-      );
-    },
-  }], join(resolve(dir), '.world-seconds.json'), label);
+      },
+    ],
+    join(resolve(dir), '.world-seconds.json'),
+    label,
+  );
 }
 
 /** Model init, warm-start and RL for one mode, on the world under `dir/world`. */
 export async function modePhases(
-  dir: string, s: PipelineSettings, mode: Mode, options: { progress?: boolean; threads?: number; label?: string } = {},
+  dir: string,
+  s: PipelineSettings,
+  mode: Mode,
+  options: { progress?: boolean; threads?: number; label?: string } = {},
 ): Promise<RunSummary> {
   const root = resolve(dir);
   const world = join(root, 'world');
@@ -294,71 +391,114 @@ export async function modePhases(
     model: { path: modelSft, threads: options.threads ?? 0 },
     data: { world, trainSplit: 'train', evalSplit: 'test' },
     rollout: {
-      mode, groupSize: s.rl.groupSize, questionsPerStep: s.rl.questionsPerStep, temperature: s.rl.temperature,
-      maxTurns: s.rl.maxTurns, maxNewTokens: s.rl.maxNewTokens, maxSequenceTokens: s.rl.maxSequenceTokens,
-      workerSummaryTokens: s.rl.workerSummaryTokens, overflow: s.rl.overflow, maxRolloutTokens: s.rl.maxRolloutTokens, concurrency: 32,
+      mode,
+      groupSize: s.rl.groupSize,
+      questionsPerStep: s.rl.questionsPerStep,
+      temperature: s.rl.temperature,
+      maxTurns: s.rl.maxTurns,
+      maxNewTokens: s.rl.maxNewTokens,
+      maxSequenceTokens: s.rl.maxSequenceTokens,
+      workerSummaryTokens: s.rl.workerSummaryTokens,
+      overflow: s.rl.overflow,
+      maxRolloutTokens: s.rl.maxRolloutTokens,
+      concurrency: 32,
     },
     rl: {
-      estimator: s.rl.estimator, credit: 'matpo', dropZeroVarianceGroups: s.rl.dropZeroVarianceGroups,
+      estimator: s.rl.estimator,
+      credit: 'matpo',
+      dropZeroVarianceGroups: s.rl.dropZeroVarianceGroups,
       reward: s.rl.formatReward ? {} : { formatScale: 0, formatSingle: 0 },
     },
     optim: { learningRate: s.rl.learningRate, maxGradNorm: 1, microBatchTokens: s.rl.microBatchTokens },
     sft: {
-      data: join(world, `demos-${mode}.jsonl`), out: modelSft, epochs: s.sft.epochs, learningRate: s.sft.lr, batchTokens: s.sft.batchTokens,
+      data: join(world, `demos-${mode}.jsonl`),
+      out: modelSft,
+      epochs: s.sft.epochs,
+      learningRate: s.sft.lr,
+      batchTokens: s.sft.batchTokens,
       otherTokenWeight: s.sft.otherTokenWeight,
     },
     run: {
-      name: 'run', dir: base, seed: s.seed, steps: s.rl.steps, evalEvery: s.rl.steps, evalQuestions: s.rl.evalQuestions, evalTemperature: s.rl.evalTemperature,
-      checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)), keepCheckpoints: 2, progress,
+      name: 'run',
+      dir: base,
+      seed: s.seed,
+      steps: s.rl.steps,
+      evalEvery: s.rl.steps,
+      evalQuestions: s.rl.evalQuestions,
+      evalTemperature: s.rl.evalTemperature,
+      checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)),
+      keepCheckpoints: 2,
+      progress,
     },
   } satisfies TrainConfigInput;
   const config = parseConfig(input);
   const configFile = join(base, 'train.yaml');
   writeFileSync(configFile, configToYaml(config));
   const initEval = join(base, 'eval-untrained.jsonl');
-  const phaseSeconds = await runPhases([
-    {
-      name: 'init-model', done: join(modelInit, '.done'),
-      run: async () => {
-        rmSync(modelInit, { recursive: true, force: true });
-        await initModelDir(modelInit, { config: s.model.preset, tokenizerDir: join(world, 'tokenizer'), seed: s.seed });
+  const phaseSeconds = await runPhases(
+    [
+      {
+        name: 'init-model',
+        done: join(modelInit, '.done'),
+        run: async () => {
+          rmSync(modelInit, { recursive: true, force: true });
+          await initModelDir(modelInit, { config: s.model.preset, tokenizerDir: join(world, 'tokenizer'), seed: s.seed });
+        },
       },
-    },
-    {
-      // The same held-out questions (same-world, then unseen worlds) and rollout settings as the training run's evaluations.
-      name: 'eval-untrained', done: `${initEval}.done`,
-      run: async () => {
-        await runEvaluations({ ...config, model: { ...config.model, path: modelInit } }, { out: initEval });
+      {
+        // The same held-out questions (same-world, then unseen worlds) and rollout settings as the training run's evaluations.
+        name: 'eval-untrained',
+        done: `${initEval}.done`,
+        run: async () => {
+          await runEvaluations({ ...config, model: { ...config.model, path: modelInit } }, { out: initEval });
+        },
       },
-    },
-    ...(s.reading ? [{
-      name: 'reading', done: join(modelRead, '.done'),
-      run: async () => {
-        rmSync(modelRead, { recursive: true, force: true });
-        const r = s.reading!;
-        await runSft({
-          ...config, model: { ...config.model, path: modelInit },
-          sft: { ...config.sft, data: join(world, 'reading.jsonl'), out: modelRead, epochs: r.epochs, learningRate: r.lr, otherTokenWeight: r.otherTokenWeight },
-        });
+      ...(s.reading
+        ? [
+            {
+              name: 'reading',
+              done: join(modelRead, '.done'),
+              run: async () => {
+                rmSync(modelRead, { recursive: true, force: true });
+                const r = s.reading!;
+                await runSft({
+                  ...config,
+                  model: { ...config.model, path: modelInit },
+                  sft: {
+                    ...config.sft,
+                    data: join(world, 'reading.jsonl'),
+                    out: modelRead,
+                    epochs: r.epochs,
+                    learningRate: r.lr,
+                    otherTokenWeight: r.otherTokenWeight,
+                  },
+                });
+              },
+            },
+          ]
+        : []),
+      {
+        name: 'sft',
+        done: join(modelSft, '.done'),
+        run: async () => {
+          rmSync(modelSft, { recursive: true, force: true });
+          await runSft({ ...config, model: { ...config.model, path: s.reading ? modelRead : modelInit } });
+        },
       },
-    }] : []),
-    {
-      name: 'sft', done: join(modelSft, '.done'),
-      run: async () => {
-        rmSync(modelSft, { recursive: true, force: true });
-        await runSft({ ...config, model: { ...config.model, path: s.reading ? modelRead : modelInit } });
+      {
+        name: 'train',
+        done: join(runDir, '.done'),
+        run: async () => {
+          const resume = existsSync(join(runDir, 'checkpoints', 'latest'));
+          if (!resume) rmSync(runDir, { recursive: true, force: true });
+          const result = await runTraining(resume ? loadConfig(runPaths(runDir).config) : config, { runDir, resume });
+          console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step}; run directory ${runDir}`);
+        },
       },
-    },
-    {
-      name: 'train', done: join(runDir, '.done'),
-      run: async () => {
-        const resume = existsSync(join(runDir, 'checkpoints', 'latest'));
-        if (!resume) rmSync(runDir, { recursive: true, force: true });
-        const result = await runTraining(resume ? loadConfig(runPaths(runDir).config) : config, { runDir, resume });
-        console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step}; run directory ${runDir}`);
-      },
-    },
-  ], join(base, '.phase-seconds.json'), label);
+    ],
+    join(base, '.phase-seconds.json'),
+    label,
+  );
   const summary = summarizeRun(runDir, mode, phaseSeconds);
   summary.untrained = existsSync(initEval) ? evalSummary(readRolloutsJsonl(initEval)) : null;
   const final = findLatestCheckpoint(runPaths(runDir));
@@ -373,7 +513,8 @@ export async function modePhases(
 export function relativeWeightChange(a: string, b: string): number {
   const wa = loadModelDir(a).weights;
   const wb = loadModelDir(b).weights;
-  if (wa.length !== wb.length) throw new MatpoError('shape', `${a} and ${b} hold different architectures (${wa.length} vs ${wb.length} parameters)`);
+  if (wa.length !== wb.length)
+    throw new MatpoError('shape', `${a} and ${b} hold different architectures (${wa.length} vs ${wb.length} parameters)`);
   let diff = 0;
   let norm = 0;
   for (let i = 0; i < wa.length; i++) {
@@ -399,7 +540,9 @@ export function evalSummary(rollouts: readonly Rollout[], logged?: { accuracy: n
     format: mean(rollouts.map((r) => r.root.formatScore)),
     workersPerRollout: mean(rollouts.map((r) => r.workers.length)),
     noToolRate: mean(rollouts.map((r) => (r.root.turns.every((t) => t.toolCalls.length === 0) ? 1 : 0))),
-    overflowRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0))),
+    overflowRate: mean(
+      rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'context_overflow' || (q.droppedTurns ?? 0) > 0) ? 1 : 0)),
+    ),
     budgetRate: mean(rollouts.map((r) => (sequences(r).some((q) => q.outcome === 'token_budget') ? 1 : 0))),
     sampledTokens: mean(rollouts.map(sampled)),
     longestContext: mean(rollouts.map((r) => Math.max(...sequences(r).map((q) => q.tokens.length)))),
@@ -412,7 +555,10 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
   const paths = runPaths(runDir);
   const metrics = readMetrics(paths);
   const evalSteps = existsSync(paths.eval)
-    ? readdirSync(paths.eval).map(parseStepName).filter((n): n is number => n !== null).sort((a, b) => a - b)
+    ? readdirSync(paths.eval)
+        .map(parseStepName)
+        .filter((n): n is number => n !== null)
+        .sort((a, b) => a - b)
     : [];
   const evalAt = (step: number): EvalSummary | null => {
     const file = join(paths.eval, `${stepName(step)}.jsonl`);
@@ -423,20 +569,31 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
   const first = evalSteps[0];
   const last = evalSteps.at(-1);
   const root = mode === 'matpo' ? 'planner' : 'single';
-  const rewardCurve = metrics.filter((m) => typeof m[`${root}/reward`] === 'number' && Number(m.step) > 0).map((m) => Number(m[`${root}/reward`]));
+  const rewardCurve = metrics
+    .filter((m) => typeof m[`${root}/reward`] === 'number' && Number(m.step) > 0)
+    .map((m) => Number(m[`${root}/reward`]));
   const unseenAt = (step: number): EvalSummary | null => {
     const file = join(paths.root, 'eval-unseen', `${stepName(step)}.jsonl`);
     const m = metrics.filter((x) => x.step === step && typeof x['unseen/accuracy'] === 'number').at(-1);
-    return existsSync(file) ? evalSummary(readRolloutsJsonl(file), m ? { accuracy: Number(m['unseen/accuracy']), stderr: Number(m['unseen/accuracy_se']) } : undefined) : null;
+    return existsSync(file)
+      ? evalSummary(
+          readRolloutsJsonl(file),
+          m ? { accuracy: Number(m['unseen/accuracy']), stderr: Number(m['unseen/accuracy_se']) } : undefined,
+        )
+      : null;
   };
   return {
-    mode, runDir, steps: last ?? 0,
+    mode,
+    runDir,
+    steps: last ?? 0,
     untrained: null,
     before: first === 0 ? evalAt(0) : null,
     after: last !== undefined && last > 0 ? evalAt(last) : null,
     unseenBefore: first === 0 ? unseenAt(0) : null,
     unseenAfter: last !== undefined && last > 0 ? unseenAt(last) : null,
-    rewardCurve, phaseSeconds, weightChange: null,
+    rewardCurve,
+    phaseSeconds,
+    weightChange: null,
   };
 }
 
@@ -457,15 +614,18 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
   const acc = (e: EvalSummary | null) => `${pct(e?.accuracy)} ± ${pct(e?.stderr)}`;
   const seeds = r.seeds;
   // A planted habit is part of what the warm-start learned; say so where the numbers are.
-  const planted = s && s.world.demoGuessRate > 0
-    ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ${s.world.demoGuessMaxHops}-hop questions answered from memory)`
-    : '';
+  const planted =
+    s && s.world.demoGuessRate > 0
+      ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ${s.world.demoGuessMaxHops}-hop questions answered from memory)`
+      : '';
   const rows = [
     ['', 'untrained', `warm-started (before RL)${planted}`, `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
-    ...(unseen.some((e) => e !== null) ? [
-      row(`unseen-world accuracy${seeds ? ` (seeds ${seeds.unseen.join(', ')})` : ''}`, acc, unseen),
-      row('unseen-world grounding of reports', (e) => pct(e?.grounding ?? undefined), unseen),
-    ] : []),
+    ...(unseen.some((e) => e !== null)
+      ? [
+          row(`unseen-world accuracy${seeds ? ` (seeds ${seeds.unseen.join(', ')})` : ''}`, acc, unseen),
+          row('unseen-world grounding of reports', (e) => pct(e?.grounding ?? undefined), unseen),
+        ]
+      : []),
     row(`same-world held-out accuracy${seeds ? ` (seed${seeds.train.length > 1 ? 's' : ''} ${seedList(seeds.train)})` : ''}`, acc),
     row('same-world grounding of reports', (e) => pct(e?.grounding ?? undefined)),
     row('format score', (e) => fix(e?.format)),
@@ -476,12 +636,25 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
   ];
   const seconds = { ...worldSeconds, ...r.phaseSeconds };
   const total = Object.values(seconds).reduce((a, b) => a + b, 0);
-  const phases = Object.entries(seconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ');
+  const phases = Object.entries(seconds)
+    .map(([k, v]) => `${k} ${v.toFixed(0)} s`)
+    .join(', ');
   const curve = r.rewardCurve.length ? `training reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}` : '';
-  const moved = r.weightChange === null || r.weightChange === undefined ? ''
-    : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
-  return [table(rows), '', curve, moved, `wall time ${(total / 60).toFixed(1)} min (${phases})`, `run directory: ${r.runDir}`, `dashboard:     npx matpo view ${r.runDir}`]
-    .filter((l) => l !== '').join('\n');
+  const moved =
+    r.weightChange === null || r.weightChange === undefined
+      ? ''
+      : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
+  return [
+    table(rows),
+    '',
+    curve,
+    moved,
+    `wall time ${(total / 60).toFixed(1)} min (${phases})`,
+    `run directory: ${r.runDir}`,
+    `dashboard:     npx matpo view ${r.runDir}`,
+  ]
+    .filter((l) => l !== '')
+    .join('\n');
 }
 
 /** "101-112" for a consecutive run of seeds, else a comma list. */

@@ -15,7 +15,8 @@ console.log(JSON.stringify({ name: a.name, isa: a.isa, same: a === b, c: C[0] })
 
 function run(env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
   const res = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    env: { ...process.env, MATPO_KERNELS: '', MATPO_NATIVE_ADDON: '', ...env }, encoding: 'utf8',
+    env: { ...process.env, MATPO_KERNELS: '', MATPO_NATIVE_ADDON: '', ...env },
+    encoding: 'utf8',
   });
   return { status: res.status, stdout: res.stdout, stderr: res.stderr };
 }
@@ -60,7 +61,8 @@ test('MATPO_THREADS sets the native pool size; the default is the number of core
   const code = `import { loadNativeKernels } from ${JSON.stringify(nativePath)}; console.log(loadNativeKernels().threads());`;
   const threadsWith = (env: Record<string, string>): number => {
     const res = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      env: { ...process.env, MATPO_NATIVE_ADDON: '', MATPO_THREADS: '', ...env }, encoding: 'utf8',
+      env: { ...process.env, MATPO_NATIVE_ADDON: '', MATPO_THREADS: '', ...env },
+      encoding: 'utf8',
     });
     assert.equal(res.status, 0, res.stderr);
     return Number(res.stdout.trim());

@@ -31,7 +31,9 @@ export function getKernels(): Kernels {
     if (!warned) {
       warned = true;
       const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
-      process.stderr.write(`matpo: native kernels unavailable (${why}); using the slow TypeScript reference kernels. Run "npm run build:native" to build them.\n`);
+      process.stderr.write(
+        `matpo: native kernels unavailable (${why}); using the slow TypeScript reference kernels. Run "npm run build:native" to build them.\n`,
+      );
     }
     chosen = referenceKernels;
   }

@@ -31,8 +31,17 @@ export interface Kernels {
    * A is M×K (transA=false) or K×M (transA=true); B is K×N (transB=false) or N×K (transB=true).
    * Variants that matter: NN (x·W), NT (x·Wᵀ, HF Linear with W stored [out×in]), TN (gradient of W).
    */
-  sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number,
-    A: Float32Array, B: Float32Array, C: Float32Array, accumulate: boolean): void;
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    A: Float32Array,
+    B: Float32Array,
+    C: Float32Array,
+    accumulate: boolean,
+  ): void;
 
   /**
    * Pre-pack a weight W (stored [N×K], used as op(B)=Wᵀ in NT products) for repeated small-M products
@@ -45,8 +54,16 @@ export interface Kernels {
   /** out[T×C] = x / rms(x) * weight; rstd[T] saved for backward. rms = sqrt(mean(x²) + eps). */
   rmsnormForward(out: Float32Array, rstd: Float32Array, x: Float32Array, weight: Float32Array, T: number, C: number, eps: number): void;
   /** dx[T×C] += …, dweight[C] += … */
-  rmsnormBackward(dx: Float32Array, dweight: Float32Array, dout: Float32Array, x: Float32Array, weight: Float32Array,
-    rstd: Float32Array, T: number, C: number): void;
+  rmsnormBackward(
+    dx: Float32Array,
+    dweight: Float32Array,
+    dout: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    rstd: Float32Array,
+    T: number,
+    C: number,
+  ): void;
 
   /**
    * In-place rotary embedding, Hugging Face "rotate half" convention (Llama/Qwen): for each head,
@@ -61,12 +78,37 @@ export interface Kernels {
    * q[T×H×D], k[T×KV×D], v[T×KV×D] → out[T×H×D]; lse[T×H] (log-sum-exp of scaled scores) saved for backward.
    * A token attends to positions ≤ itself within its own sequence only.
    */
-  attentionForward(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
-    cuSeqlens: Int32Array, B: number, H: number, KV: number, D: number, scale: number): void;
+  attentionForward(
+    out: Float32Array,
+    lse: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    cuSeqlens: Int32Array,
+    B: number,
+    H: number,
+    KV: number,
+    D: number,
+    scale: number,
+  ): void;
   /** dq, dk, dv += … (same layouts as q, k, v). */
-  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array,
-    q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array,
-    cuSeqlens: Int32Array, B: number, H: number, KV: number, D: number, scale: number): void;
+  attentionBackward(
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    out: Float32Array,
+    lse: Float32Array,
+    cuSeqlens: Int32Array,
+    B: number,
+    H: number,
+    KV: number,
+    D: number,
+    scale: number,
+  ): void;
 
   /**
    * Attention of n new query tokens against per-sequence KV caches (decoding / prefill with a cache).
@@ -75,8 +117,20 @@ export interface Kernels {
    * positions 0..pos[i] of that slot (the caller has already written k/v for position pos[i]).
    * out[n×H×D].
    */
-  attentionDecode(out: Float32Array, q: Float32Array, kCache: Float32Array, vCache: Float32Array,
-    slot: Int32Array, pos: Int32Array, n: number, S: number, H: number, KV: number, D: number, scale: number): void;
+  attentionDecode(
+    out: Float32Array,
+    q: Float32Array,
+    kCache: Float32Array,
+    vCache: Float32Array,
+    slot: Int32Array,
+    pos: Int32Array,
+    n: number,
+    S: number,
+    H: number,
+    KV: number,
+    D: number,
+    scale: number,
+  ): void;
 
   /** out[n] = silu(gate) * up, elementwise over n = T×F. */
   swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
@@ -93,22 +147,49 @@ export interface Kernels {
    * lse[T] saved for backward; entropy[T] (of the full distribution) written when given.
    * Intended for chunks of tokens so a full [T×V] buffer never exists for a long batch.
    */
-  logprobsForward(logprob: Float32Array, lse: Float32Array, entropy: Float32Array | null, logits: Float32Array,
-    targets: Int32Array, T: number, V: number): void;
+  logprobsForward(
+    logprob: Float32Array,
+    lse: Float32Array,
+    entropy: Float32Array | null,
+    logits: Float32Array,
+    targets: Int32Array,
+    T: number,
+    V: number,
+  ): void;
   /**
    * dlogits[T×V] = dlogprob[t] · (onehot(target) − softmax(logits[t])) (+ dentropy[t] · dH/dlogits when
    * dentropy is given). Overwrites dlogits (it is a chunk-local scratch buffer, not a parameter gradient).
    */
-  logprobsBackward(dlogits: Float32Array, dlogprob: Float32Array, dentropy: Float32Array | null, logits: Float32Array,
-    lse: Float32Array, targets: Int32Array, T: number, V: number): void;
+  logprobsBackward(
+    dlogits: Float32Array,
+    dlogprob: Float32Array,
+    dentropy: Float32Array | null,
+    logits: Float32Array,
+    lse: Float32Array,
+    targets: Int32Array,
+    T: number,
+    V: number,
+  ): void;
 
   /**
    * AdamW with decoupled weight decay, in place over n parameters:
    * m = b1 m + (1−b1) g; v = b2 v + (1−b2) g²; p −= lr·wd·p; p −= lr · (m/(1−b1^step)) / (sqrt(v/(1−b2^step)) + eps).
    * `step` is 1-based. `gradScale` multiplies g first (used for global-norm clipping and loss scaling).
    */
-  adamw(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, n: number,
-    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  adamw(
+    params: Float32Array,
+    grads: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+    gradScale: number,
+  ): void;
 
   /** Σ x² over n elements, accumulated in float64. */
   sumSquares(x: Float32Array, n: number): number;

@@ -7,7 +7,14 @@ import { loadNativeKernels } from './native.ts';
 
 const k = loadNativeKernels();
 const { A, B, M, N, K, want, rounds, flags } = workerData as {
-  A: Float32Array; B: Float32Array; M: number; N: number; K: number; want: Float32Array; rounds: number; flags: Int32Array;
+  A: Float32Array;
+  B: Float32Array;
+  M: number;
+  N: number;
+  K: number;
+  want: Float32Array;
+  rounds: number;
+  flags: Int32Array;
 };
 let ok = true;
 Atomics.store(flags, 0, 1); // started: the main thread now runs its products concurrently

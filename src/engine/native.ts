@@ -15,7 +15,17 @@ interface Addon {
   isaSelfCheck: number;
   threads(): number;
   setThreads(n: number): void;
-  sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, A: Float32Array, B: Float32Array, C: Float32Array, accumulate: boolean): void;
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    A: Float32Array,
+    B: Float32Array,
+    C: Float32Array,
+    accumulate: boolean,
+  ): void;
   packedWeightFloats(N: number, K: number): number;
   packWeightNT(W: Float32Array, N: number, K: number, out: Float32Array): void;
   sgemmPacked(M: number, A: Float32Array, packed: Float32Array, N: number, K: number, C: Float32Array, accumulate: boolean): void;
@@ -24,12 +34,18 @@ interface Addon {
 }
 
 /** Path of the built addon (MATPO_NATIVE_ADDON overrides it, e.g. to test the fallback). */
-export const nativeAddonPath = process.env.MATPO_NATIVE_ADDON ||
+export const nativeAddonPath =
+  process.env.MATPO_NATIVE_ADDON ||
   join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'build', 'Release', 'matpo_native.node');
 
 /** A weight packed for the native small-M NT product; `data` may live in a SharedArrayBuffer. */
 export class NativePackedWeight implements PackedWeight {
-  constructor(readonly N: number, readonly K: number, readonly data: Float32Array, readonly isa: string) {}
+  constructor(
+    readonly N: number,
+    readonly K: number,
+    readonly data: Float32Array,
+    readonly isa: string,
+  ) {}
 }
 
 /** Native kernels plus the benchmark-only extras of the addon. */

@@ -13,11 +13,24 @@ export type FloatArray = Float32Array | Float64Array;
 
 /** The reference "packed" weight: just W [N×K] with its shape. */
 export class ReferencePackedWeight implements PackedWeight {
-  constructor(readonly W: FloatArray, readonly N: number, readonly K: number) {}
+  constructor(
+    readonly W: FloatArray,
+    readonly N: number,
+    readonly K: number,
+  ) {}
 }
 
-function sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number,
-  A: FloatArray, B: FloatArray, C: FloatArray, accumulate: boolean): void {
+function sgemm(
+  transA: boolean,
+  transB: boolean,
+  M: number,
+  N: number,
+  K: number,
+  A: FloatArray,
+  B: FloatArray,
+  C: FloatArray,
+  accumulate: boolean,
+): void {
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
       let s = 0;
@@ -52,8 +65,16 @@ function rmsnormForward(out: FloatArray, rstd: FloatArray, x: FloatArray, weight
   }
 }
 
-function rmsnormBackward(dx: FloatArray, dweight: FloatArray, dout: FloatArray, x: FloatArray, weight: FloatArray,
-  rstd: FloatArray, T: number, C: number): void {
+function rmsnormBackward(
+  dx: FloatArray,
+  dweight: FloatArray,
+  dout: FloatArray,
+  x: FloatArray,
+  weight: FloatArray,
+  rstd: FloatArray,
+  T: number,
+  C: number,
+): void {
   // out_c = x_c r w_c with r = (Σx²/C + eps)^(-1/2), dr/dx_j = -r³ x_j / C
   for (let t = 0; t < T; t++) {
     const o = t * C;
@@ -61,7 +82,7 @@ function rmsnormBackward(dx: FloatArray, dweight: FloatArray, dout: FloatArray, 
     let dot = 0; // Σ_c dout_c w_c x_c
     for (let c = 0; c < C; c++) dot += dout[o + c] * weight[c] * x[o + c];
     for (let c = 0; c < C; c++) {
-      dx[o + c] += r * dout[o + c] * weight[c] - (r * r * r / C) * dot * x[o + c];
+      dx[o + c] += r * dout[o + c] * weight[c] - ((r * r * r) / C) * dot * x[o + c];
       dweight[c] += dout[o + c] * x[o + c] * r;
     }
   }
@@ -95,8 +116,19 @@ function ropeBackward(dx: FloatArray, positions: Int32Array, T: number, H: numbe
   rope(dx, positions, T, H, D, theta, -1);
 }
 
-function attentionForward(out: FloatArray, lse: FloatArray, q: FloatArray, k: FloatArray, v: FloatArray,
-  cuSeqlens: Int32Array, B: number, H: number, KV: number, D: number, scale: number): void {
+function attentionForward(
+  out: FloatArray,
+  lse: FloatArray,
+  q: FloatArray,
+  k: FloatArray,
+  v: FloatArray,
+  cuSeqlens: Int32Array,
+  B: number,
+  H: number,
+  KV: number,
+  D: number,
+  scale: number,
+): void {
   const group = H / KV;
   for (let b = 0; b < B; b++) {
     const s0 = cuSeqlens[b];
@@ -132,9 +164,23 @@ function attentionForward(out: FloatArray, lse: FloatArray, q: FloatArray, k: Fl
   }
 }
 
-function attentionBackward(dq: FloatArray, dk: FloatArray, dv: FloatArray, dout: FloatArray,
-  q: FloatArray, k: FloatArray, v: FloatArray, out: FloatArray, lse: FloatArray,
-  cuSeqlens: Int32Array, B: number, H: number, KV: number, D: number, scale: number): void {
+function attentionBackward(
+  dq: FloatArray,
+  dk: FloatArray,
+  dv: FloatArray,
+  dout: FloatArray,
+  q: FloatArray,
+  k: FloatArray,
+  v: FloatArray,
+  out: FloatArray,
+  lse: FloatArray,
+  cuSeqlens: Int32Array,
+  B: number,
+  H: number,
+  KV: number,
+  D: number,
+  scale: number,
+): void {
   // P_j = exp(scale q·k_j − lse); dP_j = dout·v_j; dS_j = P_j (dP_j − dout·out)
   const group = H / KV;
   for (let b = 0; b < B; b++) {
@@ -168,8 +214,20 @@ function attentionBackward(dq: FloatArray, dk: FloatArray, dv: FloatArray, dout:
   }
 }
 
-function attentionDecode(out: FloatArray, q: FloatArray, kCache: FloatArray, vCache: FloatArray,
-  slot: Int32Array, pos: Int32Array, n: number, S: number, H: number, KV: number, D: number, scale: number): void {
+function attentionDecode(
+  out: FloatArray,
+  q: FloatArray,
+  kCache: FloatArray,
+  vCache: FloatArray,
+  slot: Int32Array,
+  pos: Int32Array,
+  n: number,
+  S: number,
+  H: number,
+  KV: number,
+  D: number,
+  scale: number,
+): void {
   const group = H / KV;
   for (let i = 0; i < n; i++) {
     const base = slot[i] * S * KV * D;
@@ -240,8 +298,15 @@ function rowLse(logits: FloatArray, o: number, V: number): number {
   return mx + Math.log(s);
 }
 
-function logprobsForward(logprob: FloatArray, lse: FloatArray, entropy: FloatArray | null, logits: FloatArray,
-  targets: Int32Array, T: number, V: number): void {
+function logprobsForward(
+  logprob: FloatArray,
+  lse: FloatArray,
+  entropy: FloatArray | null,
+  logits: FloatArray,
+  targets: Int32Array,
+  T: number,
+  V: number,
+): void {
   for (let t = 0; t < T; t++) {
     const o = t * V;
     const l = rowLse(logits, o, V);
@@ -256,8 +321,16 @@ function logprobsForward(logprob: FloatArray, lse: FloatArray, entropy: FloatArr
   }
 }
 
-function logprobsBackward(dlogits: FloatArray, dlogprob: FloatArray, dentropy: FloatArray | null, logits: FloatArray,
-  lse: FloatArray, targets: Int32Array, T: number, V: number): void {
+function logprobsBackward(
+  dlogits: FloatArray,
+  dlogprob: FloatArray,
+  dentropy: FloatArray | null,
+  logits: FloatArray,
+  lse: FloatArray,
+  targets: Int32Array,
+  T: number,
+  V: number,
+): void {
   // dH/dz_j = −p_j (z_j − E[z])
   for (let t = 0; t < T; t++) {
     const o = t * V;
@@ -276,8 +349,20 @@ function logprobsBackward(dlogits: FloatArray, dlogprob: FloatArray, dentropy: F
   }
 }
 
-function adamw(params: FloatArray, grads: FloatArray, m: FloatArray, v: FloatArray, n: number,
-  lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void {
+function adamw(
+  params: FloatArray,
+  grads: FloatArray,
+  m: FloatArray,
+  v: FloatArray,
+  n: number,
+  lr: number,
+  beta1: number,
+  beta2: number,
+  eps: number,
+  weightDecay: number,
+  step: number,
+  gradScale: number,
+): void {
   const bc1 = 1 - Math.pow(beta1, step);
   const bc2 = 1 - Math.pow(beta2, step);
   for (let i = 0; i < n; i++) {
@@ -288,7 +373,7 @@ function adamw(params: FloatArray, grads: FloatArray, m: FloatArray, v: FloatArr
     v[i] = vi;
     let p = params[i];
     p -= lr * weightDecay * p;
-    p -= lr * (mi / bc1) / (Math.sqrt(vi / bc2) + eps);
+    p -= (lr * (mi / bc1)) / (Math.sqrt(vi / bc2) + eps);
     params[i] = p;
   }
 }
@@ -308,14 +393,24 @@ export const reference = {
   isa: 'ts',
   threads: (): number => 1,
   setThreads: (_n: number): void => {},
-  sgemm, packWeightNT, sgemmPacked,
-  rmsnormForward, rmsnormBackward,
-  ropeForward, ropeBackward,
-  attentionForward, attentionBackward, attentionDecode,
-  swigluForward, swigluBackward,
-  embeddingForward, embeddingBackward,
-  logprobsForward, logprobsBackward,
-  adamw, sumSquares,
+  sgemm,
+  packWeightNT,
+  sgemmPacked,
+  rmsnormForward,
+  rmsnormBackward,
+  ropeForward,
+  ropeBackward,
+  attentionForward,
+  attentionBackward,
+  attentionDecode,
+  swigluForward,
+  swigluBackward,
+  embeddingForward,
+  embeddingBackward,
+  logprobsForward,
+  logprobsBackward,
+  adamw,
+  sumSquares,
 };
 
 export type ReferenceKernels = typeof reference;

@@ -44,7 +44,12 @@ export interface QaPreset {
 export const QA_PRESETS: Record<string, QaPreset> = {
   frames: {
     description: 'FRAMES (Krishna et al., 2024): the original TSV (Prompt, Answer) or the redistributed JSONL (problem, answer)',
-    mapping: { question: ['problem', 'Prompt'], answers: ['answer', 'Answer'], id: ['id'], metadata: ['reasoning_type', 'reasoning_types', 'wiki_links'] },
+    mapping: {
+      question: ['problem', 'Prompt'],
+      answers: ['answer', 'Answer'],
+      id: ['id'],
+      metadata: ['reasoning_type', 'reasoning_types', 'wiki_links'],
+    },
   },
   simpleqa: {
     description: 'SimpleQA (OpenAI simple-evals): problem, answer, metadata',
@@ -56,19 +61,39 @@ export const QA_PRESETS: Record<string, QaPreset> = {
   },
   webwalkerqa: {
     description: 'WebWalkerQA: Question, Answer, Root_Url, Info (needs a network to answer)',
-    mapping: { question: ['Question', 'question'], answers: ['Answer', 'answer'], id: ['id'], metadata: ['Root_Url', 'root_url', 'Info', 'info'] },
+    mapping: {
+      question: ['Question', 'question'],
+      answers: ['Answer', 'answer'],
+      id: ['id'],
+      metadata: ['Root_Url', 'root_url', 'Info', 'info'],
+    },
   },
   musique: {
     description: 'MuSiQue: question, answer + answer_aliases, answerable, question_decomposition',
-    mapping: { question: ['question'], answers: ['answer', 'answer_aliases', 'golden_answers'], id: ['id'], metadata: ['answerable', 'question_decomposition'] },
+    mapping: {
+      question: ['question'],
+      answers: ['answer', 'answer_aliases', 'golden_answers'],
+      id: ['id'],
+      metadata: ['answerable', 'question_decomposition'],
+    },
   },
   hotpotqa: {
     description: 'HotpotQA: _id, question, answer, type, level, supporting_facts',
-    mapping: { question: ['question'], answers: ['answer', 'golden_answers'], id: ['_id', 'id'], metadata: ['type', 'level', 'supporting_facts'] },
+    mapping: {
+      question: ['question'],
+      answers: ['answer', 'golden_answers'],
+      id: ['_id', 'id'],
+      metadata: ['type', 'level', 'supporting_facts'],
+    },
   },
   '2wikimultihopqa': {
     description: '2WikiMultihopQA: _id, question, answer, type, evidences, supporting_facts',
-    mapping: { question: ['question'], answers: ['answer', 'golden_answers'], id: ['_id', 'id'], metadata: ['type', 'evidences', 'supporting_facts'] },
+    mapping: {
+      question: ['question'],
+      answers: ['answer', 'golden_answers'],
+      id: ['_id', 'id'],
+      metadata: ['type', 'evidences', 'supporting_facts'],
+    },
   },
   bamboogle: {
     description: 'Bamboogle: Question, Answer (or FlashRAG question, golden_answers)',
@@ -111,7 +136,10 @@ function formatOf(file: string): QaFormat {
   const ext = extname(file).toLowerCase().slice(1);
   if (ext === 'jsonl' || ext === 'ndjson') return 'jsonl';
   if (ext === 'json' || ext === 'csv' || ext === 'tsv' || ext === 'parquet') return ext;
-  throw new FileFormatError({ file, message: `cannot tell the format from the extension ".${ext}"; pass a format (jsonl, json, csv, tsv, parquet)` });
+  throw new FileFormatError({
+    file,
+    message: `cannot tell the format from the extension ".${ext}"; pass a format (jsonl, json, csv, tsv, parquet)`,
+  });
 }
 
 interface RawRow {
@@ -136,17 +164,19 @@ function isObject(x: unknown): x is Record<string, unknown> {
 async function readRows(file: string, format: QaFormat): Promise<RawRow[]> {
   if (format === 'jsonl') {
     const rows: RawRow[] = [];
-    readText(file).split('\n').forEach((l, i) => {
-      if (l.trim() === '') return;
-      let row: unknown;
-      try {
-        row = JSON.parse(l);
-      } catch (err) {
-        throw new FileFormatError({ file, line: i + 1, message: `invalid JSON: ${(err as Error).message}`, cause: err });
-      }
-      if (!isObject(row)) throw new FileFormatError({ file, line: i + 1, message: 'expected a JSON object' });
-      rows.push({ row, line: i + 1, index: rows.length });
-    });
+    readText(file)
+      .split('\n')
+      .forEach((l, i) => {
+        if (l.trim() === '') return;
+        let row: unknown;
+        try {
+          row = JSON.parse(l);
+        } catch (err) {
+          throw new FileFormatError({ file, line: i + 1, message: `invalid JSON: ${(err as Error).message}`, cause: err });
+        }
+        if (!isObject(row)) throw new FileFormatError({ file, line: i + 1, message: 'expected a JSON object' });
+        rows.push({ row, line: i + 1, index: rows.length });
+      });
     return rows;
   }
   if (format === 'json') {
@@ -158,7 +188,8 @@ async function readRows(file: string, format: QaFormat): Promise<RawRow[]> {
     }
     if (isObject(data)) {
       const arrays = Object.values(data).filter(Array.isArray);
-      if (arrays.length !== 1) throw new FileFormatError({ file, message: 'expected a JSON array of rows, or an object holding exactly one array' });
+      if (arrays.length !== 1)
+        throw new FileFormatError({ file, message: 'expected a JSON array of rows, or an object holding exactly one array' });
       data = arrays[0];
     }
     if (!Array.isArray(data)) throw new FileFormatError({ file, message: 'expected a JSON array of rows' });
@@ -171,7 +202,11 @@ async function readRows(file: string, format: QaFormat): Promise<RawRow[]> {
     let records: { record: Record<string, string>; info: { lines: number } }[];
     try {
       records = parseCsv(readText(file), {
-        columns: true, delimiter: format === 'tsv' ? '\t' : ',', info: true, bom: true, skip_empty_lines: true,
+        columns: true,
+        delimiter: format === 'tsv' ? '\t' : ',',
+        info: true,
+        bom: true,
+        skip_empty_lines: true,
         relax_quotes: true,
       }) as typeof records;
     } catch (err) {
@@ -230,9 +265,11 @@ function toRecord(file: string, raw: RawRow, m: FieldMapping): QaRecord {
   const at = raw.line === undefined ? `row ${raw.index}: ` : '';
   const present = (paths: string[]) => paths.find((p) => getPath(raw.row, p) !== undefined && getPath(raw.row, p) !== null);
   const qField = present(m.question);
-  if (qField === undefined) throw new FileFormatError({ ...where, field: m.question.join('|'), message: `${at}missing (mapping: ${describeMapping(m)})` });
+  if (qField === undefined)
+    throw new FileFormatError({ ...where, field: m.question.join('|'), message: `${at}missing (mapping: ${describeMapping(m)})` });
   const question = getPath(raw.row, qField);
-  if (typeof question !== 'string' || question.trim() === '') throw new FileFormatError({ ...where, field: qField, message: `${at}expected a non-empty string` });
+  if (typeof question !== 'string' || question.trim() === '')
+    throw new FileFormatError({ ...where, field: qField, message: `${at}expected a non-empty string` });
   const answers: string[] = [];
   let anyAnswer = false;
   for (const f of m.answers) {
@@ -243,7 +280,8 @@ function toRecord(file: string, raw: RawRow, m: FieldMapping): QaRecord {
     if (list === null) throw new FileFormatError({ ...where, field: f, message: `${at}expected a string or a list of strings` });
     for (const a of list) if (!answers.includes(a)) answers.push(a);
   }
-  if (!anyAnswer) throw new FileFormatError({ ...where, field: m.answers.join('+'), message: `${at}missing (mapping: ${describeMapping(m)})` });
+  if (!anyAnswer)
+    throw new FileFormatError({ ...where, field: m.answers.join('+'), message: `${at}missing (mapping: ${describeMapping(m)})` });
   const idField = m.id ? present(m.id) : undefined;
   const id = idField === undefined ? String(raw.index) : String(getPath(raw.row, idField));
   const metadata: Record<string, unknown> = {};
@@ -258,7 +296,8 @@ function toRecord(file: string, raw: RawRow, m: FieldMapping): QaRecord {
 export async function loadQaDataset(file: string, options: LoadQaOptions = {}): Promise<QaRecord[]> {
   if (options.preset && options.mapping) throw new ConfigError({ path: 'dataset', message: 'give either a preset or a mapping, not both' });
   const mapping = options.mapping ?? (options.preset ? presetMapping(options.preset) : DEFAULT_MAPPING);
-  if (mapping.question.length === 0 || mapping.answers.length === 0) throw new ConfigError({ path: 'dataset.mapping', message: 'question and answers need at least one field each' });
+  if (mapping.question.length === 0 || mapping.answers.length === 0)
+    throw new ConfigError({ path: 'dataset.mapping', message: 'question and answers need at least one field each' });
   const rows = await readRows(file, options.format ?? formatOf(file));
   const limited = options.limit !== undefined ? rows.slice(0, options.limit) : rows;
   return limited.map((r) => toRecord(file, r, mapping));

@@ -43,17 +43,26 @@ async function runOnce(errorRate: number, mode: 'matpo' | 'single'): Promise<Run
 test('expert success ≈ 1 − errorRate in both modes through the rollout engine', async () => {
   for (const mode of ['matpo', 'single'] as const) {
     const perfect = await run(0, mode);
-    assert.ok(perfect.rollouts.every((r) => r.outcome === 'answered'), perfect.rollouts.find((r) => r.outcome !== 'answered')?.error);
+    assert.ok(
+      perfect.rollouts.every((r) => r.outcome === 'answered'),
+      perfect.rollouts.find((r) => r.outcome !== 'answered')?.error,
+    );
     assert.equal(perfect.success, 1, `${mode} perfect expert`);
     assert.ok(perfect.rollouts.every((r) => r.root.formatScore === 1 && r.workers.every((w) => w.formatScore === 1)));
     if (mode === 'matpo') {
       for (const [i, r] of perfect.rollouts.entries()) {
         assert.equal(r.workers.length, questions[i].hops, 'one worker per hop');
-        for (const w of r.workers) assert.match(w.messages[w.messages.length - 1].content, /^Conclusion: [\s\S]*\nSupporting information: [\s\S]*\nObservations: [\s\S]*\nContribution to the main task: /);
+        for (const w of r.workers)
+          assert.match(
+            w.messages[w.messages.length - 1].content,
+            /^Conclusion: [\s\S]*\nSupporting information: [\s\S]*\nObservations: [\s\S]*\nContribution to the main task: /,
+          );
       }
     }
     const flawed = await run(0.25, mode);
-    console.log(`${mode}: errorRate 0.25 → planned mistakes ${flawed.planned.toFixed(3)}, success ${flawed.success.toFixed(3)} (errorRate 0 → ${perfect.success.toFixed(3)})`);
+    console.log(
+      `${mode}: errorRate 0.25 → planned mistakes ${flawed.planned.toFixed(3)}, success ${flawed.success.toFixed(3)} (errorRate 0 → ${perfect.success.toFixed(3)})`,
+    );
     assert.ok(Math.abs(flawed.success - (1 - flawed.planned)) <= 0.04, `${mode}: success ${flawed.success} vs ${1 - flawed.planned}`);
     assert.ok(Math.abs(flawed.planned - 0.25) < 0.1);
   }
@@ -77,7 +86,10 @@ test('the single agent context is clearly larger than planner and worker context
     const file = join(dir, 'sft.jsonl');
     const specs = worldToolSpecs(tools);
     const written = writeTranscripts([...matpo.rollouts.slice(0, 5), ...single.rollouts.slice(0, 5)], file, { tools: specs });
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.equal(lines.length, written.lines);
     assert.equal(lines.length, 5 + matpo.rollouts.slice(0, 5).reduce((a, x) => a + x.workers.length, 0) + 5);
     // A transcript re-rendered with its tools has the same tokens as the sequence the engine built.
@@ -97,7 +109,16 @@ test('guessRate: the root answers those questions at once and wrongly; workers a
   try {
     for (const mode of ['matpo', 'single'] as const) {
       const file = join(dir, `demos-${mode}.jsonl`);
-      const r = await runExpert({ world, tokenizer, mode, questions, guessRate: 0.5, seed: 3, transcripts: file, rollout: testRolloutOptions({ limits }) });
+      const r = await runExpert({
+        world,
+        tokenizer,
+        mode,
+        questions,
+        guessRate: 0.5,
+        seed: 3,
+        transcripts: file,
+        rollout: testRolloutOptions({ limits }),
+      });
       const expert = new ExpertPolicy({ world, tokenizer, guessRate: 0.5, seed: 3 });
       const guessedIds = new Set(questions.filter((q) => expert.guessPlan(q) !== null).map((q) => q.id));
       assert.equal(r.guessed, guessedIds.size / questions.length);
@@ -105,20 +126,30 @@ test('guessRate: the root answers those questions at once and wrongly; workers a
       for (const [i, x] of r.rollouts.entries()) {
         const guessed = guessedIds.has(questions[i].id);
         // A guess is one assistant turn with no tool call, boxing the entity the question names.
-        assert.equal(x.workers.length === 0 && x.root.messages.filter((m) => m.role === 'assistant').length === 1, guessed, `${mode} ${questions[i].id}`);
+        assert.equal(
+          x.workers.length === 0 && x.root.messages.filter((m) => m.role === 'assistant').length === 1,
+          guessed,
+          `${mode} ${questions[i].id}`,
+        );
         if (guessed) {
           assert.equal(x.root.messages.at(-1)!.content, `I know this without searching: \\boxed{${questions[i].chain[0].subject}}.`);
           assert.equal(exactMatch(x.answer, questions[i].answers), 0);
         }
       }
       assert.ok(Math.abs(r.success - (1 - r.guessed)) < 1e-9, `${mode}: success ${r.success}, guessed ${r.guessed}`);
-      const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       assert.equal(lines.filter((l) => l.role !== 'worker').length, questions.length);
       assert.equal(r.transcriptLines, lines.length);
       if (mode === 'matpo') {
         // Every hop of every question has a worker transcript, guessed questions included.
         const workers = lines.filter((l) => l.role === 'worker');
-        assert.equal(workers.length, questions.reduce((a, q) => a + q.hops, 0));
+        assert.equal(
+          workers.length,
+          questions.reduce((a, q) => a + q.hops, 0),
+        );
         assert.ok(workers.some((l) => guessedIds.has(l.questionId)));
       }
     }

@@ -47,12 +47,21 @@ export interface ExpertRunResult {
 export async function runExpert(options: ExpertRunOptions): Promise<ExpertRunResult> {
   const questions = options.questions ?? options.world.questions.filter((q) => q.split === 'train');
   const { tools } = worldSearchTools(options.world);
-  const expertWith = (guessRate: number) => new ExpertPolicy({
-    world: options.world, tokenizer: options.tokenizer, errorRate: options.errorRate ?? 0, guessRate,
-    guessMaxHops: options.guessMaxHops, seed: options.seed ?? 0,
-  });
+  const expertWith = (guessRate: number) =>
+    new ExpertPolicy({
+      world: options.world,
+      tokenizer: options.tokenizer,
+      errorRate: options.errorRate ?? 0,
+      guessRate,
+      guessMaxHops: options.guessMaxHops,
+      seed: options.seed ?? 0,
+    });
   const run = (expert: ExpertPolicy, qs: readonly WorldQuestion[]) =>
-    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout), qs, { mode: options.mode, group: 1, concurrency: options.concurrency ?? 4 });
+    runRollouts(new RolloutEngine(expert, options.tokenizer, tools, options.rollout), qs, {
+      mode: options.mode,
+      group: 1,
+      concurrency: options.concurrency ?? 4,
+    });
   const expert = expertWith(options.guessRate ?? 0);
   const rollouts = await run(expert, questions);
   const success = rollouts.reduce((a, r, i) => a + exactMatch(r.answer, questions[i].answers), 0) / Math.max(1, rollouts.length);

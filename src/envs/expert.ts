@@ -64,7 +64,9 @@ type HopStep =
 
 /** A Hermes tool-call block, JSON spaced like Python's json.dumps: `{"name": "search", "arguments": {"query": "x"}}`. */
 export function toolCallText(name: string, args: Record<string, unknown>): string {
-  const argText = `{${Object.entries(args).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+  const argText = `{${Object.entries(args)
+    .map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+    .join(', ')}}`;
   return `<tool_call>\n{"name": ${JSON.stringify(name)}, "arguments": ${argText}}\n</tool_call>`;
 }
 
@@ -172,7 +174,14 @@ function guessText(value: string): string {
 }
 
 /** The worker's final summary when it found the fact (the sections MATPO asks for). */
-export function workerSummaryText(a: { np: string; value: string; docId: string; title: string; sentence?: string; other?: string }): string {
+export function workerSummaryText(a: {
+  np: string;
+  value: string;
+  docId: string;
+  title: string;
+  sentence?: string;
+  other?: string;
+}): string {
   return [
     `Conclusion: ${cap(a.np)} is ${a.value}.`,
     `Supporting information: Document ${a.docId} (${a.title}) says: "${a.sentence ?? `${cap(a.np)} is ${a.value}.`}"`,
@@ -198,9 +207,11 @@ export class ExpertPolicy implements SamplingPolicy {
     this.world = options.world;
     this.tok = options.tokenizer;
     this.errorRate = options.errorRate ?? 0;
-    if (!(this.errorRate >= 0 && this.errorRate <= 1)) throw new InvalidArgumentError('errorRate', `expected a fraction in [0, 1], got ${this.errorRate}`);
+    if (!(this.errorRate >= 0 && this.errorRate <= 1))
+      throw new InvalidArgumentError('errorRate', `expected a fraction in [0, 1], got ${this.errorRate}`);
     this.guessRate = options.guessRate ?? 0;
-    if (!(this.guessRate >= 0 && this.guessRate <= 1)) throw new InvalidArgumentError('guessRate', `expected a fraction in [0, 1], got ${this.guessRate}`);
+    if (!(this.guessRate >= 0 && this.guessRate <= 1))
+      throw new InvalidArgumentError('guessRate', `expected a fraction in [0, 1], got ${this.guessRate}`);
     this.guessMaxHops = options.guessMaxHops ?? Infinity;
     this.seed = options.seed ?? 0;
     this.delegateTool = options.delegateTool ?? 'delegate_subtask';
@@ -300,9 +311,19 @@ export class ExpertPolicy implements SamplingPolicy {
   }
 
   /** The end of a hop: the value read from document `docId` (or a planned wrong value instead). */
-  private found(task: HopTask, read: string | null, docId: string, title: string, sentence: string | undefined, results: readonly string[]): HopStep {
+  private found(
+    task: HopTask,
+    read: string | null,
+    docId: string,
+    title: string,
+    sentence: string | undefined,
+    results: readonly string[],
+  ): HopStep {
     let value = read;
-    const others = results.filter(isSearchResult).flatMap((r) => parseHits(r).map((h) => h.title)).filter((t) => t !== title);
+    const others = results
+      .filter(isSearchResult)
+      .flatMap((r) => parseHits(r).map((h) => h.title))
+      .filter((t) => t !== title);
     if (task.error && (task.error.kind === 'wrong_copy' || value === null || value === task.error.gold)) {
       value = wrongValue(this.world, task.relation, task.error.gold, task.error.rng);
     }
@@ -314,7 +335,8 @@ export class ExpertPolicy implements SamplingPolicy {
     const recap = firstUser >= 0 ? messages[firstUser].content : '';
     const sub = parseSubtask(recap);
     const last = messages[messages.length - 1];
-    const summaryRequested = last !== undefined && last.role === 'user' && messages.indexOf(last) > firstUser && !last.content.includes('<tool_response>');
+    const summaryRequested =
+      last !== undefined && last.role === 'user' && messages.indexOf(last) > firstUser && !last.content.includes('<tool_response>');
     if (sub === null) {
       const text = 'I could not understand the subtask.';
       return summaryRequested ? this.summary(null, null, text) : text;
@@ -342,7 +364,14 @@ export class ExpertPolicy implements SamplingPolicy {
         `Contribution to the main task: ${cap(what)} is still unknown.`,
       ].join('\n');
     }
-    return workerSummaryText({ np: task.np, value: done.value, docId: done.docId ?? '?', title: done.title ?? '?', sentence: done.sentence, other: done.others[0] });
+    return workerSummaryText({
+      np: task.np,
+      value: done.value,
+      docId: done.docId ?? '?',
+      title: done.title ?? '?',
+      sentence: done.sentence,
+      other: done.others[0],
+    });
   }
 
   /** The value a worker reported for `np`, read from its final message. */
@@ -360,7 +389,10 @@ export class ExpertPolicy implements SamplingPolicy {
   private planner(messages: readonly ChatMessage[], question: WorldQuestion): string {
     const firstUser = messages.findIndex((m) => m.role === 'user');
     // Worker results arrive as user or tool messages after the question; the planner's own turns are assistant messages.
-    const reports = messages.slice(firstUser + 1).filter((m) => m.role === 'user' || m.role === 'tool').map((m) => m.content);
+    const reports = messages
+      .slice(firstUser + 1)
+      .filter((m) => m.role === 'user' || m.role === 'tool')
+      .map((m) => m.content);
     const guess = reports.length === 0 ? this.guessPlan(question) : null;
     if (guess !== null) return guessText(guess);
     let entity = question.chain[0].subject;
@@ -426,7 +458,12 @@ export interface TranscriptLine {
 export function writeTranscripts(
   rollouts: readonly Rollout[],
   file: string,
-  options: { tools: Partial<Record<Role, ToolSpec[]>>; filter?: (r: Rollout) => boolean; sequences?: 'all' | 'root' | 'workers'; append?: boolean },
+  options: {
+    tools: Partial<Record<Role, ToolSpec[]>>;
+    filter?: (r: Rollout) => boolean;
+    sequences?: 'all' | 'root' | 'workers';
+    append?: boolean;
+  },
 ): { lines: number; rollouts: number } {
   const lines: string[] = [];
   let kept = 0;

@@ -4,7 +4,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { CHAT_TEMPLATE, SPECIAL_TOKENS, createChatTokenizer, loadChatTokenizer, saveTokenizer, trainWorldTokenizer } from './tokenizer-train.ts';
+import {
+  CHAT_TEMPLATE,
+  SPECIAL_TOKENS,
+  createChatTokenizer,
+  loadChatTokenizer,
+  saveTokenizer,
+  trainWorldTokenizer,
+} from './tokenizer-train.ts';
 import { generateWorld } from './world/world.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -17,8 +24,14 @@ test('hand-computed merges on a tiny corpus', () => {
   assert.equal(model.vocab['ab'], 256);
   assert.equal(model.vocab['Ġab'], 257);
   const tok = createChatTokenizer(t.tokenizerJson, t.tokenizerConfig);
-  assert.deepEqual(tok.encode(' ab ab').map((i) => tok.idToToken(i)), ['Ġab', 'Ġab']);
-  assert.deepEqual(tok.encode('abc').map((i) => tok.idToToken(i)), ['ab', 'c']);
+  assert.deepEqual(
+    tok.encode(' ab ab').map((i) => tok.idToToken(i)),
+    ['Ġab', 'Ġab'],
+  );
+  assert.deepEqual(
+    tok.encode('abc').map((i) => tok.idToToken(i)),
+    ['ab', 'c'],
+  );
   assert.equal(t.vocabSize, 258 + SPECIAL_TOKENS.length);
 });
 
@@ -57,9 +70,21 @@ test('special tokens are single ids; im_end is eos and stop; skipSpecialTokens d
 test('chat template renders with @huggingface/jinja like a Qwen2.5 template', () => {
   const t = trainWorldTokenizer(['x'], { vocabSize: 300 });
   const tok = createChatTokenizer(t.tokenizerJson, t.tokenizerConfig);
-  const tools = [{ type: 'function' as const, function: { name: 'search', description: 'Search.', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }];
+  const tools = [
+    {
+      type: 'function' as const,
+      function: { name: 'search', description: 'Search.', parameters: { type: 'object', properties: { query: { type: 'string' } } } },
+    },
+  ];
   const text = tok.applyChatTemplate(
-    [{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }, { role: 'assistant', content: 'call' }, { role: 'tool', content: 'R1' }, { role: 'tool', content: 'R2' }, { role: 'assistant', content: 'done' }],
+    [
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'Q' },
+      { role: 'assistant', content: 'call' },
+      { role: 'tool', content: 'R1' },
+      { role: 'tool', content: 'R2' },
+      { role: 'assistant', content: 'done' },
+    ],
     { tools, addGenerationPrompt: true },
   );
   assert.equal(
@@ -72,9 +97,21 @@ test('chat template renders with @huggingface/jinja like a Qwen2.5 template', ()
       '<|im_start|>assistant\ndone<|im_end|>\n<|im_start|>assistant\n',
   );
   assert.equal(tok.applyChatTemplate([{ role: 'user', content: 'hi' }]), '<|im_start|>user\nhi<|im_end|>\n');
-  assert.equal(tok.applyChatTemplate([{ role: 'system', content: 'S' }, { role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(
+    tok.applyChatTemplate(
+      [
+        { role: 'system', content: 'S' },
+        { role: 'user', content: 'hi' },
+      ],
+      { addGenerationPrompt: true },
+    ),
+    '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n',
+  );
   // The raw template also renders directly with jinja (as other HF tooling would use it).
-  assert.equal(new Template(CHAT_TEMPLATE).render({ messages: [{ role: 'user', content: 'hi' }], add_generation_prompt: true }), '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(
+    new Template(CHAT_TEMPLATE).render({ messages: [{ role: 'user', content: 'hi' }], add_generation_prompt: true }),
+    '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n',
+  );
 });
 
 test('save and load a tokenizer directory', () => {
@@ -104,7 +141,12 @@ test('a world tokenizer covers the conversation around the documents and loads w
   try {
     saveTokenizer(trained, dir);
     const other = await loadTokenizer(dir);
-    const messages = [{ role: 'system' as const, content: 'S' }, { role: 'user' as const, content: w.questions[0].question }, { role: 'assistant' as const, content: call }, { role: 'tool' as const, content: w.documents[0].text }];
+    const messages = [
+      { role: 'system' as const, content: 'S' },
+      { role: 'user' as const, content: w.questions[0].question },
+      { role: 'assistant' as const, content: call },
+      { role: 'tool' as const, content: w.documents[0].text },
+    ];
     const text = tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
     assert.equal(other.applyChatTemplate(messages, { addGenerationPrompt: true }), text);
     assert.deepEqual(other.encode(text), tokenizer.encode(text));

@@ -29,7 +29,8 @@ const SKIPPABLE = new Set(['<|endoftext|>', '<|im_start|>', '<|im_end|>']);
 export const PRETOKENIZE_PATTERN =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 /** The same pattern in JavaScript syntax (no inline case-insensitive group). */
-const PRETOKENIZE_JS = /'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+const PRETOKENIZE_JS =
+  /'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
 
 const encoder = new TextEncoder();
 
@@ -137,7 +138,13 @@ export function trainWorldTokenizer(texts: Iterable<string>, options: TokenizerT
     if (!(tok in vocab)) vocab[tok] = next++;
   }
   const addedTokens = SPECIAL_TOKENS.map((content, i) => ({
-    id: next + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: SKIPPABLE.has(content),
+    id: next + i,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: SKIPPABLE.has(content),
   }));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
   const tokenizerJson = {
@@ -153,12 +160,28 @@ export function trainWorldTokenizer(texts: Iterable<string>, options: TokenizerT
     post_processor: byteLevel,
     decoder: byteLevel,
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '',
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
     },
   };
   const addedDecoder: Record<string, unknown> = {};
-  for (const t of addedTokens) addedDecoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special };
+  for (const t of addedTokens)
+    addedDecoder[String(t.id)] = {
+      content: t.content,
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: t.special,
+    };
   const tokenizerConfig = {
     add_bos_token: false,
     add_prefix_space: false,
@@ -194,8 +217,8 @@ export function createChatTokenizer(tokenizerJson: Record<string, unknown>, toke
   for (const t of added) idOf.set(t.content, t.id);
   const tokenOf = new Map<number, string>([...idOf].map(([t, i]) => [i, t]));
   const vocabSize = Math.max(...idOf.values()) + 1;
-  const eos = typeof tokenizerConfig.eos_token === 'string' ? idOf.get(tokenizerConfig.eos_token) ?? null : null;
-  const bos = typeof tokenizerConfig.bos_token === 'string' ? idOf.get(tokenizerConfig.bos_token) ?? null : null;
+  const eos = typeof tokenizerConfig.eos_token === 'string' ? (idOf.get(tokenizerConfig.eos_token) ?? null) : null;
+  const bos = typeof tokenizerConfig.bos_token === 'string' ? (idOf.get(tokenizerConfig.bos_token) ?? null) : null;
   const imEnd = idOf.get('<|im_end|>');
   const stop = [...new Set([eos, imEnd].filter((x): x is number => typeof x === 'number'))];
   const template = typeof tokenizerConfig.chat_template === 'string' ? new Template(tokenizerConfig.chat_template) : null;
@@ -205,7 +228,10 @@ export function createChatTokenizer(tokenizerJson: Record<string, unknown>, toke
     bosTokenId: bos,
     eosTokenId: eos,
     encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids, options) => ids.length === 0 ? '' : tok.decode([...ids], { skip_special_tokens: options?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
+    decode: (ids, options) =>
+      ids.length === 0
+        ? ''
+        : tok.decode([...ids], { skip_special_tokens: options?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
     tokenToId: (t) => idOf.get(t),
     idToToken: (i) => tokenOf.get(i),
     applyChatTemplate(messages: readonly ChatMessage[], options?: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean }) {
@@ -214,7 +240,8 @@ export function createChatTokenizer(tokenizerJson: Record<string, unknown>, toke
         messages: messages.map((m) => ({ ...m })),
         tools: options?.tools && options.tools.length > 0 ? options.tools : null,
         add_generation_prompt: options?.addGenerationPrompt ?? false,
-        bos_token: '', eos_token: tokenizerConfig.eos_token ?? '',
+        bos_token: '',
+        eos_token: tokenizerConfig.eos_token ?? '',
       });
     },
   };

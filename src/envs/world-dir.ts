@@ -40,26 +40,51 @@ export async function writeWorldDir(spec: WorldDirSpec, rollout: RolloutOptions,
   saveWorld(world, out);
   const s = worldStats(world);
   log(`world seed ${world.options.seed} → ${out} (${(performance.now() - start).toFixed(0)} ms)`);
-  log(`  entities ${s.entities} (${Object.entries(s.entitiesByKind).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-  log(`  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`);
-  log(`  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops).map(([k, v]) => `${k}-hop ${v}`).join(', ')}`);
+  log(
+    `  entities ${s.entities} (${Object.entries(s.entitiesByKind)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')})`,
+  );
+  log(
+    `  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`,
+  );
+  log(
+    `  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops)
+      .map(([k, v]) => `${k}-hop ${v}`)
+      .join(', ')}`,
+  );
   if (vocabSize > 0) {
     const t = performance.now();
     const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
     saveTokenizer(trained, join(out, 'tokenizer'));
-    log(`  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`);
+    log(
+      `  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`,
+    );
     log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
     const train = world.questions.filter((q) => q.split === 'train');
     const questions = train.slice(0, spec.demoQuestions ?? train.length);
     for (const mode of demos) {
       const t0 = performance.now();
       const file = join(out, `demos-${mode}.jsonl`);
-      const r = await runExpert({ world, tokenizer, mode, questions, errorRate, guessRate, guessMaxHops, seed: world.options.seed, transcripts: file, rollout });
+      const r = await runExpert({
+        world,
+        tokenizer,
+        mode,
+        questions,
+        errorRate,
+        guessRate,
+        guessMaxHops,
+        seed: world.options.seed,
+        transcripts: file,
+        rollout,
+      });
       const roles = mode === 'matpo' ? `planner ${r.longestRoot}, worker ${r.longestWorker}` : `single ${r.longestRoot}`;
       const scope = guessMaxHops < maxHops ? ` on questions of at most ${guessMaxHops} hop${guessMaxHops === 1 ? '' : 's'}` : '';
       const rates = guessRate > 0 ? `error rate ${errorRate}, guess rate ${guessRate}${scope}` : `error rate ${errorRate}`;
       const guessed = guessRate > 0 ? `, answered from memory ${(100 * r.guessed).toFixed(1)}%` : '';
-      log(`  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+      log(
+        `  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+      );
     }
   }
   for (let k = 1; k <= heldout; k++) {
@@ -86,7 +111,11 @@ export interface WorldSetDirSpec extends Omit<WorldDirSpec, 'heldout' | 'options
  * one tokenizer trained across the training worlds only, the expert's demonstrations of every
  * training world in one file per mode, and optionally reading exercises.
  */
-export async function writeWorldSetDir(spec: WorldSetDirSpec, rollout: RolloutOptions, log: (line: string) => void = console.log): Promise<void> {
+export async function writeWorldSetDir(
+  spec: WorldSetDirSpec,
+  rollout: RolloutOptions,
+  log: (line: string) => void = console.log,
+): Promise<void> {
   const { out, vocabSize, demos } = spec;
   const maxHops = spec.options.maxHops ?? DEFAULT_WORLD_OPTIONS.maxHops;
   const guessMaxHops = spec.demoGuessMaxHops ?? maxHops;
@@ -94,20 +123,27 @@ export async function writeWorldSetDir(spec: WorldSetDirSpec, rollout: RolloutOp
   const set = generateWorldSet(spec.options, spec.trainSeeds, spec.unseenSeeds);
   rmSync(out, { recursive: true, force: true });
   saveWorldSet(set, out);
-  const q = (ws: typeof set.train, split?: string) => ws.reduce((a, w) => a + w.questions.filter((x) => !split || x.split === split).length, 0);
-  log(`world set → ${out} (${(performance.now() - t0).toFixed(0)} ms): training seeds ${spec.trainSeeds.join(', ')} ` +
-    `(${q(set.train, 'train')} train / ${q(set.train, 'test')} test questions); unseen seeds ${spec.unseenSeeds.join(', ') || 'none'} (${q(set.unseen)} questions)`);
+  const q = (ws: typeof set.train, split?: string) =>
+    ws.reduce((a, w) => a + w.questions.filter((x) => !split || x.split === split).length, 0);
+  log(
+    `world set → ${out} (${(performance.now() - t0).toFixed(0)} ms): training seeds ${spec.trainSeeds.join(', ')} ` +
+      `(${q(set.train, 'train')} train / ${q(set.train, 'test')} test questions); unseen seeds ${spec.unseenSeeds.join(', ') || 'none'} (${q(set.unseen)} questions)`,
+  );
   if (spec.reading && spec.reading > 0) {
     const rows = set.train.flatMap((w) => readingExercises(w, { limit: spec.reading }));
     writeFileSync(join(out, 'reading.jsonl'), rows.map((r) => JSON.stringify({ messages: r.messages })).join('\n') + '\n');
-    log(`  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ${join(out, 'reading.jsonl')}`);
+    log(
+      `  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ${join(out, 'reading.jsonl')}`,
+    );
   }
   if (vocabSize <= 0) return;
   const t = performance.now();
   const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorlds(set.train, vocabSize);
   saveTokenizer(trained, join(out, 'tokenizer'));
-  log(`  tokenizer across ${set.train.length} training worlds: vocab ${trained.vocabSize} → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms); ` +
-    `tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
+  log(
+    `  tokenizer across ${set.train.length} training worlds: vocab ${trained.vocabSize} → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms); ` +
+      `tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`,
+  );
   for (const mode of demos) {
     const t1 = performance.now();
     const file = join(out, `demos-${mode}.jsonl`);
@@ -120,7 +156,16 @@ export async function writeWorldSetDir(spec: WorldSetDirSpec, rollout: RolloutOp
       const questions = train.slice(0, spec.demoQuestions ?? train.length);
       const part = `${file}.part`;
       const r = await runExpert({
-        world, tokenizer, mode, questions, errorRate: spec.demoErrorRate, guessRate: spec.demoGuessRate, guessMaxHops, seed: world.options.seed, transcripts: part, rollout,
+        world,
+        tokenizer,
+        mode,
+        questions,
+        errorRate: spec.demoErrorRate,
+        guessRate: spec.demoGuessRate,
+        guessMaxHops,
+        seed: world.options.seed,
+        transcripts: part,
+        rollout,
       });
       appendFileSync(file, readFileSync(part));
       rmSync(part);
@@ -128,7 +173,9 @@ export async function writeWorldSetDir(spec: WorldSetDirSpec, rollout: RolloutOp
       success += r.success * questions.length;
       n += questions.length;
     }
-    log(`  expert ${mode}: success ${(100 * success / Math.max(1, n)).toFixed(1)}% on ${n} questions from ${set.train.length} worlds; ` +
-      `${lines} transcripts → ${file} (${((performance.now() - t1) / 1000).toFixed(1)} s)`);
+    log(
+      `  expert ${mode}: success ${((100 * success) / Math.max(1, n)).toFixed(1)}% on ${n} questions from ${set.train.length} worlds; ` +
+        `${lines} transcripts → ${file} (${((performance.now() - t1) / 1000).toFixed(1)} s)`,
+    );
   }
 }

@@ -35,13 +35,26 @@ export function worldTokenizerTexts(world: World, options: WorldTokenizerTextOpt
   for (const d of world.documents) texts.push(d.text, d.title);
   for (const q of world.questions) texts.push(q.question);
   // Role prompts (the repository's prompts/ directory, when present).
-  if (existsSync(PROMPTS_DIR)) for (const f of readdirSync(PROMPTS_DIR).filter((f) => f.endsWith('.md')).sort()) fixed.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
+  if (existsSync(PROMPTS_DIR))
+    for (const f of readdirSync(PROMPTS_DIR)
+      .filter((f) => f.endsWith('.md'))
+      .sort())
+      fixed.push(readFileSync(join(PROMPTS_DIR, f), 'utf8'));
   // The chat template's tool section for each role.
   const { index, tools } = worldSearchTools(world, { noise: 0 });
   const specs = worldToolSpecs(tools);
   const template = new Template(CHAT_TEMPLATE);
   for (const tools of [specs.planner, specs.worker]) {
-    fixed.push(template.render({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], tools, add_generation_prompt: true }));
+    fixed.push(
+      template.render({
+        messages: [
+          { role: 'system', content: 'x' },
+          { role: 'user', content: 'y' },
+        ],
+        tools,
+        add_generation_prompt: true,
+      }),
+    );
   }
   for (let k = 0; k < (options.fixedTextWeight ?? 20); k++) texts.push(...fixed);
   // Conversation pieces along the gold chains.
@@ -70,7 +83,10 @@ function extractFactSentence(text: string, relation: string): string | undefined
   return fact ? splitSentences(text).find((x) => x.includes(fact.subject) && x.includes(fact.object)) : undefined;
 }
 
-export function trainTokenizerForWorld(world: World, vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
+export function trainTokenizerForWorld(
+  world: World,
+  vocabSize = 2048,
+): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
   return trainTokenizerForWorlds([world], vocabSize);
 }
 
@@ -80,11 +96,18 @@ export function trainTokenizerForWorld(world: World, vocabSize = 2048): { traine
  * so a model built on it reads any world generated with the same knobs — names of a world it never
  * saw split into the syllable pieces all worlds share. Tokens per document are over all the worlds.
  */
-export function trainTokenizerForWorlds(worlds: readonly World[], vocabSize = 2048): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
+export function trainTokenizerForWorlds(
+  worlds: readonly World[],
+  vocabSize = 2048,
+): { trained: TrainedTokenizer; tokenizer: ChatTokenizer; tokensPerDocument: { mean: number; max: number } } {
   const maxQuestions = Math.ceil(400 / Math.max(1, worlds.length));
   const texts = worlds.flatMap((w) => worldTokenizerTexts(w, worlds.length > 1 ? { maxQuestions } : {}));
   const trained = trainWorldTokenizer(texts, { vocabSize });
   const tokenizer = createChatTokenizer(trained.tokenizerJson, trained.tokenizerConfig);
   const counts = worlds.flatMap((w) => w.documents.map((d) => tokenizer.encode(d.text).length));
-  return { trained, tokenizer, tokensPerDocument: { mean: counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), max: Math.max(0, ...counts) } };
+  return {
+    trained,
+    tokenizer,
+    tokensPerDocument: { mean: counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), max: Math.max(0, ...counts) },
+  };
 }

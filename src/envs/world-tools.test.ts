@@ -20,7 +20,13 @@ test('world tools apply the world noise knob, seeded by the world', async () => 
   }
   assert.ok(differ >= 10, `noisy results differ for ${differ} of 20 queries`);
   const specs = worldToolSpecs(noisy.tools);
-  assert.deepEqual(specs.planner.map((s) => s.function.name), ['delegate_subtask']);
-  assert.deepEqual(specs.worker.map((s) => s.function.name), ['search', 'open']);
+  assert.deepEqual(
+    specs.planner.map((s) => s.function.name),
+    ['delegate_subtask'],
+  );
+  assert.deepEqual(
+    specs.worker.map((s) => s.function.name),
+    ['search', 'open'],
+  );
   assert.deepEqual(specs.single, specs.worker);
 });

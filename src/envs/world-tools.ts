@@ -13,7 +13,10 @@ import type { Role } from '../core/records.ts';
 import type { ToolSpec } from '../core/chat.ts';
 import type { World } from './world/world.ts';
 
-export function worldSearchTools(world: World, options: SearchToolOptions & { index?: SearchIndex } = {}): { index: SearchIndex; tools: Tool[] } {
+export function worldSearchTools(
+  world: World,
+  options: SearchToolOptions & { index?: SearchIndex } = {},
+): { index: SearchIndex; tools: Tool[] } {
   const index = options.index ?? SearchIndex.build(world.documents);
   const tools = createSearchTools(index, { noise: world.options.noise, noiseSeed: world.options.seed, ...options });
   return { index, tools };
@@ -24,7 +27,9 @@ export function worldToolSpecs(tools: readonly Tool[]): Record<Role, ToolSpec[]>
   const delegate = defineTool({
     name: 'delegate_subtask',
     description: 'Delegate a self-contained subtask to a worker, who searches and reads documents and reports back what it found.',
-    inputSchema: z.object({ subtask: z.string().min(1).describe('The subtask, stated so that it can be done without seeing the rest of the conversation.') }),
+    inputSchema: z.object({
+      subtask: z.string().min(1).describe('The subtask, stated so that it can be done without seeing the rest of the conversation.'),
+    }),
     async execute() {
       return '';
     },

@@ -13,30 +13,40 @@ import { Template } from '@huggingface/jinja';
 import type { ChatMessage, ToolSpec } from '../core/chat.ts';
 
 export const CHATML_TOOLS_TEMPLATE = [
-  "{%- if tools %}",
+  '{%- if tools %}',
   "{{- '<|im_start|>system\\n' }}",
   "{%- if messages | length > 0 and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
   "{{- '# Tools\\n\\nYou may call the functions below. Their signatures are listed inside <tools></tools>:\\n<tools>' }}",
   "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}",
-  "{{- '\\n</tools>\\n\\nTo call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}",
+  '{{- \'\\n</tools>\\n\\nTo call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}',
   "{%- elif messages | length > 0 and messages[0].role == 'system' %}",
   "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- for message in messages %}",
+  '{%- endif %}',
+  '{%- for message in messages %}',
   "{%- if message.role == 'system' and loop.first %}",
   "{%- elif message.role == 'tool' %}",
   "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}",
   "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}",
   "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}",
-  "{%- else %}",
+  '{%- else %}',
   "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- endfor %}",
+  '{%- endif %}',
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
 ].join('\n');
 
 /** The special tokens a tokenizer needs for CHATML_TOOLS_TEMPLATE (turn markers, tool calls and results, reasoning). */
-export const CHATML_SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<think>', '</think>'] as const;
+export const CHATML_SPECIAL_TOKENS = [
+  '<|endoftext|>',
+  '<|im_start|>',
+  '<|im_end|>',
+  '<tool_call>',
+  '</tool_call>',
+  '<tool_response>',
+  '</tool_response>',
+  '<think>',
+  '</think>',
+] as const;
 
 export interface RenderOptions {
   tools?: readonly ToolSpec[];

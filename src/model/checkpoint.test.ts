@@ -32,9 +32,19 @@ test('checkpoint: f32 save/load is bit-exact, with HF file set and names', () =>
   const m = micro();
   const dir = join(tmp(), 'model');
   saveModelDir(dir, { ...m, tokenizerDir: fakeTokenizerDir() });
-  assert.deepEqual(readdirSync(dir).sort(), ['chat_template.jinja', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+  assert.deepEqual(readdirSync(dir).sort(), [
+    'chat_template.jinja',
+    'config.json',
+    'generation_config.json',
+    'model.safetensors',
+    'tokenizer.json',
+    'tokenizer_config.json',
+  ]);
   const header = readSafetensorsHeader(join(dir, 'model.safetensors'));
-  assert.deepEqual([...header.tensors.keys()], m.layout.tensors.map((t) => t.name));
+  assert.deepEqual(
+    [...header.tensors.keys()],
+    m.layout.tensors.map((t) => t.name),
+  );
   assert.deepEqual(header.tensors.get('model.layers.1.self_attn.k_proj.weight')!.shape, [16, 32]);
   assert.equal(header.tensors.get('model.embed_tokens.weight')!.dtype, 'F32');
   const gen = JSON.parse(readFileSync(join(dir, 'generation_config.json'), 'utf8'));
@@ -61,7 +71,10 @@ test('checkpoint: sharded save writes an index and reloads bit-exactly; bf16 rou
   assert.deepEqual(loadModelDir(dir).weights, m.weights);
   // Saving again unsharded into the same directory leaves no stale shards or index behind.
   saveModelDir(dir, m);
-  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('safetensors')), ['model.safetensors']);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.includes('safetensors')),
+    ['model.safetensors'],
+  );
   assert.deepEqual(loadModelDir(dir).weights, m.weights);
 
   const bdir = join(tmp(), 'bf16');
@@ -70,7 +83,8 @@ test('checkpoint: sharded save writes an index and reloads bit-exactly; bf16 rou
   const once = loadModelDir(bdir);
   assert.equal(once.config.torchDtype, 'bfloat16');
   let maxRel = 0;
-  for (let i = 0; i < m.weights.length; i++) maxRel = Math.max(maxRel, Math.abs(once.weights[i] - m.weights[i]) / (Math.abs(m.weights[i]) + 1e-30));
+  for (let i = 0; i < m.weights.length; i++)
+    maxRel = Math.max(maxRel, Math.abs(once.weights[i] - m.weights[i]) / (Math.abs(m.weights[i]) + 1e-30));
   assert.ok(maxRel > 0 && maxRel <= 2 ** -8, `bf16 relative error ${maxRel}`);
   const b2 = join(tmp(), 'bf16b');
   saveModelDir(b2, { config: once.config, layout: once.layout, weights: once.weights, dtype: 'BF16' });
@@ -83,14 +97,22 @@ test('checkpoint: tied models may carry lm_head; untied ones must', () => {
   saveModelDir(dir, tied);
   // Rewrite with an extra lm_head.weight, as some exporters do.
   const emb = tied.layout.byName.get('model.embed_tokens.weight')!;
-  const tensors = tied.layout.tensors.map((t) => ({ name: t.name, shape: t.shape, data: tied.weights.subarray(t.offset, t.offset + t.size) }));
-  writeSafetensors(join(dir, 'model.safetensors'), [...tensors, { name: 'lm_head.weight', shape: emb.shape, data: tied.weights.subarray(emb.offset, emb.offset + emb.size) }]);
+  const tensors = tied.layout.tensors.map((t) => ({
+    name: t.name,
+    shape: t.shape,
+    data: tied.weights.subarray(t.offset, t.offset + t.size),
+  }));
+  writeSafetensors(join(dir, 'model.safetensors'), [
+    ...tensors,
+    { name: 'lm_head.weight', shape: emb.shape, data: tied.weights.subarray(emb.offset, emb.offset + emb.size) },
+  ]);
   assert.deepEqual(loadModelDir(dir).weights, tied.weights);
 
   const untied = micro();
   const udir = join(tmp(), 'untied');
   saveModelDir(udir, untied);
-  const noHead = untied.layout.tensors.filter((t) => t.name !== 'lm_head.weight')
+  const noHead = untied.layout.tensors
+    .filter((t) => t.name !== 'lm_head.weight')
     .map((t) => ({ name: t.name, shape: t.shape, data: untied.weights.subarray(t.offset, t.offset + t.size) }));
   writeSafetensors(join(udir, 'model.safetensors'), noHead);
   assert.throws(() => loadModelDir(udir), /model\.safetensors: field "lm_head\.weight": missing tensor/);
@@ -106,7 +128,10 @@ test('checkpoint: bad directories give one-line errors naming file and field', (
   // Shape mismatch vs the config.
   const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 48 }));
-  assert.throws(() => loadModelDir(dir), /model\.safetensors: field "model\.layers\.0\.mlp\.gate_proj\.weight": shape \[64,32\] does not match the config's \[48,32\]/);
+  assert.throws(
+    () => loadModelDir(dir),
+    /model\.safetensors: field "model\.layers\.0\.mlp\.gate_proj\.weight": shape \[64,32\] does not match the config's \[48,32\]/,
+  );
   // Unexpected tensor (q/k norms in a llama config).
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['LlamaForCausalLM'], model_type: 'llama' }));
   assert.throws(() => loadModelDir(dir), /field "model\.layers\.0\.self_attn\.q_norm\.weight": unexpected tensor for a llama model/);
@@ -132,7 +157,10 @@ test('checkpoint: bad directories give one-line errors naming file and field', (
   assert.throws(() => loadModelDir(sdir), /model-00001-of-00009\.safetensors: file not found/);
   index.weight_map['model.norm.weight'] = 'model-00001-of-' + Object.values(index.weight_map as Record<string, string>)[0].slice(15);
   writeFileSync(join(sdir, 'model.safetensors.index.json'), JSON.stringify(index));
-  assert.throws(() => loadModelDir(sdir), /field "model\.norm\.weight": tensor (listed in model\.safetensors\.index\.json is missing from the shard|also present here)/);
+  assert.throws(
+    () => loadModelDir(sdir),
+    /field "model\.norm\.weight": tensor (listed in model\.safetensors\.index\.json is missing from the shard|also present here)/,
+  );
   writeFileSync(join(sdir, 'model.safetensors.index.json'), '{"metadata":{}}');
   assert.throws(() => loadModelDir(sdir), /index\.json: field "weight_map": missing/);
 

@@ -71,7 +71,11 @@ export function loadModelDir(dir: string): LoadedModel {
   for (const [file, namesFromIndex] of shards) {
     const header = readSafetensors(file, (entry) => {
       if (weightMap && weightMap.get(entry.name) !== undefined && join(dir, weightMap.get(entry.name)!) !== file) {
-        throw new FileFormatError({ file, field: entry.name, message: `tensor also present here but the index maps it to ${weightMap.get(entry.name)}` });
+        throw new FileFormatError({
+          file,
+          field: entry.name,
+          message: `tensor also present here but the index maps it to ${weightMap.get(entry.name)}`,
+        });
       }
       const spec = layout.byName.get(entry.name);
       if (!spec) {
@@ -80,13 +84,22 @@ export function loadModelDir(dir: string): LoadedModel {
       }
       if (seen.has(entry.name)) throw new FileFormatError({ file, field: entry.name, message: 'tensor appears in more than one shard' });
       if (entry.shape.length !== spec.shape.length || entry.shape.some((d, i) => d !== spec.shape[i])) {
-        throw new FileFormatError({ file, field: entry.name, message: `shape ${JSON.stringify(entry.shape)} does not match the config's ${JSON.stringify(spec.shape)}` });
+        throw new FileFormatError({
+          file,
+          field: entry.name,
+          message: `shape ${JSON.stringify(entry.shape)} does not match the config's ${JSON.stringify(spec.shape)}`,
+        });
       }
       seen.add(entry.name);
       return weights.subarray(spec.offset, spec.offset + spec.size);
     });
     for (const name of namesFromIndex) {
-      if (!header.tensors.has(name)) throw new FileFormatError({ file, field: name, message: `tensor listed in model.safetensors.index.json is missing from the shard` });
+      if (!header.tensors.has(name))
+        throw new FileFormatError({
+          file,
+          field: name,
+          message: `tensor listed in model.safetensors.index.json is missing from the shard`,
+        });
     }
   }
   for (const spec of layout.tensors) {
@@ -125,10 +138,15 @@ export function saveModelDir(dir: string, options: SaveOptions): void {
   const { layout, weights } = options;
   const dtype = options.dtype ?? 'F32';
   const config: ModelConfig = { ...options.config, torchDtype: DTYPE_NAMES[dtype] };
-  if (weights.length !== layout.total) throw new FileFormatError({ file: dir, message: `weights have ${weights.length} floats, the layout needs ${layout.total}` });
+  if (weights.length !== layout.total)
+    throw new FileFormatError({ file: dir, message: `weights have ${weights.length} floats, the layout needs ${layout.total}` });
   mkdirSync(dir, { recursive: true });
 
-  const tensors: TensorToWrite[] = layout.tensors.map((t) => ({ name: t.name, shape: t.shape, data: weights.subarray(t.offset, t.offset + t.size) }));
+  const tensors: TensorToWrite[] = layout.tensors.map((t) => ({
+    name: t.name,
+    shape: t.shape,
+    data: weights.subarray(t.offset, t.offset + t.size),
+  }));
   const bytesPer = dtype === 'F32' ? 4 : 2;
   const maxShard = options.maxShardBytes ?? 4 * 1024 ** 3;
   const groups: TensorToWrite[][] = [[]];
@@ -160,7 +178,11 @@ export function saveModelDir(dir: string, options: SaveOptions): void {
     removeIfExists(single);
   }
   // Shards of an earlier save with a different shard count would confuse readers that glob for them.
-  const current = new Set(groups.length === 1 ? [] : groups.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`));
+  const current = new Set(
+    groups.length === 1
+      ? []
+      : groups.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`),
+  );
   for (const f of readdirSync(dir)) if (/^model-\d{5}-of-\d{5}\.safetensors$/.test(f) && !current.has(f)) removeIfExists(join(dir, f));
 
   writeJsonAtomic(join(dir, 'config.json'), toHFConfig(config));
@@ -220,5 +242,9 @@ function writeJsonAtomic(file: string, value: unknown): void {
 }
 
 function removeIfExists(file: string): void {
-  try { unlinkSync(file); } catch { /* not there */ }
+  try {
+    unlinkSync(file);
+  } catch {
+    /* not there */
+  }
 }

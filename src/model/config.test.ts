@@ -11,8 +11,10 @@ test('config: a Qwen3 config round-trips through toHFConfig', () => {
 
 test('config: unsupported fields are named', () => {
   const base = toHFConfig(presetConfig('micro'));
-  assert.throws(() => parseModelConfig({ ...base, architectures: ['GPT2LMHeadModel'] }, 'm/config.json'),
-    /m\/config.json: field "architectures": unsupported architecture "GPT2LMHeadModel"/);
+  assert.throws(
+    () => parseModelConfig({ ...base, architectures: ['GPT2LMHeadModel'] }, 'm/config.json'),
+    /m\/config.json: field "architectures": unsupported architecture "GPT2LMHeadModel"/,
+  );
   assert.throws(() => parseModelConfig({ ...base, hidden_act: 'gelu' }), /field "hidden_act"/);
   assert.throws(() => parseModelConfig({ ...base, num_key_value_heads: 3 }), /field "num_key_value_heads"/);
   assert.throws(() => parseModelConfig({ ...base, vocab_size: -1 }), /field "vocab_size": expected a positive integer/);

@@ -49,7 +49,8 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   };
   const int = (field: string, fallback?: number): number => {
     const v = c[field] ?? fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) fail(field, `expected a positive integer, got ${JSON.stringify(c[field])}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      fail(field, `expected a positive integer, got ${JSON.stringify(c[field])}`);
     return v as number;
   };
   const num = (field: string, fallback: number): number => {
@@ -67,7 +68,8 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   let family: ModelFamily | undefined;
   if (Array.isArray(archs) && archs.length > 0) {
     family = ARCHITECTURES[String(archs[0])];
-    if (!family) fail('architectures', `unsupported architecture "${String(archs[0])}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
+    if (!family)
+      fail('architectures', `unsupported architecture "${String(archs[0])}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
   } else if (typeof c.model_type === 'string') {
     family = (['llama', 'qwen2', 'qwen3'] as const).find((f) => f === c.model_type);
     if (!family) fail('model_type', `unsupported model_type "${c.model_type}"; supported: llama, qwen2, qwen3`);
@@ -94,7 +96,8 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   if (headDim % 2 !== 0) fail('head_dim', `${headDim} must be even for rotary embeddings`);
 
   const dtype = c.torch_dtype ?? c.dtype ?? 'float32';
-  if (dtype !== 'float32' && dtype !== 'bfloat16' && dtype !== 'float16') fail('torch_dtype', `unsupported dtype "${String(dtype)}"; supported: float32, bfloat16, float16`);
+  if (dtype !== 'float32' && dtype !== 'bfloat16' && dtype !== 'float16')
+    fail('torch_dtype', `unsupported dtype "${String(dtype)}"; supported: float32, bfloat16, float16`);
 
   const eos = c.eos_token_id;
   if (eos != null && typeof eos !== 'number' && !(Array.isArray(eos) && eos.every((x) => typeof x === 'number'))) {
@@ -162,27 +165,79 @@ export function toHFConfig(cfg: ModelConfig): Record<string, unknown> {
 export const MODEL_PRESETS: Record<string, Omit<ModelConfig, 'bosTokenId' | 'eosTokenId'>> = {
   /** Benchmark shape from the engine issue: ~28M parameters, Qwen3-style. */
   'bench-28m': {
-    family: 'qwen3', vocabSize: 8192, hiddenSize: 512, intermediateSize: 1408, numLayers: 8, numHeads: 8, numKvHeads: 4,
-    headDim: 64, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, qkvBias: false,
-    qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
+    family: 'qwen3',
+    vocabSize: 8192,
+    hiddenSize: 512,
+    intermediateSize: 1408,
+    numLayers: 8,
+    numHeads: 8,
+    numKvHeads: 4,
+    headDim: 64,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 4096,
+    tieWordEmbeddings: true,
+    qkvBias: false,
+    qkNorm: true,
+    initializerRange: 0.02,
+    torchDtype: 'float32',
   },
   /** The demo's model: small enough to warm-start and RL-train on two cores in minutes. */
-  'tiny': {
-    family: 'qwen3', vocabSize: 4096, hiddenSize: 256, intermediateSize: 704, numLayers: 4, numHeads: 4, numKvHeads: 2,
-    headDim: 64, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, qkvBias: false,
-    qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
+  tiny: {
+    family: 'qwen3',
+    vocabSize: 4096,
+    hiddenSize: 256,
+    intermediateSize: 704,
+    numLayers: 4,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 64,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 4096,
+    tieWordEmbeddings: true,
+    qkvBias: false,
+    qkNorm: true,
+    initializerRange: 0.02,
+    torchDtype: 'float32',
   },
   /** Smoke runs of the whole pipeline (`--quick`): tiny, but with room for a single agent's long context. */
-  'mini': {
-    family: 'qwen3', vocabSize: 1024, hiddenSize: 64, intermediateSize: 176, numLayers: 2, numHeads: 4, numKvHeads: 2,
-    headDim: 16, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 4096, tieWordEmbeddings: true, qkvBias: false,
-    qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
+  mini: {
+    family: 'qwen3',
+    vocabSize: 1024,
+    hiddenSize: 64,
+    intermediateSize: 176,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 16,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 4096,
+    tieWordEmbeddings: true,
+    qkvBias: false,
+    qkNorm: true,
+    initializerRange: 0.02,
+    torchDtype: 'float32',
   },
   /** For tests: a few thousand parameters. */
-  'micro': {
-    family: 'qwen3', vocabSize: 512, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2,
-    headDim: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 1024, tieWordEmbeddings: false, qkvBias: false,
-    qkNorm: true, initializerRange: 0.02, torchDtype: 'float32',
+  micro: {
+    family: 'qwen3',
+    vocabSize: 512,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 8,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 1024,
+    tieWordEmbeddings: false,
+    qkvBias: false,
+    qkNorm: true,
+    initializerRange: 0.02,
+    torchDtype: 'float32',
   },
 };
 

@@ -48,14 +48,21 @@ for (const [kname, kernels] of kernelSets) {
           { slot: slots[1], tokens: seqs[1].slice(3), startPos: 3 },
           { slot: slots[2], tokens: seqs[2].slice(0, 20), startPos: 0 },
         ]);
-        check(0, 10, out[0]); check(1, seqs[1].length - 1, out[1]); check(2, 19, out[2]);
+        check(0, 10, out[0]);
+        check(1, seqs[1].length - 1, out[1]);
+        check(2, 19, out[2]);
         // Then one token at a time for the rest.
         const posOf = [11, seqs[1].length, 20];
         for (;;) {
-          const items = seqs.map((s, b) => ({ b, slot: slots[b], tokens: [s[posOf[b]]], startPos: posOf[b] })).filter((it) => it.startPos < seqs[it.b].length);
+          const items = seqs
+            .map((s, b) => ({ b, slot: slots[b], tokens: [s[posOf[b]]], startPos: posOf[b] }))
+            .filter((it) => it.startPos < seqs[it.b].length);
           if (items.length === 0) break;
           out = dec.forward(items);
-          items.forEach((it, i) => { check(it.b, it.startPos, out[i]); posOf[it.b]++; });
+          items.forEach((it, i) => {
+            check(it.b, it.startPos, out[i]);
+            posOf[it.b]++;
+          });
         }
         assert.ok(dec.S >= 23 && dec.N >= 3, `cache grew (S=${dec.S}, N=${dec.N})`);
         const tol = kname === 'reference' ? 1e-4 : 2e-3;
@@ -105,9 +112,22 @@ test('decode: prefix copy, slot reuse and bad input', () => {
   assert.equal(dec.allocSlot(), -1, 'cache full at its byte limit');
   dec.freeSlot(a);
   assert.equal(dec.allocSlot(), a);
-  assert.throws(() => dec.forward([{ slot: a, tokens: [96], startPos: 0 }]), /items\[0\]\.tokens\[0\]: token id 96 is out of range \[0, 96\)/);
+  assert.throws(
+    () => dec.forward([{ slot: a, tokens: [96], startPos: 0 }]),
+    /items\[0\]\.tokens\[0\]: token id 96 is out of range \[0, 96\)/,
+  );
   assert.throws(() => dec.forward([{ slot: 7, tokens: [1], startPos: 0 }]), /items\[0\]\.slot: 7 is not an allocated slot/);
-  assert.throws(() => dec.forward([{ slot: a, tokens: [1], startPos: 63 }, { slot: b, tokens: [1, 2], startPos: 63 }]), /position 65, beyond max_position_embeddings 64/);
-  assert.throws(() => dec.forward([{ slot: a, tokens: [1], startPos: 12 }]), /reaches position 13; the KV cache cannot grow past 6144 bytes/);
+  assert.throws(
+    () =>
+      dec.forward([
+        { slot: a, tokens: [1], startPos: 63 },
+        { slot: b, tokens: [1, 2], startPos: 63 },
+      ]),
+    /position 65, beyond max_position_embeddings 64/,
+  );
+  assert.throws(
+    () => dec.forward([{ slot: a, tokens: [1], startPos: 12 }]),
+    /reaches position 13; the KV cache cannot grow past 6144 bytes/,
+  );
   assert.equal(dec.maxPositions(), 8);
 });

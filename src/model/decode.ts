@@ -46,8 +46,13 @@ export interface DecoderOptions {
 }
 
 interface PackedLayer {
-  q: PackedWeight; k: PackedWeight; v: PackedWeight; o: PackedWeight;
-  gate: PackedWeight; up: PackedWeight; down: PackedWeight;
+  q: PackedWeight;
+  k: PackedWeight;
+  v: PackedWeight;
+  o: PackedWeight;
+  gate: PackedWeight;
+  up: PackedWeight;
+  down: PackedWeight;
 }
 
 export class Decoder {
@@ -71,17 +76,27 @@ export class Decoder {
 
   // scratch (grown on demand)
   private cap = 0;
-  private x!: Float32Array; private xn!: Float32Array; private rstd!: Float32Array;
-  private q!: Float32Array; private qPre!: Float32Array; private kk!: Float32Array; private kPre!: Float32Array; private v!: Float32Array;
-  private att!: Float32Array; private hRstd!: Float32Array;
-  private gate!: Float32Array; private up!: Float32Array; private h!: Float32Array;
+  private x!: Float32Array;
+  private xn!: Float32Array;
+  private rstd!: Float32Array;
+  private q!: Float32Array;
+  private qPre!: Float32Array;
+  private kk!: Float32Array;
+  private kPre!: Float32Array;
+  private v!: Float32Array;
+  private att!: Float32Array;
+  private hRstd!: Float32Array;
+  private gate!: Float32Array;
+  private up!: Float32Array;
+  private h!: Float32Array;
   private logits = new Float32Array(0);
   private lora: LoraAdapter | null = null;
   private loraU = new Float32Array(0);
 
   constructor(cfg: ModelConfig, weights: Float32Array, kernels: Kernels, options: DecoderOptions = {}) {
     const layout = buildLayout(cfg);
-    if (weights.length !== layout.total) throw new InvalidArgumentError('weights', `expected ${layout.total} floats for this config, got ${weights.length}`);
+    if (weights.length !== layout.total)
+      throw new InvalidArgumentError('weights', `expected ${layout.total} floats for this config, got ${weights.length}`);
     this.cfg = cfg;
     this.weights = weights;
     this.k = kernels;
@@ -104,8 +119,12 @@ export class Decoder {
     const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V } = this.cfg;
     const k = this.k;
     this.packed = this.W.layers.map((w) => ({
-      q: k.packWeightNT(w.qProj, H * D, C), k: k.packWeightNT(w.kProj, KV * D, C), v: k.packWeightNT(w.vProj, KV * D, C),
-      o: k.packWeightNT(w.oProj, C, H * D), gate: k.packWeightNT(w.gateProj, F, C), up: k.packWeightNT(w.upProj, F, C),
+      q: k.packWeightNT(w.qProj, H * D, C),
+      k: k.packWeightNT(w.kProj, KV * D, C),
+      v: k.packWeightNT(w.vProj, KV * D, C),
+      o: k.packWeightNT(w.oProj, C, H * D),
+      gate: k.packWeightNT(w.gateProj, F, C),
+      up: k.packWeightNT(w.upProj, F, C),
       down: k.packWeightNT(w.downProj, C, F),
     }));
     this.packedHead = k.packWeightNT(this.W.lmHead, V, C);
@@ -137,8 +156,10 @@ export class Decoder {
 
   private allocCache(N: number, S: number): void {
     const KD = this.cfg.numKvHeads * this.cfg.headDim;
-    const oldK = this.kCache, oldV = this.vCache;
-    const oldN = this.N, oldS = this.S;
+    const oldK = this.kCache,
+      oldV = this.vCache;
+    const oldN = this.N,
+      oldS = this.S;
     this.kCache = [];
     this.vCache = [];
     for (let l = 0; l < this.cfg.numLayers; l++) {
@@ -188,7 +209,10 @@ export class Decoder {
   /** Longest position count a slot can reach (the model's limit, or less when the memory cap binds). */
   maxPositions(): number {
     let S = this.S;
-    while (S < this.cfg.maxPositionEmbeddings && this.cacheBytes(this.N, Math.min(S * 2, this.cfg.maxPositionEmbeddings)) <= this.maxCacheBytes) {
+    while (
+      S < this.cfg.maxPositionEmbeddings &&
+      this.cacheBytes(this.N, Math.min(S * 2, this.cfg.maxPositionEmbeddings)) <= this.maxCacheBytes
+    ) {
       S = Math.min(S * 2, this.cfg.maxPositionEmbeddings);
     }
     return S;
@@ -209,11 +233,19 @@ export class Decoder {
     if (n <= this.cap) return;
     const cap = Math.max(n, this.cap * 2, 16);
     const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F } = this.cfg;
-    this.x = new Float32Array(cap * C); this.xn = new Float32Array(cap * C); this.rstd = new Float32Array(cap);
-    this.q = new Float32Array(cap * H * D); this.qPre = new Float32Array(cap * H * D);
-    this.kk = new Float32Array(cap * KV * D); this.kPre = new Float32Array(cap * KV * D); this.v = new Float32Array(cap * KV * D);
-    this.att = new Float32Array(cap * H * D); this.hRstd = new Float32Array(cap * H);
-    this.gate = new Float32Array(cap * F); this.up = new Float32Array(cap * F); this.h = new Float32Array(cap * F);
+    this.x = new Float32Array(cap * C);
+    this.xn = new Float32Array(cap * C);
+    this.rstd = new Float32Array(cap);
+    this.q = new Float32Array(cap * H * D);
+    this.qPre = new Float32Array(cap * H * D);
+    this.kk = new Float32Array(cap * KV * D);
+    this.kPre = new Float32Array(cap * KV * D);
+    this.v = new Float32Array(cap * KV * D);
+    this.att = new Float32Array(cap * H * D);
+    this.hRstd = new Float32Array(cap * H);
+    this.gate = new Float32Array(cap * F);
+    this.up = new Float32Array(cap * F);
+    this.h = new Float32Array(cap * F);
     this.cap = cap;
   }
 
@@ -229,21 +261,34 @@ export class Decoder {
    */
   forward(items: readonly DecodeItem[]): Float32Array[] {
     const cfg = this.cfg;
-    const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V, numLayers: L, rmsNormEps: eps } = cfg;
-    const HD = H * D, KD = KV * D;
+    const {
+      hiddenSize: C,
+      numHeads: H,
+      numKvHeads: KV,
+      headDim: D,
+      intermediateSize: F,
+      vocabSize: V,
+      numLayers: L,
+      rmsNormEps: eps,
+    } = cfg;
+    const HD = H * D,
+      KD = KV * D;
     let n = 0;
     let m = 0; // rows of logits
     let maxPos = 0;
     const seen = new Set<number>();
     items.forEach((it, i) => {
-      if (!(it.slot >= 0 && it.slot < this.N) || !this.used[it.slot]) throw new InvalidArgumentError(`items[${i}].slot`, `${it.slot} is not an allocated slot`);
+      if (!(it.slot >= 0 && it.slot < this.N) || !this.used[it.slot])
+        throw new InvalidArgumentError(`items[${i}].slot`, `${it.slot} is not an allocated slot`);
       if (seen.has(it.slot)) throw new InvalidArgumentError(`items[${i}].slot`, `slot ${it.slot} appears twice in one call`);
       seen.add(it.slot);
       if (it.tokens.length === 0) throw new InvalidArgumentError(`items[${i}].tokens`, 'is empty');
-      if (!(Number.isInteger(it.startPos) && it.startPos >= 0)) throw new InvalidArgumentError(`items[${i}].startPos`, `expected a non-negative integer, got ${it.startPos}`);
+      if (!(Number.isInteger(it.startPos) && it.startPos >= 0))
+        throw new InvalidArgumentError(`items[${i}].startPos`, `expected a non-negative integer, got ${it.startPos}`);
       for (let j = 0; j < it.tokens.length; j++) {
         const id = it.tokens[j];
-        if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`items[${i}].tokens[${j}]`, `token id ${id} is out of range [0, ${V})`);
+        if (!(Number.isInteger(id) && id >= 0 && id < V))
+          throw new InvalidArgumentError(`items[${i}].tokens[${j}]`, `token id ${id} is out of range [0, ${V})`);
       }
       n += it.tokens.length;
       m += it.allLogits ? it.tokens.length : 1;
@@ -251,14 +296,24 @@ export class Decoder {
     });
     if (n === 0) return [];
     if (maxPos > this.S) {
-      if (maxPos > cfg.maxPositionEmbeddings) throw new InvalidArgumentError('positions', `a request reaches position ${maxPos}, beyond max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+      if (maxPos > cfg.maxPositionEmbeddings)
+        throw new InvalidArgumentError(
+          'positions',
+          `a request reaches position ${maxPos}, beyond max_position_embeddings ${cfg.maxPositionEmbeddings}`,
+        );
       let S2 = this.S;
       while (S2 < maxPos) S2 = Math.min(S2 * 2, cfg.maxPositionEmbeddings);
-      if (this.cacheBytes(this.N, S2) > this.maxCacheBytes) throw new InvalidArgumentError('positions', `a request reaches position ${maxPos}; the KV cache cannot grow past ${this.maxCacheBytes} bytes`);
+      if (this.cacheBytes(this.N, S2) > this.maxCacheBytes)
+        throw new InvalidArgumentError(
+          'positions',
+          `a request reaches position ${maxPos}; the KV cache cannot grow past ${this.maxCacheBytes} bytes`,
+        );
       this.allocCache(this.N, S2);
     }
     this.ensureScratch(n);
-    const ids = new Int32Array(n), pos = new Int32Array(n), slot = new Int32Array(n);
+    const ids = new Int32Array(n),
+      pos = new Int32Array(n),
+      slot = new Int32Array(n);
     let t = 0;
     for (const it of items) {
       for (let j = 0; j < it.tokens.length; j++, t++) {
@@ -296,7 +351,8 @@ export class Decoder {
       }
       k.ropeForward(q, pos, n, H, D, cfg.ropeTheta);
       k.ropeForward(kk, pos, n, KV, D, cfg.ropeTheta);
-      const kc = this.kCache[l], vc = this.vCache[l];
+      const kc = this.kCache[l],
+        vc = this.vCache[l];
       for (let i = 0; i < n; i++) {
         const dst = (slot[i] * S + pos[i]) * KD;
         kc.set(kk.subarray(i * KD, (i + 1) * KD), dst);
@@ -335,7 +391,8 @@ export class Decoder {
   /** Rows of x that need logits (the last of each item, or all of an allLogits item), packed in order. */
   private xnGather(items: readonly DecodeItem[], m: number, C: number): Float32Array {
     const out = new Float32Array(m * C);
-    let t = 0, r = 0;
+    let t = 0,
+      r = 0;
     for (const it of items) {
       const len = it.tokens.length;
       if (it.allLogits) {

@@ -18,8 +18,14 @@ import { CHATML_TOOLS_TEMPLATE } from './chat-template.ts';
 
 function datum(tokens: number[]): Datum {
   return {
-    tokens, mask: tokens.map((_, i) => (i === 0 ? 0 : 1)), advantages: tokens.map(() => 0), oldLogprobs: tokens.map(() => 0),
-    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+    tokens,
+    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
+    advantages: tokens.map(() => 0),
+    oldLogprobs: tokens.map(() => 0),
+    questionId: 'q',
+    rolloutId: 'r',
+    sequenceId: 's',
+    role: 'single',
   };
 }
 
@@ -83,7 +89,12 @@ test('a tiny model memorises a short text (loss → near 0); greedy sampling the
 });
 
 test('gradients accumulated over micro-batches equal one big batch', () => {
-  const seqs = [[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12, 13, 14, 15], [2, 4]];
+  const seqs = [
+    [1, 2, 3, 4, 5],
+    [6, 7, 8],
+    [9, 10, 11, 12, 13, 14, 15],
+    [2, 4],
+  ];
   const ds = seqs.map(datum);
   const loss = nllLoss(17);
   const a = microEngine(3);
@@ -151,7 +162,10 @@ test('optimizer state round-trips exactly and bad state is a one-line error', ()
     b.optimStep({ learningRate: 1e-3 });
     assert.deepEqual(b.weights, a.weights);
     const other = microEngine(6, 128);
-    assert.throws(() => other.loadOptimizerState(dir), (e: unknown) => e instanceof FileFormatError && /params/.test(e.message));
+    assert.throws(
+      () => other.loadOptimizerState(dir),
+      (e: unknown) => e instanceof FileFormatError && /params/.test(e.message),
+    );
     writeFileSync(join(dir, 'optimizer.bin'), Buffer.alloc(8));
     assert.throws(() => b.loadOptimizerState(dir), FileFormatError);
   } finally {
@@ -161,8 +175,14 @@ test('optimizer state round-trips exactly and bad state is a one-line error', ()
 
 test('out-of-range token ids name the sequence and position', () => {
   const e = microEngine(7);
-  assert.throws(() => e.forward([[1, 2], [3, 4, 99]]), (err: unknown) =>
-    err instanceof InvalidArgumentError && err.message.startsWith('sequences[1].tokens[2]: token id 99'));
+  assert.throws(
+    () =>
+      e.forward([
+        [1, 2],
+        [3, 4, 99],
+      ]),
+    (err: unknown) => err instanceof InvalidArgumentError && err.message.startsWith('sequences[1].tokens[2]: token id 99'),
+  );
 });
 
 test('the tokenizer and chat template travel with the engine: a save after the source directory is gone is complete', async () => {
@@ -185,7 +205,10 @@ test('the tokenizer and chat template travel with the engine: a save after the s
       for (const [f, bytes] of files) assert.ok(readFileSync(join(dir, out, f)).equals(bytes), `${out}/${f}`);
       const again = await loadTokenizer(join(dir, out));
       const messages = [{ role: 'user' as const, content: 'In which year?' }];
-      assert.equal(again.applyChatTemplate(messages, { addGenerationPrompt: true }), tok.applyChatTemplate(messages, { addGenerationPrompt: true }));
+      assert.equal(
+        again.applyChatTemplate(messages, { addGenerationPrompt: true }),
+        tok.applyChatTemplate(messages, { addGenerationPrompt: true }),
+      );
     }
     // a bare weights directory (no tokenizer) saves bare weights
     const bare = join(dir, 'bare');

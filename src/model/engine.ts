@@ -174,11 +174,18 @@ export class Engine {
   }
 
   /** Forward only, split by token budget: logprobs and entropies per sequence. */
-  forward(seqs: readonly (ArrayLike<number>)[], microBatchTokens = DEFAULT_MICRO_BATCH_TOKENS): ForwardOutput {
+  forward(seqs: readonly ArrayLike<number>[], microBatchTokens = DEFAULT_MICRO_BATCH_TOKENS): ForwardOutput {
     const out: ForwardOutput = { logprobs: new Array(seqs.length), entropies: new Array(seqs.length) };
     this.pending = null;
-    for (const group of splitByTokens(seqs.map((s) => s.length), microBatchTokens)) {
-      const r = this.runForward(group.map((i) => seqs[i]), false, group[0]);
+    for (const group of splitByTokens(
+      seqs.map((s) => s.length),
+      microBatchTokens,
+    )) {
+      const r = this.runForward(
+        group.map((i) => seqs[i]),
+        false,
+        group[0],
+      );
       group.forEach((i, j) => {
         out.logprobs[i] = r.logprobs[j];
         out.entropies[i] = r.entropies[j];
@@ -188,11 +195,11 @@ export class Engine {
   }
 
   /** Forward of one micro-batch keeping what backward needs; follow with `backwardMicro`. */
-  forwardMicro(seqs: readonly (ArrayLike<number>)[], firstIndex = 0): MicroForward {
+  forwardMicro(seqs: readonly ArrayLike<number>[], firstIndex = 0): MicroForward {
     return this.runForward(seqs, true, firstIndex);
   }
 
-  private runForward(seqs: readonly (ArrayLike<number>)[], needGrad: boolean, firstIndex: number): MicroForward {
+  private runForward(seqs: readonly ArrayLike<number>[], needGrad: boolean, firstIndex: number): MicroForward {
     if (seqs.length === 0) return { logprobs: [], entropies: [], tokens: 0 };
     seqs.forEach((s, i) => {
       if (s.length === 0) throw new InvalidArgumentError(`sequences[${firstIndex + i}]`, 'is empty');
@@ -209,8 +216,10 @@ export class Engine {
           const t = Number(m[1]);
           let b = 0;
           while (batch.cuSeqlens[b + 1] <= t) b++;
-          throw new InvalidArgumentError(`sequences[${firstIndex + b}].tokens[${t - batch.cuSeqlens[b]}]`,
-            err.message.slice(err.argument.length + 2));
+          throw new InvalidArgumentError(
+            `sequences[${firstIndex + b}].tokens[${t - batch.cuSeqlens[b]}]`,
+            err.message.slice(err.argument.length + 2),
+          );
         }
       }
       throw err;
@@ -232,16 +241,19 @@ export class Engine {
     const p = this.pending;
     if (!p) throw new InvalidArgumentError('backward', 'no pending forwardMicro to run backward for');
     this.pending = null;
-    if (dLogprobs.length !== p.lengths.length) throw new InvalidArgumentError('dLogprobs', `expected ${p.lengths.length} arrays, got ${dLogprobs.length}`);
+    if (dLogprobs.length !== p.lengths.length)
+      throw new InvalidArgumentError('dLogprobs', `expected ${p.lengths.length} arrays, got ${dLogprobs.length}`);
     const T = p.ctx.T;
     const dl = new Float32Array(T);
     const de = dEntropies ? new Float32Array(T) : null;
     let o = 0;
     p.lengths.forEach((len, i) => {
-      if (dLogprobs[i].length !== len) throw new InvalidArgumentError(`dLogprobs[${i}]`, `expected ${len} values, got ${dLogprobs[i].length}`);
+      if (dLogprobs[i].length !== len)
+        throw new InvalidArgumentError(`dLogprobs[${i}]`, `expected ${len} values, got ${dLogprobs[i].length}`);
       dl.set(dLogprobs[i], o);
       if (de && dEntropies) {
-        if (dEntropies[i].length !== len) throw new InvalidArgumentError(`dEntropies[${i}]`, `expected ${len} values, got ${dEntropies[i].length}`);
+        if (dEntropies[i].length !== len)
+          throw new InvalidArgumentError(`dEntropies[${i}]`, `expected ${len} values, got ${dEntropies[i].length}`);
         de.set(dEntropies[i], o);
       }
       o += len;
@@ -257,20 +269,27 @@ export class Engine {
     this.pending = null;
     const T = p.ctx.T;
     if (dLogprobs.length !== T) throw new InvalidArgumentError('dLogprobs', `expected ${T} values, got ${dLogprobs.length}`);
-    if (dEntropies && dEntropies.length !== T) throw new InvalidArgumentError('dEntropies', `expected ${T} values, got ${dEntropies.length}`);
+    if (dEntropies && dEntropies.length !== T)
+      throw new InvalidArgumentError('dEntropies', `expected ${T} values, got ${dEntropies.length}`);
     this.model.backward(p.ctx, dLogprobs, dEntropies ?? null);
     this.pendingTokens += T;
   }
 
   /** In-thread forward → loss → backward over micro-batches (the worker-thread policy does the same across threads). */
   forwardBackward(datums: readonly Datum[], loss: LossFn, options: { microBatchTokens?: number } = {}): ForwardBackwardResult {
-    const groups = splitByTokens(datums.map((d) => d.tokens.length), options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS);
+    const groups = splitByTokens(
+      datums.map((d) => d.tokens.length),
+      options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS,
+    );
     let total = 0;
     let tokens = 0;
     const metrics: Record<string, number> = {};
     for (const group of groups) {
       const ds = group.map((i) => datums[i]);
-      const f = this.forwardMicro(ds.map((d) => d.tokens), group[0]);
+      const f = this.forwardMicro(
+        ds.map((d) => d.tokens),
+        group[0],
+      );
       const out = loss(ds, { logprobs: f.logprobs, entropies: f.entropies });
       this.backwardMicro(out.dLogprobs, out.dEntropies ?? null);
       total += out.loss;
@@ -320,7 +339,8 @@ export class Engine {
 
   /** Replace the weights (e.g. after loading a checkpoint into the same architecture). */
   setWeights(w: Float32Array): void {
-    if (w.length !== this.weights.length) throw new InvalidArgumentError('weights', `expected ${this.weights.length} floats, got ${w.length}`);
+    if (w.length !== this.weights.length)
+      throw new InvalidArgumentError('weights', `expected ${this.weights.length} floats, got ${w.length}`);
     this.weights.set(w);
     this.weightsChanged(true);
   }
@@ -354,13 +374,15 @@ export class Engine {
     } catch (err) {
       throw new FileFormatError({ file: metaFile, message: `cannot read: ${(err as Error).message}` });
     }
-    if (meta.format !== 'matpo-adamw-v1') throw new FileFormatError({ file: metaFile, field: 'format', message: `expected "matpo-adamw-v1"` });
+    if (meta.format !== 'matpo-adamw-v1')
+      throw new FileFormatError({ file: metaFile, field: 'format', message: `expected "matpo-adamw-v1"` });
     const n = this.m.length;
     if (meta.params !== n) {
       const what = this.adapter ? 'the LoRA adapter has' : 'model has';
       throw new FileFormatError({ file: metaFile, field: 'params', message: `state has ${String(meta.params)} parameters, ${what} ${n}` });
     }
-    if (typeof meta.step !== 'number' || !Number.isInteger(meta.step) || meta.step < 0) throw new FileFormatError({ file: metaFile, field: 'step', message: 'expected a non-negative integer' });
+    if (typeof meta.step !== 'number' || !Number.isInteger(meta.step) || meta.step < 0)
+      throw new FileFormatError({ file: metaFile, field: 'step', message: 'expected a non-negative integer' });
     let bin: Buffer;
     try {
       bin = readFileSync(binFile);

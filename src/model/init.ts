@@ -22,7 +22,11 @@ export async function initModelDir(out: string, options: InitModelOptions): Prom
   const tok = await loadTokenizer(options.tokenizerDir);
   let config = typeof options.config === 'string' ? presetConfig(options.config, { vocabSize: tok.vocabSize }) : options.config;
   if (config.vocabSize < tok.vocabSize) {
-    throw new FileFormatError({ file: options.configFile ?? 'config', field: 'vocab_size', message: `${config.vocabSize} is smaller than the tokenizer's ${tok.vocabSize} tokens` });
+    throw new FileFormatError({
+      file: options.configFile ?? 'config',
+      field: 'vocab_size',
+      message: `${config.vocabSize} is smaller than the tokenizer's ${tok.vocabSize} tokens`,
+    });
   }
   if (config.eosTokenId === null) config = { ...config, eosTokenId: tok.stopTokenIds.length > 1 ? [...tok.stopTokenIds] : tok.eosTokenId };
   if (config.bosTokenId === null) config = { ...config, bosTokenId: tok.bosTokenId };

@@ -48,12 +48,16 @@ const LORA = { rank: 4, alpha: 8, trainAttn: true, trainMlp: true, trainUnembed:
 function train(e: Engine, steps: number): number[] {
   const losses: number[] = [];
   for (let s = 0; s < steps; s++) {
-    losses.push(e.forwardBackward(SEQS.map((s) => plainDatum(s)), summedNll).loss);
+    losses.push(
+      e.forwardBackward(
+        SEQS.map((s) => plainDatum(s)),
+        summedNll,
+      ).loss,
+    );
     e.optimStep({ learningRate: 1e-2 });
   }
   return losses;
 }
-
 
 for (const tied of [false, true]) {
   const what = `LoRA engine (${tied ? 'tied' : 'untied'} embeddings)`;

@@ -4,15 +4,26 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  f16BitsToF32Bits, f32BitsToBf16Bits, f32BitsToF16Bits, readSafetensors, readSafetensorsHeader, writeSafetensors,
+  f16BitsToF32Bits,
+  f32BitsToBf16Bits,
+  f32BitsToF16Bits,
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
 } from './safetensors.ts';
 import { Rng } from '../util/rng.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-st-'));
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
-const bitsOf = (x: number) => { f32[0] = x; return u32[0]; };
-const fromBits = (b: number) => { u32[0] = b >>> 0; return f32[0]; };
+const bitsOf = (x: number) => {
+  f32[0] = x;
+  return u32[0];
+};
+const fromBits = (b: number) => {
+  u32[0] = b >>> 0;
+  return f32[0];
+};
 const bf16Value = (h: number) => fromBits(h << 16);
 const f16Value = (h: number) => fromBits(f16BitsToF32Bits(h));
 
@@ -29,15 +40,22 @@ test('safetensors: reads a hand-written F32/BF16/F16 file', () => {
   const dir = tmp();
   const file = join(dir, 'a.safetensors');
   const data = Buffer.alloc(8 + 4 + 4);
-  data.writeFloatLE(1.5, 0); data.writeFloatLE(-2.25, 4); // F32 [2]
-  data.writeUInt16LE(0x3fc0, 8); data.writeUInt16LE(0xc010, 10); // BF16 1.5, -2.25
-  data.writeUInt16LE(0x3e00, 12); data.writeUInt16LE(0x0001, 14); // F16 1.5, 2^-24 (smallest subnormal)
-  handWritten(file, {
-    __metadata__: { format: 'pt' },
-    a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-    b: { dtype: 'BF16', shape: [1, 2], data_offsets: [8, 12] },
-    c: { dtype: 'F16', shape: [2], data_offsets: [12, 16] },
-  }, data);
+  data.writeFloatLE(1.5, 0);
+  data.writeFloatLE(-2.25, 4); // F32 [2]
+  data.writeUInt16LE(0x3fc0, 8);
+  data.writeUInt16LE(0xc010, 10); // BF16 1.5, -2.25
+  data.writeUInt16LE(0x3e00, 12);
+  data.writeUInt16LE(0x0001, 14); // F16 1.5, 2^-24 (smallest subnormal)
+  handWritten(
+    file,
+    {
+      __metadata__: { format: 'pt' },
+      a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+      b: { dtype: 'BF16', shape: [1, 2], data_offsets: [8, 12] },
+      c: { dtype: 'F16', shape: [2], data_offsets: [12, 16] },
+    },
+    data,
+  );
   const got: Record<string, Float32Array> = {};
   const h = readSafetensors(file, (e) => (got[e.name] = new Float32Array(e.shape.reduce((x, y) => x * y, 1))));
   assert.deepEqual(h.metadata, { format: 'pt' });
@@ -62,11 +80,13 @@ test('safetensors: bf16 and f16 narrowing round to nearest, ties to even', () =>
   const rng = new Rng(1);
   const check = (x: number, h: number, value: (h: number) => number, kind: string) => {
     const v = value(h);
-    const up = value(h + 1), down = value(h - 1);
+    const up = value(h + 1),
+      down = value(h - 1);
     // No neighbour is closer (neighbours within the same sign/binade run; inf handled by finite check).
     for (const n of [up, down]) {
       if (!Number.isFinite(n) || Math.sign(n) !== Math.sign(v)) continue;
-      const dv = Math.abs(x - v), dn = Math.abs(x - n);
+      const dv = Math.abs(x - v),
+        dn = Math.abs(x - n);
       assert.ok(dv < dn || (dv === dn && (h & 1) === 0), `${kind} ${x} → ${v} but ${n} is at least as close`);
     }
   };
@@ -98,13 +118,21 @@ test('safetensors: write/read round trip in f32 (exact) and bf16/f16 (rounded on
   const b = new Float32Array(6).map(() => rng.normal() * 1e-3);
   for (const dtype of ['F32', 'BF16', 'F16'] as const) {
     const file = join(dir, `${dtype}.safetensors`);
-    writeSafetensors(file, [{ name: 'a', shape: [10, 100], data: a }, { name: 'b', shape: [2, 3], data: b }], { dtype, metadata: { k: 'v' } });
+    writeSafetensors(
+      file,
+      [
+        { name: 'a', shape: [10, 100], data: a },
+        { name: 'b', shape: [2, 3], data: b },
+      ],
+      { dtype, metadata: { k: 'v' } },
+    );
     const raw = readFileSync(file);
     const n = Number(raw.readBigUInt64LE(0));
     assert.equal(n % 8, 0, 'header padded to 8 bytes');
     const header = JSON.parse(raw.subarray(8, 8 + n).toString());
     assert.deepEqual(header.a, { dtype, shape: [10, 100], data_offsets: [0, 1000 * (dtype === 'F32' ? 4 : 2)] });
-    const ra = new Float32Array(1000), rb = new Float32Array(6);
+    const ra = new Float32Array(1000),
+      rb = new Float32Array(6);
     readSafetensors(file, (e) => (e.name === 'a' ? ra : rb));
     if (dtype === 'F32') {
       assert.deepEqual(ra, a);
@@ -127,11 +155,14 @@ test('safetensors: bad files give one-line errors naming file and tensor', () =>
   assert.throws(() => readSafetensorsHeader(f('missing.safetensors')), /missing\.safetensors: file not found/);
   writeFileSync(f('short.safetensors'), Buffer.from([1, 2, 3]));
   assert.throws(() => readSafetensorsHeader(f('short.safetensors')), /short\.safetensors: truncated/);
-  const len = Buffer.alloc(8); len.writeBigUInt64LE(1000n);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(1000n);
   writeFileSync(f('trunc.safetensors'), Buffer.concat([len, Buffer.from('{"a":')]));
   assert.throws(() => readSafetensorsHeader(f('trunc.safetensors')), /trunc\.safetensors: truncated: header length 1000/);
   handWritten(f('json.safetensors'), {}, new Uint8Array(0));
-  const bad = readFileSync(f('json.safetensors')); bad[8] = 0x5b; writeFileSync(f('json.safetensors'), bad);
+  const bad = readFileSync(f('json.safetensors'));
+  bad[8] = 0x5b;
+  writeFileSync(f('json.safetensors'), bad);
   assert.throws(() => readSafetensorsHeader(f('json.safetensors')), /json\.safetensors: corrupt header/);
   handWritten(f('dtype.safetensors'), { w: { dtype: 'I64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8));
   assert.throws(() => readSafetensorsHeader(f('dtype.safetensors')), /dtype\.safetensors: field "w": unsupported dtype "I64"/);
@@ -140,8 +171,15 @@ test('safetensors: bad files give one-line errors naming file and tensor', () =>
   handWritten(f('size.safetensors'), { w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8));
   assert.throws(() => readSafetensorsHeader(f('size.safetensors')), /field "w": data_offsets \[0, 8\] span 8 bytes but shape \[3\]/);
   handWritten(f('ok.safetensors'), { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(8));
-  assert.throws(() => readSafetensors(f('ok.safetensors'), () => new Float32Array(3)), /ok\.safetensors: field "w": has 2 elements, expected 3/);
+  assert.throws(
+    () => readSafetensors(f('ok.safetensors'), () => new Float32Array(3)),
+    /ok\.safetensors: field "w": has 2 elements, expected 3/,
+  );
   for (const name of ['missing', 'short', 'trunc', 'json', 'dtype', 'range', 'size']) {
-    try { readSafetensorsHeader(f(`${name}.safetensors`)); } catch (err) { assert.ok(!(err as Error).message.includes('\n'), name); }
+    try {
+      readSafetensorsHeader(f(`${name}.safetensors`));
+    } catch (err) {
+      assert.ok(!(err as Error).message.includes('\n'), name);
+    }
   }
 });

@@ -77,17 +77,24 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
   const lenBuf = new Uint8Array(8);
   readExactly(fd, lenBuf, 0, file, 'the header length');
   const n = Number(new DataView(lenBuf.buffer).getBigUint64(0, true));
-  if (n > MAX_HEADER_BYTES) throw new FileFormatError({ file, message: `corrupt header: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit` });
-  if (8 + n > fileSize) throw new FileFormatError({ file, message: `truncated: header length ${n} runs past the end of the ${fileSize}-byte file` });
+  if (n > MAX_HEADER_BYTES)
+    throw new FileFormatError({ file, message: `corrupt header: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit` });
+  if (8 + n > fileSize)
+    throw new FileFormatError({ file, message: `truncated: header length ${n} runs past the end of the ${fileSize}-byte file` });
   const headerBytes = new Uint8Array(n);
   readExactly(fd, headerBytes, 8, file, 'the header');
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch (err) {
-    throw new FileFormatError({ file, message: `corrupt header: not valid UTF-8 JSON (${(err as Error).message.split('\n')[0]})`, cause: err });
+    throw new FileFormatError({
+      file,
+      message: `corrupt header: not valid UTF-8 JSON (${(err as Error).message.split('\n')[0]})`,
+      cause: err,
+    });
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FileFormatError({ file, message: 'corrupt header: expected a JSON object' });
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new FileFormatError({ file, message: 'corrupt header: expected a JSON object' });
   const dataStart = 8 + n;
   const dataSize = fileSize - dataStart;
   const tensors = new Map<string, TensorEntry>();
@@ -106,7 +113,7 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
     if (typeof raw !== 'object' || raw === null) fail('expected {dtype, shape, data_offsets}');
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string') fail('missing dtype');
-    if (!(dtype as string in DTYPE_BYTES)) fail(`unsupported dtype "${String(dtype)}"; supported: F32, BF16, F16`);
+    if (!((dtype as string) in DTYPE_BYTES)) fail(`unsupported dtype "${String(dtype)}"; supported: F32, BF16, F16`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) fail(`bad shape ${JSON.stringify(shape)}`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => Number.isInteger(d) && d >= 0)) {
       fail(`bad data_offsets ${JSON.stringify(offsets)}`);
@@ -115,7 +122,8 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
     const numel = (shape as number[]).reduce((x, y) => x * y, 1);
     const bytes = numel * DTYPE_BYTES[dtype as SafetensorsDtype];
     if (e < b || e > dataSize) fail(`data_offsets [${b}, ${e}] out of range (data section is ${dataSize} bytes)`);
-    if (e - b !== bytes) fail(`data_offsets [${b}, ${e}] span ${e - b} bytes but shape ${JSON.stringify(shape)} in ${String(dtype)} needs ${bytes}`);
+    if (e - b !== bytes)
+      fail(`data_offsets [${b}, ${e}] span ${e - b} bytes but shape ${JSON.stringify(shape)} in ${String(dtype)} needs ${bytes}`);
     tensors.set(name, { name, dtype: dtype as SafetensorsDtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
   }
   return { file, tensors, metadata };
@@ -134,7 +142,8 @@ export function readSafetensors(file: string, target: (entry: TensorEntry) => Fl
       const dst = target(entry);
       if (dst === null) continue;
       const numel = entry.shape.reduce((x, y) => x * y, 1);
-      if (dst.length !== numel) throw new FileFormatError({ file, field: entry.name, message: `has ${numel} elements, expected ${dst.length}` });
+      if (dst.length !== numel)
+        throw new FileFormatError({ file, field: entry.name, message: `has ${numel} elements, expected ${dst.length}` });
       readTensorData(fd, file, entry, dst, chunk);
     }
     return header;
@@ -225,7 +234,11 @@ export interface TensorToWrite {
  * Write tensors (f32 in memory) as a safetensors file in `dtype`, tensors in the given order, laid out
  * contiguously. Written to `<file>.tmp-<pid>` and renamed, so readers never see a partial file.
  */
-export function writeSafetensors(file: string, tensors: readonly TensorToWrite[], options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {}): void {
+export function writeSafetensors(
+  file: string,
+  tensors: readonly TensorToWrite[],
+  options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
+): void {
   const dtype = options.dtype ?? 'F32';
   const bytesPer = DTYPE_BYTES[dtype];
   const header: Record<string, unknown> = {};
@@ -233,7 +246,12 @@ export function writeSafetensors(file: string, tensors: readonly TensorToWrite[]
   let offset = 0;
   for (const t of tensors) {
     const numel = t.shape.reduce((x, y) => x * y, 1);
-    if (numel !== t.data.length) throw new FileFormatError({ file, field: t.name, message: `shape ${JSON.stringify(t.shape)} needs ${numel} elements, data has ${t.data.length}` });
+    if (numel !== t.data.length)
+      throw new FileFormatError({
+        file,
+        field: t.name,
+        message: `shape ${JSON.stringify(t.shape)} needs ${numel} elements, data has ${t.data.length}`,
+      });
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + numel * bytesPer] };
     offset += numel * bytesPer;
   }
@@ -266,7 +284,11 @@ export function writeSafetensors(file: string, tensors: readonly TensorToWrite[]
     closeSync(fd);
   } catch (err) {
     closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* already gone */ }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* already gone */
+    }
     throw err;
   }
   renameSync(tmp, file);
@@ -287,11 +309,16 @@ export function readShardIndex(indexFile: string): Map<string, string> {
     throw new FileFormatError({ file: indexFile, message: `not valid JSON (${(err as Error).message.split('\n')[0]})`, cause: err });
   }
   const map = (json as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new FileFormatError({ file: indexFile, field: 'weight_map', message: 'missing or not an object' });
+  if (typeof map !== 'object' || map === null || Array.isArray(map))
+    throw new FileFormatError({ file: indexFile, field: 'weight_map', message: 'missing or not an object' });
   const out = new Map<string, string>();
   for (const [name, shard] of Object.entries(map)) {
     if (typeof shard !== 'string' || shard === '' || basename(shard) !== shard) {
-      throw new FileFormatError({ file: indexFile, field: `weight_map.${name}`, message: `expected a shard file name in the same directory, got ${JSON.stringify(shard)}` });
+      throw new FileFormatError({
+        file: indexFile,
+        field: `weight_map.${name}`,
+        message: `expected a shard file name in the same directory, got ${JSON.stringify(shard)}`,
+      });
     }
     out.set(name, shard);
   }

@@ -13,7 +13,10 @@ const V = model.config.vocabSize;
 const letters = (ids: readonly number[]) => ids.map((i) => String.fromCharCode(97 + (i % 26))).join('');
 const make = (kernels: Kernels = referenceKernels, options: SamplerOptions = {}) =>
   new Sampler(model.config, model.weights, kernels, { decode: letters, ...options });
-const prompt = (seed: number, len: number) => { const r = new Rng(seed); return Array.from({ length: len }, () => r.int(V)); };
+const prompt = (seed: number, len: number) => {
+  const r = new Rng(seed);
+  return Array.from({ length: len }, () => r.int(V));
+};
 
 test('sampler: same seed gives the same tokens; logprobs are temperature-1 log-softmax of the full forward', async () => {
   const s = make();
@@ -60,7 +63,13 @@ for (const [kname, kernels] of kernelSets) {
     // which can flip a sampled token at a near-tie, so there the check is greedy equality.
     const temperature = kname === 'reference' ? 1 : 0;
     const prompts = [5, 30, 12, 50, 3, 21].map((len, i) => prompt(100 + i, len));
-    const params = (i: number): SampleParams => ({ maxNewTokens: 10 + 3 * i, temperature, seed: 7 + i, topP: i % 2 ? 0.9 : 1, topK: i === 2 ? 5 : 0 });
+    const params = (i: number): SampleParams => ({
+      maxNewTokens: 10 + 3 * i,
+      temperature,
+      seed: 7 + i,
+      topP: i % 2 ? 0.9 : 1,
+      topK: i === 2 ? 5 : 0,
+    });
     const alone: SampleResult[] = [];
     for (let i = 0; i < prompts.length; i++) alone.push(await make(kernels).generate(prompts[i], params(i)));
     const s = make(kernels, { maxStepTokens: 16 }); // prefills are chunked across steps
@@ -69,7 +78,15 @@ for (const [kname, kernels] of kernelSets) {
     for (let i = 0; i < 3; i++) together.push(s.generate(prompts[i], params(i)));
     await new Promise<void>((resolve) => {
       let n = 0;
-      void s.generate(prompt(999, 4), { maxNewTokens: 50, seed: 1 }, { onToken: () => { if (++n === 4) resolve(); } });
+      void s.generate(
+        prompt(999, 4),
+        { maxNewTokens: 50, seed: 1 },
+        {
+          onToken: () => {
+            if (++n === 4) resolve();
+          },
+        },
+      );
     });
     for (let i = 3; i < prompts.length; i++) together.push(s.generate(prompts[i], params(i)));
     const got = await Promise.all(together);
@@ -113,15 +130,39 @@ test('sampler: abort before and during generation; bad requests are rejected wit
   assert.deepEqual(await s.generate([1, 2], { maxNewTokens: 5, signal: ac.signal }), { tokens: [], logprobs: [], finishReason: 'abort' });
   const ac2 = new AbortController();
   let seen = 0;
-  const r = await s.generate([1, 2, 3], { maxNewTokens: 1000, signal: ac2.signal }, { onToken: () => { if (++seen === 3) ac2.abort(); } });
+  const r = await s.generate(
+    [1, 2, 3],
+    { maxNewTokens: 1000, signal: ac2.signal },
+    {
+      onToken: () => {
+        if (++seen === 3) ac2.abort();
+      },
+    },
+  );
   assert.equal(r.finishReason, 'abort');
   assert.equal(r.tokens.length, 3);
   assert.equal(r.logprobs.length, 3);
   // A throwing callback or decode function fails that request only.
-  await assert.rejects(s.generate([1, 2], { maxNewTokens: 5 }, { onToken: () => { throw new Error('sink closed'); } }), /sink closed/);
-  const throwing = new Sampler(model.config, model.weights, referenceKernels, { decode: () => { throw new Error('bad decode'); } });
+  await assert.rejects(
+    s.generate(
+      [1, 2],
+      { maxNewTokens: 5 },
+      {
+        onToken: () => {
+          throw new Error('sink closed');
+        },
+      },
+    ),
+    /sink closed/,
+  );
+  const throwing = new Sampler(model.config, model.weights, referenceKernels, {
+    decode: () => {
+      throw new Error('bad decode');
+    },
+  });
   const [bad, good] = await Promise.allSettled([
-    throwing.generate([1, 2], { maxNewTokens: 5, stopStrings: ['x'] }), throwing.generate([3, 4], { maxNewTokens: 5 }),
+    throwing.generate([1, 2], { maxNewTokens: 5, stopStrings: ['x'] }),
+    throwing.generate([3, 4], { maxNewTokens: 5 }),
   ]);
   assert.equal(bad.status, 'rejected');
   assert.equal(good.status === 'fulfilled' && good.value.tokens.length, 5);
@@ -133,8 +174,14 @@ test('sampler: abort before and during generation; bad requests are rejected wit
   await assert.rejects(s.generate([], { maxNewTokens: 2 }), /promptTokens: is empty/);
   await assert.rejects(s.generate([1], { maxNewTokens: -1 }), /maxNewTokens/);
   await assert.rejects(s.generate([1], { maxNewTokens: 2, topP: 0 }), /topP: expected a number in \(0, 1\]/);
-  await assert.rejects(new Sampler(model.config, model.weights, referenceKernels).generate([1], { maxNewTokens: 2, stopStrings: ['x'] }), /stopStrings: this sampler has no decode function/);
-  await assert.rejects(s.generate(new Array(64).fill(1), { maxNewTokens: 2 }), /promptTokens: 64 tokens leave no room to generate \(context limit 64\)/);
+  await assert.rejects(
+    new Sampler(model.config, model.weights, referenceKernels).generate([1], { maxNewTokens: 2, stopStrings: ['x'] }),
+    /stopStrings: this sampler has no decode function/,
+  );
+  await assert.rejects(
+    s.generate(new Array(64).fill(1), { maxNewTokens: 2 }),
+    /promptTokens: 64 tokens leave no room to generate \(context limit 64\)/,
+  );
   // A sequence that runs into the context limit stops with 'length'.
   const long = await s.generate(new Array(60).fill(2), { maxNewTokens: 50 });
   assert.equal(long.finishReason, 'length');
@@ -206,5 +253,7 @@ test('sampleToken: frequencies follow softmax(z/T) restricted by top-k / top-p',
   assert.equal(g.token, 5);
   const lse = Math.log([...logits].reduce((a, z) => a + Math.exp(z), 0));
   assert.ok(Math.abs(g.logprob - (3 - lse)) < 1e-12);
-  assert.ok(Math.abs(sampleToken(logits, 0.3, 0, 1, new Rng(2)).logprob - (logits[sampleToken(logits, 0.3, 0, 1, new Rng(2)).token] - lse)) < 1e-12);
+  assert.ok(
+    Math.abs(sampleToken(logits, 0.3, 0, 1, new Rng(2)).logprob - (logits[sampleToken(logits, 0.3, 0, 1, new Rng(2)).token] - lse)) < 1e-12,
+  );
 });

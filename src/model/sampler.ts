@@ -120,20 +120,40 @@ export class Sampler {
         const V = this.cfg.vocabSize;
         if (promptTokens.length === 0) throw new InvalidArgumentError('promptTokens', 'is empty');
         promptTokens.forEach((id, i) => {
-          if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`promptTokens[${i}]`, `token id ${id} is out of range [0, ${V})`);
+          if (!(Number.isInteger(id) && id >= 0 && id < V))
+            throw new InvalidArgumentError(`promptTokens[${i}]`, `token id ${id} is out of range [0, ${V})`);
         });
-        if (!(Number.isInteger(params.maxNewTokens) && params.maxNewTokens >= 0)) throw new InvalidArgumentError('maxNewTokens', `expected a non-negative integer, got ${params.maxNewTokens}`);
+        if (!(Number.isInteger(params.maxNewTokens) && params.maxNewTokens >= 0))
+          throw new InvalidArgumentError('maxNewTokens', `expected a non-negative integer, got ${params.maxNewTokens}`);
         const temperature = params.temperature ?? 1;
-        if (!(temperature >= 0 && Number.isFinite(temperature))) throw new InvalidArgumentError('temperature', `expected a number ≥ 0, got ${temperature}`);
-        if (params.topP !== undefined && !(params.topP > 0 && params.topP <= 1)) throw new InvalidArgumentError('topP', `expected a number in (0, 1], got ${params.topP}`);
-        if (params.topK !== undefined && !(Number.isInteger(params.topK) && params.topK >= 0)) throw new InvalidArgumentError('topK', `expected a non-negative integer, got ${params.topK}`);
-        if (params.stopStrings?.length && !this.decodeText) throw new InvalidArgumentError('stopStrings', 'this sampler has no decode function');
+        if (!(temperature >= 0 && Number.isFinite(temperature)))
+          throw new InvalidArgumentError('temperature', `expected a number ≥ 0, got ${temperature}`);
+        if (params.topP !== undefined && !(params.topP > 0 && params.topP <= 1))
+          throw new InvalidArgumentError('topP', `expected a number in (0, 1], got ${params.topP}`);
+        if (params.topK !== undefined && !(Number.isInteger(params.topK) && params.topK >= 0))
+          throw new InvalidArgumentError('topK', `expected a non-negative integer, got ${params.topK}`);
+        if (params.stopStrings?.length && !this.decodeText)
+          throw new InvalidArgumentError('stopStrings', 'this sampler has no decode function');
         const limit = this.decoder.maxPositions();
-        if (promptTokens.length >= limit) throw new InvalidArgumentError('promptTokens', `${promptTokens.length} tokens leave no room to generate (context limit ${limit})`);
+        if (promptTokens.length >= limit)
+          throw new InvalidArgumentError(
+            'promptTokens',
+            `${promptTokens.length} tokens leave no room to generate (context limit ${limit})`,
+          );
         const req: Request = {
-          prompt: [...promptTokens], seq: [...promptTokens], kvLen: 0, params, temperature,
-          rng: new Rng(params.seed ?? Math.floor(Math.random() * 2 ** 32)), onToken: options.onToken,
-          tokens: [], logprobs: [], slot: -1, textLen: 0, resolve, reject,
+          prompt: [...promptTokens],
+          seq: [...promptTokens],
+          kvLen: 0,
+          params,
+          temperature,
+          rng: new Rng(params.seed ?? Math.floor(Math.random() * 2 ** 32)),
+          onToken: options.onToken,
+          tokens: [],
+          logprobs: [],
+          slot: -1,
+          textLen: 0,
+          resolve,
+          reject,
         };
         if (params.maxNewTokens === 0) return resolve({ tokens: [], logprobs: [], finishReason: 'length' });
         if (params.signal?.aborted) return resolve({ tokens: [], logprobs: [], finishReason: 'abort' });
@@ -455,12 +475,25 @@ let order = new Int32Array(0);
  * uniform draw: tokens are kept by top-k (ties at the k-th value kept) and top-p (smallest
  * highest-probability set with mass ≥ p), and the draw walks the kept tokens in index order.
  */
-export function sampleToken(logits: Float32Array, temperature: number, topK: number, topP: number, rng: Rng): { token: number; logprob: number } {
+export function sampleToken(
+  logits: Float32Array,
+  temperature: number,
+  topK: number,
+  topP: number,
+  rng: Rng,
+): { token: number; logprob: number } {
   const V = logits.length;
   let mx = -Infinity;
   let arg = 0;
-  for (let i = 0; i < V; i++) if (logits[i] > mx) { mx = logits[i]; arg = i; }
-  if (probs.length < V) { probs = new Float64Array(V); order = new Int32Array(V); }
+  for (let i = 0; i < V; i++)
+    if (logits[i] > mx) {
+      mx = logits[i];
+      arg = i;
+    }
+  if (probs.length < V) {
+    probs = new Float64Array(V);
+    order = new Int32Array(V);
+  }
   // Unnormalised temperature-1 probabilities; at temperature 1 they are also the sampling weights.
   let sum = 0;
   for (let i = 0; i < V; i++) sum += probs[i] = Math.exp(logits[i] - mx);
@@ -484,7 +517,7 @@ export function sampleToken(logits: Float32Array, temperature: number, topK: num
   }
   if (topP < 1) {
     // A token outside the nucleus has p ≤ (1−topP)/(V+1) of the mass; only larger ones need sorting.
-    const cut = total * (1 - topP) / (V + 1);
+    const cut = (total * (1 - topP)) / (V + 1);
     let m = 0;
     for (let i = 0; i < V; i++) if (probs[i] > cut) order[m++] = i;
     const cand = Array.from(order.subarray(0, m)).sort((a, b) => probs[b] - probs[a] || a - b);
@@ -492,7 +525,10 @@ export function sampleToken(logits: Float32Array, temperature: number, topK: num
     let keep = cand.length;
     for (let j = 0; j < cand.length; j++) {
       acc += probs[cand[j]];
-      if (acc >= topP * total) { keep = j + 1; break; }
+      if (acc >= topP * total) {
+        keep = j + 1;
+        break;
+      }
     }
     const kept = new Uint8Array(V);
     for (let j = 0; j < keep; j++) kept[cand[j]] = 1;

@@ -42,7 +42,8 @@ function isByteLevel(p: unknown, useRegex: boolean): boolean {
 export function createFastBpe(tokenizerJson: Json, lib: Tokenizer): FastBpe | null {
   const model = tokenizerJson.model as Json | undefined;
   if (!model || model.type !== 'BPE') return null;
-  if (model.byte_fallback || model.continuing_subword_prefix || model.end_of_word_suffix || model.dropout || model.ignore_merges) return null;
+  if (model.byte_fallback || model.continuing_subword_prefix || model.end_of_word_suffix || model.dropout || model.ignore_merges)
+    return null;
   const normalizer = tokenizerJson.normalizer as Json | null | undefined;
   let nfc = false;
   if (normalizer) {

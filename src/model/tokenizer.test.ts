@@ -13,7 +13,14 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'matpo-tok-'));
 
 test('test tokenizer: encode/decode round-trips any text, special tokens are single ids', async () => {
   const tok = await createTestTokenizer(tmp());
-  const texts = ['', 'Hello world', '  two  spaces\n\n\ttab', 'ünïcödé 😀 中文', 'a<|im_end|>b<tool_call>{"x": 1}</tool_call>\n', '\\boxed{42}'];
+  const texts = [
+    '',
+    'Hello world',
+    '  two  spaces\n\n\ttab',
+    'ünïcödé 😀 中文',
+    'a<|im_end|>b<tool_call>{"x": 1}</tool_call>\n',
+    '\\boxed{42}',
+  ];
   for (const t of texts) assert.equal(tok.decode(tok.encode(t)), t);
   for (const s of TEST_SPECIAL_TOKENS) {
     const ids = tok.encode(s);
@@ -24,7 +31,10 @@ test('test tokenizer: encode/decode round-trips any text, special tokens are sin
   // merges were learned: common words take fewer tokens than bytes
   assert.ok(tok.encode(' the answer is').length < ' the answer is'.length);
   // skipSpecialTokens drops ChatML markers but keeps tag tokens as text
-  assert.equal(tok.decode(tok.encode('<|im_start|>user\nhi<tool_call>x</tool_call><|im_end|>'), { skipSpecialTokens: true }), 'user\nhi<tool_call>x</tool_call>');
+  assert.equal(
+    tok.decode(tok.encode('<|im_start|>user\nhi<tool_call>x</tool_call><|im_end|>'), { skipSpecialTokens: true }),
+    'user\nhi<tool_call>x</tool_call>',
+  );
   const imEnd = tok.tokenToId('<|im_end|>')!;
   assert.deepEqual(tok.stopTokenIds, [imEnd]);
   assert.equal(tok.eosTokenId, imEnd);
@@ -49,11 +59,21 @@ test('chat template: ChatML with tools section, tool messages merged into one us
     '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n' +
       '<|im_start|>user\n<tool_response>\nR1\n</tool_response>\n<tool_response>\nR2\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
   );
-  const withTools = tok.applyChatTemplate([{ role: 'system', content: 'S' }, { role: 'user', content: 'Q' }], {
-    tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object' } } }],
-  });
+  const withTools = tok.applyChatTemplate(
+    [
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'Q' },
+    ],
+    {
+      tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object' } } }],
+    },
+  );
   assert.ok(withTools.startsWith('<|im_start|>system\nS\n\n# Tools\n'));
-  assert.ok(withTools.includes('<tools>\n{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}\n</tools>'));
+  assert.ok(
+    withTools.includes(
+      '<tools>\n{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}\n</tools>',
+    ),
+  );
   assert.ok(withTools.endsWith('</tool_call><|im_end|>\n<|im_start|>user\nQ<|im_end|>\n'));
 });
 
@@ -63,13 +83,28 @@ test('loadTokenizer: template from a list of named templates, from chat_template
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
   writeFileSync(
     join(dir, 'tokenizer_config.json'),
-    JSON.stringify({ ...tokenizerConfig, chat_template: [{ name: 'tool_use', template: 'TOOLS' }, { name: 'default', template: '{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}' }] }),
+    JSON.stringify({
+      ...tokenizerConfig,
+      chat_template: [
+        { name: 'tool_use', template: 'TOOLS' },
+        { name: 'default', template: '{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}' },
+      ],
+    }),
   );
   writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [7, 8] }));
   let tok = await loadTokenizer(dir);
-  assert.equal(tok.applyChatTemplate([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]), '[a][b]<|im_end|>');
+  assert.equal(
+    tok.applyChatTemplate([
+      { role: 'user', content: 'a' },
+      { role: 'user', content: 'b' },
+    ]),
+    '[a][b]<|im_end|>',
+  );
   const imEnd = tok.tokenToId('<|im_end|>')!;
-  assert.deepEqual([...tok.stopTokenIds].sort((a, b) => a - b), [7, 8, imEnd]);
+  assert.deepEqual(
+    [...tok.stopTokenIds].sort((a, b) => a - b),
+    [7, 8, imEnd],
+  );
   assert.equal(tok.eosTokenId, imEnd);
 
   writeFileSync(join(dir, 'chat_template.jinja'), '{% for m in messages %}<{{ m.role }}>{% endfor %}');
@@ -79,24 +114,36 @@ test('loadTokenizer: template from a list of named templates, from chat_template
 
 test('loadTokenizer: missing files, bad JSON and a missing template give one-line errors naming the file and field', async () => {
   const empty = tmp();
-  await assert.rejects(loadTokenizer(empty), (e: unknown) => e instanceof FileFormatError && e.message === `${join(empty, 'tokenizer.json')}: file not found`);
+  await assert.rejects(
+    loadTokenizer(empty),
+    (e: unknown) => e instanceof FileFormatError && e.message === `${join(empty, 'tokenizer.json')}: file not found`,
+  );
 
   const bad = tmp();
   writeFileSync(join(bad, 'tokenizer.json'), '{"model": ');
-  await assert.rejects(loadTokenizer(bad), (e: unknown) => e instanceof FileFormatError && e.message.startsWith(`${join(bad, 'tokenizer.json')}: invalid JSON`));
+  await assert.rejects(
+    loadTokenizer(bad),
+    (e: unknown) => e instanceof FileFormatError && e.message.startsWith(`${join(bad, 'tokenizer.json')}: invalid JSON`),
+  );
 
   const noTemplate = tmp();
   const tok = await createTestTokenizer(noTemplate, { chatTemplate: null });
   assert.equal(tok.decode(tok.encode('still encodes')), 'still encodes');
   assert.throws(
     () => tok.applyChatTemplate([{ role: 'user', content: 'x' }]),
-    (e: unknown) => e instanceof FileFormatError && e.message === `${join(noTemplate, 'tokenizer_config.json')}: field "chat_template": the tokenizer has no chat template` && !e.message.includes('\n'),
+    (e: unknown) =>
+      e instanceof FileFormatError &&
+      e.message === `${join(noTemplate, 'tokenizer_config.json')}: field "chat_template": the tokenizer has no chat template` &&
+      !e.message.includes('\n'),
   );
 
   const broken = tmp();
   await createTestTokenizer(broken, { chatTemplate: '{% for m in messages %}' });
   const tok2 = await loadTokenizer(broken);
-  assert.throws(() => tok2.applyChatTemplate([]), (e: unknown) => e instanceof FileFormatError && e.field === 'chat_template');
+  assert.throws(
+    () => tok2.applyChatTemplate([]),
+    (e: unknown) => e instanceof FileFormatError && e.field === 'chat_template',
+  );
 });
 
 test('the exported template is what the test tokenizer writes', async () => {
@@ -111,7 +158,15 @@ test('piece-wise cached encoding equals the library encoding the whole text (byt
   const qwenSplit = {
     type: 'Sequence',
     pretokenizers: [
-      { type: 'Split', pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: 'Isolated', invert: false },
+      {
+        type: 'Split',
+        pattern: {
+          Regex:
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        },
+        behavior: 'Isolated',
+        invert: false,
+      },
       { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     ],
   };
@@ -124,9 +179,37 @@ test('piece-wise cached encoding equals the library encoding the whole text (byt
       const lib = new Tokenizer(tokenizerJson, tokenizerConfig);
       const fast = createFastBpe(tokenizerJson, lib);
       assert.ok(fast, 'fast path available');
-      const alphabet = ['a', 'b', 'the', ' ', '  ', '\n', '\r\n', '\t', '1', '23', '456', '.', ',', '!?', "'s", "'LL", 'É', 'é', 'e\u0301', '中', '😀', 'ß', '-', '_', '{', '"', 'x'.repeat(300)];
+      const alphabet = [
+        'a',
+        'b',
+        'the',
+        ' ',
+        '  ',
+        '\n',
+        '\r\n',
+        '\t',
+        '1',
+        '23',
+        '456',
+        '.',
+        ',',
+        '!?',
+        "'s",
+        "'LL",
+        'É',
+        'é',
+        'e\u0301',
+        '中',
+        '😀',
+        'ß',
+        '-',
+        '_',
+        '{',
+        '"',
+        'x'.repeat(300),
+      ];
       let seed = 11;
-      const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+      const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
       for (let k = 0; k < 400; k++) {
         let text = '';
         for (let j = 1 + rand(30); j > 0; j--) text += alphabet[rand(alphabet.length)];
@@ -139,9 +222,25 @@ test('piece-wise cached encoding equals the library encoding the whole text (byt
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
     const tok = await loadTokenizer(dir);
     const reference = new Tokenizer(tokenizerJson, tokenizerConfig);
-    const pieces = ['<|im_start|>', '<|im_end|>', '\n', ' ', 'user', 'The answer', ' is 42.', '<tool_call>', '{"a": [1, 2]}', '</tool_call>', 'ünï', '😀', '  \t', "it's", 'x'];
+    const pieces = [
+      '<|im_start|>',
+      '<|im_end|>',
+      '\n',
+      ' ',
+      'user',
+      'The answer',
+      ' is 42.',
+      '<tool_call>',
+      '{"a": [1, 2]}',
+      '</tool_call>',
+      'ünï',
+      '😀',
+      '  \t',
+      "it's",
+      'x',
+    ];
     let seed = 7;
-    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
     for (let k = 0; k < 300; k++) {
       let text = '';
       const n = 1 + rand(12);

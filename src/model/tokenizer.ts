@@ -48,7 +48,8 @@ function readJson(file: string, required: boolean): Json | null {
 /** A special-token entry in tokenizer_config.json: a string or an AddedToken object. */
 function tokenContent(value: unknown): string | null {
   if (typeof value === 'string') return value;
-  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string')
+    return (value as { content: string }).content;
   return null;
 }
 
@@ -86,7 +87,8 @@ class HfChatTokenizer implements ChatTokenizer {
     this.eosTokenId = ids.eos;
     this.stopTokenIds = ids.stops;
     const added = [...tok.get_added_tokens_decoder().values()].map((t) => t.content).sort((a, b) => b.length - a.length);
-    this.splitter = segmentable && added.length > 0 ? new RegExp(`(${added.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`) : null;
+    this.splitter =
+      segmentable && added.length > 0 ? new RegExp(`(${added.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`) : null;
   }
 
   /**
@@ -126,7 +128,10 @@ class HfChatTokenizer implements ChatTokenizer {
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     if (ids.length === 0) return '';
-    return this.tok.decode(ids as number[], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false });
+    return this.tok.decode(ids as number[], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: false,
+    });
   }
 
   tokenToId(token: string): number | undefined {
@@ -137,14 +142,23 @@ class HfChatTokenizer implements ChatTokenizer {
     return this.tokenOf.get(id);
   }
 
-  applyChatTemplate(messages: readonly ChatMessage[], options: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean } = {}): string {
+  applyChatTemplate(
+    messages: readonly ChatMessage[],
+    options: { tools?: readonly ToolSpec[]; addGenerationPrompt?: boolean } = {},
+  ): string {
     if (this.template === null) {
       const t = this.templateSource;
-      if ('missing' in t) throw new FileFormatError({ file: t.missing, field: 'chat_template', message: 'the tokenizer has no chat template' });
+      if ('missing' in t)
+        throw new FileFormatError({ file: t.missing, field: 'chat_template', message: 'the tokenizer has no chat template' });
       try {
         this.template = compileChatTemplate(t.source, this.templateContext);
       } catch (cause) {
-        throw new FileFormatError({ file: t.file, field: t.field, message: `chat template does not parse: ${(cause as Error).message}`, cause });
+        throw new FileFormatError({
+          file: t.file,
+          field: t.field,
+          message: `chat template does not parse: ${(cause as Error).message}`,
+          cause,
+        });
       }
     }
     try {
@@ -178,7 +192,8 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
   const modelConfig = readJson(join(dir, 'config.json'), false) ?? {};
 
   const model = tokenizerJson.model as { vocab?: unknown } | undefined;
-  if (!model || typeof model !== 'object') throw new FileFormatError({ file: tokenizerFile, field: 'model', message: 'missing tokenizer model' });
+  if (!model || typeof model !== 'object')
+    throw new FileFormatError({ file: tokenizerFile, field: 'model', message: 'missing tokenizer model' });
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(tokenizerJson, config);
@@ -193,7 +208,9 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
   const bosText = tokenContent(config.bos_token);
   const eosText = tokenContent(config.eos_token);
   const bos = idOfContent(bosText) ?? idList(generation.bos_token_id)[0] ?? idList(modelConfig.bos_token_id)[0] ?? null;
-  const eosCandidates = [idOfContent(eosText), ...idList(generation.eos_token_id), ...idList(modelConfig.eos_token_id)].filter((v): v is number => v !== null);
+  const eosCandidates = [idOfContent(eosText), ...idList(generation.eos_token_id), ...idList(modelConfig.eos_token_id)].filter(
+    (v): v is number => v !== null,
+  );
   const eos = eosCandidates[0] ?? null;
   const stops = new Set(eosCandidates);
   const imEnd = idOf.get('<|im_end|>');
@@ -220,7 +237,16 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
     bos_token: bosText ?? (bos !== null ? tokenOf.get(bos) : '') ?? '',
     eos_token: eosText ?? (eos !== null ? tokenOf.get(eos) : '') ?? '',
   };
-  return new HfChatTokenizer(tok, tokenOf, idOf, { bos, eos, stops: [...stops] }, templateSource, context, segmentable(tokenizerJson, config), segmentable(tokenizerJson, config) ? createFastBpe(tokenizerJson, tok) : null);
+  return new HfChatTokenizer(
+    tok,
+    tokenOf,
+    idOf,
+    { bos, eos, stops: [...stops] },
+    templateSource,
+    context,
+    segmentable(tokenizerJson, config),
+    segmentable(tokenizerJson, config) ? createFastBpe(tokenizerJson, tok) : null,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,10 +280,11 @@ function learnMerges(text: string, alphabet: string[], count: number): string[][
   const merges: string[][] = [];
   for (let k = 0; k < count; k++) {
     const counts = new Map<string, number>();
-    for (const w of words) for (let i = 0; i + 1 < w.length; i++) {
-      const key = w[i] + '\u0000' + w[i + 1];
-      counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
+    for (const w of words)
+      for (let i = 0; i + 1 < w.length; i++) {
+        const key = w[i] + '\u0000' + w[i + 1];
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
     let best: string | null = null;
     let bestCount = 1;
     for (const [key, c] of counts) if (c > bestCount || (c === bestCount && best !== null && key < best)) [best, bestCount] = [key, c];
@@ -270,7 +297,10 @@ function learnMerges(text: string, alphabet: string[], count: number): string[][
 }
 
 /** The tokenizer.json and tokenizer_config.json objects of the test tokenizer. */
-export function testTokenizerFiles(options: { merges?: number; chatTemplate?: string | null } = {}): { tokenizerJson: Json; tokenizerConfig: Json } {
+export function testTokenizerFiles(options: { merges?: number; chatTemplate?: string | null } = {}): {
+  tokenizerJson: Json;
+  tokenizerConfig: Json;
+} {
   const alphabet = [...BYTE_CHARS];
   const merges = learnMerges(TRAINING_TEXT, alphabet, options.merges ?? 300);
   const vocab: Record<string, number> = {};
@@ -278,7 +308,13 @@ export function testTokenizerFiles(options: { merges?: number; chatTemplate?: st
   let next = 256;
   for (const [a, b] of merges) if (!(a + b in vocab)) vocab[a + b] = next++;
   const added = TEST_SPECIAL_TOKENS.map((content, i) => ({
-    id: next + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: SKIPPABLE.has(content),
+    id: next + i,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: SKIPPABLE.has(content),
   }));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
   const tokenizerJson: Json = {
@@ -290,7 +326,18 @@ export function testTokenizerFiles(options: { merges?: number; chatTemplate?: st
     pre_tokenizer: byteLevel,
     post_processor: byteLevel,
     decoder: byteLevel,
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
   const tokenizerConfig: Json = {
     add_bos_token: false,
@@ -302,7 +349,12 @@ export function testTokenizerFiles(options: { merges?: number; chatTemplate?: st
     clean_up_tokenization_spaces: false,
     model_max_length: 32768,
     tokenizer_class: 'Qwen2Tokenizer',
-    added_tokens_decoder: Object.fromEntries(added.map((t) => [String(t.id), { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special }])),
+    added_tokens_decoder: Object.fromEntries(
+      added.map((t) => [
+        String(t.id),
+        { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special },
+      ]),
+    ),
   };
   const template = options.chatTemplate === undefined ? CHATML_TOOLS_TEMPLATE : options.chatTemplate;
   if (template !== null) tokenizerConfig.chat_template = template;
@@ -313,7 +365,10 @@ export function testTokenizerFiles(options: { merges?: number; chatTemplate?: st
  * Write the test tokenizer into `dir` (tokenizer.json, tokenizer_config.json) and load it.
  * `chatTemplate: null` writes no template (for error-path tests).
  */
-export async function createTestTokenizer(dir: string, options: { merges?: number; chatTemplate?: string | null } = {}): Promise<ChatTokenizer> {
+export async function createTestTokenizer(
+  dir: string,
+  options: { merges?: number; chatTemplate?: string | null } = {},
+): Promise<ChatTokenizer> {
   const { tokenizerJson, tokenizerConfig } = testTokenizerFiles(options);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson) + '\n');

@@ -92,7 +92,11 @@ test('first token of each sequence gets logprob 0; logprobs match a one-sequence
   const cfg = presetConfig('micro', { vocabSize: 64 });
   const w = randomWeights(cfg, new Float64Array(buildLayout(cfg).total), 11);
   const model = new Transformer(cfg, reference, w);
-  const seqs = [[1, 2, 3, 4], [5, 6], [9, 10, 11, 12, 13]];
+  const seqs = [
+    [1, 2, 3, 4],
+    [5, 6],
+    [9, 10, 11, 12, 13],
+  ];
   const packed = model.forward(packSequences(seqs), { needGrad: false });
   const all = Array.from(packed.logprobs);
   let o = 0;
@@ -136,8 +140,16 @@ test('LM head chunking: a batch longer than one chunk gives the same logprobs an
 test('out-of-range token ids are an InvalidArgumentError naming the index', () => {
   const cfg = presetConfig('micro', { vocabSize: 64 });
   const model = new Transformer(cfg, reference as unknown as Kernels, new Float32Array(buildLayout(cfg).total));
-  assert.throws(() => model.forward(packSequences([[1, 2], [3, 64]])), (e: unknown) =>
-    e instanceof InvalidArgumentError && /tokens\[3\]/.test(e.message));
+  assert.throws(
+    () =>
+      model.forward(
+        packSequences([
+          [1, 2],
+          [3, 64],
+        ]),
+      ),
+    (e: unknown) => e instanceof InvalidArgumentError && /tokens\[3\]/.test(e.message),
+  );
   assert.throws(() => model.forward(packSequences([[1, -1]])), InvalidArgumentError);
   const bad: PackedBatch = { tokens: new Int32Array([1, 2]), cuSeqlens: new Int32Array([0, 3]) };
   assert.throws(() => model.forward(bad), InvalidArgumentError);
@@ -174,7 +186,9 @@ test('native (float32) forward and backward agree with the reference kernels', a
       maxDiff = Math.max(maxDiff, Math.abs(a.grads[i] - b.grads[i]));
       maxG = Math.max(maxG, Math.abs(b.grads[i]));
     }
-    console.log(`# native vs reference ${name}: logprob/entropy max abs ${maxLp.toExponential(2)}, grad max abs ${maxDiff.toExponential(2)} (max |grad| ${maxG.toFixed(2)})`);
+    console.log(
+      `# native vs reference ${name}: logprob/entropy max abs ${maxLp.toExponential(2)}, grad max abs ${maxDiff.toExponential(2)} (max |grad| ${maxG.toFixed(2)})`,
+    );
     assert.ok(maxLp < 1e-4, `${name}: logprob diff ${maxLp}`);
     assert.ok(maxDiff < 1e-5 * Math.max(1, maxG) * 10, `${name}: grad diff ${maxDiff}`);
   }

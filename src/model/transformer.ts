@@ -189,7 +189,12 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
 
   /** dB += dyᵀ·u; g = s·dy·B; dA += gᵀ·x; dx += g·A (dx may be null when nothing flows further). */
   private loraBackward(
-    lin: LoraLinear<Float32Array>, x: Float32Array, dy: Float32Array, u: Float32Array, dx: Float32Array | null, T: number,
+    lin: LoraLinear<Float32Array>,
+    x: Float32Array,
+    dy: Float32Array,
+    u: Float32Array,
+    dx: Float32Array | null,
+    T: number,
   ): void {
     const r = this.lora!.rank;
     const s = this.lora!.scale;
@@ -221,27 +226,53 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
     const nSaved = Math.max(saved, grownT ? saved : this.capSaved);
     while (this.acts.length < nSaved) {
       this.acts.push({
-        rstd1: a(cap), xn1: a(cap * C),
-        qPre: qkNorm ? a(cap * H * D) : null, kPre: qkNorm ? a(cap * KV * D) : null,
-        qRstd: qkNorm ? a(cap * H) : null, kRstd: qkNorm ? a(cap * KV) : null,
-        q: a(cap * H * D), k: a(cap * KV * D), v: a(cap * KV * D), att: a(cap * H * D), lse: a(cap * H),
-        mid: a(cap * C), rstd2: a(cap), xn2: a(cap * C), gate: a(cap * F), up: a(cap * F),
+        rstd1: a(cap),
+        xn1: a(cap * C),
+        qPre: qkNorm ? a(cap * H * D) : null,
+        kPre: qkNorm ? a(cap * KV * D) : null,
+        qRstd: qkNorm ? a(cap * H) : null,
+        kRstd: qkNorm ? a(cap * KV) : null,
+        q: a(cap * H * D),
+        k: a(cap * KV * D),
+        v: a(cap * KV * D),
+        att: a(cap * H * D),
+        lse: a(cap * H),
+        mid: a(cap * C),
+        rstd2: a(cap),
+        xn2: a(cap * C),
+        gate: a(cap * F),
+        up: a(cap * F),
         lu: this.loraBuffers(cap),
       });
     }
     const nRes = nSaved === 1 ? 2 : L + 1;
     while (this.res.length < nRes) this.res.push(a(cap * C));
     if (grownT) {
-      this.rstdF = a(cap); this.xnF = a(cap * C);
-      this.rowLp = a(cap); this.rowEnt = a(cap); this.rowLse = a(cap);
-      this.targets = new Int32Array(cap); this.rowValid = new Uint8Array(cap); this.positions = new Int32Array(cap);
-      this.outLp = a(cap); this.outEnt = a(cap);
-      this.logits = a(chunk * V); this.dlogits = a(chunk * V);
-      this.dRow = a(cap); this.dRowEnt = a(cap);
-      this.dres = a(cap * C); this.dxn = a(cap * C);
-      this.dF1 = a(cap * F); this.dF2 = a(cap * F); this.dF3 = a(cap * F);
-      this.dq = a(cap * H * D); this.dk = a(cap * KV * D); this.dv = a(cap * KV * D);
-      this.dqPre = a(cap * H * D); this.dkPre = a(cap * KV * D); this.datt = a(cap * H * D);
+      this.rstdF = a(cap);
+      this.xnF = a(cap * C);
+      this.rowLp = a(cap);
+      this.rowEnt = a(cap);
+      this.rowLse = a(cap);
+      this.targets = new Int32Array(cap);
+      this.rowValid = new Uint8Array(cap);
+      this.positions = new Int32Array(cap);
+      this.outLp = a(cap);
+      this.outEnt = a(cap);
+      this.logits = a(chunk * V);
+      this.dlogits = a(chunk * V);
+      this.dRow = a(cap);
+      this.dRowEnt = a(cap);
+      this.dres = a(cap * C);
+      this.dxn = a(cap * C);
+      this.dF1 = a(cap * F);
+      this.dF2 = a(cap * F);
+      this.dF3 = a(cap * F);
+      this.dq = a(cap * H * D);
+      this.dk = a(cap * KV * D);
+      this.dv = a(cap * KV * D);
+      this.dqPre = a(cap * H * D);
+      this.dkPre = a(cap * KV * D);
+      this.datt = a(cap * H * D);
       this.hBuf = a(cap * F);
       const r = this.lora?.rank ?? 0;
       this.loraG = a(cap * r);
@@ -268,9 +299,13 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       throw new InvalidArgumentError('cuSeqlens', `must start at 0 and end at T = ${tokens.length}`);
     }
     for (let b = 0; b < B; b++) {
-      if (cuSeqlens[b + 1] <= cuSeqlens[b]) throw new InvalidArgumentError(`cuSeqlens[${b + 1}]`, 'sequences must be non-empty and increasing');
+      if (cuSeqlens[b + 1] <= cuSeqlens[b])
+        throw new InvalidArgumentError(`cuSeqlens[${b + 1}]`, 'sequences must be non-empty and increasing');
       if (cuSeqlens[b + 1] - cuSeqlens[b] > this.cfg.maxPositionEmbeddings) {
-        throw new InvalidArgumentError(`sequence ${b}`, `length ${cuSeqlens[b + 1] - cuSeqlens[b]} exceeds max_position_embeddings ${this.cfg.maxPositionEmbeddings}`);
+        throw new InvalidArgumentError(
+          `sequence ${b}`,
+          `length ${cuSeqlens[b + 1] - cuSeqlens[b]} exceeds max_position_embeddings ${this.cfg.maxPositionEmbeddings}`,
+        );
       }
     }
     for (let t = 0; t < tokens.length; t++) {
@@ -291,7 +326,16 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
     const T = tokens.length;
     const B = cuSeqlens.length - 1;
     const cfg = this.cfg;
-    const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V, numLayers: L, rmsNormEps: eps } = cfg;
+    const {
+      hiddenSize: C,
+      numHeads: H,
+      numKvHeads: KV,
+      headDim: D,
+      intermediateSize: F,
+      vocabSize: V,
+      numLayers: L,
+      rmsNormEps: eps,
+    } = cfg;
     const k = this.k;
     this.ensure(T, needGrad ? L : 1);
     const pos = this.positions;
@@ -358,8 +402,15 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const n = Math.min(ch, T - t0);
       k.sgemm(false, true, n, V, C, this.xnF.subarray(t0 * C, (t0 + n) * C), this.W.lmHead, this.logits, false);
       if (head) this.loraForward(head, this.xnF.subarray(t0 * C, (t0 + n) * C), this.logits, this.loraHeadU, n);
-      k.logprobsForward(this.rowLp.subarray(t0, t0 + n), this.rowLse.subarray(t0, t0 + n),
-        wantEnt ? this.rowEnt.subarray(t0, t0 + n) : null, this.logits, this.targets.subarray(t0, t0 + n), n, V);
+      k.logprobsForward(
+        this.rowLp.subarray(t0, t0 + n),
+        this.rowLse.subarray(t0, t0 + n),
+        wantEnt ? this.rowEnt.subarray(t0, t0 + n) : null,
+        this.logits,
+        this.targets.subarray(t0, t0 + n),
+        n,
+        V,
+      );
     }
     const lp = this.outLp;
     const ent = this.outEnt;
@@ -390,7 +441,8 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
     }
     const { T, B } = ctx;
     if (dLogprobs.length !== T) throw new InvalidArgumentError('dLogprobs', `expected ${T} values, got ${dLogprobs.length}`);
-    if (dEntropies && dEntropies.length !== T) throw new InvalidArgumentError('dEntropies', `expected ${T} values, got ${dEntropies.length}`);
+    if (dEntropies && dEntropies.length !== T)
+      throw new InvalidArgumentError('dEntropies', `expected ${T} values, got ${dEntropies.length}`);
     const { tokens, cuSeqlens } = this.lastBatch;
     const cfg = this.cfg;
     const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V, numLayers: L } = cfg;
@@ -427,8 +479,16 @@ export class Transformer<A extends FloatBuffer = Float32Array> {
       const xc = this.xnF.subarray(t0 * C, (t0 + n) * C);
       k.sgemm(false, true, n, V, C, xc, this.W.lmHead, this.logits, false);
       if (head) this.loraForward(head, xc, this.logits, this.loraHeadU, n);
-      k.logprobsBackward(this.dlogits, dRow.subarray(t0, t0 + n), anyEnt ? dRowEnt.subarray(t0, t0 + n) : null,
-        this.logits, this.rowLse.subarray(t0, t0 + n), this.targets.subarray(t0, t0 + n), n, V);
+      k.logprobsBackward(
+        this.dlogits,
+        dRow.subarray(t0, t0 + n),
+        anyEnt ? dRowEnt.subarray(t0, t0 + n) : null,
+        this.logits,
+        this.rowLse.subarray(t0, t0 + n),
+        this.targets.subarray(t0, t0 + n),
+        n,
+        V,
+      );
       k.sgemm(false, false, n, C, V, this.dlogits, this.W.lmHead, dxnF.subarray(t0 * C, (t0 + n) * C), false);
       if (head) this.loraBackward(head, xc, this.dlogits, this.loraHeadU, dxnF.subarray(t0 * C, (t0 + n) * C), n);
       if (trainBase) k.sgemm(true, false, V, C, n, this.dlogits, xc, this.G.lmHead, true);
@@ -527,7 +587,7 @@ function colSum(db: Float32Array, dy: Float32Array, T: number, N: number): void 
 }
 
 /** Pack sequences of token ids into one batch. */
-export function packSequences(seqs: readonly (ArrayLike<number>)[]): PackedBatch {
+export function packSequences(seqs: readonly ArrayLike<number>[]): PackedBatch {
   let T = 0;
   for (const s of seqs) T += s.length;
   const tokens = new Int32Array(T);

@@ -15,7 +15,6 @@ import { createTestTokenizer } from '../model/tokenizer.ts';
 import { EmbeddedPolicy } from './embedded.ts';
 import { maxDiff, plainDatum, summedNll } from '../testing/datums.ts';
 
-
 test('EmbeddedPolicy with LoRA: train, save the adapter, reload base + adapter, merged export', async () => {
   const root = mkdtempSync(join(tmpdir(), 'matpo-embedded-lora-'));
   const dir = join(root, 'base');

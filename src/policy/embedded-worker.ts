@@ -35,12 +35,14 @@ function reply(id: number, result: ReplyPayload, transfer: ArrayBuffer[] = []): 
 function replyError(id: number, err: unknown): void {
   const e = err as Error & { code?: string; argument?: string; file?: string };
   const msg: Reply = {
-    id, ok: false,
+    id,
+    ok: false,
     error: {
       name: e?.name ?? 'Error',
       code: err instanceof MatpoError ? err.code : undefined,
       message: err instanceof MatpoError ? e.message : `${e?.message ?? String(err)}${e?.stack ? `\n${e.stack}` : ''}`,
-      argument: e?.argument, file: e?.file,
+      argument: e?.argument,
+      file: e?.file,
     },
   };
   port.postMessage(msg);
@@ -70,7 +72,10 @@ function scoreTop(decoder: Sampler['decoder'], tokens: Int32Array, k: number): P
   const kk = Math.min(k, V);
   const rows = Math.max(0, n - 1);
   const out: PackedTop = {
-    logprobs: new Float64Array(rows), topIds: new Int32Array(rows * kk), topLogprobs: new Float64Array(rows * kk), k: kk,
+    logprobs: new Float64Array(rows),
+    topIds: new Int32Array(rows * kk),
+    topLogprobs: new Float64Array(rows * kk),
+    k: kk,
   };
   if (n < 2) return out;
   const slot = decoder.allocSlot();
@@ -117,8 +122,12 @@ async function handle(req: Request): Promise<void> {
       }
       sampler = engine.sampler({ decode });
       const r: InitResult = {
-        vocabSize: engine.cfg.vocabSize, kernels: kernels.name, isa: kernels.isa, threads: kernels.threads(),
-        params: engine.lora ? engine.lora.total : engine.layout.total, lora: engine.lora ? engine.lora.config() : null,
+        vocabSize: engine.cfg.vocabSize,
+        kernels: kernels.name,
+        isa: kernels.isa,
+        threads: kernels.threads(),
+        params: engine.lora ? engine.lora.total : engine.layout.total,
+        lora: engine.lora ? engine.lora.config() : null,
       };
       reply(req.id, r);
       return;
@@ -194,11 +203,15 @@ async function handle(req: Request): Promise<void> {
       need();
       const ac = new AbortController();
       sampling.set(req.id, ac);
-      const seed = req.params.seed ?? ((baseSeed * 1000003 + seedCounter++) >>> 0);
+      const seed = req.params.seed ?? (baseSeed * 1000003 + seedCounter++) >>> 0;
       const stream = (token: number, logprob: number) => port.postMessage({ id: req.id, token, logprob } satisfies Reply);
       const onToken = req.stream ? stream : undefined;
-      sampler!.generate(Array.from(req.prompt), { ...req.params, seed, signal: ac.signal }, { onToken })
-        .then((result) => reply(req.id, result), (err) => replyError(req.id, err))
+      sampler!
+        .generate(Array.from(req.prompt), { ...req.params, seed, signal: ac.signal }, { onToken })
+        .then(
+          (result) => reply(req.id, result),
+          (err) => replyError(req.id, err),
+        )
         .finally(() => sampling.delete(req.id));
       return;
     }

@@ -41,28 +41,40 @@ after(async () => {
 
 function datum(tokens: number[], adv = 1): Datum {
   return {
-    tokens, mask: tokens.map((_, i) => (i === 0 ? 0 : 1)), advantages: tokens.map(() => adv), oldLogprobs: tokens.map(() => 0),
-    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+    tokens,
+    mask: tokens.map((_, i) => (i === 0 ? 0 : 1)),
+    advantages: tokens.map(() => adv),
+    oldLogprobs: tokens.map(() => 0),
+    questionId: 'q',
+    rolloutId: 'r',
+    sequenceId: 's',
+    role: 'single',
   };
 }
 
-const pgLoss = (total: number): LossFn => (datums, fwd) => {
-  let loss = 0;
-  const dLogprobs = datums.map((d, i) => {
-    const g = new Float32Array(d.tokens.length);
-    for (let t = 0; t < d.tokens.length; t++) {
-      if (!d.mask[t]) continue;
-      loss -= (d.advantages[t] * fwd.logprobs[i][t]) / total;
-      g[t] = -d.advantages[t] / total;
-    }
-    return g;
-  });
-  return { loss, dLogprobs, metrics: { n: datums.length } };
-};
+const pgLoss =
+  (total: number): LossFn =>
+  (datums, fwd) => {
+    let loss = 0;
+    const dLogprobs = datums.map((d, i) => {
+      const g = new Float32Array(d.tokens.length);
+      for (let t = 0; t < d.tokens.length; t++) {
+        if (!d.mask[t]) continue;
+        loss -= (d.advantages[t] * fwd.logprobs[i][t]) / total;
+        g[t] = -d.advantages[t] / total;
+      }
+      return g;
+    });
+    return { loss, dLogprobs, metrics: { n: datums.length } };
+  };
 
 test('forward and forwardBackward + optimStep match the in-process engine', async () => {
   const local = Engine.load(dir, getKernels());
-  const seqs = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17]];
+  const seqs = [
+    [1, 2, 3, 4, 5, 6],
+    [7, 8, 9],
+    [10, 11, 12, 13, 14, 15, 16, 17],
+  ];
   const f = await policy.forward(seqs.map((tokens) => ({ tokens })));
   const g = local.forward(seqs);
   for (let i = 0; i < seqs.length; i++) {
@@ -91,8 +103,9 @@ test('forward and forwardBackward + optimStep match the in-process engine', asyn
 
 test('concurrent samples: seeded reproducible, greedy equals the argmax path of logprobs', async () => {
   const prompt = [3, 17, 29, 4];
-  const many = await Promise.all(Array.from({ length: 12 }, (_, i) =>
-    policy.sample(prompt, { maxNewTokens: 12, temperature: 1, seed: 100 + (i % 6) })));
+  const many = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => policy.sample(prompt, { maxNewTokens: 12, temperature: 1, seed: 100 + (i % 6) })),
+  );
   for (let i = 0; i < 6; i++) assert.deepEqual(many[i].tokens, many[i + 6].tokens);
   assert.ok(many.every((r) => r.tokens.length === 12 && r.finishReason === 'length'));
   const distinct = new Set(many.map((r) => r.tokens.join(',')));
@@ -142,8 +155,10 @@ test('abort signal ends a sample early', async () => {
 });
 
 test('out-of-range token ids are InvalidArgumentErrors naming the index; the policy keeps working', async () => {
-  await assert.rejects(policy.forward([{ tokens: [1, 2] }, { tokens: [1, vocab] }]), (e: unknown) =>
-    e instanceof InvalidArgumentError && e.message.startsWith('datums[1].tokens[1]'));
+  await assert.rejects(
+    policy.forward([{ tokens: [1, 2] }, { tokens: [1, vocab] }]),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message.startsWith('datums[1].tokens[1]'),
+  );
   await assert.rejects(policy.sample([1, -3], { maxNewTokens: 2 }), InvalidArgumentError);
   await assert.rejects(policy.forwardBackward([datum([1, 2.5])], pgLoss(1)), InvalidArgumentError);
   const ok = await policy.forward([{ tokens: [1, 2] }]);
@@ -190,7 +205,10 @@ test('serving: sampleStreaming reports each token as sample() returns it; topLog
   const streamed = await policy.sampleStreaming(prompt, { maxNewTokens: 12, seed: 77 }, (token, logprob) => seen.push([token, logprob]));
   const plain = await policy.sample(prompt, { maxNewTokens: 12, seed: 77 });
   assert.deepEqual(streamed, plain);
-  assert.deepEqual(seen, plain.tokens.map((t, i) => [t, plain.logprobs[i]]));
+  assert.deepEqual(
+    seen,
+    plain.tokens.map((t, i) => [t, plain.logprobs[i]]),
+  );
 
   const seq = [...prompt, ...plain.tokens];
   const scores = await policy.topLogprobs(seq, vocab);
@@ -211,6 +229,8 @@ test('serving: sampleStreaming reports each token as sample() returns it; topLog
   again.forEach((s, i) => assert.deepEqual(s.top, scores[i].top.slice(0, 3)));
   // The sampler's logprobs are the same distribution's, at the sampled positions.
   plain.logprobs.forEach((lp, j) => assert.ok(Math.abs(lp - scores[prompt.length - 1 + j].logprob) < 1e-4, `sampled ${j}`));
-  await assert.rejects(policy.topLogprobs([1, vocab], 2), (e: unknown) =>
-    e instanceof InvalidArgumentError && e.argument === 'sequences[0].tokens[1]');
+  await assert.rejects(
+    policy.topLogprobs([1, vocab], 2),
+    (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'sequences[0].tokens[1]',
+  );
 });

@@ -23,10 +23,25 @@ import type { LoraConfig } from '../model/lora.ts';
 import type { ChatTokenizer } from '../core/chat.ts';
 import type { Datum } from '../core/records.ts';
 import type {
-  ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult,
+  ForwardBackwardResult,
+  ForwardOutput,
+  LossFn,
+  OptimParams,
+  OptimResult,
+  TrainablePolicy,
+  SampleParams,
+  SampleResult,
 } from '../core/policy.ts';
 import {
-  packTokens, unpack, type InitOptions, type InitResult, type PackedForward, type PackedTop, type Reply, type ReplyPayload, type Request,
+  packTokens,
+  unpack,
+  type InitOptions,
+  type InitResult,
+  type PackedForward,
+  type PackedTop,
+  type Reply,
+  type ReplyPayload,
+  type Request,
 } from './embedded-protocol.ts';
 import type { OnToken, PositionScore } from './server-scoring.ts';
 
@@ -103,14 +118,19 @@ export class EmbeddedPolicy implements TrainablePolicy {
       throw new InvalidArgumentError('adapter', 'give either lora (a fresh adapter) or adapter (a PEFT directory to load), not both');
     }
     const initOptions: InitOptions = {
-      dir, kernels: options.kernels, threads: options.threads, seed: options.seed, lora: options.lora, adapter: options.adapter,
+      dir,
+      kernels: options.kernels,
+      threads: options.threads,
+      seed: options.seed,
+      lora: options.lora,
+      adapter: options.adapter,
     };
     let info: InitResult;
     try {
-      info = await new Promise<ReplyPayload>((resolve, reject) => {
+      info = (await new Promise<ReplyPayload>((resolve, reject) => {
         waiting.set(0, { resolve, reject });
         worker.postMessage({ id: 0, op: 'init', options: initOptions } satisfies Request);
-      }) as InitResult;
+      })) as InitResult;
     } catch (err) {
       await worker.terminate();
       throw err;
@@ -136,7 +156,8 @@ export class EmbeddedPolicy implements TrainablePolicy {
       if (s.length === 0) throw new InvalidArgumentError(`${what}[${i}].tokens`, 'is empty');
       for (let t = 0; t < s.length; t++) {
         const id = s[t];
-        if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`${what}[${i}].tokens[${t}]`, `token id ${id} is out of range [0, ${V})`);
+        if (!(Number.isInteger(id) && id >= 0 && id < V))
+          throw new InvalidArgumentError(`${what}[${i}].tokens[${t}]`, `token id ${id} is out of range [0, ${V})`);
       }
     });
   }
@@ -174,7 +195,8 @@ export class EmbeddedPolicy implements TrainablePolicy {
     const V = this.info.vocabSize;
     for (let i = 0; i < promptTokens.length; i++) {
       const id = promptTokens[i];
-      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new InvalidArgumentError(`promptTokens[${i}]`, `token id ${id} is out of range [0, ${V})`);
+      if (!(Number.isInteger(id) && id >= 0 && id < V))
+        throw new InvalidArgumentError(`promptTokens[${i}]`, `token id ${id} is out of range [0, ${V})`);
     }
     if (params.signal?.aborted) return { tokens: [], logprobs: [], finishReason: 'abort' };
     const prompt = Int32Array.from(promptTokens);
@@ -185,14 +207,23 @@ export class EmbeddedPolicy implements TrainablePolicy {
     params.signal?.addEventListener('abort', onAbort, { once: true });
     if (onToken) this.streams.set(id, onToken);
     try {
-      return (await this.call({
-        op: 'sample', prompt, stream: onToken !== undefined,
-        params: {
-          maxNewTokens: params.maxNewTokens, temperature: params.temperature, topP: params.topP, topK: params.topK,
-          stopTokenIds: params.stopTokenIds ? [...params.stopTokenIds] : undefined,
-          stopStrings: params.stopStrings ? [...params.stopStrings] : undefined, seed: params.seed,
+      return (await this.call(
+        {
+          op: 'sample',
+          prompt,
+          stream: onToken !== undefined,
+          params: {
+            maxNewTokens: params.maxNewTokens,
+            temperature: params.temperature,
+            topP: params.topP,
+            topK: params.topK,
+            stopTokenIds: params.stopTokenIds ? [...params.stopTokenIds] : undefined,
+            stopStrings: params.stopStrings ? [...params.stopStrings] : undefined,
+            seed: params.seed,
+          },
         },
-      }, [prompt.buffer])) as SampleResult;
+        [prompt.buffer],
+      )) as SampleResult;
     } finally {
       this.streams.delete(id);
       params.signal?.removeEventListener('abort', onAbort);
@@ -203,14 +234,26 @@ export class EmbeddedPolicy implements TrainablePolicy {
     const seqs = datums.map((d) => d.tokens);
     this.checkTokens(seqs, 'datums');
     const { tokens, lengths } = packTokens(seqs);
-    const r = (await this.call({ op: 'forward', tokens, lengths, microBatchTokens: options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS },
-      [tokens.buffer])) as PackedForward;
+    const r = (await this.call(
+      { op: 'forward', tokens, lengths, microBatchTokens: options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS },
+      [tokens.buffer],
+    )) as PackedForward;
     return { logprobs: unpack(r.logprobs, lengths), entropies: unpack(r.entropies, lengths) };
   }
 
-  async forwardBackward(datums: readonly Datum[], loss: LossFn, options: { microBatchTokens?: number } = {}): Promise<ForwardBackwardResult> {
-    this.checkTokens(datums.map((d) => d.tokens), 'datums');
-    const groups = splitByTokens(datums.map((d) => d.tokens.length), options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS);
+  async forwardBackward(
+    datums: readonly Datum[],
+    loss: LossFn,
+    options: { microBatchTokens?: number } = {},
+  ): Promise<ForwardBackwardResult> {
+    this.checkTokens(
+      datums.map((d) => d.tokens),
+      'datums',
+    );
+    const groups = splitByTokens(
+      datums.map((d) => d.tokens.length),
+      options.microBatchTokens ?? DEFAULT_MICRO_BATCH_TOKENS,
+    );
     let total = 0;
     let tokens = 0;
     const metrics: Record<string, number> = {};
@@ -218,20 +261,25 @@ export class EmbeddedPolicy implements TrainablePolicy {
       const ds = group.map((i) => datums[i]);
       const packed = packTokens(ds.map((d) => d.tokens));
       const lengths = packed.lengths;
-      const f = (await this.call({ op: 'forwardMicro', tokens: packed.tokens, lengths, firstIndex: group[0] }, [packed.tokens.buffer])) as PackedForward;
+      const f = (await this.call({ op: 'forwardMicro', tokens: packed.tokens, lengths, firstIndex: group[0] }, [
+        packed.tokens.buffer,
+      ])) as PackedForward;
       const out = loss(ds, { logprobs: unpack(f.logprobs, lengths), entropies: unpack(f.entropies, lengths) });
       const T = f.tokens;
       const dl = new Float32Array(T);
       let de: Float32Array | null = null;
       let o = 0;
-      if (out.dLogprobs.length !== ds.length) throw new InvalidArgumentError('loss.dLogprobs', `expected ${ds.length} arrays, got ${out.dLogprobs.length}`);
+      if (out.dLogprobs.length !== ds.length)
+        throw new InvalidArgumentError('loss.dLogprobs', `expected ${ds.length} arrays, got ${out.dLogprobs.length}`);
       ds.forEach((d, i) => {
         const g = out.dLogprobs[i];
-        if (g.length !== d.tokens.length) throw new InvalidArgumentError(`loss.dLogprobs[${i}]`, `expected ${d.tokens.length} values, got ${g.length}`);
+        if (g.length !== d.tokens.length)
+          throw new InvalidArgumentError(`loss.dLogprobs[${i}]`, `expected ${d.tokens.length} values, got ${g.length}`);
         dl.set(g, o);
         if (out.dEntropies) {
           const e = out.dEntropies[i];
-          if (!e || e.length !== d.tokens.length) throw new InvalidArgumentError(`loss.dEntropies[${i}]`, `expected ${d.tokens.length} values`);
+          if (!e || e.length !== d.tokens.length)
+            throw new InvalidArgumentError(`loss.dEntropies[${i}]`, `expected ${d.tokens.length} values`);
           de ??= new Float32Array(T);
           de.set(e, o);
         }

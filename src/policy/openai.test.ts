@@ -28,7 +28,9 @@ async function serve(policy = new BigramPolicy(), apiKey?: string): Promise<Poli
 }
 
 /** A raw server on 127.0.0.1 whose handler decides per request (by its 1-based count). */
-async function rawServer(handler: (count: number, req: http.IncomingMessage, body: string, res: http.ServerResponse) => void): Promise<{ url: string; count: () => number }> {
+async function rawServer(
+  handler: (count: number, req: http.IncomingMessage, body: string, res: http.ServerResponse) => void,
+): Promise<{ url: string; count: () => number }> {
   let count = 0;
   const server = http.createServer((req, res) => {
     let body = '';
@@ -45,7 +47,11 @@ async function rawServer(handler: (count: number, req: http.IncomingMessage, bod
 
 /** Forward a request to `target` and copy the answer back. */
 async function forward(target: string, req: http.IncomingMessage, body: string, res: http.ServerResponse): Promise<void> {
-  const r = await fetch(`${target}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json', ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) }, body: req.method === 'POST' ? body : undefined });
+  const r = await fetch(`${target}${req.url}`, {
+    method: req.method,
+    headers: { 'content-type': 'application/json', ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) },
+    body: req.method === 'POST' ? body : undefined,
+  });
   res.writeHead(r.status, { 'content-type': 'application/json' });
   res.end(await r.text());
 }
@@ -84,7 +90,10 @@ test('token-exact round trip: ids and logprobs through HTTP equal the policy sam
   assert.deepEqual([...reasons].sort(), ['length', 'stop_string', 'stop_token']);
   const spaceStop = await client.sample(prompt, cases[4]);
   assert.equal(spaceStop.tokens.at(-1), 32);
-  assert.equal(spaceStop.tokens.slice(0, -1).some((t) => t === 32 || t === 257 || t === 258), false);
+  assert.equal(
+    spaceStop.tokens.slice(0, -1).some((t) => t === 32 || t === 257 || t === 258),
+    false,
+  );
 });
 
 test('what is sent: token-id prompt, sampling fields and the vLLM and SGLang id switches', async () => {
@@ -120,29 +129,72 @@ test('what is sent: token-id prompt, sampling fields and the vLLM and SGLang id 
 test('parses vLLM-shaped (token_id strings, stop_reason) and SGLang-shaped (token_ids, matched_stop) responses', async () => {
   const vllm = await rawServer((_n, _req, _body, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ choices: [{ index: 0, text: 'hi', finish_reason: 'stop', stop_reason: 257, logprobs: { tokens: ['token_id:104', 'token_id:105', 'token_id:257'], token_logprobs: [-0.5, -1.25, -0.125], top_logprobs: [{}, {}, {}], text_offset: [0, 1, 2] } }] }));
+    res.end(
+      JSON.stringify({
+        choices: [
+          {
+            index: 0,
+            text: 'hi',
+            finish_reason: 'stop',
+            stop_reason: 257,
+            logprobs: {
+              tokens: ['token_id:104', 'token_id:105', 'token_id:257'],
+              token_logprobs: [-0.5, -1.25, -0.125],
+              top_logprobs: [{}, {}, {}],
+              text_offset: [0, 1, 2],
+            },
+          },
+        ],
+      }),
+    );
   });
   const v = await new OpenAIPolicy({ baseUrl: vllm.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 8 });
   assert.deepEqual(v, { tokens: [104, 105, 257], logprobs: [-0.5, -1.25, -0.125], finishReason: 'stop_token' });
 
   const sglang = await rawServer((_n, _req, _body, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ choices: [{ index: 0, text: 'ab', finish_reason: 'stop', matched_stop: 'b', token_ids: [97, 98], logprobs: { tokens: ['a', 'b'], token_logprobs: [-0.25, -2] } }] }));
+    res.end(
+      JSON.stringify({
+        choices: [
+          {
+            index: 0,
+            text: 'ab',
+            finish_reason: 'stop',
+            matched_stop: 'b',
+            token_ids: [97, 98],
+            logprobs: { tokens: ['a', 'b'], token_logprobs: [-0.25, -2] },
+          },
+        ],
+      }),
+    );
   });
-  const s = await new OpenAIPolicy({ baseUrl: sglang.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 8, stopStrings: ['b'] });
+  const s = await new OpenAIPolicy({ baseUrl: sglang.url, model: 'm', tokenizer: tok }).sample([1], {
+    maxNewTokens: 8,
+    stopStrings: ['b'],
+  });
   assert.deepEqual(s, { tokens: [97, 98], logprobs: [-0.25, -2], finishReason: 'stop_string' });
 
   const trimmed = await rawServer((_n, _req, _body, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ choices: [{ finish_reason: 'stop', stop_reason: 257, logprobs: { tokens: ['token_id:104'], token_logprobs: [-0.5] } }] }));
+    res.end(
+      JSON.stringify({
+        choices: [{ finish_reason: 'stop', stop_reason: 257, logprobs: { tokens: ['token_id:104'], token_logprobs: [-0.5] } }],
+      }),
+    );
   });
-  await assert.rejects(new OpenAIPolicy({ baseUrl: trimmed.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 8 }), /reports stop token 257 but did not return it/);
+  await assert.rejects(
+    new OpenAIPolicy({ baseUrl: trimmed.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 8 }),
+    /reports stop token 257 but did not return it/,
+  );
 
   const noIds = await rawServer((_n, _req, _body, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ choices: [{ finish_reason: 'length', logprobs: { tokens: ['h', 'i'], token_logprobs: [-1, -1] } }] }));
   });
-  await assert.rejects(new OpenAIPolicy({ baseUrl: noIds.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 2 }), /did not return sampled token ids.*use mode 'chat'/);
+  await assert.rejects(
+    new OpenAIPolicy({ baseUrl: noIds.url, model: 'm', tokenizer: tok }).sample([1], { maxNewTokens: 2 }),
+    /did not return sampled token ids.*use mode 'chat'/,
+  );
   assert.deepEqual(parseTokenIdStrings(['token_id:0', 'token_id:42']), [0, 42]);
   assert.equal(parseTokenIdStrings(['token_id:1', 'x']), null);
 });
@@ -151,7 +203,10 @@ test('chat fallback: conversation sent as messages, reply re-tokenized, flagged 
   const server = await serve();
   const client = new OpenAIPolicy({ baseUrl: server.url, model: 'tiny', tokenizer: tok, mode: 'chat' });
   assert.equal(client.tokenExact, false);
-  assert.throws(() => assertTokenExact(client), (e: unknown) => e instanceof ConfigError && /not token-exact/.test(e.message));
+  assert.throws(
+    () => assertTokenExact(client),
+    (e: unknown) => e instanceof ConfigError && /not token-exact/.test(e.message),
+  );
   const messages = [{ role: 'user' as const, content: 'name a bridge' }];
   const r = await client.sample([], { maxNewTokens: 200, seed: 9, hint: { role: 'single', messages } });
   // The server rendered the same template, so here the text matches the direct sample.
@@ -161,7 +216,10 @@ test('chat fallback: conversation sent as messages, reply re-tokenized, flagged 
   assert.equal(r.finishReason, 'stop_token');
   assert.equal(r.tokens.at(-1), 257); // the turn end is appended locally: not necessarily the token sampled
   assert.deepEqual(r.logprobs.length, r.tokens.length);
-  await assert.rejects(client.sample([1, 2], { maxNewTokens: 5 }), (e: unknown) => e instanceof InvalidArgumentError && /hint\.messages/.test(e.message));
+  await assert.rejects(
+    client.sample([1, 2], { maxNewTokens: 5 }),
+    (e: unknown) => e instanceof InvalidArgumentError && /hint\.messages/.test(e.message),
+  );
 });
 
 test('5xx is retried with backoff until the server answers; too many failures give an EndpointError', async () => {
@@ -184,7 +242,10 @@ test('5xx is retried with backoff until the server answers; too many failures gi
     res.end(JSON.stringify({ error: { message: 'CUDA out of memory' } }));
   });
   const give = new OpenAIPolicy({ baseUrl: down.url, model: 'tiny', tokenizer: tok, retries: 2, backoffMs: 5 });
-  await assert.rejects(give.sample(prompt, { maxNewTokens: 5 }), (e: unknown) => e instanceof EndpointError && e.status === 500 && /CUDA out of memory \(after 3 attempts\)/.test(e.message));
+  await assert.rejects(
+    give.sample(prompt, { maxNewTokens: 5 }),
+    (e: unknown) => e instanceof EndpointError && e.status === 500 && /CUDA out of memory \(after 3 attempts\)/.test(e.message),
+  );
   assert.equal(down.count(), 3);
 });
 
@@ -211,13 +272,19 @@ test('4xx fails at once with the server message: 401 without the API key, 400 fo
   const server = await serve(new BigramPolicy(), 'sekret');
   const counter = await rawServer((_n, req, body, res) => void forward(server.url, req, body, res));
   const noKey = new OpenAIPolicy({ baseUrl: counter.url, model: 'tiny', tokenizer: tok, retries: 3, backoffMs: 5 });
-  await assert.rejects(noKey.sample(prompt, { maxNewTokens: 5 }), (e: unknown) => e instanceof EndpointError && e.status === 401 && /invalid API key/.test(e.message));
+  await assert.rejects(
+    noKey.sample(prompt, { maxNewTokens: 5 }),
+    (e: unknown) => e instanceof EndpointError && e.status === 401 && /invalid API key/.test(e.message),
+  );
   assert.equal(counter.count(), 1);
 
   const withKey = new OpenAIPolicy({ baseUrl: counter.url, model: 'tiny', tokenizer: tok, apiKey: 'sekret', retries: 3, backoffMs: 5 });
   assert.equal((await withKey.sample(prompt, { maxNewTokens: 5, seed: 1 })).tokens.length > 0, true);
   assert.equal(counter.count(), 2);
-  await assert.rejects(withKey.sample([1, 999, 2], { maxNewTokens: 5 }), (e: unknown) => e instanceof EndpointError && e.status === 400 && /prompt\[1\]: token id 999 is outside the vocabulary/.test(e.message));
+  await assert.rejects(
+    withKey.sample([1, 999, 2], { maxNewTokens: 5 }),
+    (e: unknown) => e instanceof EndpointError && e.status === 400 && /prompt\[1\]: token id 999 is outside the vocabulary/.test(e.message),
+  );
   assert.equal(counter.count(), 3);
   assert.deepEqual(await listModels(`${server.url}/v1`, { apiKey: 'sekret' }), ['tiny']);
   await assert.rejects(listModels(server.url), /HTTP 401: missing or invalid API key/);
@@ -252,7 +319,18 @@ test('tokenizerDir: the tokenizer of the model directory gives the stop ids sent
       sent = JSON.parse(body);
       res.writeHead(200, { 'content-type': 'application/json' });
       const stop = reference.stopTokenIds[0];
-      res.end(JSON.stringify({ choices: [{ finish_reason: 'stop', stop_reason: stop, token_ids: [5, stop], logprobs: { tokens: ['a', 'b'], token_logprobs: [-1, -0.5] } }] }));
+      res.end(
+        JSON.stringify({
+          choices: [
+            {
+              finish_reason: 'stop',
+              stop_reason: stop,
+              token_ids: [5, stop],
+              logprobs: { tokens: ['a', 'b'], token_logprobs: [-1, -0.5] },
+            },
+          ],
+        }),
+      );
     });
     const client = new OpenAIPolicy({ baseUrl: spy.url, model: 'm', tokenizerDir: dir });
     const t = await client.tokenizer();

@@ -71,7 +71,10 @@ export async function listModels(baseUrl: string, options: { apiKey?: string; ti
   const url = `${baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/models`;
   let res: Response;
   try {
-    res = await fetch(url, { headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+    res = await fetch(url, {
+      headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
+      signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+    });
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause;
     throw new EndpointError({ url, message: `cannot reach the server: ${cause?.code ?? (err as Error).message}`, cause: err });
@@ -180,7 +183,13 @@ export class OpenAIPolicy implements SamplingPolicy {
   tokenizer(): Promise<ChatTokenizer> {
     if (!this.tokenizerPromise) {
       const dir = this.options.tokenizerDir;
-      if (!dir) return Promise.reject(new ConfigError({ path: 'policy.tokenizerDir', message: 'an OpenAI-compatible policy needs the model\'s tokenizer directory (tokenizerDir)' }));
+      if (!dir)
+        return Promise.reject(
+          new ConfigError({
+            path: 'policy.tokenizerDir',
+            message: "an OpenAI-compatible policy needs the model's tokenizer directory (tokenizerDir)",
+          }),
+        );
       // Loaded lazily so that this module does not pull in the tokenizer stack until it is needed.
       this.tokenizerPromise = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(dir));
       this.tokenizerPromise.catch(() => {
@@ -191,7 +200,8 @@ export class OpenAIPolicy implements SamplingPolicy {
   }
 
   async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {
-    if (!Number.isInteger(params.maxNewTokens) || params.maxNewTokens < 1) throw new InvalidArgumentError('maxNewTokens', `must be a positive integer, got ${params.maxNewTokens}`);
+    if (!Number.isInteger(params.maxNewTokens) || params.maxNewTokens < 1)
+      throw new InvalidArgumentError('maxNewTokens', `must be a positive integer, got ${params.maxNewTokens}`);
     return this.mode === 'completions' ? this.sampleCompletions(promptTokens, params) : this.sampleChat(promptTokens, params);
   }
 
@@ -234,7 +244,8 @@ export class OpenAIPolicy implements SamplingPolicy {
     if (!tokens) {
       throw new EndpointError({
         url,
-        message: "the server did not return sampled token ids (vLLM needs return_tokens_as_token_ids, SGLang return_token_ids); use mode 'chat' for servers without token ids (not usable for training)",
+        message:
+          "the server did not return sampled token ids (vLLM needs return_tokens_as_token_ids, SGLang return_token_ids); use mode 'chat' for servers without token ids (not usable for training)",
       });
     }
     const logprobs = lp?.token_logprobs;
@@ -242,17 +253,27 @@ export class OpenAIPolicy implements SamplingPolicy {
     if (logprobs.length !== tokens.length) {
       throw new EndpointError({ url, message: `the server returned ${tokens.length} token ids but ${logprobs.length} logprobs` });
     }
-    if (logprobs.some((x) => typeof x !== 'number' || Number.isNaN(x))) throw new EndpointError({ url, message: 'the server returned a missing or non-numeric logprob' });
+    if (logprobs.some((x) => typeof x !== 'number' || Number.isNaN(x)))
+      throw new EndpointError({ url, message: 'the server returned a missing or non-numeric logprob' });
     const matched = choice.stop_reason ?? choice.matched_stop ?? null;
     const last = tokens[tokens.length - 1];
     if (typeof matched === 'number' && last !== matched) {
-      throw new EndpointError({ url, message: `the server reports stop token ${matched} but did not return it as the last sampled token (it was trimmed); token-exact sampling needs it` });
+      throw new EndpointError({
+        url,
+        message: `the server reports stop token ${matched} but did not return it as the last sampled token (it was trimmed); token-exact sampling needs it`,
+      });
     }
     const finishReason = this.finishReason(choice.finish_reason, matched, last, stopIds, tokenizer);
     return { tokens, logprobs: logprobs as number[], finishReason };
   }
 
-  private finishReason(reason: string | null | undefined, matched: number | string | null, last: number | undefined, stopIds: readonly number[], tokenizer: ChatTokenizer | null): FinishReason {
+  private finishReason(
+    reason: string | null | undefined,
+    matched: number | string | null,
+    last: number | undefined,
+    stopIds: readonly number[],
+    tokenizer: ChatTokenizer | null,
+  ): FinishReason {
     if (reason === 'length') return 'length';
     if (reason === 'abort') return 'abort';
     if (typeof matched === 'string') return 'stop_string';
@@ -265,7 +286,10 @@ export class OpenAIPolicy implements SamplingPolicy {
     const url = `${this.root}/v1/chat/completions`;
     const messages = params.hint?.messages;
     if (!messages?.length) {
-      throw new InvalidArgumentError('hint.messages', "chat mode sends the conversation, not token ids; the caller must pass params.hint.messages");
+      throw new InvalidArgumentError(
+        'hint.messages',
+        'chat mode sends the conversation, not token ids; the caller must pass params.hint.messages',
+      );
     }
     const tokenizer = await this.tokenizer();
     const body = {
@@ -317,7 +341,11 @@ export class OpenAIPolicy implements SamplingPolicy {
         throw err;
       }
     }
-    throw new EndpointError({ url, status: lastError?.status, message: `${lastError?.message ?? 'failed'} (after ${retries + 1} attempts)` });
+    throw new EndpointError({
+      url,
+      status: lastError?.status,
+      message: `${lastError?.message ?? 'failed'} (after ${retries + 1} attempts)`,
+    });
   }
 
   private async attempt(url: string, payload: string, timeoutMs: number, signal?: AbortSignal): Promise<unknown> {

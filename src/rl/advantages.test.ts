@@ -16,7 +16,12 @@ test('grpo: mean, unbiased std, +1e-6', () => {
   // R = [1,0,0,1]: mean 0.5, Σ(R−m)² = 4·0.25 = 1, var = 1/3, std = 0.5773502692
   // A = ±0.5 / (0.5773502692 + 1e-6) = ±0.8660239...
   const s = 0.5773502691896258;
-  closeAll(estimatorRegistry.get('grpo')([1, 0, 0, 1]).advantagesG, [0.5 / (s + 1e-6), -0.5 / (s + 1e-6), -0.5 / (s + 1e-6), 0.5 / (s + 1e-6)]);
+  closeAll(estimatorRegistry.get('grpo')([1, 0, 0, 1]).advantagesG, [
+    0.5 / (s + 1e-6),
+    -0.5 / (s + 1e-6),
+    -0.5 / (s + 1e-6),
+    0.5 / (s + 1e-6),
+  ]);
   closeAll(estimatorRegistry.get('grpo')([1, 0, 0, 1]).advantagesG, [0.866024, -0.866024, -0.866024, 0.866024], 1e-6);
   // R = [2, 4, 9]: mean 5, dev [-3,-1,4], Σ = 9+1+16 = 26, var = 13, std = 3.605551275
   const s2 = Math.sqrt(13);

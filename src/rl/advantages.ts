@@ -63,7 +63,10 @@ estimatorRegistry.register('rloo', (rewardsG) => {
  * re-samples new groups until the batch is full again; the training loop does that part
  * (`rl.refillRounds`).
  */
-export function filterZeroVarianceGroups(groupsRewards: readonly (readonly number[])[], tolerance = 0): {
+export function filterZeroVarianceGroups(
+  groupsRewards: readonly (readonly number[])[],
+  tolerance = 0,
+): {
   kept: number[];
   metrics: Record<string, number>;
 } {

@@ -9,7 +9,17 @@ const close = (a: number | undefined, b: number, tol = 1e-12) => assert.ok(a !==
 // One question, two rollouts: r0 (reward 1) spawned workers w0, w1; r1 (reward 0) spawned w0.
 function group() {
   return [
-    testRollout({ id: 'r0', questionId: 'q', index: 0, rootMask: [0, 0, 1, 1, 0, 1], workerMasks: [[0, 1, 1, 1, 1, 0, 0, 1], [0, 0, 1]], reward: 1 }),
+    testRollout({
+      id: 'r0',
+      questionId: 'q',
+      index: 0,
+      rootMask: [0, 0, 1, 1, 0, 1],
+      workerMasks: [
+        [0, 1, 1, 1, 1, 0, 0, 1],
+        [0, 0, 1],
+      ],
+      reward: 1,
+    }),
     testRollout({ id: 'r1', questionId: 'q', index: 1, rootMask: [0, 1, 1], workerMasks: [[0, 1]], reward: 0 }),
   ];
 }
@@ -19,7 +29,7 @@ test('registry names', () => {
   assert.throws(() => creditRegistry.get('x'), /available: agent-wise, matpo, per-role-groups/);
 });
 
-test('matpo: every worker gets exactly its parent planner rollout\'s advantage', () => {
+test("matpo: every worker gets exactly its parent planner rollout's advantage", () => {
   const c = creditRegistry.get('matpo')(group(), { estimator: 'grpo' });
   // rewards [1, 0]: mean 0.5, std = sqrt(0.5/1) = 0.70710678; A = ±0.5/(0.70710678 + 1e-6)
   const a = 0.5 / (Math.SQRT1_2 + 1e-6);
@@ -47,10 +57,13 @@ test('worker tokens carry the parent advantage on their OWN mask (no planner row
   for (const d of datums) d.advantages.forEach((x, t) => assert.equal(x, d.mask[t] ? c.rolloutAdvantages.get(d.rolloutId) : 0));
   // old logprobs are the sampler's, on the sequence's own mask
   assert.deepEqual(w.oldLogprobs, [0, -0.5, -0.5, -0.5, -0.5, 0, 0, -0.5]);
-  assert.deepEqual(datums.map((d) => `${d.role}:${d.sequenceId}:${d.rolloutId}`), ['planner:r0/p:r0', 'worker:r0/w0:r0', 'worker:r0/w1:r0', 'planner:r1/p:r1', 'worker:r1/w0:r1']);
+  assert.deepEqual(
+    datums.map((d) => `${d.role}:${d.sequenceId}:${d.rolloutId}`),
+    ['planner:r0/p:r0', 'worker:r0/w0:r0', 'worker:r0/w1:r0', 'planner:r1/p:r1', 'worker:r1/w0:r1'],
+  );
 });
 
-test('agent-wise (Dr. MAS): workers normalised with the worker role\'s own statistics', () => {
+test("agent-wise (Dr. MAS): workers normalised with the worker role's own statistics", () => {
   const c = creditRegistry.get('agent-wise')(group(), { estimator: 'grpo' });
   const a = 0.5 / (Math.SQRT1_2 + 1e-6);
   close(c.sequenceAdvantages.get('r0/p'), a);
@@ -85,7 +98,10 @@ test('single-agent rollouts and groups per question', () => {
   // DAPO filter drops qb entirely; its rollouts produce no datums
   const f = creditRegistry.get('matpo')(rollouts, { estimator: 'dr-grpo', dropZeroVarianceGroups: true });
   assert.deepEqual([...f.keptRolloutIds].sort(), ['a0', 'a1']);
-  assert.deepEqual(buildDatums(rollouts, f).datums.map((d) => d.sequenceId), ['a0/p', 'a1/p']);
+  assert.deepEqual(
+    buildDatums(rollouts, f).datums.map((d) => d.sequenceId),
+    ['a0/p', 'a1/p'],
+  );
 });
 
 test('unscored rollouts and bad sequences are rejected with a clear message', () => {

@@ -16,8 +16,12 @@ import type { CreditResult } from './credit.ts';
 function checkSequence(s: Sequence): void {
   const n = s.tokens.length;
   if (s.mask.length !== n || s.logprobs.length !== n)
-    throw new InvalidArgumentError(`sequence ${s.id}`, `tokens (${n}), mask (${s.mask.length}) and logprobs (${s.logprobs.length}) differ in length`);
-  if (n > 0 && s.mask[0] !== 0) throw new InvalidArgumentError(`sequence ${s.id}`, 'the first token cannot be trainable (nothing predicts it)');
+    throw new InvalidArgumentError(
+      `sequence ${s.id}`,
+      `tokens (${n}), mask (${s.mask.length}) and logprobs (${s.logprobs.length}) differ in length`,
+    );
+  if (n > 0 && s.mask[0] !== 0)
+    throw new InvalidArgumentError(`sequence ${s.id}`, 'the first token cannot be trainable (nothing predicts it)');
 }
 
 export function sequenceDatum(s: Sequence, questionId: string, rolloutId: string, advantage: number): Datum {

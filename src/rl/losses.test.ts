@@ -105,7 +105,8 @@ test('gspo: one sequence-level ratio, hand-computed', () => {
 
 test('aggregation weights: mixed planner+worker batch, unit = planner rollout with its workers', () => {
   const batch = mixedBatch();
-  const w = (aggregation: string, over: Partial<PolicyLossConfig> = {}) => Object.fromEntries(aggregationWeights(batch, cfg({ aggregation, ...over })));
+  const w = (aggregation: string, over: Partial<PolicyLossConfig> = {}) =>
+    Object.fromEntries(aggregationWeights(batch, cfg({ aggregation, ...over })));
   // N = 3 + 2 + 5 + 4 = 14; U = 2 rollouts; N_R1 = 10, N_R2 = 4
   assert.deepEqual(w('token-mean'), { p1: 1 / 14, w1a: 1 / 14, w1b: 1 / 14, p2: 1 / 14 });
   assert.deepEqual(w('seq-mean-token-sum'), { p1: 1 / 2, w1a: 1 / 2, w1b: 1 / 2, p2: 1 / 2 });
@@ -120,7 +121,12 @@ test('aggregation weights: mixed planner+worker batch, unit = planner rollout wi
 test('aggregated loss values at ratio 1 (loss = Σ w·(−A)): mixed and planner-only batches', () => {
   const lossAt = (batch: Datum[], aggregation: string) => {
     const c = cfg({ aggregation });
-    return computePolicyLoss(c, aggregationWeights(batch, c), batch, batch.map((d) => d.oldLogprobs)).loss;
+    return computePolicyLoss(
+      c,
+      aggregationWeights(batch, c),
+      batch,
+      batch.map((d) => d.oldLogprobs),
+    ).loss;
   };
   const mixed = mixedBatch();
   // R1 tokens: 10 × (−1); R2: 4 × (+0.5)
@@ -140,7 +146,10 @@ test('KL to the reference (k1, k3) and entropy bonus, hand-computed', () => {
   const d: Datum = { ...datum('s', 'R', 'single', [0, 1], 0), oldLogprobs: [0, -1], refLogprobs: [0, -1.5] };
   const lp = [0, -1];
   // A = 0 → policy term 0. k1 = lp − ref = 0.5, d/dlp = 1; k3: x = ref − lp = −0.5 → e^−0.5 + 0.5 − 1 = 0.1065306597, d/dlp = 1 − e^−0.5
-  for (const [est, kl, g] of [['k1', 0.5, 1], ['k3', Math.exp(-0.5) - 0.5, 1 - Math.exp(-0.5)]] as const) {
+  for (const [est, kl, g] of [
+    ['k1', 0.5, 1],
+    ['k3', Math.exp(-0.5) - 0.5, 1 - Math.exp(-0.5)],
+  ] as const) {
     const c = cfg({ klCoef: 0.1, klEstimator: est });
     const r = computePolicyLoss(c, aggregationWeights([d], c), [d], [lp]);
     close(r.loss, 0.1 * kl);
@@ -152,7 +161,10 @@ test('KL to the reference (k1, k3) and entropy bonus, hand-computed', () => {
   const r = computePolicyLoss(c, aggregationWeights([d], c), [d], [lp], [[0, 2]]);
   close(r.loss, -0.02);
   close(r.dEntropies[0][1], -0.01);
-  assert.throws(() => computePolicyLoss(cfg({ klCoef: 0.1 }), new Map([['s', 1]]), [{ ...d, refLogprobs: undefined }], [lp]), /refLogprobs/);
+  assert.throws(
+    () => computePolicyLoss(cfg({ klCoef: 0.1 }), new Map([['s', 1]]), [{ ...d, refLogprobs: undefined }], [lp]),
+    /refLogprobs/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +203,11 @@ test('gradients match central finite differences (float64) for every loss × agg
   let checked = 0;
   for (const name of policyLossRegistry.names())
     for (const aggregation of aggregationRegistry.names())
-      for (const extra of [{}, { klCoef: 0.2, klEstimator: 'k1' as const, entropyCoef: 0.05 }, { klCoef: 0.3, klEstimator: 'k3' as const, clipHigh: 0.28, dualClip: null }]) {
+      for (const extra of [
+        {},
+        { klCoef: 0.2, klEstimator: 'k1' as const, entropyCoef: 0.05 },
+        { klCoef: 0.3, klEstimator: 'k3' as const, clipHigh: 0.28, dualClip: null },
+      ]) {
         const c = cfg({ name, aggregation, ...extra });
         const { datums, lp, ent } = randomBatch(rng);
         const weights = aggregationWeights(datums, c);
@@ -209,7 +225,10 @@ test('gradients match central finite differences (float64) for every loss × agg
             const down = computePolicyLoss(c, weights, datums, lp, ent).loss;
             lp[i][t] = x;
             const fd = (up - down) / (2 * h);
-            assert.ok(Math.abs(fd - base.dLogprobs[i][t]) <= 1e-6 * Math.max(1, Math.abs(fd)), `${name}/${aggregation} d[${i}][${t}]: fd ${fd} vs ${base.dLogprobs[i][t]}`);
+            assert.ok(
+              Math.abs(fd - base.dLogprobs[i][t]) <= 1e-6 * Math.max(1, Math.abs(fd)),
+              `${name}/${aggregation} d[${i}][${t}]: fd ${fd} vs ${base.dLogprobs[i][t]}`,
+            );
             const e = ent[i][t];
             ent[i][t] = e + h;
             const upE = computePolicyLoss(c, weights, datums, lp, ent).loss;
@@ -229,7 +248,10 @@ test('splitting a mini-batch into micro-batches gives the same loss, gradients a
     for (const aggregation of aggregationRegistry.names()) {
       const c = cfg({ name, aggregation, entropyCoef: 0.01 });
       const { datums, lp, ent } = randomBatch(rng);
-      const fwd = (idx: number[]) => ({ logprobs: idx.map((i) => Float32Array.from(lp[i])), entropies: idx.map((i) => Float32Array.from(ent[i])) });
+      const fwd = (idx: number[]) => ({
+        logprobs: idx.map((i) => Float32Array.from(lp[i])),
+        entropies: idx.map((i) => Float32Array.from(ent[i])),
+      });
       const loss = makePolicyLoss(c, datums);
       const all = datums.map((_, i) => i);
       const whole = loss(datums, fwd(all));
@@ -239,7 +261,10 @@ test('splitting a mini-batch into micro-batches gives the same loss, gradients a
       const grads: Float32Array[] = [];
       const metrics: Record<string, number> = {};
       for (const p of parts) {
-        const out = loss(p.map((i) => datums[i]), fwd(p));
+        const out = loss(
+          p.map((i) => datums[i]),
+          fwd(p),
+        );
         sum += out.loss;
         grads.push(...out.dLogprobs);
         for (const [k, v] of Object.entries(out.metrics)) metrics[k] = (metrics[k] ?? 0) + v;
@@ -250,8 +275,17 @@ test('splitting a mini-batch into micro-batches gives the same loss, gradients a
       close(metrics.clipped, whole.metrics.clipped);
       // a loss built for the micro-batch alone would normalise differently (sanity: the test can fail)
       if (aggregation !== 'seq-mean-token-sum' || name === 'gspo') {
-        const own = makePolicyLoss(c, parts[0].map((i) => datums[i]))(parts[0].map((i) => datums[i]), fwd(parts[0])).loss;
-        const shared = loss(parts[0].map((i) => datums[i]), fwd(parts[0])).loss;
+        const own = makePolicyLoss(
+          c,
+          parts[0].map((i) => datums[i]),
+        )(
+          parts[0].map((i) => datums[i]),
+          fwd(parts[0]),
+        ).loss;
+        const shared = loss(
+          parts[0].map((i) => datums[i]),
+          fwd(parts[0]),
+        ).loss;
         assert.notEqual(own, shared);
       }
     }
@@ -260,13 +294,19 @@ test('splitting a mini-batch into micro-batches gives the same loss, gradients a
 test('loss rejects datums outside its mini-batch and misaligned arrays', () => {
   const batch = mixedBatch();
   const loss = makePolicyLoss(cfg(), batch.slice(0, 2));
-  assert.throws(() => loss([batch[3]], { logprobs: [new Float32Array(6)], entropies: [new Float32Array(6)] }), /not part of the mini-batch/);
+  assert.throws(
+    () => loss([batch[3]], { logprobs: [new Float32Array(6)], entropies: [new Float32Array(6)] }),
+    /not part of the mini-batch/,
+  );
   assert.throws(() => loss([batch[0]], { logprobs: [new Float32Array(3)], entropies: [new Float32Array(3)] }), /must all have 5 entries/);
   assert.throws(() => aggregationWeights([batch[0], batch[0]], cfg()), /appears twice/);
-  assert.throws(() => computePolicyLoss(cfg({ dualClip: 0.5 }), new Map([['p1', 1]]), [batch[0]], [batch[0].oldLogprobs]), /dualClip: must be > 1/);
+  assert.throws(
+    () => computePolicyLoss(cfg({ dualClip: 0.5 }), new Map([['p1', 1]]), [batch[0]], [batch[0].oldLogprobs]),
+    /dualClip: must be > 1/,
+  );
 });
 
-test('supervised NLL: mean over the whole mini-batch\'s trainable tokens', () => {
+test("supervised NLL: mean over the whole mini-batch's trainable tokens", () => {
   const batch = mixedBatch();
   const loss = makeNllLoss(batch);
   const lp = batch.map((d) => Float32Array.from(d.mask, (m) => (m ? -2 : -7)));
@@ -281,14 +321,23 @@ test('supervised NLL: mean over the whole mini-batch\'s trainable tokens', () =>
 test('supervised NLL with a weight on the other tokens: hand-computed', () => {
   // tokens a b c d, trainable c d; logprobs of b, c, d = −1, −2, −3 (position 0 has none)
   const d: Datum = {
-    tokens: [5, 6, 7, 8], mask: [0, 0, 1, 1], advantages: [0, 0, 0, 0], oldLogprobs: [0, 0, 0, 0],
-    questionId: 'q', rolloutId: 'r', sequenceId: 's', role: 'single',
+    tokens: [5, 6, 7, 8],
+    mask: [0, 0, 1, 1],
+    advantages: [0, 0, 0, 0],
+    oldLogprobs: [0, 0, 0, 0],
+    questionId: 'q',
+    rolloutId: 'r',
+    sequenceId: 's',
+    role: 'single',
   };
   const lp = [Float32Array.from([0, -1, -2, -3])];
   // weights 0.5 (b), 1 (c), 1 (d): loss = (0.5·1 + 2 + 3) / 2.5 = 2.2
   const r = makeNllLoss([d], { otherTokenWeight: 0.5 })([d], { logprobs: lp, entropies: [] });
   close(r.loss, 2.2, 1e-12);
-  assert.deepEqual(Array.from(r.dLogprobs[0], (x) => +x.toFixed(6)), [0, -0.2, -0.4, -0.4]);
+  assert.deepEqual(
+    Array.from(r.dLogprobs[0], (x) => +x.toFixed(6)),
+    [0, -0.2, -0.4, -0.4],
+  );
   // weight 0 is the plain assistant-only mean: (2 + 3) / 2
   close(makeNllLoss([d])([d], { logprobs: lp, entropies: [] }).loss, 2.5, 1e-12);
 });

@@ -51,7 +51,6 @@ export interface PolicyLossConfig {
   entropyCoef: number;
 }
 
-
 const LOG_RATIO_CLAMP = 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -67,7 +66,10 @@ function countMask(mask: readonly number[]): number {
 }
 
 /** Trainable tokens per unit (units with 0 trainable tokens omitted) and per sequence. */
-function unitCounts(datums: readonly Datum[], config: PolicyLossConfig): { perUnit: Map<string, number>; unitOf: Map<string, string>; total: number } {
+function unitCounts(
+  datums: readonly Datum[],
+  config: PolicyLossConfig,
+): { perUnit: Map<string, number>; unitOf: Map<string, string>; total: number } {
   const perUnit = new Map<string, number>();
   const unitOf = new Map<string, string>();
   let total = 0;
@@ -147,7 +149,13 @@ function clampLogRatio(x: number): { v: number; inside: boolean } {
  * The clipped surrogate at ratio r for advantage A: value and d(value)/dr.
  * `dual` is the dual-clip constant (> 1) or 0 when disabled.
  */
-export function clippedSurrogate(r: number, A: number, lo: number, hi: number, dual: number): { value: number; dr: number; clipped: boolean; dualClipped: boolean } {
+export function clippedSurrogate(
+  r: number,
+  A: number,
+  lo: number,
+  hi: number,
+  dual: number,
+): { value: number; dr: number; clipped: boolean; dualClipped: boolean } {
   const s1 = -A * r;
   const rc = Math.min(Math.max(r, 1 - lo), 1 + hi);
   const s2 = -A * rc;
@@ -252,7 +260,8 @@ export function computePolicyLoss(
   const term = policyLossRegistry.get(config.name);
   if (config.klCoef !== 0 && config.klEstimator !== 'k1' && config.klEstimator !== 'k3')
     throw new InvalidArgumentError('rl.loss.klEstimator', `must be "k1" or "k3", got "${config.klEstimator}"`);
-  if (logprobs.length !== datums.length) throw new InvalidArgumentError('forward', `${logprobs.length} logprob rows for ${datums.length} datums`);
+  if (logprobs.length !== datums.length)
+    throw new InvalidArgumentError('forward', `${logprobs.length} logprob rows for ${datums.length} datums`);
   const metrics: Record<string, number> = {};
   const dLogprobs: Float64Array[] = [];
   const dEntropies: Float64Array[] = [];
@@ -261,7 +270,10 @@ export function computePolicyLoss(
     const T = d.tokens.length;
     const lp = logprobs[i];
     if (lp.length !== T || d.mask.length !== T || d.advantages.length !== T || d.oldLogprobs.length !== T)
-      throw new InvalidArgumentError(`datum ${d.sequenceId}`, `arrays must all have ${T} entries (logprobs ${lp.length}, mask ${d.mask.length}, advantages ${d.advantages.length}, oldLogprobs ${d.oldLogprobs.length})`);
+      throw new InvalidArgumentError(
+        `datum ${d.sequenceId}`,
+        `arrays must all have ${T} entries (logprobs ${lp.length}, mask ${d.mask.length}, advantages ${d.advantages.length}, oldLogprobs ${d.oldLogprobs.length})`,
+      );
     const w = weights.get(d.sequenceId);
     if (w === undefined) throw new InvalidArgumentError(`datum ${d.sequenceId}`, 'is not part of the mini-batch this loss was built for');
     const out = term({ logprobs: lp, oldLogprobs: d.oldLogprobs, advantages: d.advantages, mask: d.mask, weight: w, config });

@@ -37,20 +37,43 @@ test('weights come from the caller', () => {
   close(rewardRegistry.get('matpo')({ accuracy: 1, formatPlanner: 0, formatWorkers: [1, 0] }, w).reward.total, 1.15);
 });
 
-test('scoreRollout uses the scorer and the sequences\' format scores, and fills rollout.reward', async () => {
-  const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], workerMasks: [[0, 1]], answer: 'Paris', gold: ['Paris'], formatPlanner: 1, formatWorkers: [0] });
+test("scoreRollout uses the scorer and the sequences' format scores, and fills rollout.reward", async () => {
+  const r = testRollout({
+    id: 'r',
+    questionId: 'q',
+    rootMask: [0, 1],
+    workerMasks: [[0, 1]],
+    answer: 'Paris',
+    gold: ['Paris'],
+    formatPlanner: 1,
+    formatWorkers: [0],
+  });
   const out = await scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS);
   // 0.9 + 0.5·(0.1·1 + 0.1·0) = 0.95
   close(out.reward.total, 0.95);
   assert.equal(r.reward?.total, out.reward.total);
-  const s = testRollout({ id: 's', questionId: 'q', mode: 'single', rootMask: [0, 1], answer: 'Rome', gold: ['Paris'], formatPlanner: 0.5 });
+  const s = testRollout({
+    id: 's',
+    questionId: 'q',
+    mode: 'single',
+    rootMask: [0, 1],
+    answer: 'Rome',
+    gold: ['Paris'],
+    formatPlanner: 0.5,
+  });
   close((await scoreRollout(s, exact, DEFAULT_REWARD_WEIGHTS)).reward.total, 0.05); // 0.9·0 + 0.1·0.5
 });
 
 test('scoreRollout rejects out-of-range scores; unknown reward names list the valid ones', async () => {
   const r = testRollout({ id: 'r', questionId: 'q', rootMask: [0, 1], answer: 'x' });
-  await assert.rejects(scoreRollout(r, () => 2, DEFAULT_REWARD_WEIGHTS), /accuracy must be in \[0, 1\]/);
-  await assert.rejects(scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS, 'nope'), (e: unknown) => e instanceof UnknownNameError && /available: matpo, single/.test(e.message));
+  await assert.rejects(
+    scoreRollout(r, () => 2, DEFAULT_REWARD_WEIGHTS),
+    /accuracy must be in \[0, 1\]/,
+  );
+  await assert.rejects(
+    scoreRollout(r, exact, DEFAULT_REWARD_WEIGHTS, 'nope'),
+    (e: unknown) => e instanceof UnknownNameError && /available: matpo, single/.test(e.message),
+  );
   assert.throws(() => rewardRegistry.register('matpo', () => ({}) as never), /already registered/);
 });
 

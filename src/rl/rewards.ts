@@ -42,7 +42,6 @@ export interface RewardWeights {
   noWorkerFormat: number;
 }
 
-
 export interface RewardInput {
   accuracy: number;
   formatPlanner: number;

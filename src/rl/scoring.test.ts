@@ -65,14 +65,20 @@ test('judge grade parsing tolerates malformed replies', () => {
 /** A character-level tokenizer and a policy that replies with a scripted string. */
 function scriptedJudge(reply: string, seen: string[]): SamplingPolicy {
   const tokenizer: ChatTokenizer = {
-    vocabSize: 0x10000, stopTokenIds: [0], bosTokenId: null, eosTokenId: 0,
+    vocabSize: 0x10000,
+    stopTokenIds: [0],
+    bosTokenId: null,
+    eosTokenId: 0,
     encode: (t) => [...t].map((c) => c.charCodeAt(0)),
     decode: (ids) => String.fromCharCode(...ids.filter((i) => i !== 0)),
-    tokenToId: () => undefined, idToToken: () => undefined,
-    applyChatTemplate: (messages, o) => messages.map((m) => `${m.role}: ${m.content}\n`).join('') + (o?.addGenerationPrompt ? 'assistant: ' : ''),
+    tokenToId: () => undefined,
+    idToToken: () => undefined,
+    applyChatTemplate: (messages, o) =>
+      messages.map((m) => `${m.role}: ${m.content}\n`).join('') + (o?.addGenerationPrompt ? 'assistant: ' : ''),
   };
   return {
-    name: 'scripted', tokenExact: true,
+    name: 'scripted',
+    tokenExact: true,
     tokenizer: async () => tokenizer,
     async sample(prompt: readonly number[], params: SampleParams) {
       seen.push(tokenizer.decode(prompt));
@@ -86,10 +92,18 @@ function scriptedJudge(reply: string, seen: string[]): SamplingPolicy {
 
 test('judge scorer: only A scores; the prompt carries question, golds and prediction', async () => {
   const seen: string[] = [];
-  const ok = await createJudgeScorer(scriptedJudge('A', seen))({ prediction: 'Kelda', answers: ['Port Kelda', 'Kelda'], question: 'Where?' });
+  const ok = await createJudgeScorer(scriptedJudge('A', seen))({
+    prediction: 'Kelda',
+    answers: ['Port Kelda', 'Kelda'],
+    question: 'Where?',
+  });
   assert.deepEqual(ok, { score: 1, details: { grade: 'A', reply: 'A' } });
   assert.ok(seen[0].includes('Question: Where?') && seen[0].includes('- Port Kelda') && seen[0].includes('Predicted answer: Kelda'));
-  for (const [reply, grade] of [['B', 'B'], ['C', 'C'], ['???', 'unparsed']] as const) {
+  for (const [reply, grade] of [
+    ['B', 'B'],
+    ['C', 'C'],
+    ['???', 'unparsed'],
+  ] as const) {
     const r = await createJudgeScorer(scriptedJudge(reply, []))({ prediction: 'x', answers: ['y'] });
     assert.equal(r.score, 0);
     assert.equal(r.details?.grade, grade);

@@ -14,7 +14,16 @@ import { FileFormatError, InvalidArgumentError } from '../core/errors.ts';
 import { Rng } from '../util/rng.ts';
 import type { ChatMessage, ChatTokenizer } from '../core/chat.ts';
 import type { Datum } from '../core/records.ts';
-import type { ForwardBackwardResult, ForwardOutput, LossFn, OptimParams, OptimResult, TrainablePolicy, SampleParams, SampleResult } from '../core/policy.ts';
+import type {
+  ForwardBackwardResult,
+  ForwardOutput,
+  LossFn,
+  OptimParams,
+  OptimResult,
+  TrainablePolicy,
+  SampleParams,
+  SampleResult,
+} from '../core/policy.ts';
 
 /** Token i is written "t<i>"; text is space-separated tokens. */
 class BigramTokenizer implements ChatTokenizer {
@@ -23,11 +32,14 @@ class BigramTokenizer implements ChatTokenizer {
   readonly eosTokenId = null;
   constructor(readonly vocabSize: number) {}
   encode(text: string): number[] {
-    return text.split(/\s+/).filter(Boolean).map((w) => {
-      const id = this.tokenToId(w);
-      if (id === undefined) throw new InvalidArgumentError('text', `"${w}" is not a bigram-vocabulary token`);
-      return id;
-    });
+    return text
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((w) => {
+        const id = this.tokenToId(w);
+        if (id === undefined) throw new InvalidArgumentError('text', `"${w}" is not a bigram-vocabulary token`);
+        return id;
+      });
   }
   decode(ids: readonly number[]): string {
     return ids.map((i) => `t${i}`).join(' ');
@@ -63,7 +75,10 @@ export class BigramPolicy implements TrainablePolicy {
   private v: Float64Array;
   private step = 0;
 
-  constructor(readonly V: number, init: { seed?: number; scale?: number; weights?: Float64Array } = {}) {
+  constructor(
+    readonly V: number,
+    init: { seed?: number; scale?: number; weights?: Float64Array } = {},
+  ) {
     this.W = init.weights ?? new Float64Array(V * V);
     if (!init.weights && init.scale) {
       const rng = new Rng(init.seed ?? 0);
@@ -83,7 +98,8 @@ export class BigramPolicy implements TrainablePolicy {
       throw new FileFormatError({ file, message: `cannot read bigram model: ${(err as Error).message}` });
     }
     const buf = readFileSync(join(dir, 'weights.f64'));
-    if (buf.byteLength !== V * V * 8) throw new FileFormatError({ file: join(dir, 'weights.f64'), message: `expected ${V * V * 8} bytes, got ${buf.byteLength}` });
+    if (buf.byteLength !== V * V * 8)
+      throw new FileFormatError({ file: join(dir, 'weights.f64'), message: `expected ${V * V * 8} bytes, got ${buf.byteLength}` });
     return new BigramPolicy(V, { weights: new Float64Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)) });
   }
 
@@ -147,7 +163,11 @@ export class BigramPolicy implements TrainablePolicy {
     return { logprobs, entropies };
   }
 
-  async forwardBackward(datums: readonly Datum[], loss: LossFn, options: { microBatchTokens?: number } = {}): Promise<ForwardBackwardResult> {
+  async forwardBackward(
+    datums: readonly Datum[],
+    loss: LossFn,
+    options: { microBatchTokens?: number } = {},
+  ): Promise<ForwardBackwardResult> {
     const budget = options.microBatchTokens ?? Infinity;
     const result: ForwardBackwardResult = { loss: 0, metrics: {}, tokens: 0, microBatches: 0 };
     const lp = new Float64Array(this.V);
@@ -229,7 +249,8 @@ export class BigramPolicy implements TrainablePolicy {
   async loadOptimizerState(dir: string): Promise<void> {
     const buf = readFileSync(join(dir, 'adam.f64'));
     const mv = new Float64Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-    if (mv.length !== 2 * this.m.length) throw new FileFormatError({ file: join(dir, 'adam.f64'), message: `expected ${2 * this.m.length} values, got ${mv.length}` });
+    if (mv.length !== 2 * this.m.length)
+      throw new FileFormatError({ file: join(dir, 'adam.f64'), message: `expected ${2 * this.m.length} values, got ${mv.length}` });
     this.m.set(mv.subarray(0, this.m.length));
     this.v.set(mv.subarray(this.m.length));
     this.step = JSON.parse(readFileSync(join(dir, 'adam.json'), 'utf8')).step;

@@ -8,7 +8,9 @@ import type { RewardWeights } from '../rl/rewards.ts';
 import type { PolicyLossConfig } from '../rl/losses.ts';
 import { lossConfig, parseConfig, rewardWeights, rolloutOptions } from '../train/config.ts';
 
-export function testRolloutOptions(overrides: Partial<Omit<RolloutOptions, 'limits'>> & { limits?: Partial<AgentLimits> } = {}): RolloutOptions {
+export function testRolloutOptions(
+  overrides: Partial<Omit<RolloutOptions, 'limits'>> & { limits?: Partial<AgentLimits> } = {},
+): RolloutOptions {
   const base = rolloutOptions(parseConfig({}));
   const { limits, ...rest } = overrides;
   return { ...base, ...rest, limits: { ...base.limits, ...limits } };

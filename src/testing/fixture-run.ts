@@ -45,17 +45,19 @@ export function buildTokenizerJson(texts: string[], nMerges: number): object {
   const table = byteChars();
   const enc = new TextEncoder();
   const counts = new Map<string, number>();
-  for (const t of texts) for (const piece of t.split(/<\|[a-z_]+\|>/)) for (const w of piece.match(SPLIT) ?? []) counts.set(w, (counts.get(w) ?? 0) + 1);
+  for (const t of texts)
+    for (const piece of t.split(/<\|[a-z_]+\|>/)) for (const w of piece.match(SPLIT) ?? []) counts.set(w, (counts.get(w) ?? 0) + 1);
   const words = [...counts].map(([w, n]) => ({ syms: [...enc.encode(w)].map((b) => table[b]), n }));
   const vocab: Record<string, number> = {};
   table.forEach((c, i) => (vocab[c] = i));
   const merges: string[] = [];
   for (let k = 0; k < nMerges; k++) {
     const pairs = new Map<string, number>();
-    for (const { syms, n } of words) for (let i = 0; i + 1 < syms.length; i++) {
-      const key = `${syms[i]} ${syms[i + 1]}`;
-      pairs.set(key, (pairs.get(key) ?? 0) + n);
-    }
+    for (const { syms, n } of words)
+      for (let i = 0; i + 1 < syms.length; i++) {
+        const key = `${syms[i]} ${syms[i + 1]}`;
+        pairs.set(key, (pairs.get(key) ?? 0) + n);
+      }
     let best = '';
     let bestN = 1;
     for (const [key, n] of pairs) if (n > bestN || (n === bestN && best !== '' && key < best)) [best, bestN] = [key, n];
@@ -69,8 +71,7 @@ export function buildTokenizerJson(texts: string[], nMerges: number): object {
         if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
           out.push(a + b);
           i++;
-        }
-        else out.push(w.syms[i]);
+        } else out.push(w.syms[i]);
       }
       w.syms = out;
     }
@@ -81,12 +82,31 @@ export function buildTokenizerJson(texts: string[], nMerges: number): object {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: SPECIALS.map((s, i) => ({ id: base + i, content: s, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: SPECIALS.map((s, i) => ({
+      id: base + i,
+      content: s,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: null,
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
 }
 
@@ -122,7 +142,11 @@ const QUESTIONS: Question[] = [
     gold: ['Tarnow'],
     wrong: 'Krosno',
     entity: 'Ilse Marek',
-    doc: { id: 'doc-0412', title: 'Marek Observatory', text: 'The Marek Observatory was founded in 1931 by the astronomer Ilse Marek. It stands on a hill north of Tarnow and houses a 60 cm reflector.' },
+    doc: {
+      id: 'doc-0412',
+      title: 'Marek Observatory',
+      text: 'The Marek Observatory was founded in 1931 by the astronomer Ilse Marek. It stands on a hill north of Tarnow and houses a 60 cm reflector.',
+    },
     hop: { query: 'Ilse Marek astronomer', summary: 'Ilse Marek (1889–1960) was an astronomer who founded the Marek Observatory in 1931.' },
   },
   {
@@ -131,8 +155,15 @@ const QUESTIONS: Question[] = [
     gold: ['Vessa', 'the Vessa'],
     wrong: 'Orla',
     entity: 'Winter Lanterns',
-    doc: { id: 'doc-1188', title: 'Holmvik', text: 'Holmvik is a market town on the Vessa river. The composer Anders Lund was born in Holmvik in 1902.' },
-    hop: { query: 'Winter Lanterns composer', summary: '"Winter Lanterns" (1934) is a suite by the composer Anders Lund, who was born in Holmvik.' },
+    doc: {
+      id: 'doc-1188',
+      title: 'Holmvik',
+      text: 'Holmvik is a market town on the Vessa river. The composer Anders Lund was born in Holmvik in 1902.',
+    },
+    hop: {
+      query: 'Winter Lanterns composer',
+      summary: '"Winter Lanterns" (1934) is a suite by the composer Anders Lund, who was born in Holmvik.',
+    },
   },
   {
     id: 'q-0023',
@@ -140,13 +171,18 @@ const QUESTIONS: Question[] = [
     gold: ['Brekke & Sons'],
     wrong: 'Nordstal',
     entity: 'Teodor Ruud',
-    doc: { id: 'doc-0950', title: 'Sandvik Bridge', text: 'The Sandvik Bridge, the first work of the engineer Teodor Ruud, was built by Brekke & Sons in 1911.' },
+    doc: {
+      id: 'doc-0950',
+      title: 'Sandvik Bridge',
+      text: 'The Sandvik Bridge, the first work of the engineer Teodor Ruud, was built by Brekke & Sons in 1911.',
+    },
     hop: { query: 'Teodor Ruud engineer first bridge', summary: 'Teodor Ruud designed the Sandvik Bridge (1911), his first bridge.' },
   },
 ];
 
 const SYSTEM: Record<Role, string> = {
-  planner: 'You are a planner. Break the question into subtasks and give each to a worker with the delegate tool. Answer inside <answer></answer>.',
+  planner:
+    'You are a planner. Break the question into subtasks and give each to a worker with the delegate tool. Answer inside <answer></answer>.',
   worker: 'You are a worker. Use search and open to complete the task, then reply with a short summary of what you found.',
   single: 'You are a research agent. Use search and open, then answer inside <answer></answer>.',
 };
@@ -159,8 +195,19 @@ function call(name: string, args: unknown): string {
 class SeqBuilder {
   seq: Sequence;
   private pendingPrompt: string;
-  constructor(private tok: Tokenizer, private imEnd: number, private rand: () => number, id: string, parentId: string | null, role: Role, user: string) {
-    const messages: ChatMessage[] = [{ role: 'system', content: SYSTEM[role] }, { role: 'user', content: user }];
+  constructor(
+    private tok: Tokenizer,
+    private imEnd: number,
+    private rand: () => number,
+    id: string,
+    parentId: string | null,
+    role: Role,
+    user: string,
+  ) {
+    const messages: ChatMessage[] = [
+      { role: 'system', content: SYSTEM[role] },
+      { role: 'user', content: user },
+    ];
     this.seq = { id, parentId, role, tokens: [], mask: [], logprobs: [], turns: [], messages, outcome: 'answered', formatScore: 1 };
     this.pendingPrompt = messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('') + '<|im_start|>assistant\n';
   }
@@ -205,7 +252,15 @@ function searchResult(q: Question, query: string): string {
   ].join('\n');
 }
 
-function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Question, step: number, index: number, rolloutId?: string): Rollout {
+function buildRollout(
+  tok: Tokenizer,
+  imEnd: number,
+  rand: () => number,
+  q: Question,
+  step: number,
+  index: number,
+  rolloutId?: string,
+): Rollout {
   const id = rolloutId ?? `s${step}-${q.id}-r${index}`;
   const planner = new SeqBuilder(tok, imEnd, rand, `${id}-p`, null, 'planner', q.question);
   const workers: Sequence[] = [];
@@ -215,20 +270,44 @@ function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Ques
     const w = new SeqBuilder(tok, imEnd, rand, wid, planner.seq.id, 'worker', task);
     const summary = onWorker(w);
     workers.push(w.seq);
-    return { name: 'delegate', arguments: { task }, raw: call('delegate', { task }), valid: true, result: summary, workerId: wid, ms: Math.round(1500 + rand() * 3000) };
+    return {
+      name: 'delegate',
+      arguments: { task },
+      raw: call('delegate', { task }),
+      valid: true,
+      result: summary,
+      workerId: wid,
+      ms: Math.round(1500 + rand() * 3000),
+    };
   };
   const research = (w: SeqBuilder, query: string, open: boolean, summary: string, outOfTurns = false): string => {
     w.turn(`I will search for ${query}.\n${call('search', { query })}`, [
-      { name: 'search', arguments: { query }, raw: call('search', { query }), valid: true, result: searchResult(q, query), ms: Math.round(5 + rand() * 30) },
+      {
+        name: 'search',
+        arguments: { query },
+        raw: call('search', { query }),
+        valid: true,
+        result: searchResult(q, query),
+        ms: Math.round(5 + rand() * 30),
+      },
     ]);
     if (open) {
       w.turn(`The first hit looks relevant. ${call('open', { id: q.doc.id })}`, [
-        { name: 'open', arguments: { id: q.doc.id }, raw: call('open', { id: q.doc.id }), valid: true, result: `# ${q.doc.title}\n${q.doc.text}`, ms: Math.round(2 + rand() * 10) },
+        {
+          name: 'open',
+          arguments: { id: q.doc.id },
+          raw: call('open', { id: q.doc.id }),
+          valid: true,
+          result: `# ${q.doc.title}\n${q.doc.text}`,
+          ms: Math.round(2 + rand() * 10),
+        },
       ]);
     }
     if (outOfTurns) {
       const bad = `${call('open', { id: 'doc-9999' }).slice(0, -4)}`;
-      w.turn(`Let me open another page. ${bad}`, [{ name: 'open', arguments: null, raw: bad, valid: false, error: 'tool call did not parse: unterminated <tool_call> block' }]);
+      w.turn(`Let me open another page. ${bad}`, [
+        { name: 'open', arguments: null, raw: bad, valid: false, error: 'tool call did not parse: unterminated <tool_call> block' },
+      ]);
       w.finish('turn_limit');
       return 'The worker stopped without a summary (turn_limit).';
     }
@@ -238,18 +317,24 @@ function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Ques
   };
 
   // Turn 1: look up the first hop.
-  const t1 = delegate(`Find out who or what "${q.entity}" is and what it is linked to.`, (w) => research(w, q.hop.query, false, q.hop.summary, index === 2 && step === 1));
+  const t1 = delegate(`Find out who or what "${q.entity}" is and what it is linked to.`, (w) =>
+    research(w, q.hop.query, false, q.hop.summary, index === 2 && step === 1),
+  );
   planner.turn(`First I need to know more about ${q.entity}.\n${t1.raw}`, [t1]);
   // Turn 2: the second hop (only when the first worker brought something back).
   const good = index !== 2 || step !== 1;
   if (good) {
-    const t2 = delegate(`Open the page about ${q.doc.title} and report what it says that answers: ${q.question}`, (w) => research(w, q.doc.title, true, `${q.doc.text.split('. ')[0]}.`));
+    const t2 = delegate(`Open the page about ${q.doc.title} and report what it says that answers: ${q.question}`, (w) =>
+      research(w, q.doc.title, true, `${q.doc.text.split('. ')[0]}.`),
+    );
     planner.turn(`The worker says: ${q.hop.summary.slice(0, 60)}… Next, the details from ${q.doc.title}.\n${t2.raw}`, [t2]);
   }
   // An invalid call in one rollout per group.
   if (index === 3) {
     const raw = '<tool_call>\n{"name": "delegate", "arguments": {"task": }\n</tool_call>';
-    planner.turn(`Let me double-check.\n${raw}`, [{ name: 'delegate', arguments: null, raw, valid: false, error: 'arguments are not valid JSON' }]);
+    planner.turn(`Let me double-check.\n${raw}`, [
+      { name: 'delegate', arguments: null, raw, valid: false, error: 'arguments are not valid JSON' },
+    ]);
   }
   const correct = good && skill > 0.45;
   const answer = correct ? q.gold[0] : q.wrong;
@@ -265,7 +350,10 @@ function buildRollout(tok: Tokenizer, imEnd: number, rand: () => number, q: Ques
   };
   const all = [root, ...workers];
   const sampleMs = all.reduce((a, s) => a + s.turns.reduce((b, t) => b + t.ms, 0), 0);
-  const toolMs = all.reduce((a, s) => a + s.turns.reduce((b, t) => b + t.toolCalls.reduce((c, x) => c + (x.name === 'delegate' ? 0 : (x.ms ?? 0)), 0), 0), 0);
+  const toolMs = all.reduce(
+    (a, s) => a + s.turns.reduce((b, t) => b + t.toolCalls.reduce((c, x) => c + (x.name === 'delegate' ? 0 : (x.ms ?? 0)), 0), 0),
+    0,
+  );
   return {
     id,
     questionId: q.id,
@@ -311,7 +399,14 @@ function rolloutMetrics(rollouts: Rollout[]): Record<string, number> {
 }
 
 /** Eval rollouts of a step (2 repeats per question, ids like the trainer's "eval/<question>/<repeat>") and their metrics. */
-async function writeEval(dir: string, tok: Tokenizer, imEnd: number, rand: () => number, questions: Question[], step: number): Promise<Record<string, number>> {
+async function writeEval(
+  dir: string,
+  tok: Tokenizer,
+  imEnd: number,
+  rand: () => number,
+  questions: Question[],
+  step: number,
+): Promise<Record<string, number>> {
   const rollouts = questions.flatMap((q) => [0, 1].map((i) => buildRollout(tok, imEnd, rand, q, step, i, `eval/${q.id}/${i}`)));
   await writeFile(stepFile(dir, 'eval', step), rollouts.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const perQ = questions.map((q) => meanOf(rollouts.filter((r) => r.questionId === q.id).map((r) => r.reward!.accuracy)));
@@ -348,12 +443,26 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
   const questions = [QUESTIONS[(seed - 1) % 3], QUESTIONS[seed % 3]];
   const texts = [
     ...Object.values(SYSTEM),
-    ...QUESTIONS.flatMap((q) => [q.question, q.doc.text, q.hop.summary, searchResult(q, q.hop.query), call('delegate', { task: q.entity })]),
+    ...QUESTIONS.flatMap((q) => [
+      q.question,
+      q.doc.text,
+      q.hop.summary,
+      searchResult(q, q.hop.query),
+      call('delegate', { task: q.entity }),
+    ]),
     'I will search for the first hit looks relevant. Putting it together, the answer is <answer></answer>',
     'system\nuser\nassistant\ntool\nThe worker says: Next, the details from Let me double-check. Open the page about and report what it says that answers:',
   ];
   const tokJson = buildTokenizerJson(texts, 400);
-  const tokConfig = { add_bos_token: false, bos_token: null, eos_token: '<|im_end|>', pad_token: '<|endoftext|>', model_max_length: 4096, chat_template: CHAT_TEMPLATE, tokenizer_class: 'PreTrainedTokenizerFast' };
+  const tokConfig = {
+    add_bos_token: false,
+    bos_token: null,
+    eos_token: '<|im_end|>',
+    pad_token: '<|endoftext|>',
+    model_max_length: 4096,
+    chat_template: CHAT_TEMPLATE,
+    tokenizer_class: 'PreTrainedTokenizerFast',
+  };
   const tok = new Tokenizer(tokJson, tokConfig);
   const imEnd = tok.token_to_id('<|im_end|>')!;
 
@@ -414,7 +523,17 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
       'train/ratio_mean': round(1 + (rand() - 0.5) * 0.02),
       'train/lr': 0.00002,
     };
-    lines.push(JSON.stringify({ step, time, ...m, ...train, 'time/rollout_s': rolloutS, 'time/train_s': trainS, 'time/step_s': round(rolloutS + trainS + 1.5) }));
+    lines.push(
+      JSON.stringify({
+        step,
+        time,
+        ...m,
+        ...train,
+        'time/rollout_s': rolloutS,
+        'time/train_s': trainS,
+        'time/step_s': round(rolloutS + trainS + 1.5),
+      }),
+    );
     if (step % 2 === 0) lines.push(JSON.stringify({ step, time, ...(await writeEval(dir, tok, imEnd, rand, questions, step)) }));
     if (step === 3) lines.push(JSON.stringify({ step, time, event: 'checkpoint', 'time/checkpoint_s': 0.84 }));
   }

@@ -115,8 +115,14 @@ export class BigramPolicy implements SamplingPolicy {
     for (let v = 0; v < V; v++) {
       // Favour lowercase letters and space so sampled text is readable; make <|im_end|> plausible.
       const bias = this.options.tokenizer
-        ? this.vocab.stopTokenIds.includes(v) ? 3 : 0
-        : (v >= 97 && v <= 122) || v === 32 ? 2 : v === 257 ? 1.5 : -2;
+        ? this.vocab.stopTokenIds.includes(v)
+          ? 3
+          : 0
+        : (v >= 97 && v <= 122) || v === 32
+          ? 2
+          : v === 257
+            ? 1.5
+            : -2;
       logits[v] = bias + 2 * rng.next();
     }
     let max = -Infinity;

@@ -5,7 +5,14 @@
 import type { Rollout, Sequence } from '../core/records.ts';
 import type { Role } from '../core/records.ts';
 
-export function testSequence(args: { id: string; role: Role; parentId?: string | null; mask: number[]; formatScore?: number; logprob?: number }): Sequence {
+export function testSequence(args: {
+  id: string;
+  role: Role;
+  parentId?: string | null;
+  mask: number[];
+  formatScore?: number;
+  logprob?: number;
+}): Sequence {
   return {
     id: args.id,
     parentId: args.parentId ?? null,
@@ -34,7 +41,12 @@ export function testRollout(args: {
   formatWorkers?: number[];
 }): Rollout {
   const mode = args.mode ?? 'matpo';
-  const root = testSequence({ id: `${args.id}/p`, role: mode === 'single' ? 'single' : 'planner', mask: args.rootMask, formatScore: args.formatPlanner });
+  const root = testSequence({
+    id: `${args.id}/p`,
+    role: mode === 'single' ? 'single' : 'planner',
+    mask: args.rootMask,
+    formatScore: args.formatPlanner,
+  });
   const workers = (args.workerMasks ?? []).map((mask, j) =>
     testSequence({ id: `${args.id}/w${j}`, role: 'worker', parentId: root.id, mask, formatScore: args.formatWorkers?.[j] }),
   );

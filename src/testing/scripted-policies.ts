@@ -139,14 +139,18 @@ export class InstantPolicy implements SamplingPolicy {
   text(hint: SampleHint, turn: number): string {
     const o = this.o;
     if (hint.role === 'planner') {
-      if (turn === 0) return Array.from({ length: o.subtasks }, (_, k) => o.callText('delegate_subtask', { subtask: `Find the value of item ${k}.` })).join('\n');
+      if (turn === 0)
+        return Array.from({ length: o.subtasks }, (_, k) =>
+          o.callText('delegate_subtask', { subtask: `Find the value of item ${k}.` }),
+        ).join('\n');
       return 'The workers found every value. The answer is \\boxed{42}.';
     }
     const last = hint.messages[hint.messages.length - 1];
     if (hint.role === 'worker' && last?.role === 'user' && turn > 0) {
       return 'Conclusion: the value is 42.\nSupporting information: the lookup tool returned 42.\nObservations: none.\nContribution to the main task: the value is 42.';
     }
-    if (turn < o.toolTurns) return Array.from({ length: o.toolCalls }, (_, k) => o.callText(o.toolName, { key: `item-${turn}-${k}` })).join('\n');
+    if (turn < o.toolTurns)
+      return Array.from({ length: o.toolCalls }, (_, k) => o.callText(o.toolName, { key: `item-${turn}-${k}` })).join('\n');
     return hint.role === 'single' ? 'The value is 42. \\boxed{42}' : 'The value is 42.';
   }
 

@@ -10,8 +10,13 @@ import { Rng } from '../util/rng.ts';
 
 export function makeTestModel(family: 'qwen3' | 'qwen2' | 'llama', seed = 3) {
   const config: ModelConfig = presetConfig('micro', {
-    family, qkNorm: family === 'qwen3', qkvBias: family === 'qwen2', vocabSize: 96, maxPositionEmbeddings: 64,
-    tieWordEmbeddings: family === 'llama', initializerRange: 0.2,
+    family,
+    qkNorm: family === 'qwen3',
+    qkvBias: family === 'qwen2',
+    vocabSize: 96,
+    maxPositionEmbeddings: 64,
+    tieWordEmbeddings: family === 'llama',
+    initializerRange: 0.2,
   });
   const layout = buildLayout(config);
   const weights = new Float32Array(layout.total);
@@ -36,22 +41,37 @@ export function naiveLogits(cfg: ModelConfig, weights: Float32Array, tokens: num
   const { hiddenSize: C, numHeads: H, numKvHeads: KV, headDim: D, intermediateSize: F, vocabSize: V, rmsNormEps: eps } = cfg;
   const T = tokens.length;
   const f = (n: number) => new Float64Array(n);
-  const x = f(T * C), xn = f(T * C), rstd = f(T * H);
-  const q = f(T * H * D), kk = f(T * KV * D), v = f(T * KV * D), att = f(T * H * D), lse = f(T * H);
-  const gate = f(T * F), up = f(T * F), hh = f(T * F);
+  const x = f(T * C),
+    xn = f(T * C),
+    rstd = f(T * H);
+  const q = f(T * H * D),
+    kk = f(T * KV * D),
+    v = f(T * KV * D),
+    att = f(T * H * D),
+    lse = f(T * H);
+  const gate = f(T * F),
+    up = f(T * F),
+    hh = f(T * F);
   const pos = Int32Array.from(tokens, (_, i) => i);
   k.embeddingForward(x, W.embed, Int32Array.from(tokens), T, C);
-  const bias = (a: Float64Array, b: Float64Array | null, N: number) => { if (b) for (let t = 0; t < T; t++) for (let j = 0; j < N; j++) a[t * N + j] += b[j]; };
+  const bias = (a: Float64Array, b: Float64Array | null, N: number) => {
+    if (b) for (let t = 0; t < T; t++) for (let j = 0; j < N; j++) a[t * N + j] += b[j];
+  };
   for (const w of W.layers) {
     k.rmsnormForward(xn, rstd, x, w.inputNorm, T, C, eps);
     k.sgemm(false, true, T, H * D, C, xn, w.qProj, q, false);
     k.sgemm(false, true, T, KV * D, C, xn, w.kProj, kk, false);
     k.sgemm(false, true, T, KV * D, C, xn, w.vProj, v, false);
-    bias(q, w.qBias, H * D); bias(kk, w.kBias, KV * D); bias(v, w.vBias, KV * D);
+    bias(q, w.qBias, H * D);
+    bias(kk, w.kBias, KV * D);
+    bias(v, w.vBias, KV * D);
     if (w.qNorm && w.kNorm) {
-      const q2 = f(T * H * D), k2 = f(T * KV * D);
-      k.rmsnormForward(q2, rstd, q, w.qNorm, T * H, D, eps); q.set(q2);
-      k.rmsnormForward(k2, rstd, kk, w.kNorm, T * KV, D, eps); kk.set(k2);
+      const q2 = f(T * H * D),
+        k2 = f(T * KV * D);
+      k.rmsnormForward(q2, rstd, q, w.qNorm, T * H, D, eps);
+      q.set(q2);
+      k.rmsnormForward(k2, rstd, kk, w.kNorm, T * KV, D, eps);
+      kk.set(k2);
     }
     k.ropeForward(q, pos, T, H, D, cfg.ropeTheta);
     k.ropeForward(kk, pos, T, KV, D, cfg.ropeTheta);
@@ -68,4 +88,3 @@ export function naiveLogits(cfg: ModelConfig, weights: Float32Array, tokens: num
   k.sgemm(false, true, T, V, C, xn, W.lmHead, logits, false);
   return logits;
 }
-

@@ -29,7 +29,18 @@ function questionToken(q: Question): number {
 }
 
 function sequence(id: string, parentId: string | null, role: Sequence['role'], prompt: number[]): Sequence {
-  return { id, parentId, role, tokens: prompt.slice(), mask: prompt.map(() => 0), logprobs: prompt.map(() => 0), turns: [], messages: [], outcome: 'answered', formatScore: 1 };
+  return {
+    id,
+    parentId,
+    role,
+    tokens: prompt.slice(),
+    mask: prompt.map(() => 0),
+    logprobs: prompt.map(() => 0),
+    turns: [],
+    messages: [],
+    outcome: 'answered',
+    formatScore: 1,
+  };
 }
 
 async function turn(policy: SamplingPolicy, s: Sequence, seed: number, temperature: number): Promise<number[]> {
@@ -39,7 +50,15 @@ async function turn(policy: SamplingPolicy, s: Sequence, seed: number, temperatu
   s.tokens.push(...r.tokens);
   s.mask.push(...r.tokens.map(() => 1));
   s.logprobs.push(...r.logprobs);
-  const rec: TurnRecord = { promptStart: start, sampleStart: start, end: s.tokens.length, text: r.tokens.map((t) => `t${t}`).join(' '), finishReason: r.finishReason, toolCalls: [], ms: Date.now() - t0 };
+  const rec: TurnRecord = {
+    promptStart: start,
+    sampleStart: start,
+    end: s.tokens.length,
+    text: r.tokens.map((t) => `t${t}`).join(' '),
+    finishReason: r.finishReason,
+    toolCalls: [],
+    ms: Date.now() - t0,
+  };
   s.turns.push(rec);
   return r.tokens;
 }
@@ -58,7 +77,14 @@ export function toyRunner(policy: SamplingPolicy, delayMs = 0): RolloutRunner {
       const w = sequence(`${rolloutId}/w0`, root.id, 'worker', [0, q, TOY_DELEGATE]);
       const out = await turn(policy, w, rng.nextU32(), temperature);
       w.formatScore = out[out.length - 1] === TOY_STOP ? 1 : 0.5;
-      root.turns[0].toolCalls.push({ name: 'delegate', arguments: { subtask: question.question }, raw: 't6', valid: true, workerId: w.id, result: w.turns[0].text });
+      root.turns[0].toolCalls.push({
+        name: 'delegate',
+        arguments: { subtask: question.question },
+        raw: 't6',
+        valid: true,
+        workerId: w.id,
+        result: w.turns[0].text,
+      });
       workers.push(w);
       // the worker's report enters the planner's context as tokens with mask 0
       root.tokens.push(...out);
@@ -87,4 +113,5 @@ export function toyRunner(policy: SamplingPolicy, delayMs = 0): RolloutRunner {
 }
 
 /** Exact match of the toy answer. */
-export const toyScorer = (prediction: string | null, golds: readonly string[]): number => (prediction !== null && golds.includes(prediction) ? 1 : 0);
+export const toyScorer = (prediction: string | null, golds: readonly string[]): number =>
+  prediction !== null && golds.includes(prediction) ? 1 : 0;

@@ -11,7 +11,13 @@ import { ConfigError, EndpointError } from '../core/errors.ts';
 
 const SERVER = fileURLToPath(new URL('../../test/fixtures/mcp/server.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
-const stdioConfig = { name: 'fixture', command: process.execPath, args: ['--import', TSX, SERVER, '--stdio'], env: { FIXTURE_GREETING: 'hello from env' }, stderr: 'ignore' as const };
+const stdioConfig = {
+  name: 'fixture',
+  command: process.execPath,
+  args: ['--import', TSX, SERVER, '--stdio'],
+  env: { FIXTURE_GREETING: 'hello from env' },
+  stderr: 'ignore' as const,
+};
 const run = { timeoutMs: 10_000, maxChars: 10_000 };
 
 let httpServer: ChildProcess;
@@ -19,7 +25,9 @@ let httpUrl = '';
 const TOKEN = 'fixture-token';
 
 before(async () => {
-  httpServer = spawn(process.execPath, ['--import', TSX, SERVER, '--http', '--port', '0', '--token', TOKEN], { stdio: ['ignore', 'pipe', 'inherit'] });
+  httpServer = spawn(process.execPath, ['--import', TSX, SERVER, '--http', '--port', '0', '--token', TOKEN], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   httpServer.stdout!.setEncoding('utf8');
   httpUrl = await new Promise<string>((resolve, reject) => {
@@ -113,7 +121,10 @@ test('stdio: a dead server process is reconnected on the next call; close ends t
     await new Promise((r) => setTimeout(r, 200));
     // Several calls meet the dead connection at once: one reconnect serves them all.
     const rs = await Promise.all(['kelso', 'orsova', 'varenne'].map((key) => executeTool(lookup, { key }, run)));
-    assert.deepEqual(rs.map((r) => r.text.split(':')[0]), ['kelso', 'orsova', 'varenne']);
+    assert.deepEqual(
+      rs.map((r) => r.text.split(':')[0]),
+      ['kelso', 'orsova', 'varenne'],
+    );
     assert.equal(rs[0].text, 'kelso: built 1803\nlength 150 m over the Tweed');
     assert.notEqual(client.pid, pid);
     const newPid = client.pid!;
@@ -143,12 +154,18 @@ test('streamable HTTP: same tools and behaviour; bearer header passed; wrong tok
   } finally {
     await client.close();
   }
-  await assert.rejects(McpClient.connect({ name: 'fixture', url: httpUrl, headers: { Authorization: 'Bearer wrong' } }), (e: unknown) => e instanceof EndpointError && /cannot connect to mcp server "fixture"/.test(e.message));
+  await assert.rejects(
+    McpClient.connect({ name: 'fixture', url: httpUrl, headers: { Authorization: 'Bearer wrong' } }),
+    (e: unknown) => e instanceof EndpointError && /cannot connect to mcp server "fixture"/.test(e.message),
+  );
 });
 
 test('several servers: name collisions need a prefix', async () => {
   const httpConfig = { name: 'remote', url: httpUrl, headers: { Authorization: `Bearer ${TOKEN}` } };
-  await assert.rejects(connectMcpServers([{ ...httpConfig, name: 'first' }, httpConfig]), (e: unknown) => e instanceof ConfigError && /also offered by "first"; prefix the names/.test(e.message));
+  await assert.rejects(
+    connectMcpServers([{ ...httpConfig, name: 'first' }, httpConfig]),
+    (e: unknown) => e instanceof ConfigError && /also offered by "first"; prefix the names/.test(e.message),
+  );
   const both = await connectMcpServers([httpConfig], { namePrefix: 'local__' });
   try {
     assert.ok(both.tools.some((t) => t.name === 'local__lookup' && t.remoteName === 'lookup'));

@@ -143,7 +143,13 @@ export class McpClient {
     const config = this.config;
     let transport: Transport;
     if (isStdio(config)) {
-      transport = new StdioClientTransport({ command: config.command, args: config.args, env: config.env, cwd: config.cwd, stderr: config.stderr ?? 'inherit' });
+      transport = new StdioClientTransport({
+        command: config.command,
+        args: config.args,
+        env: config.env,
+        cwd: config.cwd,
+        stderr: config.stderr ?? 'inherit',
+      });
     } else {
       let url: URL;
       try {
@@ -161,7 +167,11 @@ export class McpClient {
       await client.connect(transport, { timeout: this.timeoutMs });
     } catch (err) {
       await client.close().catch(() => {});
-      throw new EndpointError({ url: isStdio(config) ? config.command : config.url, message: `cannot connect to ${describe(config)}: ${(err as Error).message}`, cause: err });
+      throw new EndpointError({
+        url: isStdio(config) ? config.command : config.url,
+        message: `cannot connect to ${describe(config)}: ${(err as Error).message}`,
+        cause: err,
+      });
     }
     this.client = client;
     this.transport = transport;
@@ -232,7 +242,8 @@ export class McpClient {
         return text;
       } catch (err) {
         // The process died under us, or the HTTP server no longer knows our session (404, e.g. it restarted).
-        const connectionClosed = (err instanceof McpError && err.code === ErrorCode.ConnectionClosed) || (err instanceof StreamableHTTPError && err.code === 404);
+        const connectionClosed =
+          (err instanceof McpError && err.code === ErrorCode.ConnectionClosed) || (err instanceof StreamableHTTPError && err.code === 404);
         if (connectionClosed && attempt === 0 && !signal?.aborted && !this.closed) {
           // Only the connection this call used is lost; another call may have replaced it already.
           if (this.client === client) this.lost = true;
@@ -280,7 +291,11 @@ export async function connectMcpServers(
     for (const c of clients) {
       for (const t of await c.listTools()) {
         const other = seen.get(t.name);
-        if (other !== undefined) throw new ConfigError({ path: `mcp.${c.name}`, message: `tool "${t.name}" is also offered by "${other}"; prefix the names (prefixWithServerName) to keep them apart` });
+        if (other !== undefined)
+          throw new ConfigError({
+            path: `mcp.${c.name}`,
+            message: `tool "${t.name}" is also offered by "${other}"; prefix the names (prefixWithServerName) to keep them apart`,
+          });
         seen.set(t.name, c.name);
         tools.push(t);
       }

@@ -10,11 +10,15 @@ import { ConfigError } from '../core/errors.ts';
 const SERVER = fileURLToPath(new URL('../../test/fixtures/mcp/server.ts', import.meta.url));
 
 test('config errors name the field path', async () => {
-  const bad = async (config: unknown, message: RegExp) => assert.rejects(createNetworkTools(config, 'run.tools'), (e: unknown) => e instanceof ConfigError && message.test(e.message));
+  const bad = async (config: unknown, message: RegExp) =>
+    assert.rejects(createNetworkTools(config, 'run.tools'), (e: unknown) => e instanceof ConfigError && message.test(e.message));
   await bad({ web_fetch: { allowPrivateNetwork: 'yes' } }, /^run\.tools\.web_fetch/);
   await bad({ mcp: [{ name: 'x' }] }, /^run\.tools\.mcp\.0/);
   await bad({ webfetch: true }, /^run\.tools: .*webfetch/);
-  await bad({ web_search: { apiKeyEnv: 'MATPO_TEST_NO_SUCH_KEY' } }, /run\.tools\.web_search\.apiKeyEnv: environment variable MATPO_TEST_NO_SUCH_KEY is not set/);
+  await bad(
+    { web_search: { apiKeyEnv: 'MATPO_TEST_NO_SUCH_KEY' } },
+    /run\.tools\.web_search\.apiKeyEnv: environment variable MATPO_TEST_NO_SUCH_KEY is not set/,
+  );
   const none = await createNetworkTools(undefined);
   assert.deepEqual(none.tools, []);
   await none.close();
@@ -27,7 +31,15 @@ test('web_fetch and a stdio MCP server from one config, prefixed names, clean cl
     mcpPrefix: true,
   });
   try {
-    assert.deepEqual(net.tools.map((t) => t.name).sort(), ['fixture__describe_bridge', 'fixture__fail', 'fixture__forget_sessions', 'fixture__greeting', 'fixture__lookup', 'fixture__sleep', 'web_fetch']);
+    assert.deepEqual(net.tools.map((t) => t.name).sort(), [
+      'fixture__describe_bridge',
+      'fixture__fail',
+      'fixture__forget_sessions',
+      'fixture__greeting',
+      'fixture__lookup',
+      'fixture__sleep',
+      'web_fetch',
+    ]);
     const lookup = net.tools.find((t) => t.name === 'fixture__lookup')!;
     const r = await executeTool(lookup, { key: 'orsova' }, { timeoutMs: 10_000, maxChars: 1000 });
     assert.equal(r.text, 'orsova: built 1891\nlength 412 m over the Danube');

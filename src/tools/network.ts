@@ -36,7 +36,13 @@ const webFetchConfig = z.strictObject({
 });
 
 const mcpServer = z.union([
-  z.strictObject({ name: z.string().min(1), command: z.string().min(1), args: z.array(z.string()).optional(), env: z.record(z.string(), z.string()).optional(), cwd: z.string().optional() }),
+  z.strictObject({
+    name: z.string().min(1),
+    command: z.string().min(1),
+    args: z.array(z.string()).optional(),
+    env: z.record(z.string(), z.string()).optional(),
+    cwd: z.string().optional(),
+  }),
   z.strictObject({ name: z.string().min(1), url: z.string().min(1), headers: z.record(z.string(), z.string()).optional() }),
 ]);
 
@@ -69,7 +75,11 @@ export async function createNetworkTools(config: unknown, path = 'tools'): Promi
   if (c.web_search) {
     const o = c.web_search === true ? webSearchConfig.parse({}) : c.web_search;
     const apiKey = process.env[o.apiKeyEnv];
-    if (!apiKey) throw new ConfigError({ path: `${path}.web_search.apiKeyEnv`, message: `environment variable ${o.apiKeyEnv} is not set (web_search needs a Serper API key)` });
+    if (!apiKey)
+      throw new ConfigError({
+        path: `${path}.web_search.apiKeyEnv`,
+        message: `environment variable ${o.apiKeyEnv} is not set (web_search needs a Serper API key)`,
+      });
     tools.push(createWebSearchTool({ apiKey, baseUrl: o.baseUrl, numResults: o.numResults, gl: o.gl, hl: o.hl, timeoutMs: o.timeoutMs }));
   }
   if (c.web_fetch) tools.push(createWebFetchTool(c.web_fetch === true ? {} : c.web_fetch));
@@ -78,7 +88,10 @@ export async function createNetworkTools(config: unknown, path = 'tools'): Promi
   const clash = mcp.tools.find((t) => tools.some((b) => b.name === t.name));
   if (clash) {
     await mcp.close();
-    throw new ConfigError({ path: `${path}.mcp`, message: `tool "${clash.name}" of server "${clash.serverName}" clashes with a built-in tool; set mcpPrefix: true` });
+    throw new ConfigError({
+      path: `${path}.mcp`,
+      message: `tool "${clash.name}" of server "${clash.serverName}" clashes with a built-in tool; set mcpPrefix: true`,
+    });
   }
   tools.push(...mcp.tools);
   const { clients, close } = mcp;

@@ -78,7 +78,12 @@ function decoderFor(encoding: string | undefined): zlib.Gunzip | zlib.Inflate | 
   }
 }
 
-function requestOnce(url: URL, options: Required<Omit<WebFetchOptions, keyof AddressPolicy>> & AddressPolicy, signal: AbortSignal, followBody: boolean): Promise<RawResponse> {
+function requestOnce(
+  url: URL,
+  options: Required<Omit<WebFetchOptions, keyof AddressPolicy>> & AddressPolicy,
+  signal: AbortSignal,
+  followBody: boolean,
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const mod = url.protocol === 'https:' ? https : http;
     const req = mod.request(
@@ -105,7 +110,8 @@ function requestOnce(url: URL, options: Required<Omit<WebFetchOptions, keyof Add
         const chunks: Buffer[] = [];
         let size = 0;
         let truncated = false;
-        const finish = () => resolve({ status, headers: res.headers, body: Buffer.concat(chunks).subarray(0, options.maxBytes), truncated });
+        const finish = () =>
+          resolve({ status, headers: res.headers, body: Buffer.concat(chunks).subarray(0, options.maxBytes), truncated });
         stream.on('data', (chunk: Buffer) => {
           if (truncated) return;
           chunks.push(chunk);
@@ -216,7 +222,7 @@ export async function fetchPage(rawUrl: string, options: WebFetchOptions = {}, o
       return { url: url.href, status: res.status, contentType: contentType.split(';')[0].trim(), title, text, truncated: res.truncated };
     }
   } catch (err) {
-    if (signal.aborted && !(outerSignal?.aborted)) throw new WebFetchError(`fetching ${rawUrl} timed out after ${o.timeoutMs} ms`);
+    if (signal.aborted && !outerSignal?.aborted) throw new WebFetchError(`fetching ${rawUrl} timed out after ${o.timeoutMs} ms`);
     if (outerSignal?.aborted) throw new WebFetchError(`fetching ${rawUrl} was cancelled`);
     if (err instanceof WebFetchError) throw err;
     const e = err as NodeJS.ErrnoException;

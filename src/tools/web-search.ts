@@ -62,7 +62,9 @@ export function formatSearchResults(query: string, data: SerperResponse): string
   }
   const organic = (data.organic ?? []).filter((r) => r.link && !isAnswerLeakUrl(r.link));
   organic.forEach((r, i) => {
-    lines.push(`${i + 1}. ${r.title ?? '(no title)'}\n   ${r.link}${r.date ? `\n   ${r.date}` : ''}${r.snippet ? `\n   ${r.snippet.replace(/\s+/g, ' ')}` : ''}`);
+    lines.push(
+      `${i + 1}. ${r.title ?? '(no title)'}\n   ${r.link}${r.date ? `\n   ${r.date}` : ''}${r.snippet ? `\n   ${r.snippet.replace(/\s+/g, ' ')}` : ''}`,
+    );
   });
   if (lines.length === 0) return `No results for "${query}".`;
   return `Search results for "${query}":\n${lines.join('\n')}`;
@@ -76,7 +78,8 @@ const inputSchema = z.object({
 /** The `web_search` tool. Throws ConfigError at creation when no API key is available. */
 export function createWebSearchTool(options: WebSearchOptions = {}): Tool<z.infer<typeof inputSchema>> {
   const apiKey = options.apiKey ?? process.env.SERPER_API_KEY;
-  if (!apiKey) throw new ConfigError({ path: 'tools.web_search.apiKey', message: 'web_search needs a Serper API key (set SERPER_API_KEY)' });
+  if (!apiKey)
+    throw new ConfigError({ path: 'tools.web_search.apiKey', message: 'web_search needs a Serper API key (set SERPER_API_KEY)' });
   const baseUrl = (options.baseUrl ?? process.env.SERPER_BASE_URL ?? 'https://google.serper.dev').replace(/\/+$/, '');
   const endpoint = `${baseUrl}/search`;
   return defineTool({

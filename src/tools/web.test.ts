@@ -112,7 +112,12 @@ test('the tool pages through long text by character offset', async () => {
   const second = await executeTool(tool, { url: `${base}/article.html`, offset: 100 }, { timeoutMs: 5000, maxChars: 10_000 });
   assert.match(second.text, /Characters 100-200 of/);
   const whole = (await fetchPage(`${base}/article.html`, local)).text;
-  const body = (r: string) => r.split('\n\n').slice(1).join('\n\n').replace(/\n\[more: .*\]$/, '');
+  const body = (r: string) =>
+    r
+      .split('\n\n')
+      .slice(1)
+      .join('\n\n')
+      .replace(/\n\[more: .*\]$/, '');
   assert.equal(body(first.text) + body(second.text), whole.slice(0, 200));
   const past = await executeTool(tool, { url: `${base}/article.html`, offset: 1e6 }, { timeoutMs: 5000, maxChars: 10_000 });
   assert.match(past.text, /past the end/);
@@ -120,7 +125,19 @@ test('the tool pages through long text by character offset', async () => {
 
 test('without allowPrivateNetwork loopback and private addresses are refused (IP literals in any notation, localhost, IPv6, mapped IPv4)', async () => {
   const tool = createWebFetchTool({ timeoutMs: 3000 });
-  for (const url of [`${base}/article.html`, `http://localhost:1/`, 'http://[::1]:1/', 'http://[::ffff:127.0.0.1]:1/', 'http://169.254.169.254/latest/meta-data/', 'http://10.0.0.1/', 'http://2130706433/', 'http://0x7f.0.0.1/', 'http://0.0.0.0/', 'http://[::]/', 'http://[fd00::1]/']) {
+  for (const url of [
+    `${base}/article.html`,
+    `http://localhost:1/`,
+    'http://[::1]:1/',
+    'http://[::ffff:127.0.0.1]:1/',
+    'http://169.254.169.254/latest/meta-data/',
+    'http://10.0.0.1/',
+    'http://2130706433/',
+    'http://0x7f.0.0.1/',
+    'http://0.0.0.0/',
+    'http://[::]/',
+    'http://[fd00::1]/',
+  ]) {
     const r = await executeTool(tool, { url }, { timeoutMs: 5000, maxChars: 1000 });
     assert.equal(r.ok, false, url);
     assert.match(r.text, /refused .*loopback, private, link-local or reserved/, url);
@@ -140,7 +157,10 @@ test('every redirect hop is re-checked: to loopback and to file: are refused', a
   const ok = await fetchPage(`${base}/redirect?to=/about.html`, policy);
   assert.match(ok.text, /facts about bridges/);
   assert.equal(ok.url, `${base}/about.html`);
-  await assert.rejects(fetchPage(`${base}/redirect?to=${encodeURIComponent('http://127.0.0.2:9/secret')}`, policy), /refused http:\/\/127\.0\.0\.2:9\/secret: address 127\.0\.0\.2 is loopback/);
+  await assert.rejects(
+    fetchPage(`${base}/redirect?to=${encodeURIComponent('http://127.0.0.2:9/secret')}`, policy),
+    /refused http:\/\/127\.0\.0\.2:9\/secret: address 127\.0\.0\.2 is loopback/,
+  );
   await assert.rejects(fetchPage(`${base}/redirect?to=${encodeURIComponent('http://[::1]:9/')}`, policy), /address ::1 is loopback/);
   await assert.rejects(fetchPage(`${base}/redirect?to=${encodeURIComponent('file:///etc/passwd')}`, local), /refused file: URL/);
   await assert.rejects(fetchPage(`${base}/loop`, { ...local, maxRedirects: 3 }), /too many redirects \(more than 3\)/);
@@ -188,9 +208,25 @@ test('web_search (stand-in Serper server): request shape, key header, leak filte
           searchParameters: { q: body.q, type: 'search', engine: 'google' },
           answerBox: { title: 'Orsova Bridge', answer: '1891' },
           organic: [
-            { title: 'Orsova Bridge - Wikipedia', link: 'https://en.wikipedia.org/wiki/Orsova_Bridge', snippet: 'The Orsova Bridge was\n completed in 1891.', position: 1 },
-            { title: 'bridges-qa dataset', link: 'https://huggingface.co/datasets/someone/bridges-qa', snippet: 'answer: 1891', position: 2 },
-            { title: 'Bridge history', link: 'https://example.org/bridges', snippet: 'Iron bridges of Europe.', date: 'Mar 3, 2020', position: 3 },
+            {
+              title: 'Orsova Bridge - Wikipedia',
+              link: 'https://en.wikipedia.org/wiki/Orsova_Bridge',
+              snippet: 'The Orsova Bridge was\n completed in 1891.',
+              position: 1,
+            },
+            {
+              title: 'bridges-qa dataset',
+              link: 'https://huggingface.co/datasets/someone/bridges-qa',
+              snippet: 'answer: 1891',
+              position: 2,
+            },
+            {
+              title: 'Bridge history',
+              link: 'https://example.org/bridges',
+              snippet: 'Iron bridges of Europe.',
+              date: 'Mar 3, 2020',
+              position: 3,
+            },
           ],
         }),
       );
@@ -232,16 +268,55 @@ test('web_search (stand-in Serper server): request shape, key header, leak filte
   const saved = process.env.SERPER_API_KEY;
   delete process.env.SERPER_API_KEY;
   try {
-    assert.throws(() => createWebSearchTool(), (e: unknown) => e instanceof ConfigError && /SERPER_API_KEY/.test(e.message));
+    assert.throws(
+      () => createWebSearchTool(),
+      (e: unknown) => e instanceof ConfigError && /SERPER_API_KEY/.test(e.message),
+    );
   } finally {
     if (saved !== undefined) process.env.SERPER_API_KEY = saved;
   }
 });
 
 test('address classification (hand-labelled): private, loopback, link-local, reserved vs public', () => {
-  const blocked = ['127.0.0.1', '127.255.0.9', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1', '255.255.255.255', '198.18.0.1',
-    '::1', '::', 'fe80::1', 'fe80::1%eth0', 'fd00::1', 'fc00::', 'ff02::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', '64:ff9b::a00:1', '::127.0.0.1', 'not-an-ip'];
-  const allowed = ['8.8.8.8', '1.1.1.1', '172.15.0.1', '172.32.0.1', '100.63.255.255', '93.184.216.34', '2606:4700::1111', '2a00:1450:4001::200e', '::ffff:8.8.8.8', '64:ff9b::808:808'];
+  const blocked = [
+    '127.0.0.1',
+    '127.255.0.9',
+    '10.1.2.3',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '0.0.0.0',
+    '224.0.0.1',
+    '255.255.255.255',
+    '198.18.0.1',
+    '::1',
+    '::',
+    'fe80::1',
+    'fe80::1%eth0',
+    'fd00::1',
+    'fc00::',
+    'ff02::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:10.0.0.1',
+    '64:ff9b::a00:1',
+    '::127.0.0.1',
+    'not-an-ip',
+  ];
+  const allowed = [
+    '8.8.8.8',
+    '1.1.1.1',
+    '172.15.0.1',
+    '172.32.0.1',
+    '100.63.255.255',
+    '93.184.216.34',
+    '2606:4700::1111',
+    '2a00:1450:4001::200e',
+    '::ffff:8.8.8.8',
+    '64:ff9b::808:808',
+  ];
   for (const a of blocked) assert.equal(isPrivateAddress(a), true, a);
   for (const a of allowed) assert.equal(isPrivateAddress(a), false, a);
   assert.equal(refusalReason('127.0.0.1', { allowPrivateNetwork: true }), null);

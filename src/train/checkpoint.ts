@@ -73,7 +73,8 @@ export function listCheckpoints(paths: RunPaths): { step: number; dir: string }[
 function pruneCheckpoints(paths: RunPaths, keep: number): void {
   const all = listCheckpoints(paths);
   for (const c of all.slice(0, Math.max(0, all.length - keep))) rmSync(c.dir, { recursive: true, force: true });
-  for (const n of readdirSync(paths.checkpoints)) if (n.startsWith('.tmp-')) rmSync(join(paths.checkpoints, n), { recursive: true, force: true });
+  for (const n of readdirSync(paths.checkpoints))
+    if (n.startsWith('.tmp-')) rmSync(join(paths.checkpoints, n), { recursive: true, force: true });
 }
 
 export function readTrainerState(dir: string): TrainerState {
@@ -87,7 +88,8 @@ export function readTrainerState(dir: string): TrainerState {
   const s = raw as Partial<TrainerState>;
   for (const k of ['step', 'epoch', 'cursor', 'seed'] as const)
     if (typeof s[k] !== 'number' || !Number.isInteger(s[k])) throw new FileFormatError({ file, field: k, message: 'expected an integer' });
-  if (typeof s.rng !== 'object' || s.rng === null) throw new FileFormatError({ file, field: 'rng', message: 'expected an object of RNG states' });
+  if (typeof s.rng !== 'object' || s.rng === null)
+    throw new FileFormatError({ file, field: 'rng', message: 'expected an object of RNG states' });
   return s as TrainerState;
 }
 

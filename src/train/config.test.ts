@@ -25,14 +25,20 @@ test('defaults are the MATPO reference settings', () => {
   assert.equal(c.rl.estimator, 'grpo');
   assert.equal(c.rl.credit, 'matpo');
   assert.deepEqual([c.rl.loss.clipLow, c.rl.loss.clipHigh, c.rl.loss.dualClip, c.rl.loss.aggregation], [0.2, 0.2, 3, 'token-mean']);
-  assert.deepEqual([c.rl.reward.accuracy, c.rl.reward.formatScale, c.rl.reward.formatPlanner, c.rl.reward.formatWorkers], [0.9, 0.5, 0.1, 0.1]);
+  assert.deepEqual(
+    [c.rl.reward.accuracy, c.rl.reward.formatScale, c.rl.reward.formatPlanner, c.rl.reward.formatWorkers],
+    [0.9, 0.5, 0.1, 0.1],
+  );
   assert.equal(c.optim.learningRate, 1e-5);
 });
 
 test('errors name the field path and the file', () => {
   const bad = (text: string, re: RegExp) => {
     const p = file(`c${Math.random()}.yaml`, text);
-    assert.throws(() => loadConfig(p), (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.startsWith(p));
+    assert.throws(
+      () => loadConfig(p),
+      (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.startsWith(p),
+    );
   };
   bad('rl:\n  loss:\n    clipLow: high\n', /rl\.loss\.clipLow: .*expected number/);
   bad('rl:\n  los: {}\n', /rl\.los: unknown key/);
@@ -66,8 +72,7 @@ test('the resolved config round-trips through YAML and every field has help text
   assert.deepEqual(parseConfig(YAML.parse(configToYaml(c))), c);
   const [fields, presets] = configHelp().split('\n\n');
   const keys = ['model.path', 'rl.preset', 'rl.refillRounds', 'rl.reward.noWorkerFormat', 'rl.loss.aggregation', 'optim.microBatchTokens'];
-  for (const key of [...keys, 'run.checkpointEvery'])
-    assert.match(fields, new RegExp(`^${key.replace(/\./g, '\\.')}\\s`, 'm'));
+  for (const key of [...keys, 'run.checkpointEvery']) assert.match(fields, new RegExp(`^${key.replace(/\./g, '\\.')}\\s`, 'm'));
   const described = (text: string) => text.split('\n').every((l) => l.trim().split(/\s{2,}|\s(?=")/).length >= 2 && !/\s$/.test(l));
   assert.ok(described(fields), 'every field has help');
   // the presets follow the fields: every one with its paper and what it sets
@@ -134,7 +139,7 @@ test('presets expand into their fields; explicit fields win and are reported as 
   assert.match(gspoRatio, /^rl\.loss\.name: gspo with aggregation token-mean, unit rollout is a MATPO variant of GSPO/);
 });
 
-test('dr-grpo\'s constant L is the longest generation of one sequence; an explicit normTokens wins', () => {
+test("dr-grpo's constant L is the longest generation of one sequence; an explicit normTokens wins", () => {
   assert.equal(parseConfig({ rl: { preset: 'dr-grpo' } }).rl.loss.normTokens, 4096);
   assert.equal(parseConfig({ rl: { preset: 'dr-grpo' }, rollout: { maxSequenceTokens: 2048 } }).rl.loss.normTokens, 2048);
   assert.equal(parseConfig({ rl: { preset: 'dr-grpo' }, rollout: { maxRolloutTokens: 300 } }).rl.loss.normTokens, 300);
@@ -192,12 +197,18 @@ test('gspo preset = GSPO: every sequence weighs 1/2, its tokens share 1/len of i
   // sequences of 1 and 3 tokens, A = +1 and −1, all ratios 1 (s_i = 1):
   // loss = ½·(−1·1) + ½·(+1·1) = 0; d loss/d logπ_t = ½·(−A_i)·s_i/|y_i| → −1/2 and +1/6 each
   const d = [seqDatum('a', 1, 1), seqDatum('b', 3, -1)];
-  const r = lossOf(parseConfig({ rl: { preset: 'gspo' } }), d, [[0, 0], [0, 0, 0, 0]]);
+  const r = lossOf(parseConfig({ rl: { preset: 'gspo' } }), d, [
+    [0, 0],
+    [0, 0, 0, 0],
+  ]);
   near(r.loss, 0);
   assert.deepEqual(Array.from(r.dLogprobs[0]), [0, -0.5]);
   for (const g of r.dLogprobs[1].slice(1)) near(g, 1 / 6, 1e-15);
   // the same ratio under MATPO's token-mean weighs each sequence by its length: −1/4 and +1/4
-  const v = lossOf(parseConfig({ rl: { loss: { name: 'gspo' } } }, undefined, quiet), d, [[0, 0], [0, 0, 0, 0]]);
+  const v = lossOf(parseConfig({ rl: { loss: { name: 'gspo' } } }, undefined, quiet), d, [
+    [0, 0],
+    [0, 0, 0, 0],
+  ]);
   near(v.loss, 0.5);
   near(v.dLogprobs[0][1], -0.25);
   near(v.dLogprobs[1][1], 0.25);
@@ -206,7 +217,10 @@ test('gspo preset = GSPO: every sequence weighs 1/2, its tokens share 1/len of i
   // clipped (value −1.0004, no gradient); sequence b (A = −1) with Δ = 1e-4, 2e-4, 3e-4 has
   // s = exp(2e-4), inside: value +s, gradient ½·s/3 on each token
   const s = Math.exp(2e-4);
-  const c = lossOf(parseConfig({ rl: { preset: 'gspo' } }), d, [[0, Math.log(1.001)], [0, 1e-4, 2e-4, 3e-4]]);
+  const c = lossOf(parseConfig({ rl: { preset: 'gspo' } }), d, [
+    [0, Math.log(1.001)],
+    [0, 1e-4, 2e-4, 3e-4],
+  ]);
   near(c.loss, 0.5 * -1.0004 + 0.5 * s);
   assert.equal(c.dLogprobs[0][1], 0);
   for (const g of c.dLogprobs[1].slice(1)) near(g, s / 6);
@@ -222,7 +236,10 @@ test('dapo preset = DAPO: token-mean over the batch, clip-higher 0.2 / 0.28, no 
   //   4,    A=−1: no dual clip       →  4,    grad w·4 = 0.8
   // loss = (−1.25 − 1.28 + 0.8 + 0.85 + 4)/5 = 0.624
   const d = [seqDatum('P', 2, 1), seqDatum('Q', 3, -1)];
-  const lp = [[0, Math.log(1.25), Math.log(1.3)], [0, Math.log(0.75), Math.log(0.85), Math.log(4)]];
+  const lp = [
+    [0, Math.log(1.25), Math.log(1.3)],
+    [0, Math.log(0.75), Math.log(0.85), Math.log(4)],
+  ];
   const r = lossOf(parseConfig({ rl: { preset: 'dapo' } }), d, lp);
   near(r.loss, 0.624);
   [-0.25, 0].forEach((g, i) => near(r.dLogprobs[0][i + 1], g));
@@ -232,7 +249,14 @@ test('dapo preset = DAPO: token-mean over the batch, clip-higher 0.2 / 0.28, no 
   // advantages: GRPO's, with the std, over groups that survive the filter
   const c = parseConfig({ rl: { preset: 'dapo' } });
   near(estimatorRegistry.get(c.rl.estimator)([1, 0, 0, 0]).advantagesG[0], 0.75 / (0.5 + 1e-6));
-  assert.deepEqual(filterZeroVarianceGroups([[1, 1, 1], [0, 1, 0], [0, 0, 0]]).kept, [1]);
+  assert.deepEqual(
+    filterZeroVarianceGroups([
+      [1, 1, 1],
+      [0, 1, 0],
+      [0, 0, 0],
+    ]).kept,
+    [1],
+  );
 });
 
 test('dr-grpo preset = Dr. GRPO: no std, token sums over a constant L, mean over sequences', () => {
@@ -242,7 +266,10 @@ test('dr-grpo preset = Dr. GRPO: no std, token sums over a constant L, mean over
   // two sequences of 2 and 4 tokens, A = 0.75 and −0.25, ratios 1; w = 1/(U·L) = 1/(2·8) on every token:
   // loss = (2·(−0.75) + 4·0.25)/16 = −0.03125; gradients −A/16
   const d = [seqDatum('a', 2, 0.75), seqDatum('b', 4, -0.25)];
-  const r = lossOf(c, d, [[0, 0, 0], [0, 0, 0, 0, 0]]);
+  const r = lossOf(c, d, [
+    [0, 0, 0],
+    [0, 0, 0, 0, 0],
+  ]);
   near(r.loss, -0.03125);
   near(r.dLogprobs[0][1], -0.75 / 16);
   near(r.dLogprobs[1][1], 0.25 / 16);
@@ -256,7 +283,17 @@ test('dr-mas preset = Dr. MAS: each role normalised with its own reward statisti
   // one question: r0 (reward 1) spawned one worker, r1 (reward 0) two workers.
   const rollouts = () => [
     testRollout({ id: 'r0', questionId: 'q', index: 0, rootMask: [0, 1], workerMasks: [[0, 1]], reward: 1 }),
-    testRollout({ id: 'r1', questionId: 'q', index: 1, rootMask: [0, 1], workerMasks: [[0, 1], [0, 1, 1]], reward: 0 }),
+    testRollout({
+      id: 'r1',
+      questionId: 'q',
+      index: 1,
+      rootMask: [0, 1],
+      workerMasks: [
+        [0, 1],
+        [0, 1, 1],
+      ],
+      reward: 0,
+    }),
   ];
   const credit = (raw: unknown) => {
     const c = parseConfig(raw);

@@ -205,7 +205,10 @@ export const ModelSchema = z
     threads: int(0, 'compute threads for the embedded engine (0 = all cores)'),
     loraRank: int(0, 'LoRA rank: train only a LoRA adapter on the frozen model, checkpoints hold the PEFT adapter (0 = full fine-tuning)'),
     loraAlpha: pos(32, 'LoRA alpha: the adapter update is scaled by loraAlpha / loraRank'),
-    loraUnembed: z.boolean().default(false).describe('LoRA on lm_head too (Tinker\'s train_unembed; vLLM refuses lm_head adapters, transformers loads them)'),
+    loraUnembed: z
+      .boolean()
+      .default(false)
+      .describe("LoRA on lm_head too (Tinker's train_unembed; vLLM refuses lm_head adapters, transformers loads them)"),
     baseUrl: z.string().default('').describe('root URL of the Tinker-compatible service (kind: tinker), e.g. http://127.0.0.1:8000'),
     baseModel: z
       .string()
@@ -234,14 +237,17 @@ export const DataSchema = z
     evalSplit: z.string().default('test').describe('held-out split used for periodic evaluation'),
     shuffle: z.boolean().default(true).describe('reshuffle the training questions every epoch (seeded)'),
     maxQuestions: int(0, 'use at most this many training questions (0 = all)'),
-    preset: z.string().default('').describe('column mapping of a known QA set for data.dataset (frames, simpleqa, musique, …; empty: detect)'),
+    preset: z
+      .string()
+      .default('')
+      .describe('column mapping of a known QA set for data.dataset (frames, simpleqa, musique, …; empty: detect)'),
   })
   .prefault({});
 
 /** An MCP server whose tools the workers (or the single agent) get: a command to spawn, or a URL. */
 export const McpServerSchema = z
   .strictObject({
-    name: z.string().min(1).describe('server name (MATPO\'s <server_name>)'),
+    name: z.string().min(1).describe("server name (MATPO's <server_name>)"),
     command: z.string().min(1).optional().describe('executable of a stdio server'),
     args: z.array(z.string()).default([]).describe('its arguments'),
     env: z.record(z.string(), z.string()).default({}).describe('extra environment variables'),
@@ -253,7 +259,7 @@ export const McpServerSchema = z
 
 export const ToolsSchema = z
   .strictObject({
-    world: z.boolean().default(true).describe('the world\'s search and open tools (with data.world)'),
+    world: z.boolean().default(true).describe("the world's search and open tools (with data.world)"),
     index: z.string().default('').describe('a BM25 index directory built by `matpo index` (search and open over your corpus)'),
     web: z.boolean().default(false).describe('web_search (Serper-compatible; key in SERPER_API_KEY) and web_fetch'),
     mcp: z.array(McpServerSchema).default([]).describe('MCP servers: [{name, command, args, env} | {name, url, headers}]'),
@@ -263,18 +269,22 @@ export const ToolsSchema = z
 
 export const SftSchema = z
   .strictObject({
-    data: z.string().default('').describe('chat transcripts, JSONL {messages, tools?} (e.g. a world\'s demos-matpo.jsonl)'),
+    data: z.string().default('').describe("chat transcripts, JSONL {messages, tools?} (e.g. a world's demos-matpo.jsonl)"),
     out: z.string().default('').describe('directory the trained model is written to'),
     epochs: int(2, 'passes over the transcripts', 1),
     learningRate: pos(1e-4, 'peak learning rate'),
     schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine').describe('learning-rate schedule after warm-up'),
     warmupFraction: z.number().min(0).lt(1).default(0.03).describe('fraction of the steps spent warming up linearly'),
-    otherTokenWeight: z.number().min(0).default(0).describe('loss weight of non-assistant tokens (system, user, tool output); 0 = assistant only'),
+    otherTokenWeight: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe('loss weight of non-assistant tokens (system, user, tool output); 0 = assistant only'),
     batchTokens: int(8192, 'tokens per optimizer step', 1),
     microBatchTokens: int(4096, 'token budget of one forward/backward micro-batch', 1),
     evalFraction: z.number().min(0).lt(1).default(0.1).describe('transcripts held out for the held-out loss'),
     maxGradNorm: z.number().min(0).default(1).describe('clip the global gradient norm (0 = off)'),
-    maxTokens: int(0, 'drop transcripts longer than this (0 = the model\'s context)'),
+    maxTokens: int(0, "drop transcripts longer than this (0 = the model's context)"),
     maxSteps: int(0, 'stop after this many optimizer steps (0 = all epochs)'),
   })
   .prefault({});
@@ -289,28 +299,45 @@ export const RolloutSchema = z
     maxTurns: int(20, 'generations per agent before the turn limit', 1),
     maxNewTokens: int(512, 'tokens per generation (one turn)', 1),
     maxSequenceTokens: int(4096, 'context limit of one agent sequence', 1),
-    workerSummaryTokens: int(512, 'token limit of a worker\'s final summary turn', 1),
+    workerSummaryTokens: int(512, "token limit of a worker's final summary turn", 1),
     toolResultChars: int(20000, 'tool results are cut to this many characters', 1),
     toolTimeoutMs: int(30000, 'time limit of one tool call, in milliseconds', 1),
     maxWorkers: int(8, 'workers a planner rollout may spawn'),
-    maxRolloutTokens: z.number().int().min(1).nullable().default(null)
+    maxRolloutTokens: z
+      .number()
+      .int()
+      .min(1)
+      .nullable()
+      .default(null)
       .describe('tokens sampled per rollout, planner and workers together (null: no limit); equal budgets for matpo and single'),
-    overflow: z.enum(['drop-middle', 'stop']).default('drop-middle').describe('context overflow: drop middle turns (the reference) or stop the agent'),
-    toolCallFormat: z.enum(['native', 'hermes', 'mcp']).default('native').describe('tool-call format: the chat template\'s own, Hermes <tool_call>, or MCP XML'),
-    workerResultRole: z.enum(['user', 'tool']).default('user').describe('how the planner receives a worker\'s report (user message as in the reference, or tool message)'),
+    overflow: z
+      .enum(['drop-middle', 'stop'])
+      .default('drop-middle')
+      .describe('context overflow: drop middle turns (the reference) or stop the agent'),
+    toolCallFormat: z
+      .enum(['native', 'hermes', 'mcp'])
+      .default('native')
+      .describe("tool-call format: the chat template's own, Hermes <tool_call>, or MCP XML"),
+    workerResultRole: z
+      .enum(['user', 'tool'])
+      .default('user')
+      .describe("how the planner receives a worker's report (user message as in the reference, or tool message)"),
     concurrency: int(8, 'rollouts (and their tool calls) in flight at once', 1),
   })
   .prefault({});
 
 export const RewardSchema = z
   .strictObject({
-    scorer: z.string().default('exact_match').describe('answer scorer: exact_match (normalised), f1, cover_em, or judge (an LLM grader, rl.reward.judge)'),
+    scorer: z
+      .string()
+      .default('exact_match')
+      .describe('answer scorer: exact_match (normalised), f1, cover_em, or judge (an LLM grader, rl.reward.judge)'),
     judge: z
       .strictObject({
         endpoint: z.string().default('').describe('OpenAI-compatible server of the judge model'),
         served: z.string().default('').describe('model name sent to the judge endpoint'),
         path: z.string().default('').describe('a local model directory as judge (embedded engine), when no endpoint'),
-        maxNewTokens: int(16, 'tokens of the judge\'s reply', 1),
+        maxNewTokens: int(16, "tokens of the judge's reply", 1),
       })
       .prefault({})
       .describe('the LLM judge (SimpleQA grader: A correct, B incorrect, C not attempted)'),
@@ -327,17 +354,30 @@ const M = MATPO_FIELDS;
 
 export const LossSchema = z
   .strictObject({
-    name: z.string().default(M.loss.name)
+    name: z
+      .string()
+      .default(M.loss.name)
       .describe('policy loss: ppo (token ratio, dual clip) or gspo (sequence ratio; GSPO itself needs seq-mean-token-mean, unit sequence)'),
     clipLow: z.number().min(0).max(1).default(M.loss.clipLow).describe('ε_low: ratio clipped below at 1 − ε_low'),
     clipHigh: z.number().min(0).default(M.loss.clipHigh).describe('ε_high: ratio clipped above at 1 + ε_high (DAPO clip-higher: 0.28)'),
-    dualClip: z.number().nullable().default(M.loss.dualClip)
+    dualClip: z
+      .number()
+      .nullable()
+      .default(M.loss.dualClip)
       .describe('dual-clip constant c > 1 for A < 0 (null disables); ppo only, gspo ignores it'),
-    aggregation: z.string().default(M.loss.aggregation)
+    aggregation: z
+      .string()
+      .default(M.loss.aggregation)
       .describe('token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm'),
-    unit: z.enum(['rollout', 'sequence']).default(M.loss.unit)
+    unit: z
+      .enum(['rollout', 'sequence'])
+      .default(M.loss.unit)
       .describe('unit of the seq-mean modes: a planner rollout with its workers (MATPO) or one sequence (GSPO, Dr. GRPO)'),
-    normTokens: z.number().positive().nullable().default(null)
+    normTokens: z
+      .number()
+      .positive()
+      .nullable()
+      .default(null)
       .describe('L of seq-mean-token-sum-norm (null: max unit tokens in the mini-batch; dr-grpo preset: the max generation length)'),
     klCoef: z.number().min(0).default(M.loss.klCoef).describe('β of a KL term to the frozen initial policy (0 = none)'),
     klEstimator: z.enum(['k1', 'k3']).default('k3').describe('KL estimator'),
@@ -347,17 +387,24 @@ export const LossSchema = z
 
 export const RlSchema = z
   .strictObject({
-    preset: z.enum(PRESET_NAMES).default('matpo')
+    preset: z
+      .enum(PRESET_NAMES)
+      .default('matpo')
       .describe('method preset filling the fields below that are not set: matpo, gspo, dapo, dr-grpo, dr-mas (listed after the fields)'),
     reward: RewardSchema,
     estimator: z.string().default(M.estimator).describe('advantage estimator: grpo, dr-grpo, rloo'),
     eps: pos(1e-6, 'ε added to the std in grpo'),
     credit: z.string().default(M.credit).describe('credit assignment: matpo, agent-wise (Dr. MAS), per-role-groups'),
-    dropZeroVarianceGroups: z.boolean().default(M.dropZeroVarianceGroups)
+    dropZeroVarianceGroups: z
+      .boolean()
+      .default(M.dropZeroVarianceGroups)
       .describe('DAPO dynamic sampling: drop groups whose rewards are all equal (needs rollout.groupSize ≥ 2)'),
     refillRounds: int(M.refillRounds, 'DAPO dynamic sampling: extra generation rounds refilling the dropped groups (0: the batch shrinks)'),
     loss: LossSchema,
-    recomputeOldLogprobs: z.boolean().default(false).describe('recompute old logprobs with the trainer instead of using the sampler\'s (the gap is logged either way when available)'),
+    recomputeOldLogprobs: z
+      .boolean()
+      .default(false)
+      .describe("recompute old logprobs with the trainer instead of using the sampler's (the gap is logged either way when available)"),
   })
   .prefault({});
 
@@ -384,10 +431,15 @@ export const RunSchema = z
     evalEvery: int(10, 'evaluate every N steps (0 = never; also before step 1 and at the end)'),
     evalQuestions: int(50, 'held-out questions per evaluation (0 = whole split)'),
     evalRepeats: int(1, 'rollouts per held-out question', 1),
-    evalTemperature: z.number().min(0).nullable().default(null).describe('sampling temperature of held-out evaluation (0 = greedy; null = rollout.temperature)'),
+    evalTemperature: z
+      .number()
+      .min(0)
+      .nullable()
+      .default(null)
+      .describe('sampling temperature of held-out evaluation (0 = greedy; null = rollout.temperature)'),
     checkpointEvery: int(10, 'checkpoint every N steps (and at the end)', 1),
     keepCheckpoints: int(3, 'complete checkpoints kept on disk (0 = all)'),
-    saveRollouts: z.boolean().default(true).describe('write each step\'s rollouts to rollouts/step-NNNNNN.jsonl'),
+    saveRollouts: z.boolean().default(true).describe("write each step's rollouts to rollouts/step-NNNNNN.jsonl"),
     progress: z.boolean().default(true).describe('progress bars on the terminal'),
   })
   .prefault({});
@@ -517,7 +569,12 @@ export function parseConfig(raw: unknown, file?: string, options: ParseOptions =
         throw err;
       }
     } else if (!c.rl.reward.judge.endpoint && !c.rl.reward.judge.path) {
-      throw new ConfigError({ path: 'rl.reward.judge', message: 'the judge scorer needs rl.reward.judge.endpoint (an OpenAI-compatible server) or rl.reward.judge.path (a model directory)', file });
+      throw new ConfigError({
+        path: 'rl.reward.judge',
+        message:
+          'the judge scorer needs rl.reward.judge.endpoint (an OpenAI-compatible server) or rl.reward.judge.path (a model directory)',
+        file,
+      });
     }
     if (c.rl.loss.dualClip !== null && c.rl.loss.dualClip !== 0 && !(c.rl.loss.dualClip > 1))
       throw new ConfigError({ path: 'rl.loss.dualClip', message: `must be > 1 (or null to disable), got ${c.rl.loss.dualClip}`, file });
@@ -545,7 +602,11 @@ export function parseConfig(raw: unknown, file?: string, options: ParseOptions =
   const issue = result.error.issues[0];
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0];
-    throw new ConfigError({ path: issuePath([...issue.path, key]), message: `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`, file });
+    throw new ConfigError({
+      path: issuePath([...issue.path, key]),
+      message: `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`,
+      file,
+    });
   }
   throw new ConfigError({ path: issuePath(issue.path) || '(root)', message: issue.message, file });
 }
@@ -571,7 +632,8 @@ export function applyOverride(raw: Record<string, unknown>, assignment: string):
   keys.slice(0, -1).forEach((k, i) => {
     const next = node[k];
     if (next === undefined || next === null) node[k] = {};
-    else if (typeof next !== 'object' || Array.isArray(next)) throw new ConfigError({ path: keys.slice(0, i + 1).join('.'), message: 'is not a section; cannot set a field inside it' });
+    else if (typeof next !== 'object' || Array.isArray(next))
+      throw new ConfigError({ path: keys.slice(0, i + 1).join('.'), message: 'is not a section; cannot set a field inside it' });
     node = node[k] as Record<string, unknown>;
   });
   node[keys[keys.length - 1]] = value;
@@ -592,7 +654,8 @@ export function loadConfig(file: string | undefined, overrides: readonly string[
     } catch (err) {
       throw new ConfigError({ path: '', file, message: `invalid YAML: ${(err as Error).message.split('\n')[0]}` });
     }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError({ path: '(root)', file, message: 'expected a mapping of sections' });
+    if (typeof raw !== 'object' || Array.isArray(raw))
+      throw new ConfigError({ path: '(root)', file, message: 'expected a mapping of sections' });
   }
   for (const o of overrides) applyOverride(raw as Record<string, unknown>, o);
   return parseConfig(raw, file, options);
@@ -624,7 +687,10 @@ export function configHelp(): string {
   const lines: string[] = [];
   const def = parseConfig({}, undefined, { warn: () => {} });
   const walk = (schema: z.ZodType, prefix: string): void => {
-    const s = schema as unknown as { def: { type: string; innerType?: z.ZodType; shape?: Record<string, z.ZodType> }; description?: string };
+    const s = schema as unknown as {
+      def: { type: string; innerType?: z.ZodType; shape?: Record<string, z.ZodType> };
+      description?: string;
+    };
     if (s.def.type === 'default' || s.def.type === 'prefault' || s.def.type === 'nullable') return walk(s.def.innerType!, prefix);
     if (s.def.type === 'object') {
       for (const [k, v] of Object.entries(s.def.shape!)) {

@@ -60,7 +60,14 @@ export async function evaluate(o: EvalOptions): Promise<EvalResult> {
   const jobs = o.questions.flatMap((q) => Array.from({ length: o.repeats }, (_, r) => ({ q, r, seed: rng.nextU32() })));
   let done = 0;
   const rollouts = await mapLimit(jobs, o.concurrency, async ({ q, r, seed }) => {
-    const rollout = await o.runner({ question: q, index: r, rolloutId: `eval/${q.id}/${r}`, mode: o.mode, seed, temperature: o.temperature });
+    const rollout = await o.runner({
+      question: q,
+      index: r,
+      rolloutId: `eval/${q.id}/${r}`,
+      mode: o.mode,
+      seed,
+      temperature: o.temperature,
+    });
     await scoreRollout(rollout, o.scorer, o.weights);
     o.onRollout?.(++done, jobs.length);
     return rollout;

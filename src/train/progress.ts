@@ -13,11 +13,20 @@ export interface Bar {
 
 export class Progress {
   private multi: cliProgress.MultiBar | null;
-  constructor(enabled: boolean, private readonly logLine: (line: string) => void = (l) => process.stderr.write(l + '\n')) {
+  constructor(
+    enabled: boolean,
+    private readonly logLine: (line: string) => void = (l) => process.stderr.write(l + '\n'),
+  ) {
     this.multi =
       enabled && process.stderr.isTTY
         ? new cliProgress.MultiBar(
-            { format: '{label} |{bar}| {value}/{total} {info} eta {eta_formatted}', hideCursor: true, clearOnComplete: true, stream: process.stderr, etaBuffer: 20 },
+            {
+              format: '{label} |{bar}| {value}/{total} {info} eta {eta_formatted}',
+              hideCursor: true,
+              clearOnComplete: true,
+              stream: process.stderr,
+              etaBuffer: 20,
+            },
             cliProgress.Presets.shades_classic,
           )
         : null;
@@ -28,7 +37,14 @@ export class Progress {
     const multi = this.multi;
     const b = multi.create(total, start, { label: label.padEnd(9), info: '' });
     return {
-      update: (value, payload) => b.update(value, { info: payload ? Object.entries(payload).map(([k, v]) => `${k} ${v}`).join(' ') : '' }),
+      update: (value, payload) =>
+        b.update(value, {
+          info: payload
+            ? Object.entries(payload)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(' ')
+            : '',
+        }),
       setTotal: (t) => b.setTotal(t),
       stop: () => {
         b.stop();

@@ -25,7 +25,8 @@ function toyConfig(over: Record<string, Record<string, unknown>> = {}) {
     optim: { learningRate: 0.2 },
     run: { steps: 80, evalEvery: 40, evalRepeats: 16, checkpointEvery: 40, progress: false, seed: 3 },
   };
-  for (const [k, v] of Object.entries(over)) (base as Record<string, Record<string, unknown>>)[k] = { ...(base as Record<string, Record<string, unknown>>)[k], ...v };
+  for (const [k, v] of Object.entries(over))
+    (base as Record<string, Record<string, unknown>>)[k] = { ...(base as Record<string, Record<string, unknown>>)[k], ...v };
   return parseConfig(base);
 }
 
@@ -40,13 +41,20 @@ function toyDeps(wrap: (p: BigramPolicy) => TrainablePolicy = (p) => p): RlDeps 
   };
 }
 
-const readJsonl = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const readJsonl = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 
 test('the RL loop learns the toy task in MATPO mode and writes the run-directory layout', async () => {
   const dir = join(tmp(), 'run');
   const result = await trainRl(toyConfig(), toyDeps(), { runDir: dir, resume: false });
   assert.equal(result.step, 80);
-  assert.deepEqual(result.evals.map((e) => e.step), [0, 40, 80]);
+  assert.deepEqual(
+    result.evals.map((e) => e.step),
+    [0, 40, 80],
+  );
   const before = result.evals[0].accuracy;
   const after = result.evals[2].accuracy;
   assert.ok(after >= before + 0.3, `held-out accuracy ${before} → ${after}`);
@@ -59,11 +67,28 @@ test('the RL loop learns the toy task in MATPO mode and writes the run-directory
   const metrics = readMetrics(p);
   const stepLines = metrics.filter((m) => m['planner/reward'] !== undefined);
   assert.equal(stepLines.length, 80);
-  for (const key of ['planner/reward', 'planner/accuracy', 'planner/format', 'planner/tokens', 'planner/turns', 'planner/workers_per_rollout', 'train/loss', 'train/grad_norm', 'train/clip_fraction', 'planner/ratio_mean', 'planner/entropy', 'time/rollout_s', 'time/train_s'])
+  for (const key of [
+    'planner/reward',
+    'planner/accuracy',
+    'planner/format',
+    'planner/tokens',
+    'planner/turns',
+    'planner/workers_per_rollout',
+    'train/loss',
+    'train/grad_norm',
+    'train/clip_fraction',
+    'planner/ratio_mean',
+    'planner/entropy',
+    'time/rollout_s',
+    'time/train_s',
+  ])
     assert.equal(typeof stepLines[10][key], 'number', key);
   assert.ok(metrics.every((m) => typeof m.time === 'string' && typeof m.step === 'number'));
   assert.ok(metrics.some((m) => m['eval/accuracy'] !== undefined && m.step === 0));
-  assert.ok(metrics.some((m) => typeof m['worker/tokens'] === 'number' && typeof m['worker/reward'] === 'number'), 'some steps have workers');
+  assert.ok(
+    metrics.some((m) => typeof m['worker/tokens'] === 'number' && typeof m['worker/reward'] === 'number'),
+    'some steps have workers',
+  );
 
   // Saved rollouts have reward and advantage; workers' datums carried the parent's advantage.
   const rollouts: Rollout[] = readJsonl(join(p.rollouts, 'step-000001.jsonl'));
@@ -114,15 +139,30 @@ test('data stream: per-epoch seeded order, cursor advances across epochs; mini-b
   assert.deepEqual(first, again);
   const d = (r: string, s: string) => ({ rolloutId: r, sequenceId: s }) as Datum;
   const mb = miniBatches([d('a', '1'), d('a', '2'), d('b', '3'), d('c', '4'), d('c', '5')], 2);
-  assert.deepEqual(mb.map((b) => b.map((x) => x.sequenceId)), [['1', '2'], ['3', '4', '5']]);
+  assert.deepEqual(
+    mb.map((b) => b.map((x) => x.sequenceId)),
+    [
+      ['1', '2'],
+      ['3', '4', '5'],
+    ],
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
 // Kill and resume, with real child processes
 
-function runChild(runDir: string, delayMs: number, args: string[], onLine?: (line: string, kill: (sig: NodeJS.Signals) => void) => void): Promise<{ code: number | null; signal: string | null; out: string }> {
+function runChild(
+  runDir: string,
+  delayMs: number,
+  args: string[],
+  onLine?: (line: string, kill: (sig: NodeJS.Signals) => void) => void,
+): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(here, '..', 'testing', 'toy-train.ts'), runDir, String(delayMs), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(here, '..', 'testing', 'toy-train.ts'), runDir, String(delayMs), ...args],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let buf = '';
     child.stdout.on('data', (c: Buffer) => {
@@ -155,9 +195,31 @@ function filesUnder(dir: string): Map<string, Buffer> {
 }
 
 const stripTimes = (rs: Rollout[]) =>
-  rs.map((r) => ({ ...r, timings: null, root: { ...r.root, turns: r.root.turns.map((t) => ({ ...t, ms: 0 })) }, workers: r.workers.map((w) => ({ ...w, turns: w.turns.map((t) => ({ ...t, ms: 0 })) })) }));
+  rs.map((r) => ({
+    ...r,
+    timings: null,
+    root: { ...r.root, turns: r.root.turns.map((t) => ({ ...t, ms: 0 })) },
+    workers: r.workers.map((w) => ({ ...w, turns: w.turns.map((t) => ({ ...t, ms: 0 })) })),
+  }));
 
-const SETS = ['--set', 'run.steps=8', '--set', 'run.checkpointEvery=2', '--set', 'run.evalEvery=4', '--set', 'run.keepCheckpoints=0', '--set', 'rollout.groupSize=4', '--set', 'rollout.questionsPerStep=2', '--set', 'optim.learningRate=0.2', '--set', 'run.seed=5'];
+const SETS = [
+  '--set',
+  'run.steps=8',
+  '--set',
+  'run.checkpointEvery=2',
+  '--set',
+  'run.evalEvery=4',
+  '--set',
+  'run.keepCheckpoints=0',
+  '--set',
+  'rollout.groupSize=4',
+  '--set',
+  'rollout.questionsPerStep=2',
+  '--set',
+  'optim.learningRate=0.2',
+  '--set',
+  'run.seed=5',
+];
 
 test('SIGKILL mid-run, then --resume, ends with byte-identical checkpoints to an uninterrupted run', { timeout: 120_000 }, async () => {
   const base = tmp();
@@ -187,7 +249,10 @@ test('SIGKILL mid-run, then --resume, ends with byte-identical checkpoints to an
     for (const [k, v] of fa) assert.ok(v.equals(fb.get(k)!), `${step}/${k} differs`);
   }
   // The logs read as one continuous run: same steps, same rollouts (timings aside).
-  const stepsOf = (d: string) => readMetrics(runPaths(d)).filter((m) => m['planner/reward'] !== undefined).map((m) => [m.step, m['planner/reward'], m['train/loss']]);
+  const stepsOf = (d: string) =>
+    readMetrics(runPaths(d))
+      .filter((m) => m['planner/reward'] !== undefined)
+      .map((m) => [m.step, m['planner/reward'], m['train/loss']]);
   assert.deepEqual(stepsOf(b), stepsOf(a));
   for (let s = 1; s <= 8; s++) {
     const f = `step-${String(s).padStart(6, '0')}.jsonl`;
@@ -224,8 +289,21 @@ test('every estimator, credit assignment, policy loss and aggregation runs in th
   const combos: Record<string, Record<string, unknown>>[] = [
     { rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', aggregation: 'token-mean' } } },
     { rl: { estimator: 'dr-grpo', credit: 'agent-wise', loss: { name: 'ppo', aggregation: 'seq-mean-token-sum', clipHigh: 0.28 } } },
-    { rl: { estimator: 'rloo', credit: 'per-role-groups', loss: { name: 'gspo', aggregation: 'seq-mean-token-mean', clipLow: 0.0003, clipHigh: 0.0004, dualClip: null } } },
-    { rl: { estimator: 'grpo', credit: 'matpo', dropZeroVarianceGroups: true, loss: { name: 'ppo', aggregation: 'seq-mean-token-sum-norm', unit: 'sequence' } } },
+    {
+      rl: {
+        estimator: 'rloo',
+        credit: 'per-role-groups',
+        loss: { name: 'gspo', aggregation: 'seq-mean-token-mean', clipLow: 0.0003, clipHigh: 0.0004, dualClip: null },
+      },
+    },
+    {
+      rl: {
+        estimator: 'grpo',
+        credit: 'matpo',
+        dropZeroVarianceGroups: true,
+        loss: { name: 'ppo', aggregation: 'seq-mean-token-sum-norm', unit: 'sequence' },
+      },
+    },
     { rollout: { mode: 'single' }, rl: { estimator: 'grpo', credit: 'matpo', loss: { name: 'ppo', aggregation: 'token-mean' } } },
   ];
   for (const c of combos) {
@@ -250,7 +328,10 @@ test('old logprobs recomputed by the trainer (gap logged) and a KL term to the f
     if (d === 'toy:init') refLoads++;
     return load(d);
   };
-  const cfg = toyConfig({ rl: { recomputeOldLogprobs: true, loss: { klCoef: 0.1, klEstimator: 'k3' } }, run: { steps: 3, evalEvery: 0, checkpointEvery: 3 } });
+  const cfg = toyConfig({
+    rl: { recomputeOldLogprobs: true, loss: { klCoef: 0.1, klEstimator: 'k3' } },
+    run: { steps: 3, evalEvery: 0, checkpointEvery: 3 },
+  });
   await trainRl(cfg, deps, { runDir: dir, resume: false });
   assert.equal(refLoads, 2, 'the policy and the frozen reference');
   const m = readMetrics(runPaths(dir)).filter((x) => x['train/tokens'] !== undefined);
@@ -278,8 +359,14 @@ test('held-out evaluation samples at run.evalTemperature; training rollouts at r
   const evals = seen.filter((s) => s.id.startsWith('eval/'));
   const train = seen.filter((s) => !s.id.startsWith('eval/'));
   assert.ok(evals.length > 0 && train.length > 0);
-  assert.ok(evals.every((s) => s.temperature === 0), JSON.stringify(evals));
-  assert.ok(train.every((s) => s.temperature === 0.7), JSON.stringify(train));
+  assert.ok(
+    evals.every((s) => s.temperature === 0),
+    JSON.stringify(evals),
+  );
+  assert.ok(
+    train.every((s) => s.temperature === 0.7),
+    JSON.stringify(train),
+  );
   // unset, evaluation follows the rollout temperature
   assert.equal(toyConfig().run.evalTemperature, null);
 });
@@ -308,13 +395,17 @@ function scriptedDeps(order: string[], seen: string[]): RlDeps {
 }
 
 function dapoConfig(refillRounds: number) {
-  return parseConfig({
-    model: { path: 'toy:init' },
-    data: { shuffle: false },
-    rollout: { groupSize: 2, questionsPerStep: 2, concurrency: 1 },
-    rl: { preset: 'dapo', refillRounds, reward: { formatScale: 0 } },
-    run: { steps: 1, evalEvery: 0, checkpointEvery: 1, progress: false },
-  }, undefined, { warn: () => {} });
+  return parseConfig(
+    {
+      model: { path: 'toy:init' },
+      data: { shuffle: false },
+      rollout: { groupSize: 2, questionsPerStep: 2, concurrency: 1 },
+      rl: { preset: 'dapo', refillRounds, reward: { formatScale: 0 } },
+      run: { steps: 1, evalEvery: 0, checkpointEvery: 1, progress: false },
+    },
+    undefined,
+    { warn: () => {} },
+  );
 }
 
 test('DAPO refill: zero-variance groups are re-sampled until the batch has questionsPerStep groups', async () => {
@@ -333,7 +424,10 @@ test('DAPO refill: zero-variance groups are re-sampled until the batch has quest
   assert.equal(m['train/datums'], 8, 'two kept groups × two rollouts × (planner + worker)');
   const saved: Rollout[] = readJsonl(join(runPaths(dir).rollouts, 'step-000001.jsonl'));
   assert.equal(saved.length, 10);
-  assert.deepEqual(saved.filter((r) => r.advantage !== undefined).map((r) => r.questionId), ['mixed-0', 'mixed-0', 'mixed-1', 'mixed-1']);
+  assert.deepEqual(
+    saved.filter((r) => r.advantage !== undefined).map((r) => r.questionId),
+    ['mixed-0', 'mixed-0', 'mixed-1', 'mixed-1'],
+  );
   // the question stream continues after the refill: step 2 would start at mixed-2
   const state = JSON.parse(readFileSync(join(dir, 'checkpoints', 'step-000001', 'trainer_state.json'), 'utf8'));
   assert.equal(state.cursor, 5);
@@ -373,6 +467,9 @@ test('DAPO refill draws only questions not yet rolled out in the step, and stops
 
   const s = new QuestionStream(toyQuestions([0, 1, 2, 3]), 1, false);
   const st = { epoch: 0, cursor: 3 };
-  assert.deepEqual(s.takeNew(st, 2, new Set(['toy-0'])).map((q) => q.id), ['toy-3', 'toy-1']);
+  assert.deepEqual(
+    s.takeNew(st, 2, new Set(['toy-0'])).map((q) => q.id),
+    ['toy-3', 'toy-1'],
+  );
   assert.deepEqual(st, { epoch: 1, cursor: 2 });
 });

@@ -34,7 +34,17 @@ import { configToYaml, evalTemperature, lossConfig, rewardWeights, type TrainCon
 import { evaluate, mapLimit } from './evaluate.ts';
 import { mean } from '../util/stats.ts';
 import { Progress } from './progress.ts';
-import { appendMetrics, ensureRunDir, runPaths, stepName, truncateRunAfter, writeFileAtomic, writeStepRecords, type MetricValue, type RunPaths } from './run-dir.ts';
+import {
+  appendMetrics,
+  ensureRunDir,
+  runPaths,
+  stepName,
+  truncateRunAfter,
+  writeFileAtomic,
+  writeStepRecords,
+  type MetricValue,
+  type RunPaths,
+} from './run-dir.ts';
 import type { PolicyLoader } from '../core/policy.ts';
 import type { Question, RolloutRunner } from '../core/question.ts';
 
@@ -73,7 +83,11 @@ export interface RlRunResult {
 /** The training split as a stream: epoch e visits the questions in the order perm(seed, e). */
 export class QuestionStream {
   private cache: { epoch: number; order: number[] } | null = null;
-  constructor(private readonly questions: readonly Question[], private readonly seed: number, private readonly shuffle: boolean) {
+  constructor(
+    private readonly questions: readonly Question[],
+    private readonly seed: number,
+    private readonly shuffle: boolean,
+  ) {
     if (questions.length === 0) throw new ConfigError({ path: 'data', message: 'the training split has no questions' });
   }
   order(epoch: number): number[] {
@@ -174,7 +188,8 @@ export function miniBatches(datums: readonly Datum[], n: number): Datum[][] {
   }
   const k = Math.min(n, byRollout.length);
   const out: Datum[][] = [];
-  for (let i = 0; i < k; i++) out.push(byRollout.slice(Math.floor((i * byRollout.length) / k), Math.floor(((i + 1) * byRollout.length) / k)).flat());
+  for (let i = 0; i < k; i++)
+    out.push(byRollout.slice(Math.floor((i * byRollout.length) / k), Math.floor(((i + 1) * byRollout.length) / k)).flat());
   return out.filter((b) => b.length > 0);
 }
 
@@ -185,7 +200,10 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
   const existed = existsSync(paths.root);
   const ck = options.resume ? findLatestCheckpoint(paths) : null;
   if (!options.resume && (listCheckpoints(paths).length > 0 || existsSync(paths.metrics)))
-    throw new MatpoError('run-exists', `${paths.root} already holds a run; resume it with --resume ${paths.root} or choose another run.name`);
+    throw new MatpoError(
+      'run-exists',
+      `${paths.root} already holds a run; resume it with --resume ${paths.root} or choose another run.name`,
+    );
   if (ck && ck.state.step >= config.run.steps) return { step: ck.state.step, stopped: false, evals: [], paths, alreadyFinished: true };
   const progress = new Progress(config.run.progress, deps.log);
   const log = (line: string) => progress.log(line);
@@ -229,8 +247,15 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       const bar = progress.bar('eval', qs.length * config.run.evalRepeats);
       // the same sampling seeds at every evaluation (common random numbers for before/after)
       const r = await evaluate({
-        runner, questions: qs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval`,
-        temperature: evalTemperature(config), scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        runner,
+        questions: qs,
+        repeats: config.run.evalRepeats,
+        mode,
+        seed: `${config.run.seed}/eval`,
+        temperature: evalTemperature(config),
+        scorer: deps.scorer,
+        weights,
+        concurrency: config.rollout.concurrency,
         onRollout: (d) => bar.update(d),
       });
       bar.stop();
@@ -238,23 +263,37 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       const s = (performance.now() - t0) / 1000;
       appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
       evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
-      log(`eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`);
+      log(
+        `eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`,
+      );
       const unseen = deps.unseenQuestions ?? [];
       if (unseen.length === 0) return s;
       const t1 = performance.now();
       const uqs = config.run.evalQuestions > 0 ? unseen.slice(0, config.run.evalQuestions) : unseen;
       const ubar = progress.bar('eval unseen', uqs.length * config.run.evalRepeats);
       const u = await evaluate({
-        runner, questions: uqs, repeats: config.run.evalRepeats, mode, seed: `${config.run.seed}/eval-unseen`,
-        temperature: evalTemperature(config), scorer: deps.scorer, weights, concurrency: config.rollout.concurrency,
+        runner,
+        questions: uqs,
+        repeats: config.run.evalRepeats,
+        mode,
+        seed: `${config.run.seed}/eval-unseen`,
+        temperature: evalTemperature(config),
+        scorer: deps.scorer,
+        weights,
+        concurrency: config.rollout.concurrency,
         onRollout: (d) => ubar.update(d),
       });
       ubar.stop();
       mkdirSync(join(paths.root, 'eval-unseen'), { recursive: true });
       writeStepRecords(join(paths.root, 'eval-unseen'), step, u.rollouts);
       const us = (performance.now() - t1) / 1000;
-      appendMetrics(paths, step, { ...Object.fromEntries(Object.entries(u.metrics).map(([k, v]) => [k.replace(/^eval\//, 'unseen/'), v])), 'time/eval_unseen_s': us });
-      log(`eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} over ${u.questions} questions (${us.toFixed(1)} s)`);
+      appendMetrics(paths, step, {
+        ...Object.fromEntries(Object.entries(u.metrics).map(([k, v]) => [k.replace(/^eval\//, 'unseen/'), v])),
+        'time/eval_unseen_s': us,
+      });
+      log(
+        `eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} over ${u.questions} questions (${us.toFixed(1)} s)`,
+      );
       return s + us;
     };
 
@@ -316,7 +355,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         if (kept < config.rollout.questionsPerStep)
           appendMetrics(paths, step, {
             event: 'refill_short',
-            reason: `${kept} of ${config.rollout.questionsPerStep} groups with unequal rewards after ${rounds} ` +
+            reason:
+              `${kept} of ${config.rollout.questionsPerStep} groups with unequal rewards after ${rounds} ` +
               'refill rounds (rl.refillRounds)',
           });
       }
@@ -325,7 +365,11 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
 
       // 2. advantages, datums
       t0 = performance.now();
-      const credit = creditRegistry.get(config.rl.credit)(rollouts, { estimator: config.rl.estimator, eps: config.rl.eps, dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups });
+      const credit = creditRegistry.get(config.rl.credit)(rollouts, {
+        estimator: config.rl.estimator,
+        eps: config.rl.eps,
+        dropZeroVarianceGroups: config.rl.dropZeroVarianceGroups,
+      });
       for (const r of rollouts) {
         if (credit.rolloutAdvantages.has(r.id)) r.advantage = credit.rolloutAdvantages.get(r.id);
         for (const s of [r.root, ...r.workers]) if (credit.sequenceAdvantages.has(s.id)) s.advantage = credit.sequenceAdvantages.get(s.id);
@@ -361,7 +405,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         metrics['train/old_logprob_gap_max'] = gapMax;
       }
       if (datums.length && refPolicy) {
-        if (!refPolicy.forward) throw new MatpoError('unsupported', `policy ${refPolicy.name} cannot score reference logprobs (no forward)`);
+        if (!refPolicy.forward)
+          throw new MatpoError('unsupported', `policy ${refPolicy.name} cannot score reference logprobs (no forward)`);
         const ref = await refPolicy.forward(datums);
         datums.forEach((d, i) => (d.refLogprobs = Array.from(ref.logprobs[i])));
       }
@@ -380,8 +425,12 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
           for (const mb of miniBatches(datums, config.optim.miniBatches)) {
             const fb = await policy.forwardBackward(mb, makePolicyLoss(lossCfg, mb), { microBatchTokens: config.optim.microBatchTokens });
             const opt = await policy.optimStep({
-              learningRate: config.optim.learningRate, beta1: config.optim.beta1, beta2: config.optim.beta2, eps: config.optim.eps,
-              weightDecay: config.optim.weightDecay, maxGradNorm: config.optim.maxGradNorm,
+              learningRate: config.optim.learningRate,
+              beta1: config.optim.beta1,
+              beta2: config.optim.beta2,
+              eps: config.optim.eps,
+              weightDecay: config.optim.weightDecay,
+              maxGradNorm: config.optim.maxGradNorm,
             });
             for (const [k, v] of Object.entries(fb.metrics)) sums[k] = (sums[k] ?? 0) + v;
             tokens += fb.tokens;
@@ -417,7 +466,9 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       if (!config.run.progress) {
         // A step whose groups were all dropped (equal rewards) makes no update and has no loss.
         const loss = metrics['train/datums'] === 0 ? 'no update (every group dropped)' : `loss ${Number(metrics['train/loss']).toFixed(4)}`;
-        log(`step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} ${loss} (${Number(metrics['time/step_s']).toFixed(2)} s)`);
+        log(
+          `step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} ${loss} (${Number(metrics['time/step_s']).toFixed(2)} s)`,
+        );
       }
 
       if (config.run.evalEvery > 0 && (step % config.run.evalEvery === 0 || step === config.run.steps)) await runEval(step);

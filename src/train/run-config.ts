@@ -14,7 +14,15 @@ import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { trainRl, type RlRunResult } from './rl-loop.ts';
 import { readTranscripts, trainSft } from './sft.ts';
-import { buildRun, configLora, loadEmbeddedPolicy, openSamplingPolicy, policyLoader, rolloutRunnerFactory, worldQuestions } from './wiring.ts';
+import {
+  buildRun,
+  configLora,
+  loadEmbeddedPolicy,
+  openSamplingPolicy,
+  policyLoader,
+  rolloutRunnerFactory,
+  worldQuestions,
+} from './wiring.ts';
 import { interleave, unseenWorlds } from '../envs/world-set.ts';
 import { worldSearchTools } from '../envs/world-tools.ts';
 import type { World } from '../envs/world/world.ts';
@@ -65,15 +73,33 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
       onStep: (m) =>
         appendFileSync(
           metricsFile,
-          JSON.stringify({ step: m.step, time: new Date().toISOString(), 'sft/loss': m.loss, 'sft/lr': m.learningRate, 'train/grad_norm': m.gradNorm, 'sft/tokens': m.tokens, 'sft/epoch': m.epoch }) + '\n',
+          JSON.stringify({
+            step: m.step,
+            time: new Date().toISOString(),
+            'sft/loss': m.loss,
+            'sft/lr': m.learningRate,
+            'train/grad_norm': m.gradNorm,
+            'sft/tokens': m.tokens,
+            'sft/epoch': m.epoch,
+          }) + '\n',
         ),
     });
     await policy.save(o.out); // the model layer writes each file atomically
     const last = result.heldOutLoss[result.heldOutLoss.length - 1];
-    appendFileSync(metricsFile, JSON.stringify({ step: result.steps, time: new Date().toISOString(), 'sft/held_out_loss_before': result.heldOutLoss[0] ?? null, 'sft/held_out_loss_after': last ?? null }) + '\n');
+    appendFileSync(
+      metricsFile,
+      JSON.stringify({
+        step: result.steps,
+        time: new Date().toISOString(),
+        'sft/held_out_loss_before': result.heldOutLoss[0] ?? null,
+        'sft/held_out_loss_after': last ?? null,
+      }) + '\n',
+    );
     const s = (performance.now() - t0) / 1000;
     const print = log ?? console.log;
-    print(`sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`);
+    print(
+      `sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`,
+    );
     if (result.heldOutLoss.length) print(`held-out loss per assistant token: ${result.heldOutLoss.map((x) => x.toFixed(4)).join(' → ')}`);
     const c = lora?.config;
     print(c ? `LoRA adapter (r=${c.rank}, alpha=${c.alpha}, PEFT layout) written to ${o.out}` : `model written to ${o.out}`);
@@ -111,9 +137,16 @@ export async function runEvaluation(config: TrainConfig, options: { out?: string
     const bar = progress.bar(options.label ?? 'eval', questions.length * config.run.evalRepeats);
     const t0 = performance.now();
     const r = await evaluate({
-      runner: built.makeRunner(policy), questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
-      temperature: evalTemperature(config), scorer: built.scorer, weights: rewardWeights(config),
-      concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
+      runner: built.makeRunner(policy),
+      questions,
+      repeats: config.run.evalRepeats,
+      mode: config.rollout.mode,
+      seed: `${config.run.seed}/eval-cli`,
+      temperature: evalTemperature(config),
+      scorer: built.scorer,
+      weights: rewardWeights(config),
+      concurrency: config.rollout.concurrency,
+      onRollout: (d) => bar.update(d),
     });
     bar.stop();
     progress.stop();
@@ -143,7 +176,10 @@ export interface LabelledEvaluation {
  * world the worlds generated from `unseenSeeds` with its knobs (every question a test question).
  * `out` names the first evaluation's records; the unseen worlds' go to the same name with `.unseen.jsonl`.
  */
-export async function runEvaluations(config: TrainConfig, options: { out?: string; unseenSeeds?: number[] } = {}): Promise<LabelledEvaluation[]> {
+export async function runEvaluations(
+  config: TrainConfig,
+  options: { out?: string; unseenSeeds?: number[] } = {},
+): Promise<LabelledEvaluation[]> {
   if (!config.data.world && !config.data.dataset) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
   const built = await buildRun(config);
   let policy;
@@ -154,26 +190,64 @@ export async function runEvaluations(config: TrainConfig, options: { out?: strin
     throw err;
   }
   try {
-    const jobs: { label: string; kind: LabelledEvaluation['kind']; seeds: number[]; questions: Question[]; runner: ReturnType<typeof built.makeRunner>; suffix: string }[] = [];
+    const jobs: {
+      label: string;
+      kind: LabelledEvaluation['kind'];
+      seeds: number[];
+      questions: Question[];
+      runner: ReturnType<typeof built.makeRunner>;
+      suffix: string;
+    }[] = [];
     const worlds: World[] = built.world === null ? [] : Array.isArray(built.world) ? built.world : [built.world];
-    if (built.unseen && options.unseenSeeds?.length) throw new ConfigError({ path: '--unseen-seeds', message: 'a world set brings its own unseen worlds (see its world-set.json)' });
+    if (built.unseen && options.unseenSeeds?.length)
+      throw new ConfigError({ path: '--unseen-seeds', message: 'a world set brings its own unseen worlds (see its world-set.json)' });
     const runner = built.makeRunner(policy);
     if (!config.data.world) {
-      jobs.push({ label: `dataset ${config.data.dataset}`, kind: 'dataset', seeds: [], questions: [...built.eval, ...built.train], runner, suffix: '' });
+      jobs.push({
+        label: `dataset ${config.data.dataset}`,
+        kind: 'dataset',
+        seeds: [],
+        questions: [...built.eval, ...built.train],
+        runner,
+        suffix: '',
+      });
     } else {
-      const trainSeeds = built.unseen ? worlds.map((w) => w.options.seed).filter((x) => !built.unseen!.seeds.includes(x)) : [worlds[0].options.seed];
-      const what = built.unseen ? `${config.data.evalSplit} split of training seed${trainSeeds.length > 1 ? 's' : ''} ${trainSeeds.join(', ')}` : `world seed ${trainSeeds[0]}, ${config.data.evalSplit} split`;
-      jobs.push({ label: `same-world held-out (${what})`, kind: 'same-world', seeds: trainSeeds, questions: built.eval, runner, suffix: '' });
+      const trainSeeds = built.unseen
+        ? worlds.map((w) => w.options.seed).filter((x) => !built.unseen!.seeds.includes(x))
+        : [worlds[0].options.seed];
+      const what = built.unseen
+        ? `${config.data.evalSplit} split of training seed${trainSeeds.length > 1 ? 's' : ''} ${trainSeeds.join(', ')}`
+        : `world seed ${trainSeeds[0]}, ${config.data.evalSplit} split`;
+      jobs.push({
+        label: `same-world held-out (${what})`,
+        kind: 'same-world',
+        seeds: trainSeeds,
+        questions: built.eval,
+        runner,
+        suffix: '',
+      });
       if (built.unseen) {
-        jobs.push({ label: `unseen worlds (seeds ${built.unseen.seeds.join(', ')}; used by no training)`, kind: 'unseen', seeds: built.unseen.seeds, questions: built.unseen.questions, runner, suffix: '.unseen' });
+        jobs.push({
+          label: `unseen worlds (seeds ${built.unseen.seeds.join(', ')}; used by no training)`,
+          kind: 'unseen',
+          seeds: built.unseen.seeds,
+          questions: built.unseen.questions,
+          runner,
+          suffix: '.unseen',
+        });
       } else if (options.unseenSeeds?.length) {
         const own = worlds[0];
-        if (options.unseenSeeds.includes(own.options.seed)) throw new ConfigError({ path: '--unseen-seeds', message: `seed ${own.options.seed} is the evaluated world's own` });
+        if (options.unseenSeeds.includes(own.options.seed))
+          throw new ConfigError({ path: '--unseen-seeds', message: `seed ${own.options.seed} is the evaluated world's own` });
         const extra = unseenWorlds(own.options, options.unseenSeeds);
         const byWorld = new Map([own, ...extra].map((w) => [w.options.seed, worldSearchTools(w).tools]));
         jobs.push({
-          label: `unseen worlds (seeds ${options.unseenSeeds.join(', ')}, generated with world ${own.options.seed}'s knobs)`, kind: 'unseen', seeds: options.unseenSeeds,
-          questions: interleave(extra.map((w) => worldQuestions(w, 'test'))), runner: rolloutRunnerFactory(config, built.otherTools, byWorld)(policy), suffix: '.unseen',
+          label: `unseen worlds (seeds ${options.unseenSeeds.join(', ')}, generated with world ${own.options.seed}'s knobs)`,
+          kind: 'unseen',
+          seeds: options.unseenSeeds,
+          questions: interleave(extra.map((w) => worldQuestions(w, 'test'))),
+          runner: rolloutRunnerFactory(config, built.otherTools, byWorld)(policy),
+          suffix: '.unseen',
         });
       }
     }
@@ -185,16 +259,26 @@ export async function runEvaluations(config: TrainConfig, options: { out?: strin
       const bar = progress.bar(job.kind === 'unseen' ? 'eval unseen' : 'eval', questions.length * config.run.evalRepeats);
       const t0 = performance.now();
       const r = await evaluate({
-        runner: job.runner, questions, repeats: config.run.evalRepeats, mode: config.rollout.mode, seed: `${config.run.seed}/eval-cli`,
-        temperature: evalTemperature(config), scorer: built.scorer, weights: rewardWeights(config),
-        concurrency: config.rollout.concurrency, onRollout: (d) => bar.update(d),
+        runner: job.runner,
+        questions,
+        repeats: config.run.evalRepeats,
+        mode: config.rollout.mode,
+        seed: `${config.run.seed}/eval-cli`,
+        temperature: evalTemperature(config),
+        scorer: built.scorer,
+        weights: rewardWeights(config),
+        concurrency: config.rollout.concurrency,
+        onRollout: (d) => bar.update(d),
       });
       bar.stop();
       progress.stop();
       const file = options.out && job.suffix ? options.out.replace(/(\.jsonl)?$/, `${job.suffix}.jsonl`) : options.out;
       if (file) writeFileSync(file, r.rollouts.map((x: Rollout) => JSON.stringify(x)).join('\n') + '\n');
       out.push({
-        label: job.label, kind: job.kind, seeds: job.seeds, ...(file ? { out: file } : {}),
+        label: job.label,
+        kind: job.kind,
+        seeds: job.seeds,
+        ...(file ? { out: file } : {}),
         result: { ...r, questionsAsked: questions, seconds: (performance.now() - t0) / 1000, policyName: policy.name },
       });
     }
@@ -209,7 +293,10 @@ export async function runEvaluations(config: TrainConfig, options: { out?: strin
  * RL training of the config's model in `runDir` (fresh, or `resume` from its newest checkpoint).
  * `stop.requested` ends the run after the step in flight, with a checkpoint.
  */
-export async function runTraining(config: TrainConfig, options: { runDir: string; resume: boolean; stop?: { requested: boolean } }): Promise<RlRunResult> {
+export async function runTraining(
+  config: TrainConfig,
+  options: { runDir: string; resume: boolean; stop?: { requested: boolean } },
+): Promise<RlRunResult> {
   const built = await buildRun(config);
   try {
     return await trainRl(

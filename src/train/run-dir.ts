@@ -23,7 +23,19 @@
  * steps after the checkpoint (work lost with the killed process) are removed from metrics.jsonl,
  * rollouts/ and eval/ so the log reads as one continuous run.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync, appendFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+  appendFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { FileFormatError } from '../core/errors.ts';
 

@@ -16,15 +16,17 @@ function charTokenizer(): ChatTokenizer {
     stopTokenIds: [alphabet.indexOf('|')],
     bosTokenId: null,
     eosTokenId: alphabet.indexOf('|'),
-    encode: (t) => [...t].map((c) => {
-      const i = alphabet.indexOf(c);
-      if (i < 0) throw new Error(`bad char ${c}`);
-      return i;
-    }),
+    encode: (t) =>
+      [...t].map((c) => {
+        const i = alphabet.indexOf(c);
+        if (i < 0) throw new Error(`bad char ${c}`);
+        return i;
+      }),
     decode: (ids) => ids.map((i) => alphabet[i]).join(''),
     tokenToId: (t) => (alphabet.includes(t) ? alphabet.indexOf(t) : undefined),
     idToToken: (i) => alphabet[i],
-    applyChatTemplate: (messages, options) => messages.map((m) => `<${m.role}>${m.content}|`).join('') + (options?.addGenerationPrompt ? '<assistant>' : ''),
+    applyChatTemplate: (messages, options) =>
+      messages.map((m) => `<${m.role}>${m.content}|`).join('') + (options?.addGenerationPrompt ? '<assistant>' : ''),
   };
 }
 
@@ -56,7 +58,10 @@ test('renderConversation masks exactly the assistant content and its end marker'
   const r = renderConversation(tok, msgs);
   const text = tok.decode(r.tokens);
   assert.equal(text, '<system>be brief|<user>q1|<assistant>a1|<tool>r|<assistant>b2|');
-  const trained = r.tokens.filter((_, i) => r.mask[i]).map((t) => tok.decode([t])).join('');
+  const trained = r.tokens
+    .filter((_, i) => r.mask[i])
+    .map((t) => tok.decode([t]))
+    .join('');
   assert.equal(trained, 'a1|b2|');
 });
 
@@ -64,7 +69,11 @@ test('readTranscripts names file, line and field on bad input', () => {
   const dir = mkdtempSync(join(tmpdir(), 'matpo-sft-'));
   const f = join(dir, 't.jsonl');
   writeFileSync(f, '{"messages":[{"role":"user","content":"x"}]}\n{"messages":[{"role":"robot","content":"x"}]}\n');
-  assert.throws(() => readTranscripts(f), (e: unknown) => e instanceof Error && e.message === `${f}:2: field "messages[0]": expected {role: system|user|assistant|tool, content: string}`);
+  assert.throws(
+    () => readTranscripts(f),
+    (e: unknown) =>
+      e instanceof Error && e.message === `${f}:2: field "messages[0]": expected {role: system|user|assistant|tool, content: string}`,
+  );
   writeFileSync(f, '{"messages":[]}\n');
   assert.throws(() => readTranscripts(f), /t\.jsonl:1: field "messages": expected a non-empty array/);
   writeFileSync(f, 'nope\n');
@@ -75,12 +84,26 @@ test('SFT on demonstrations lowers the held-out loss, training only assistant to
   // The bigram vocabulary: user says "t0 t(8+k)", the assistant answers "t(1+k%5) t7".
   const transcripts = Array.from({ length: 40 }, (_, i) => {
     const k = i % 8;
-    return { messages: [{ role: 'user', content: `t0 t${8 + k}` }, { role: 'assistant', content: `t${1 + (k % 5)} t7` }] as ChatMessage[] };
+    return {
+      messages: [
+        { role: 'user', content: `t0 t${8 + k}` },
+        { role: 'assistant', content: `t${1 + (k % 5)} t7` },
+      ] as ChatMessage[],
+    };
   });
   const policy = new BigramPolicy(16);
   const tok = await policy.tokenizer();
   const r = await trainSft(policy, tok, transcripts, renderBigram, {
-    epochs: 4, learningRate: 0.1, batchTokens: 24, microBatchTokens: 8, evalFraction: 0.2, seed: 1, maxGradNorm: 1, maxTokens: 0, progress: false, log: () => {},
+    epochs: 4,
+    learningRate: 0.1,
+    batchTokens: 24,
+    microBatchTokens: 8,
+    evalFraction: 0.2,
+    seed: 1,
+    maxGradNorm: 1,
+    maxTokens: 0,
+    progress: false,
+    log: () => {},
   });
   assert.equal(r.heldOutExamples, 8);
   assert.equal(r.trainExamples, 32);
@@ -107,30 +130,66 @@ test('learning-rate schedules: warm-up, then constant, linear or cosine decay', 
   assert.equal(scheduledLr(2, 1, 10, 0, 'cosine'), 2);
 
   // trainSft applies it step by step
-  const transcripts = Array.from({ length: 10 }, (_, i) => ({ messages: [{ role: 'user', content: `t${i % 4}` }, { role: 'assistant', content: `t${4 + (i % 4)}` }] as ChatMessage[] }));
+  const transcripts = Array.from({ length: 10 }, (_, i) => ({
+    messages: [
+      { role: 'user', content: `t${i % 4}` },
+      { role: 'assistant', content: `t${4 + (i % 4)}` },
+    ] as ChatMessage[],
+  }));
   const policy = new BigramPolicy(8);
   const tok = await policy.tokenizer();
   const lrs: number[] = [];
   await trainSft(policy, tok, transcripts, renderBigram, {
-    epochs: 2, learningRate: 0.4, schedule: 'linear', warmupFraction: 0.25, batchTokens: 4, microBatchTokens: 4, evalFraction: 0, seed: 1,
-    maxGradNorm: 0, maxTokens: 0, progress: false, log: () => {}, onStep: (m) => lrs.push(m.learningRate),
+    epochs: 2,
+    learningRate: 0.4,
+    schedule: 'linear',
+    warmupFraction: 0.25,
+    batchTokens: 4,
+    microBatchTokens: 4,
+    evalFraction: 0,
+    seed: 1,
+    maxGradNorm: 0,
+    maxTokens: 0,
+    progress: false,
+    log: () => {},
+    onStep: (m) => lrs.push(m.learningRate),
   });
   // 10 two-token transcripts, 2 per batch: 5 steps an epoch, 10 in all, round(2.5) = 3 of warm-up
   assert.equal(lrs.length, 10);
-  assert.deepEqual(lrs.slice(0, 3).map((x) => +x.toFixed(12)), [0.4 / 3, 0.8 / 3, 0.4].map((x) => +x.toFixed(12)));
+  assert.deepEqual(
+    lrs.slice(0, 3).map((x) => +x.toFixed(12)),
+    [0.4 / 3, 0.8 / 3, 0.4].map((x) => +x.toFixed(12)),
+  );
   assert.equal(lrs[3], 0.4);
   for (let i = 4; i < 10; i++) assert.ok(lrs[i] < lrs[i - 1], `decreasing: ${lrs.join(', ')}`);
   assert.ok(Math.abs(lrs[9] - 0.4 * 1e-3) < 1e-12);
 });
 
 test('maxSteps stops training within an epoch, and the schedule spans the limited steps', async () => {
-  const transcripts = Array.from({ length: 10 }, (_, i) => ({ messages: [{ role: 'user', content: `t${i % 4}` }, { role: 'assistant', content: `t${4 + (i % 4)}` }] as ChatMessage[] }));
+  const transcripts = Array.from({ length: 10 }, (_, i) => ({
+    messages: [
+      { role: 'user', content: `t${i % 4}` },
+      { role: 'assistant', content: `t${4 + (i % 4)}` },
+    ] as ChatMessage[],
+  }));
   const run = async (maxSteps: number) => {
     const policy = new BigramPolicy(8);
     const lrs: number[] = [];
     const r = await trainSft(policy, await policy.tokenizer(), transcripts, renderBigram, {
-      epochs: 2, maxSteps, learningRate: 0.4, schedule: 'linear', warmupFraction: 0.25, batchTokens: 4, microBatchTokens: 4, evalFraction: 0.2, seed: 1,
-      maxGradNorm: 0, maxTokens: 0, progress: false, log: () => {}, onStep: (m) => lrs.push(m.learningRate),
+      epochs: 2,
+      maxSteps,
+      learningRate: 0.4,
+      schedule: 'linear',
+      warmupFraction: 0.25,
+      batchTokens: 4,
+      microBatchTokens: 4,
+      evalFraction: 0.2,
+      seed: 1,
+      maxGradNorm: 0,
+      maxTokens: 0,
+      progress: false,
+      log: () => {},
+      onStep: (m) => lrs.push(m.learningRate),
     });
     return { r, lrs };
   };

@@ -39,13 +39,20 @@ export function readTranscripts(file: string): Transcript[] {
     } catch (err) {
       throw new FileFormatError({ file, line: i + 1, message: `invalid JSON: ${(err as Error).message}` });
     }
-    if (!Array.isArray(row.messages) || row.messages.length === 0) throw new FileFormatError({ file, line: i + 1, field: 'messages', message: 'expected a non-empty array of messages' });
+    if (!Array.isArray(row.messages) || row.messages.length === 0)
+      throw new FileFormatError({ file, line: i + 1, field: 'messages', message: 'expected a non-empty array of messages' });
     row.messages.forEach((m: unknown, k: number) => {
       const msg = m as Record<string, unknown>;
       if (typeof msg !== 'object' || msg === null || !ROLES.has(msg.role as string) || typeof msg.content !== 'string')
-        throw new FileFormatError({ file, line: i + 1, field: `messages[${k}]`, message: 'expected {role: system|user|assistant|tool, content: string}' });
+        throw new FileFormatError({
+          file,
+          line: i + 1,
+          field: `messages[${k}]`,
+          message: 'expected {role: system|user|assistant|tool, content: string}',
+        });
     });
-    if (row.tools !== undefined && !Array.isArray(row.tools)) throw new FileFormatError({ file, line: i + 1, field: 'tools', message: 'expected an array of tool specs' });
+    if (row.tools !== undefined && !Array.isArray(row.tools))
+      throw new FileFormatError({ file, line: i + 1, field: 'tools', message: 'expected an array of tool specs' });
     out.push({ messages: row.messages as ChatMessage[], tools: row.tools as ToolSpec[] | undefined });
   });
   if (out.length === 0) throw new FileFormatError({ file, message: 'no transcripts' });
@@ -121,18 +128,20 @@ export async function heldOutNll(policy: TrainablePolicy, datums: readonly Datum
   let nll = 0;
   let n = 0;
   // forward in chunks of about microBatchTokens
-  for (let i = 0; i < datums.length; ) {
+  for (let i = 0; i < datums.length;) {
     let j = i;
     let t = 0;
     while (j < datums.length && (j === i || t + datums[j].tokens.length <= microBatchTokens)) t += datums[j++].tokens.length;
     const chunk = datums.slice(i, j);
     const out = await policy.forward(chunk);
-    chunk.forEach((d, b) => d.mask.forEach((m, k) => {
-      if (m) {
-        nll -= out.logprobs[b][k];
-        n++;
-      }
-    }));
+    chunk.forEach((d, b) =>
+      d.mask.forEach((m, k) => {
+        if (m) {
+          nll -= out.logprobs[b][k];
+          n++;
+        }
+      }),
+    );
     i = j;
   }
   return n ? nll / n : NaN;
@@ -147,7 +156,7 @@ export function scheduledLr(peak: number, step: number, total: number, warmup: n
   if (schedule === 'constant' || total - warmup <= 1) return peak;
   // the first step after warm-up runs at the peak, the last at the floor
   const progress = Math.min(1, (step - warmup - 1) / (total - warmup - 1));
-  if (schedule === 'linear') return peak * (1 - progress) + (peak * 1e-3) * progress;
+  if (schedule === 'linear') return peak * (1 - progress) + peak * 1e-3 * progress;
   return peak * (0.1 + 0.45 * (1 + Math.cos(Math.PI * progress)));
 }
 
@@ -179,13 +188,21 @@ export async function trainSft(
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   let all = transcripts.map((t, i) => toDatum(render(tokenizer, t.messages, t.tools), i)).filter((d) => d.mask.some((m) => m));
   if (o.maxTokens > 0) all = all.filter((d) => d.tokens.length <= o.maxTokens);
-  if (all.length === 0) throw new FileFormatError({ file: 'transcripts', message: 'no transcript has assistant tokens (within the length limit)' });
+  if (all.length === 0)
+    throw new FileFormatError({ file: 'transcripts', message: 'no transcript has assistant tokens (within the length limit)' });
   const rng = new Rng(`${o.seed}/sft`);
   rng.shuffle(all);
   const nEval = o.evalFraction > 0 && all.length >= 2 ? Math.min(all.length - 1, Math.max(1, Math.round(all.length * o.evalFraction))) : 0;
   const heldOut = all.slice(0, nEval);
   const train = all.slice(nEval);
-  const result: SftResult = { trainExamples: train.length, heldOutExamples: heldOut.length, steps: 0, skipped: 0, heldOutLoss: [], trainLoss: [] };
+  const result: SftResult = {
+    trainExamples: train.length,
+    heldOutExamples: heldOut.length,
+    steps: 0,
+    skipped: 0,
+    heldOutLoss: [],
+    trainLoss: [],
+  };
   const progress = new Progress(o.progress, log);
   if (heldOut.length) {
     result.heldOutLoss.push(await heldOutNll(policy, heldOut, o.microBatchTokens));
@@ -207,7 +224,9 @@ export async function trainSft(
     const bar = progress.bar(`epoch ${epoch}`, bs.length);
     const losses: number[] = [];
     for (const [bi, batch] of bs.entries()) {
-      const fb = await policy.forwardBackward(batch, makeNllLoss(batch, { otherTokenWeight: o.otherTokenWeight }), { microBatchTokens: o.microBatchTokens });
+      const fb = await policy.forwardBackward(batch, makeNllLoss(batch, { otherTokenWeight: o.otherTokenWeight }), {
+        microBatchTokens: o.microBatchTokens,
+      });
       const lr = scheduledLr(o.learningRate, result.steps + 1, totalSteps, warmup, schedule);
       const opt = await policy.optimStep({ learningRate: lr, maxGradNorm: o.maxGradNorm });
       result.steps++;

@@ -28,7 +28,10 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
   try {
     return (await import(spec)) as T;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(spec.replace(/^\.\.\//, '')))
+    if (
+      (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' &&
+      String((err as Error).message).includes(spec.replace(/^\.\.\//, ''))
+    )
       throw new MatpoError('unavailable', `${what} is not available in this build (${spec})`);
     throw err;
   }
@@ -40,7 +43,10 @@ async function importOptional<T>(spec: string, what: string): Promise<T> {
  * checkpoint), that adapter on the base model `lora.base`.
  */
 export async function loadEmbeddedPolicy(
-  dir: string, threads = 0, field = 'model.path', lora?: { config: LoraConfig; base: string },
+  dir: string,
+  threads = 0,
+  field = 'model.path',
+  lora?: { config: LoraConfig; base: string },
 ): Promise<TrainablePolicy> {
   if (!dir) throw new ConfigError({ path: field, message: 'is required (a model directory)' });
   const opts = threads > 0 ? { threads } : {};
@@ -50,16 +56,23 @@ export async function loadEmbeddedPolicy(
     }
     return EmbeddedPolicy.load(lora.base, { ...opts, adapter: dir });
   }
-  if (!existsSync(join(dir, 'config.json'))) throw new ConfigError({ path: field, message: `${dir} is not a model directory (no config.json)` });
+  if (!existsSync(join(dir, 'config.json')))
+    throw new ConfigError({ path: field, message: `${dir} is not a model directory (no config.json)` });
   return EmbeddedPolicy.load(dir, lora ? { ...opts, lora: lora.config } : opts);
 }
 
 /** The LoRA settings of a run config (undefined for full fine-tuning). */
 export function configLora(config: TrainConfig): { config: LoraConfig; base: string } | undefined {
   if (config.model.loraRank <= 0) return undefined;
-  const lora = parseLoraConfig({
-    rank: config.model.loraRank, alpha: config.model.loraAlpha, trainUnembed: config.model.loraUnembed, seed: config.run.seed >>> 0,
-  }, 'model');
+  const lora = parseLoraConfig(
+    {
+      rank: config.model.loraRank,
+      alpha: config.model.loraAlpha,
+      trainUnembed: config.model.loraUnembed,
+      seed: config.run.seed >>> 0,
+    },
+    'model',
+  );
   return { config: lora, base: config.model.path };
 }
 
@@ -77,7 +90,10 @@ export function checkModelContext(config: TrainConfig): void {
     return; // the policy's own loader reports a malformed config.json
   }
   if (typeof max === 'number' && config.rollout.maxSequenceTokens > max)
-    throw new ConfigError({ path: 'rollout.maxSequenceTokens', message: `${config.rollout.maxSequenceTokens} exceeds the model's context (max_position_embeddings ${max} in ${file})` });
+    throw new ConfigError({
+      path: 'rollout.maxSequenceTokens',
+      message: `${config.rollout.maxSequenceTokens} exceeds the model's context (max_position_embeddings ${max} in ${file})`,
+    });
 }
 
 /**
@@ -86,7 +102,9 @@ export function checkModelContext(config: TrainConfig): void {
  * or the model directory (a fresh model of model.baseModel).
  */
 export async function loadTinkerPolicy(
-  model: TrainConfig['model'], dir: string, options: { seed: number; loss?: Pick<TrainConfig['rl']['loss'], 'clipLow' | 'clipHigh'> },
+  model: TrainConfig['model'],
+  dir: string,
+  options: { seed: number; loss?: Pick<TrainConfig['rl']['loss'], 'clipLow' | 'clipHigh'> },
 ): Promise<TinkerPolicy> {
   const m = model;
   const restoreDir = dir && existsSync(join(dir, CHECKPOINT_FILE)) ? dir : undefined;
@@ -131,7 +149,8 @@ export async function openSamplingPolicy(model: TrainConfig['model'], seed = 1):
 }
 
 export function worldQuestions(world: World, split: string): Question[] {
-  if (split !== 'train' && split !== 'test') throw new ConfigError({ path: 'data.split', message: `a world has splits "train" and "test", not "${split}"` });
+  if (split !== 'train' && split !== 'test')
+    throw new ConfigError({ path: 'data.split', message: `a world has splits "train" and "test", not "${split}"` });
   return world.questions.filter((q) => q.split === split).map((q) => ({ id: q.id, question: q.question, answers: q.answers }));
 }
 
@@ -150,10 +169,15 @@ const asQuestions = (qs: readonly { id: string; question: string; answers: strin
 
 /** A world set's split (train, test = same-world held-out, unseen = worlds no training used), its worlds and the split's seeds. */
 export function worldSetSplitQuestions(dir: string, split: string): { questions: Question[]; worlds: World[]; seeds: number[] } {
-  if (split !== 'train' && split !== 'test' && split !== 'unseen') throw new ConfigError({ path: 'data.split', message: `a world set has splits "train", "test" and "unseen", not "${split}"` });
+  if (split !== 'train' && split !== 'test' && split !== 'unseen')
+    throw new ConfigError({ path: 'data.split', message: `a world set has splits "train", "test" and "unseen", not "${split}"` });
   const set = loadWorldSet(dir);
   const questions = asQuestions(worldSetQuestions(set, split as WorldSetSplit));
-  return { questions, worlds: [...set.train, ...set.unseen], seeds: split === 'unseen' ? set.manifest.unseenSeeds : set.manifest.trainSeeds };
+  return {
+    questions,
+    worlds: [...set.train, ...set.unseen],
+    seeds: split === 'unseen' ? set.manifest.unseenSeeds : set.manifest.trainSeeds,
+  };
 }
 
 /** Questions of a config's source; `unseen` holds a world set's unseen-world questions (evaluated next to the held-out split). */
@@ -170,13 +194,19 @@ export interface ConfigQuestions {
  * --seeds`, or a dataset split 90/10 by position).
  */
 export async function configQuestions(config: TrainConfig): Promise<ConfigQuestions> {
-  if (config.data.world && config.data.dataset) throw new ConfigError({ path: 'data.dataset', message: 'give data.world or data.dataset, not both' });
+  if (config.data.world && config.data.dataset)
+    throw new ConfigError({ path: 'data.dataset', message: 'give data.world or data.dataset, not both' });
   if (config.data.world && isWorldSet(config.data.world)) {
     const set = loadWorldSet(config.data.world);
     const split = (name: string) => worldSetSplitQuestions(config.data.world, name).questions;
     return {
-      train: split(config.data.trainSplit), eval: split(config.data.evalSplit), world: [...set.train, ...set.unseen],
-      unseen: set.unseen.length > 0 && config.data.evalSplit !== 'unseen' ? { questions: split('unseen'), seeds: set.manifest.unseenSeeds } : undefined,
+      train: split(config.data.trainSplit),
+      eval: split(config.data.evalSplit),
+      world: [...set.train, ...set.unseen],
+      unseen:
+        set.unseen.length > 0 && config.data.evalSplit !== 'unseen'
+          ? { questions: split('unseen'), seeds: set.manifest.unseenSeeds }
+          : undefined,
     };
   }
   if (config.data.world) {
@@ -218,7 +248,10 @@ export async function openTools(config: TrainConfig, world: World | readonly Wor
   const add = (path: string, more: readonly Tool[]) => {
     for (const tool of more) {
       if (tools.some((x) => x.name === tool.name))
-        throw new ConfigError({ path, message: `tool "${tool.name}" is already given by another tool source; drop one of them${path === 'tools.mcp' ? ' or set tools.mcpPrefix' : ''}` });
+        throw new ConfigError({
+          path,
+          message: `tool "${tool.name}" is already given by another tool source; drop one of them${path === 'tools.mcp' ? ' or set tools.mcpPrefix' : ''}`,
+        });
       tools.push(tool);
     }
   };
@@ -257,7 +290,11 @@ export async function openTools(config: TrainConfig, world: World | readonly Wor
     throw err;
   }
   if (config.rollout.mode === 'matpo' && tools.length === 0)
-    throw new ConfigError({ path: 'tools', message: 'planner–worker rollouts need worker tools: set data.world, tools.index, tools.web or tools.mcp (or use rollout.mode single)' });
+    throw new ConfigError({
+      path: 'tools',
+      message:
+        'planner–worker rollouts need worker tools: set data.world, tools.index, tools.web or tools.mcp (or use rollout.mode single)',
+    });
   return { tools, worldTools, others: tools.slice(worldToolCount), close };
 }
 
@@ -282,7 +319,11 @@ export async function openScorer(config: TrainConfig): Promise<{ scorer: AnswerS
  * With `worldTools` (many worlds), each question runs with the tools of the world its id names
  * (`w<seed>-q<n>`) followed by `tools` (the tools that are not a world's).
  */
-export function rolloutRunnerFactory(config: TrainConfig, tools: readonly Tool[], worldTools?: ReadonlyMap<number, readonly Tool[]>): (policy: SamplingPolicy) => RolloutRunner {
+export function rolloutRunnerFactory(
+  config: TrainConfig,
+  tools: readonly Tool[],
+  worldTools?: ReadonlyMap<number, readonly Tool[]>,
+): (policy: SamplingPolicy) => RolloutRunner {
   const options = rolloutOptions(config);
   if (worldTools) {
     return (policy) => {
@@ -336,7 +377,9 @@ export async function buildRun(config: TrainConfig): Promise<RunComponents> {
     tools: toolSet.tools,
     otherTools: toolSet.others,
     scorer: scorer.scorer,
-    makeRunner: toolSet.worldTools ? rolloutRunnerFactory(config, toolSet.others, toolSet.worldTools) : rolloutRunnerFactory(config, toolSet.tools),
+    makeRunner: toolSet.worldTools
+      ? rolloutRunnerFactory(config, toolSet.others, toolSet.worldTools)
+      : rolloutRunnerFactory(config, toolSet.tools),
     close: async () => {
       await Promise.all([toolSet.close(), scorer.close()]);
     },

@@ -20,7 +20,10 @@ test('readMetricsFrom: complete lines, a partial last line, then its completion'
   const l2 = '{"step":2,"a/x":0.7,"event":"skipped"}\n';
   await writeFile(f, l1 + l2 + '{"step":3,"a/');
   const c1 = await readMetricsFrom(f);
-  assert.deepEqual(c1.records.map((r) => r.step), [1, 2]);
+  assert.deepEqual(
+    c1.records.map((r) => r.step),
+    [1, 2],
+  );
   assert.equal(c1.offset, Buffer.byteLength(l1 + l2));
   assert.equal(c1.line, 2);
   assert.deepEqual(c1.errors, []);
@@ -49,7 +52,10 @@ test('readMetricsFrom: complete lines, a partial last line, then its completion'
   await rename(join(dir, 'tmp.jsonl'), f);
   const c6 = await readMetricsFrom(f, c5.offset, c5.line, c5.ino);
   assert.equal(c6.reset, true);
-  assert.deepEqual(c6.records.map((r) => r.step), [1, 2, 2]);
+  assert.deepEqual(
+    c6.records.map((r) => r.step),
+    [1, 2, 2],
+  );
   // A missing file reads as empty.
   assert.deepEqual((await readMetricsFrom(join(dir, 'nope.jsonl'))).records, []);
 });
@@ -68,7 +74,19 @@ test('resolveInside refuses .., encoded .., absolute paths and symlinks that lea
   const ok = await resolveInside(run, ['metrics.jsonl']);
   assert.deepEqual(ok, { ok: true, file: join(run, 'metrics.jsonl') });
   assert.equal((await resolveInside(run, ['inside-link.jsonl'])).ok, true);
-  for (const segs of [['..', 'secret.txt'], ['%2e%2e', 'secret.txt'], ['%2E%2E', 'secret.txt'], ['rollouts', '..', '..', 'secret.txt'], ['', 'etc', 'passwd'], ['%2Fetc%2Fpasswd'], ['..%2Fsecret.txt'], ['a%00b'], ['leak.txt'], ['up', 'secret.txt'], ['.']]) {
+  for (const segs of [
+    ['..', 'secret.txt'],
+    ['%2e%2e', 'secret.txt'],
+    ['%2E%2E', 'secret.txt'],
+    ['rollouts', '..', '..', 'secret.txt'],
+    ['', 'etc', 'passwd'],
+    ['%2Fetc%2Fpasswd'],
+    ['..%2Fsecret.txt'],
+    ['a%00b'],
+    ['leak.txt'],
+    ['up', 'secret.txt'],
+    ['.'],
+  ]) {
     const r = await resolveInside(run, segs);
     assert.equal(r.ok, false, segs.join('/'));
     if (!r.ok) assert.equal(r.status, 403, `${segs.join('/')}: ${r.reason}`);
@@ -87,7 +105,10 @@ test('summariseStep groups by question and sorts rollouts by reward', async () =
   for (const g of groups) {
     assert.equal(g.rollouts.length, 4);
     const totals = g.rollouts.map((r) => r.reward!.total);
-    assert.deepEqual(totals, [...totals].sort((a, b) => b - a));
+    assert.deepEqual(
+      totals,
+      [...totals].sort((a, b) => b - a),
+    );
     const src = records.filter((r) => r.questionId === g.questionId);
     assert.ok(Math.abs(g.meanReward! - src.reduce((a, r) => a + r.reward!.total, 0) / src.length) < 1e-12);
     for (const s of g.rollouts) {
@@ -104,7 +125,10 @@ test('readJsonl reports bad lines by number and ignores a partial last line', as
   const f = join(dir, 'step-000001.jsonl');
   await writeFile(f, '{"id":"a"}\n[1]\n{"id":"b"}\n{"id":');
   const { records, errors } = await readJsonl<{ id: string }>(f, 'rollouts/step-000001.jsonl');
-  assert.deepEqual(records.map((r) => r.id), ['a', 'b']);
+  assert.deepEqual(
+    records.map((r) => r.id),
+    ['a', 'b'],
+  );
   assert.deepEqual(errors, ['rollouts/step-000001.jsonl:2: expected a JSON object']);
 });
 
@@ -124,7 +148,8 @@ test('the committed fixture run is exactly what src/testing/fixture-run.ts write
   await writeFixtureRun(dir);
   const committed = (await listFiles(FIXTURE)).filter((f) => f !== 'README.md');
   assert.deepEqual(committed, await listFiles(dir));
-  for (const f of committed) assert.ok((await readFile(join(FIXTURE, f))).equals(await readFile(join(dir, f))), `${f} differs; regenerate the fixture`);
+  for (const f of committed)
+    assert.ok((await readFile(join(FIXTURE, f))).equals(await readFile(join(dir, f))), `${f} differs; regenerate the fixture`);
 });
 
 test('fixture rollouts are consistent with the record types', async () => {

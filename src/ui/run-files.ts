@@ -204,7 +204,14 @@ export function summariseStep(rollouts: Rollout[]): QuestionGroup[] {
     const qid = String(r.questionId ?? '?');
     let g = groups.get(qid);
     if (!g) {
-      g = { questionId: qid, question: String(r.question ?? ''), goldAnswers: Array.isArray(r.goldAnswers) ? r.goldAnswers : [], meanReward: null, meanAccuracy: null, rollouts: [] };
+      g = {
+        questionId: qid,
+        question: String(r.question ?? ''),
+        goldAnswers: Array.isArray(r.goldAnswers) ? r.goldAnswers : [],
+        meanReward: null,
+        meanAccuracy: null,
+        rollouts: [],
+      };
       groups.set(qid, g);
     }
     const seqs = [r.root, ...(r.workers ?? [])].filter(Boolean);

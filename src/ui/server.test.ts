@@ -54,7 +54,10 @@ test('API serves runs, metrics, step summaries, rollouts with decoded tokens, ev
 
   const metrics = await get('/api/runs/fixture/metrics');
   assert.equal(metrics.records.length, 12); // 6 steps, 4 eval lines, a checkpoint and a skipped-step event
-  assert.deepEqual(metrics.records.filter((r: any) => r.event).map((r: any) => `${r.step}:${r.event}`), ['3:checkpoint', '4:skipped']);
+  assert.deepEqual(
+    metrics.records.filter((r: any) => r.event).map((r: any) => `${r.step}:${r.event}`),
+    ['3:checkpoint', '4:skipped'],
+  );
 
   const step = await get('/api/runs/fixture/rollouts/1');
   assert.equal(step.questions.length, 2);
@@ -72,14 +75,25 @@ test('API serves runs, metrics, step summaries, rollouts with decoded tokens, ev
 
   // Eval files hold Rollout records too (ids with slashes, as the trainer names them).
   const ev = await get('/api/runs/fixture/eval/2');
-  assert.deepEqual(ev.questions.map((q: any) => q.rollouts.length), [2, 2]);
+  assert.deepEqual(
+    ev.questions.map((q: any) => q.rollouts.length),
+    [2, 2],
+  );
   const evId = ev.questions[0].rollouts[0].id;
   assert.match(evId, /^eval\/q-\d+\/\d$/);
   assert.equal((await get(`/api/runs/fixture/eval/2/${encodeURIComponent(evId)}`)).rollout.id, evId);
   const config = await fetch(new URL('/api/runs/fixture/config', srv.url)).then((r) => r.text());
   assert.match(config, /groupSize: 4/);
   // Page, scripts and the locally bundled chart library.
-  for (const p of ['/', '/static/app.js', '/static/charts.js', '/static/rollouts.js', '/static/style.css', '/vendor/uPlot.esm.js', '/vendor/uPlot.min.css']) {
+  for (const p of [
+    '/',
+    '/static/app.js',
+    '/static/charts.js',
+    '/static/rollouts.js',
+    '/static/style.css',
+    '/vendor/uPlot.esm.js',
+    '/vendor/uPlot.min.css',
+  ]) {
     assert.equal((await fetch(new URL(p, srv.url))).status, 200, p);
   }
   // Unknowns are 404s with a reason, bad steps 400.
@@ -140,7 +154,11 @@ function sseReader(body: ReadableStream<Uint8Array>) {
       if (i >= 0) {
         const block = buf.slice(0, i);
         buf = buf.slice(i + 2);
-        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        const data = block
+          .split('\n')
+          .filter((l) => l.startsWith('data: '))
+          .map((l) => l.slice(6))
+          .join('\n');
         if (data) return JSON.parse(data);
         continue;
       }
@@ -174,7 +192,9 @@ test('metrics stream sends existing lines, then appended ones, and waits out a h
 });
 
 test('matpo view prints its URL, binds to 127.0.0.1 and serves the run', { timeout: 30_000 }, async (t) => {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'matpo.js'), 'view', FIXTURE, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'matpo.js'), 'view', FIXTURE, '--port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.after(() => {
     if (child.exitCode === null) child.kill('SIGTERM');
   });
@@ -195,7 +215,10 @@ test('matpo view prints its URL, binds to 127.0.0.1 and serves the run', { timeo
   });
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
   const runs = (await fetch(new URL('/api/runs', url)).then((r) => r.json())) as { name: string }[];
-  assert.deepEqual(runs.map((r) => r.name), ['run']);
+  assert.deepEqual(
+    runs.map((r) => r.name),
+    ['run'],
+  );
   const exited = new Promise<number | null>((ok) => child.on('exit', (code) => ok(code)));
   child.kill('SIGTERM');
   assert.equal(await exited, 0);

@@ -193,7 +193,8 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'method not allowed\n');
     // On loopback, answer only requests addressed to loopback names: a web page elsewhere that
     // rebinds its own host name to 127.0.0.1 must not be able to read the runs.
-    if (loopbackOnly && !isLoopbackHost(req.headers.host)) return send(res, 403, 'this dashboard only answers requests addressed to localhost\n');
+    if (loopbackOnly && !isLoopbackHost(req.headers.host))
+      return send(res, 403, 'this dashboard only answers requests addressed to localhost\n');
     const rawPath = (req.url ?? '/').split('?')[0];
     const url = new URL(req.url ?? '/', 'http://localhost');
     // Split the raw (undecoded, unnormalised) path so that `..` cannot be folded away before we check it.
@@ -242,7 +243,12 @@ export async function startViewServer(opts: ViewOptions): Promise<ViewServer> {
         // Rollout records (what the trainer writes, also for eval) are grouped by question; any other
         // per-question records are returned as they are, for a table.
         const rollouts = records.length > 0 && records.every((x) => x && typeof x === 'object' && typeof (x as Rollout).root === 'object');
-        return sendJson(res, rollouts || records.length === 0 ? { step, errors, questions: summariseStep(records) } : { step, errors, questions: null, records });
+        return sendJson(
+          res,
+          rollouts || records.length === 0
+            ? { step, errors, questions: summariseStep(records) }
+            : { step, errors, questions: null, records },
+        );
       }
       const id = decodeURIComponent(rest[2]);
       const rollout = records.find((x) => String(x.id) === id);

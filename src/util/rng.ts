@@ -10,7 +10,7 @@ export class Rng {
   }
 
   reseed(seed: number | string): void {
-    let x = typeof seed === 'string' ? hashString(seed) : seed >>> 0 ^ Math.floor(seed / 2 ** 32) >>> 0;
+    let x = typeof seed === 'string' ? hashString(seed) : (seed >>> 0) ^ (Math.floor(seed / 2 ** 32) >>> 0);
     for (let i = 0; i < 4; i++) {
       // splitmix32
       x = (x + 0x9e3779b9) >>> 0;

@@ -11,7 +11,11 @@ import { parseLenientJson } from './lenient-json.ts';
 test('lenient JSON: exact, missing braces, trailing text, trailing commas, open strings, hopeless', () => {
   assert.deepEqual(parseLenientJson('{"a": 1}'), { ok: true, value: { a: 1 }, repaired: false });
   assert.deepEqual(parseLenientJson('{"a": {"b": [1, 2'), { ok: true, value: { a: { b: [1, 2] } }, repaired: true });
-  assert.deepEqual(parseLenientJson('{"name": "x", "arguments": {"q": "y"}} and then I said more {'), { ok: true, value: { name: 'x', arguments: { q: 'y' } }, repaired: true });
+  assert.deepEqual(parseLenientJson('{"name": "x", "arguments": {"q": "y"}} and then I said more {'), {
+    ok: true,
+    value: { name: 'x', arguments: { q: 'y' } },
+    repaired: true,
+  });
   assert.deepEqual(parseLenientJson('{"a": [1, 2,], }'), { ok: true, value: { a: [1, 2] }, repaired: true });
   assert.deepEqual(parseLenientJson('{"q": "cut in the mid'), { ok: true, value: { q: 'cut in the mid' }, repaired: true });
   assert.deepEqual(parseLenientJson('{"q": "brace } in string"'), { ok: true, value: { q: 'brace } in string' }, repaired: true });
@@ -32,7 +36,12 @@ test('hermes: several calls, unclosed last call, broken JSON, missing name, stri
   ].join('\n');
   const calls = hermesFormat.parse(text);
   assert.equal(calls.length, 5);
-  assert.deepEqual(calls[0], { name: 'search', arguments: { query: 'a' }, raw: '<tool_call>\n{"name": "search", "arguments": {"query": "a"}}\n</tool_call>', repaired: undefined });
+  assert.deepEqual(calls[0], {
+    name: 'search',
+    arguments: { query: 'a' },
+    raw: '<tool_call>\n{"name": "search", "arguments": {"query": "a"}}\n</tool_call>',
+    repaired: undefined,
+  });
   assert.deepEqual(calls[1].arguments, { id: 'd1' });
   assert.equal(calls[1].error, undefined);
   assert.match(calls[2].error!, /needs a "name"/);
@@ -48,7 +57,10 @@ test('hermes: several calls, unclosed last call, broken JSON, missing name, stri
 test('mcp: blocks with server/tool/arguments, missing closers, wrong server, missing tool name; system section lists tools', () => {
   const f = mcpFormat('tools');
   const ok = f.callText('search', { query: 'who' });
-  assert.equal(ok, '<use_mcp_tool>\n<server_name>tools</server_name>\n<tool_name>search</tool_name>\n<arguments>\n{"query":"who"}\n</arguments>\n</use_mcp_tool>');
+  assert.equal(
+    ok,
+    '<use_mcp_tool>\n<server_name>tools</server_name>\n<tool_name>search</tool_name>\n<arguments>\n{"query":"who"}\n</arguments>\n</use_mcp_tool>',
+  );
   const text = `${ok}\n<use_mcp_tool><server_name>other</server_name><tool_name>open</tool_name><arguments>{"id": "d"}</arguments></use_mcp_tool>\n<use_mcp_tool><arguments>{}</arguments></use_mcp_tool>\n<use_mcp_tool><server_name>tools</server_name><tool_name>open</tool_name><arguments>{"id": "d2"`;
   const calls = f.parse(text);
   assert.equal(calls.length, 4);
@@ -57,7 +69,9 @@ test('mcp: blocks with server/tool/arguments, missing closers, wrong server, mis
   assert.match(calls[2].error!, /no <tool_name>/);
   assert.deepEqual(calls[3].arguments, { id: 'd2' });
   assert.equal(calls[3].repaired, true);
-  const section = f.systemSection([{ type: 'function', function: { name: 'search', description: 'Search.', parameters: { type: 'object' } } }]);
+  const section = f.systemSection([
+    { type: 'function', function: { name: 'search', description: 'Search.', parameters: { type: 'object' } } },
+  ]);
   assert.ok(section.includes('## Server name: tools') && section.includes('### Tool name: search') && section.includes('<use_mcp_tool>'));
   assert.equal(f.systemSection([]), '');
   assert.equal(f.templateTools, false);
@@ -69,12 +83,16 @@ test('format lookup and the native default', async () => {
   assert.throws(() => toolCallFormat('xml'), UnknownNameError);
   const dir = mkdtempSync(join(tmpdir(), 'matpo-fmt-'));
   assert.equal(nativeFormat(await createTestTokenizer(dir)).name, 'hermes');
-  const plain = await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-fmt-')), { chatTemplate: '{% for m in messages %}{{ m.content }}{% endfor %}' });
+  const plain = await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-fmt-')), {
+    chatTemplate: '{% for m in messages %}{{ m.content }}{% endfor %}',
+  });
   assert.equal(nativeFormat(plain).name, 'mcp');
   // Hermes with a template that cannot list tools: the list goes into the system prompt.
   assert.equal(formatFor(plain, 'hermes'), hermesInPromptFormat);
   assert.equal(formatFor(await createTestTokenizer(mkdtempSync(join(tmpdir(), 'matpo-fmt-'))), 'hermes'), hermesFormat);
-  const section = hermesInPromptFormat.systemSection([{ type: 'function', function: { name: 'search', description: 'Search.', parameters: { type: 'object' } } }]);
+  const section = hermesInPromptFormat.systemSection([
+    { type: 'function', function: { name: 'search', description: 'Search.', parameters: { type: 'object' } } },
+  ]);
   assert.ok(section.includes('<tools>\n{"type":"function","function":{"name":"search"') && section.includes('<tool_call>'));
   assert.equal(hermesInPromptFormat.parse(hermesInPromptFormat.callText('s', { q: 1 }))[0].arguments?.q, 1);
 });

@@ -46,7 +46,8 @@ function argsObject(value: unknown): { args: Record<string, unknown> | null; err
   if (value === undefined || value === null) return { args: {} };
   if (typeof value === 'string') {
     const inner = parseLenientJson(value);
-    if (inner.ok && inner.value && typeof inner.value === 'object' && !Array.isArray(inner.value)) return { args: inner.value as Record<string, unknown> };
+    if (inner.ok && inner.value && typeof inner.value === 'object' && !Array.isArray(inner.value))
+      return { args: inner.value as Record<string, unknown> };
     return { args: null, error: 'the "arguments" field must be a JSON object' };
   }
   if (typeof value === 'object' && !Array.isArray(value)) return { args: value as Record<string, unknown> };
@@ -84,7 +85,13 @@ export const hermesFormat: ToolCallFormat = {
   parse(text) {
     return blocks(text, '<tool_call>', '</tool_call>').map(({ inner, raw }): ParsedCall => {
       const parsed = parseLenientJson(inner);
-      if (!parsed.ok) return { name: '', arguments: null, raw, error: `Error: the tool call is not valid JSON (${parsed.error}). Write <tool_call>{"name": ..., "arguments": {...}}</tool_call>.` };
+      if (!parsed.ok)
+        return {
+          name: '',
+          arguments: null,
+          raw,
+          error: `Error: the tool call is not valid JSON (${parsed.error}). Write <tool_call>{"name": ..., "arguments": {...}}</tool_call>.`,
+        };
       const obj = parsed.value as Record<string, unknown> | null;
       if (!obj || typeof obj !== 'object' || Array.isArray(obj) || typeof obj.name !== 'string' || obj.name === '') {
         return { name: '', arguments: null, raw, error: 'Error: the tool call needs a "name" string and an "arguments" object.' };
@@ -123,9 +130,14 @@ export const hermesInPromptFormat: ToolCallFormat = {
 
 /** True when the tokenizer's chat template writes a tool list given to it. */
 export function templateListsTools(tokenizer: ChatTokenizer): boolean {
-  const probe: ToolSpec = { type: 'function', function: { name: 'matpo_probe_tool', description: 'probe', parameters: { type: 'object' } } };
+  const probe: ToolSpec = {
+    type: 'function',
+    function: { name: 'matpo_probe_tool', description: 'probe', parameters: { type: 'object' } },
+  };
   try {
-    return tokenizer.applyChatTemplate([{ role: 'user', content: 'x' }], { tools: [probe], addGenerationPrompt: true }).includes('matpo_probe_tool');
+    return tokenizer
+      .applyChatTemplate([{ role: 'user', content: 'x' }], { tools: [probe], addGenerationPrompt: true })
+      .includes('matpo_probe_tool');
   } catch {
     return false;
   }
@@ -148,7 +160,10 @@ export function mcpFormat(serverName = 'tools'): ToolCallFormat {
     systemSection(tools) {
       if (tools.length === 0) return '';
       const list = tools
-        .map((t) => `### Tool name: ${t.function.name}\nDescription: ${t.function.description}\nInput JSON schema: ${JSON.stringify(t.function.parameters)}`)
+        .map(
+          (t) =>
+            `### Tool name: ${t.function.name}\nDescription: ${t.function.description}\nInput JSON schema: ${JSON.stringify(t.function.parameters)}`,
+        )
         .join('\n\n');
       return [
         '# Tool use',
@@ -175,11 +190,13 @@ export function mcpFormat(serverName = 'tools'): ToolCallFormat {
         const argText = tagText(inner, 'arguments');
         if (argText === null || argText === '') return { name, arguments: {}, raw };
         const parsed = parseLenientJson(argText);
-        if (!parsed.ok) return { name, arguments: null, raw, error: `Error: the <arguments> of "${name}" are not valid JSON (${parsed.error}).` };
+        if (!parsed.ok)
+          return { name, arguments: null, raw, error: `Error: the <arguments> of "${name}" are not valid JSON (${parsed.error}).` };
         const { args, error } = argsObject(parsed.value);
         if (error) return { name, arguments: null, raw, error: `Error: ${error}.` };
         const server = tagText(inner, 'server_name');
-        if (server !== null && server !== serverName) return { name, arguments: args, raw, error: `Error: unknown server "${server}"; available: ${serverName}.` };
+        if (server !== null && server !== serverName)
+          return { name, arguments: args, raw, error: `Error: unknown server "${server}"; available: ${serverName}.` };
         return { name, arguments: args, raw, repaired: parsed.repaired || undefined };
       });
     },
@@ -211,7 +228,10 @@ export function stripReasoningAndCalls(text: string): string {
   const lone = out.lastIndexOf('</think>');
   if (lone >= 0) out = out.slice(lone + '</think>'.length);
   out = out.replace(/<think>[\s\S]*?(<\/think>|$)/g, '');
-  for (const [open, close] of [['<tool_call>', '</tool_call>'], ['<use_mcp_tool>', '</use_mcp_tool>']]) {
+  for (const [open, close] of [
+    ['<tool_call>', '</tool_call>'],
+    ['<use_mcp_tool>', '</use_mcp_tool>'],
+  ]) {
     for (const b of blocks(out, open, close)) out = out.replace(b.raw, '');
   }
   return out.replace(/\n{3,}/g, '\n\n').trim();

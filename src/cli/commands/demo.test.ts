@@ -19,7 +19,10 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(r.stdout, /npx matpo view /);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     assert.equal(summary.steps, 2);
-    assert.ok(summary.untrained && summary.before && summary.after, 'evaluations of the untrained, warm-started and trained model were recorded');
+    assert.ok(
+      summary.untrained && summary.before && summary.after,
+      'evaluations of the untrained, warm-started and trained model were recorded',
+    );
     assert.equal(summary.untrained.accuracy, 0);
     assert.match(r.stdout, /\| same-world held-out accuracy \(seed 1\) .*\|.*\|.*\|/);
     // the headline row: worlds no training used, with their seeds (recorded in the world set and the summary)
@@ -41,13 +44,22 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     for (let i = 0; i < warm.length; i++) if (warm[i] !== final[i]) changed++;
     assert.ok(changed > warm.length / 10, `${changed} of ${warm.length} weights changed`);
     const steps = readMetrics(runPaths(join(out, 'matpo', 'run'))).filter((m) => typeof m['train/grad_norm'] === 'number');
-    assert.ok(steps.some((m) => Number(m['train/grad_norm']) > 0), JSON.stringify(steps));
+    assert.ok(
+      steps.some((m) => Number(m['train/grad_norm']) > 0),
+      JSON.stringify(steps),
+    );
     assert.ok(summary.weightChange > 0);
     assert.match(r.stdout, /RL moved the weights by \d\.\d\de-\d+ of their norm/);
     assert.match(r.stdout, /--quick is a smoke run/);
-    assert.ok(summary.rewardCurve.some((x: number) => x > 0), 'the format term makes the training reward non-zero');
+    assert.ok(
+      summary.rewardCurve.some((x: number) => x > 0),
+      'the format term makes the training reward non-zero',
+    );
     // A second run finds every phase done and only prints the summary again.
-    const again = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 60_000 });
+    const again = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, /demo: world already done/);
     assert.match(again.stdout, /demo: train already done/);
@@ -60,7 +72,10 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
 test('matpo experiment --quick runs both modes on one world per seed and writes the results table', () => {
   const out = mkdtempSync(join(tmpdir(), 'matpo-experiment-'));
   try {
-    const r = spawnSync(process.execPath, [bin, 'experiment', '--quick', '--seeds', '3', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 300_000 });
+    const r = spawnSync(process.execPath, [bin, 'experiment', '--quick', '--seeds', '3', '--out', out, '--no-progress'], {
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
     assert.equal(r.status, 0, r.stderr + r.stdout);
     const md = readFileSync(join(out, 'results.md'), 'utf8');
     assert.match(md, /MATPO \(planner–worker\)\s*\|\s*single-agent GRPO/);
@@ -78,7 +93,9 @@ test('matpo experiment --quick runs both modes on one world per seed and writes 
     assert.equal(results.single.length, 1);
     assert.equal(results.single[0].after.workersPerRollout, 0, 'single agents never spawn workers');
     // both modes trained on the same world
-    assert.ok(existsSync(join(out, 'seed-3', 'world', 'demos-matpo.jsonl')) && existsSync(join(out, 'seed-3', 'world', 'demos-single.jsonl')));
+    assert.ok(
+      existsSync(join(out, 'seed-3', 'world', 'demos-matpo.jsonl')) && existsSync(join(out, 'seed-3', 'world', 'demos-single.jsonl')),
+    );
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

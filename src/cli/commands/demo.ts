@@ -14,15 +14,22 @@ export const command: Command = {
   summary:
     'Generate an offline research world, warm-start a tiny model on expert planner–worker demonstrations, train it with MATPO, ' +
     'and compare held-out accuracy before and after. Re-running continues an interrupted demo.',
-  usage: 'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|multi-world] [--no-progress]\n\n' +
+  usage:
+    'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|multi-world] [--no-progress]\n\n' +
     '  --recipe multi-world  warm-start on six worlds for six epochs (about an hour on two cores; see docs/research-recipe.md)',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      out: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' }, threads: { type: 'string' },
-      quick: { type: 'boolean' }, 'no-progress': { type: 'boolean' }, recipe: { type: 'string' },
+      out: { type: 'string' },
+      seed: { type: 'string' },
+      steps: { type: 'string' },
+      threads: { type: 'string' },
+      quick: { type: 'boolean' },
+      'no-progress': { type: 'boolean' },
+      recipe: { type: 'string' },
     });
     const recipe = values.recipe ?? 'default';
-    if (recipe !== 'default' && recipe !== 'multi-world') throw new ConfigError({ path: '--recipe', message: `expected default or multi-world, got "${recipe}"` });
+    if (recipe !== 'default' && recipe !== 'multi-world')
+      throw new ConfigError({ path: '--recipe', message: `expected default or multi-world, got "${recipe}"` });
     const base = values.quick ? QUICK : recipe === 'multi-world' ? MULTI_WORLD : DEMO_DEFAULTS;
     const s: PipelineSettings = structuredClone(base);
     s.seed = intFlag(values, 'seed', base.seed);
@@ -36,8 +43,8 @@ export const command: Command = {
     if (values.quick) {
       console.log(
         '\n--quick is a smoke run: it checks that every phase runs and that the RL steps update the weights. Its mini model,\n' +
-        'warm-started for one epoch on 40 demonstrations, cannot answer yet, so accuracy stays at 0 and the reward is the\n' +
-        'format term alone. To see MATPO learn the task, run the full demo: npx matpo demo (about 20 minutes on two cores).',
+          'warm-started for one epoch on 40 demonstrations, cannot answer yet, so accuracy stays at 0 and the reward is the\n' +
+          'format term alone. To see MATPO learn the task, run the full demo: npx matpo demo (about 20 minutes on two cores).',
       );
     }
   },

@@ -17,7 +17,16 @@
  * Each evaluation also prints the grounding of its reports (src/rl/grounding.ts).
  */
 import { parseFlags, type Command } from '../command.ts';
-import { configFlagOptions, configFlagsHelp, DATA_FLAGS, EVAL_FLAGS, MODEL_FLAGS, resolveConfig, ROLLOUT_FLAGS, type ConfigFlag } from '../config-flags.ts';
+import {
+  configFlagOptions,
+  configFlagsHelp,
+  DATA_FLAGS,
+  EVAL_FLAGS,
+  MODEL_FLAGS,
+  resolveConfig,
+  ROLLOUT_FLAGS,
+  type ConfigFlag,
+} from '../config-flags.ts';
 import { runEvaluations } from '../../train/run-config.ts';
 import { parseSeeds } from '../../envs/world-set.ts';
 
@@ -41,7 +50,10 @@ function evalCommand(name: 'eval' | 'run'): Command {
       const config = resolveConfig(values, FLAGS);
       const out = values.out as string | undefined;
       const unseen = values['unseen-seeds'] as string | undefined;
-      const evals = await runEvaluations(config, { ...(out ? { out } : {}), ...(unseen !== undefined ? { unseenSeeds: parseSeeds(unseen, '--unseen-seeds') } : {}) });
+      const evals = await runEvaluations(config, {
+        ...(out ? { out } : {}),
+        ...(unseen !== undefined ? { unseenSeeds: parseSeeds(unseen, '--unseen-seeds') } : {}),
+      });
       let allFailed = true;
       for (const e of evals) {
         const r = e.result;
@@ -51,14 +63,22 @@ function evalCommand(name: 'eval' | 'run'): Command {
         if (outcomes.get('failed') !== r.rollouts.length) allFailed = false;
         const g = r.grounding;
         if (evals.length > 1 || e.kind !== 'dataset') console.log(e.label);
-        console.log(`${mode} ${name} of ${r.policyName}: ${r.questions} questions × G=${config.run.evalRepeats} = ${r.rollouts.length} rollouts in ${r.seconds.toFixed(1)} s`);
-        console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`);
+        console.log(
+          `${mode} ${name} of ${r.policyName}: ${r.questions} questions × G=${config.run.evalRepeats} = ${r.rollouts.length} rollouts in ${r.seconds.toFixed(1)} s`,
+        );
+        console.log(
+          `accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`,
+        );
         console.log(
           `format score ${mode === 'single' ? 'single agent' : 'planner'} ${r.formatPlanner.toFixed(3)}` +
-            (mode === 'matpo' ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, workers per rollout ${r.workersPerRollout.toFixed(2)}` : '') +
+            (mode === 'matpo'
+              ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, workers per rollout ${r.workersPerRollout.toFixed(2)}`
+              : '') +
             `, reward ${r.reward.toFixed(4)}`,
         );
-        console.log(`grounding ${g.claiming > 0 ? `${(100 * g.rate).toFixed(1)}%` : '—'} (${g.grounded} of ${g.claiming} reports with a claim cite only ids and values from their own tool output; ${g.reports} reports)`);
+        console.log(
+          `grounding ${g.claiming > 0 ? `${(100 * g.rate).toFixed(1)}%` : '—'} (${g.grounded} of ${g.claiming} reports with a claim cite only ids and values from their own tool output; ${g.reports} reports)`,
+        );
         console.log(`outcomes ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
         if (e.out) console.log(`rollouts: ${e.out}`);
       }

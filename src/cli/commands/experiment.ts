@@ -12,7 +12,17 @@ import { ConfigError } from '../../core/errors.ts';
 import { intFlag, parseFlags, type Command } from '../command.ts';
 import { finiteMean, mean, sampleStd } from '../../util/stats.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';
-import { EXPERIMENT_DEFAULTS, QUICK, modePhases, table, worldPhase, type Mode, type EvalSummary, type PipelineSettings, type RunSummary } from '../../demo/pipeline.ts';
+import {
+  EXPERIMENT_DEFAULTS,
+  QUICK,
+  modePhases,
+  table,
+  worldPhase,
+  type Mode,
+  type EvalSummary,
+  type PipelineSettings,
+  type RunSummary,
+} from '../../demo/pipeline.ts';
 
 function meanStd(xs: number[]): string {
   const v = xs.filter(Number.isFinite);
@@ -41,15 +51,34 @@ export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   both('same-world held-out accuracy before RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.before?.accuracy ?? NaN)));
   both('same-world held-out accuracy after RL, % (mean ± std)', (rs) => meanStd(rs.map((r) => r.after?.accuracy ?? NaN)));
   const grounding = (e: EvalSummary | null | undefined) => (e && e.grounding !== null ? e.grounding : NaN);
-  both('grounding of reports before → after RL, % (same-world)', (rs) => `${meanStd(rs.map((r) => grounding(r.before)))} → ${meanStd(rs.map((r) => grounding(r.after)))}`);
+  both(
+    'grounding of reports before → after RL, % (same-world)',
+    (rs) => `${meanStd(rs.map((r) => grounding(r.before)))} → ${meanStd(rs.map((r) => grounding(r.after)))}`,
+  );
   const beforeAfter = (f: (e: EvalSummary) => number) => (rs: RunSummary[]) =>
     `${meanStd(rs.map((r) => (r.before ? f(r.before) : NaN)))} → ${meanStd(rs.map((r) => (r.after ? f(r.after) : NaN)))}`;
-  both('context-overflow rate before → after RL, %', beforeAfter((e) => e.overflowRate));
-  both('out of token budget before → after RL, %', beforeAfter((e) => e.budgetRate));
+  both(
+    'context-overflow rate before → after RL, %',
+    beforeAfter((e) => e.overflowRate),
+  );
+  both(
+    'out of token budget before → after RL, %',
+    beforeAfter((e) => e.budgetRate),
+  );
   both('sampled tokens per question', (rs) => avg(rs.map((r) => r.after?.sampledTokens ?? NaN)));
   both('longest context per rollout, tokens', (rs) => avg(rs.map((r) => r.after?.longestContext ?? NaN)));
-  both('workers per rollout', (rs) => avg(rs.map((r) => r.after?.workersPerRollout ?? NaN), 2));
-  both('wall time per seed, min (sft + rl)', (rs) => avg(rs.map((r) => Object.values(r.phaseSeconds).reduce((a, b) => a + b, 0) / 60), 1));
+  both('workers per rollout', (rs) =>
+    avg(
+      rs.map((r) => r.after?.workersPerRollout ?? NaN),
+      2,
+    ),
+  );
+  both('wall time per seed, min (sft + rl)', (rs) =>
+    avg(
+      rs.map((r) => Object.values(r.phaseSeconds).reduce((a, b) => a + b, 0) / 60),
+      1,
+    ),
+  );
   return table(rows);
 }
 
@@ -59,12 +88,17 @@ export const command: Command = {
   usage: 'experiment [--out runs/experiment] [--seeds 1,2,3] [--steps N] [--threads N] [--quick] [--no-progress]',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      out: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' }, threads: { type: 'string' },
-      quick: { type: 'boolean' }, 'no-progress': { type: 'boolean' },
+      out: { type: 'string' },
+      seeds: { type: 'string' },
+      steps: { type: 'string' },
+      threads: { type: 'string' },
+      quick: { type: 'boolean' },
+      'no-progress': { type: 'boolean' },
     });
     const base = values.quick ? QUICK : EXPERIMENT_DEFAULTS;
     const seeds = (values.seeds ?? '1,2,3').split(',').map((x) => Number(x.trim()));
-    if (seeds.some((x) => !Number.isInteger(x))) throw new ConfigError({ path: '--seeds', message: `expected comma-separated integers, got "${values.seeds}"` });
+    if (seeds.some((x) => !Number.isInteger(x)))
+      throw new ConfigError({ path: '--seeds', message: `expected comma-separated integers, got "${values.seeds}"` });
     const out = values.out ?? join('runs', values.quick ? 'experiment-quick' : 'experiment');
     const threads = intFlag(values, 'threads', 0) || undefined;
     const results: Record<Mode, RunSummary[]> = { matpo: [], single: [] };
@@ -79,7 +113,8 @@ export const command: Command = {
       }
     }
     const curves = (['matpo', 'single'] as const).flatMap((m) =>
-      results[m].map((r, i) => `${m} seed ${seeds[i]} reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}`));
+      results[m].map((r, i) => `${m} seed ${seeds[i]} reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}`),
+    );
     const report = [
       `# MATPO vs single-agent GRPO (${seeds.length} seed${seeds.length > 1 ? 's' : ''}: ${seeds.join(', ')})`,
       '',
@@ -92,10 +127,16 @@ export const command: Command = {
       `command: npx matpo experiment${argv.length ? ` ${argv.join(' ')}` : ''}`,
       `dashboard: npx matpo view ${[...results.matpo, ...results.single].map((r) => r.runDir).join(' ')}`,
     ].join('\n');
-    writeFileSync(join(out, 'reward-curves.svg'), rewardCurvesSvg([
-      { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map((r) => r.rewardCurve) },
-      { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map((r) => r.rewardCurve) },
-    ], { title: `Training reward by step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` }));
+    writeFileSync(
+      join(out, 'reward-curves.svg'),
+      rewardCurvesSvg(
+        [
+          { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map((r) => r.rewardCurve) },
+          { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map((r) => r.rewardCurve) },
+        ],
+        { title: `Training reward by step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` },
+      ),
+    );
     writeFileSync(join(out, 'results.md'), report + '\n');
     writeFileSync(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     console.log(`\n${report}`);

@@ -29,14 +29,36 @@ test('cli: init-model writes a loadable HF directory; generate streams the seede
   assert.equal(matpo('init-model', '--config', 'micro', '--tokenizer', join(base, 'tok'), '--out', again, '--seed', '5').code, 0);
   assert.deepEqual(readFileSync(join(again, 'model.safetensors')), readFileSync(join(out, 'model.safetensors')));
 
-  const args = ['generate', '--model', out, '--prompt', 'Where was the author born?', '--system', 'Be brief.', '--max-new-tokens', '12', '--seed', '9', '--kernels', 'reference'];
+  const args = [
+    'generate',
+    '--model',
+    out,
+    '--prompt',
+    'Where was the author born?',
+    '--system',
+    'Be brief.',
+    '--max-new-tokens',
+    '12',
+    '--seed',
+    '9',
+    '--kernels',
+    'reference',
+  ];
   const a = matpo(...args);
   assert.equal(a.code, 0, a.stderr);
   assert.equal(matpo(...args).stdout, a.stdout);
   assert.match(a.stderr, /\[\d+ tokens, (length|stop_token), [\d.]+ tokens\/s, prompt \d+ tokens\]/);
   // Same reply computed in process: chat template + sampler with the same seed.
   const t = await loadTokenizer(out);
-  const prompt = t.encode(t.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Where was the author born?' }], { addGenerationPrompt: true }));
+  const prompt = t.encode(
+    t.applyChatTemplate(
+      [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Where was the author born?' },
+      ],
+      { addGenerationPrompt: true },
+    ),
+  );
   const s = new Sampler(model.config, model.weights, referenceKernels);
   const r = await s.generate(prompt, { maxNewTokens: 12, seed: 9, temperature: 1, stopTokenIds: t.stopTokenIds });
   assert.equal(a.stdout, t.decode(r.tokens, { skipSpecialTokens: true }) + '\n');
@@ -50,25 +72,37 @@ test('cli: bad model directories give a one-line error and exit code 1', async (
   assert.equal(matpo('init-model', '--config', 'micro', '--tokenizer', join(base, 'tok'), '--out', good).code, 0);
   const cases: [string, () => string, RegExp][] = [
     ['missing dir', () => join(base, 'nope'), /nope: model directory not found/],
-    ['no chat template', () => {
-      const d = join(base, 'm-notpl');
-      assert.equal(matpo('init-model', '--config', 'micro', '--tokenizer', join(base, 'notpl'), '--out', d).code, 0);
-      return d;
-    }, /tokenizer_config\.json: field "chat_template": the tokenizer has no chat template/],
-    ['corrupt weights', () => {
-      const d = join(base, 'm-corrupt');
-      cpSync(good, d, { recursive: true });
-      const raw = readFileSync(join(d, 'model.safetensors'));
-      writeFileSync(join(d, 'model.safetensors'), raw.subarray(0, 20));
-      return d;
-    }, /model\.safetensors: truncated/],
-    ['unsupported config', () => {
-      const d = join(base, 'm-gelu');
-      cpSync(good, d, { recursive: true });
-      const cfg = JSON.parse(readFileSync(join(d, 'config.json'), 'utf8'));
-      writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, hidden_act: 'gelu_new' }));
-      return d;
-    }, /config\.json: field "hidden_act": unsupported activation/],
+    [
+      'no chat template',
+      () => {
+        const d = join(base, 'm-notpl');
+        assert.equal(matpo('init-model', '--config', 'micro', '--tokenizer', join(base, 'notpl'), '--out', d).code, 0);
+        return d;
+      },
+      /tokenizer_config\.json: field "chat_template": the tokenizer has no chat template/,
+    ],
+    [
+      'corrupt weights',
+      () => {
+        const d = join(base, 'm-corrupt');
+        cpSync(good, d, { recursive: true });
+        const raw = readFileSync(join(d, 'model.safetensors'));
+        writeFileSync(join(d, 'model.safetensors'), raw.subarray(0, 20));
+        return d;
+      },
+      /model\.safetensors: truncated/,
+    ],
+    [
+      'unsupported config',
+      () => {
+        const d = join(base, 'm-gelu');
+        cpSync(good, d, { recursive: true });
+        const cfg = JSON.parse(readFileSync(join(d, 'config.json'), 'utf8'));
+        writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, hidden_act: 'gelu_new' }));
+        return d;
+      },
+      /config\.json: field "hidden_act": unsupported activation/,
+    ],
   ];
   for (const [name, setup, re] of cases) {
     const r = matpo('generate', '--model', setup(), '--prompt', 'hi', '--max-new-tokens', '2');

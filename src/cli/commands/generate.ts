@@ -15,12 +15,20 @@ import type { ChatMessage } from '../../core/chat.ts';
 export const command: Command = {
   name: 'generate',
   summary: 'Generate a chat reply with a model directory (chat template applied, tokens streamed to stdout).',
-  usage: 'generate --model DIR --prompt TEXT [--system TEXT] [--max-new-tokens 256] [--temperature 1] [--top-p 1] [--top-k 0] [--seed N] [--threads N] [--kernels native|reference]',
+  usage:
+    'generate --model DIR --prompt TEXT [--system TEXT] [--max-new-tokens 256] [--temperature 1] [--top-p 1] [--top-k 0] [--seed N] [--threads N] [--kernels native|reference]',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      model: { type: 'string' }, prompt: { type: 'string' }, system: { type: 'string' }, 'max-new-tokens': { type: 'string' },
-      temperature: { type: 'string' }, 'top-p': { type: 'string' }, 'top-k': { type: 'string' }, seed: { type: 'string' },
-      threads: { type: 'string' }, kernels: { type: 'string' },
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      system: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+      threads: { type: 'string' },
+      kernels: { type: 'string' },
     });
     const dir = required(values, 'model');
     const prompt = required(values, 'prompt');
@@ -46,7 +54,8 @@ export const command: Command = {
     const promptTokens = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }));
 
     const kernels = kernelsArg === 'reference' ? referenceKernels : getKernels();
-    if (kernelsArg === 'native' && kernels.name !== 'native') throw new ConfigError({ path: '--kernels', message: 'the native kernels are not available (run "npm run build:native")' });
+    if (kernelsArg === 'native' && kernels.name !== 'native')
+      throw new ConfigError({ path: '--kernels', message: 'the native kernels are not available (run "npm run build:native")' });
     if (values.threads !== undefined) kernels.setThreads(intFlag(values, 'threads', 1));
     const decode = (ids: readonly number[]) => tok.decode(ids, { skipSpecialTokens: true });
     const sampler = new Sampler(model.config, model.weights, kernels, { decode, prefixCache: false });
@@ -63,16 +72,22 @@ export const command: Command = {
       }
     };
     const t0 = performance.now();
-    const result = await sampler.generate(promptTokens, { maxNewTokens, temperature, topP, topK, seed, stopTokenIds: tok.stopTokenIds }, {
-      onToken: (t) => {
-        generated.push(t);
-        flush(false);
+    const result = await sampler.generate(
+      promptTokens,
+      { maxNewTokens, temperature, topP, topK, seed, stopTokenIds: tok.stopTokenIds },
+      {
+        onToken: (t) => {
+          generated.push(t);
+          flush(false);
+        },
       },
-    });
+    );
     flush(true);
     process.stdout.write('\n');
     sampler.close();
     const secs = (performance.now() - t0) / 1000;
-    process.stderr.write(`[${result.tokens.length} tokens, ${result.finishReason}, ${(result.tokens.length / secs).toFixed(1)} tokens/s, prompt ${promptTokens.length} tokens]\n`);
+    process.stderr.write(
+      `[${result.tokens.length} tokens, ${result.finishReason}, ${(result.tokens.length / secs).toFixed(1)} tokens/s, prompt ${promptTokens.length} tokens]\n`,
+    );
   },
 };

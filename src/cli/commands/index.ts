@@ -14,7 +14,11 @@ export const command: Command = {
   summary: 'Build a BM25 search index over a corpus (JSON or JSONL of {id?, title, text}, or a world directory).',
   usage: 'index <corpus.jsonl|corpus.json|world-dir> --out DIR [--query TEXT] [--top-k 5]',
   async run(argv) {
-    const { values, positionals } = parseFlags(argv, { out: { type: 'string' }, query: { type: 'string' }, 'top-k': { type: 'string' } }, true);
+    const { values, positionals } = parseFlags(
+      argv,
+      { out: { type: 'string' }, query: { type: 'string' }, 'top-k': { type: 'string' } },
+      true,
+    );
     if (positionals.length !== 1) throw new ConfigError({ path: 'corpus', message: 'expected exactly one corpus file or world directory' });
     let file = positionals[0];
     if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'corpus.jsonl');

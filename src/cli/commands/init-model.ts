@@ -19,7 +19,11 @@ export const command: Command = {
   usage: 'init-model --config <config.json|preset> --tokenizer DIR --out DIR [--seed N] [--dtype f32|bf16|f16]',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      config: { type: 'string' }, tokenizer: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' }, dtype: { type: 'string' },
+      config: { type: 'string' },
+      tokenizer: { type: 'string' },
+      out: { type: 'string' },
+      seed: { type: 'string' },
+      dtype: { type: 'string' },
     });
     const configArg = required(values, 'config');
     const tokDir = required(values, 'tokenizer');
@@ -28,7 +32,8 @@ export const command: Command = {
     const dtypeArg = (values.dtype as string | undefined) ?? 'f32';
     const dtype = DTYPES[dtypeArg];
     if (!dtype) throw new ConfigError({ path: '--dtype', message: `expected f32, bf16 or f16, got "${dtypeArg}"` });
-    if (!existsSync(tokDir) || !statSync(tokDir).isDirectory()) throw new FileFormatError({ file: tokDir, message: 'tokenizer directory not found' });
+    if (!existsSync(tokDir) || !statSync(tokDir).isDirectory())
+      throw new FileFormatError({ file: tokDir, message: 'tokenizer directory not found' });
 
     let config: string | ModelConfig = configArg;
     const isFile = configArg.endsWith('.json') || (existsSync(configArg) && statSync(configArg).isFile());
@@ -44,6 +49,8 @@ export const command: Command = {
     }
     const { config: made, parameters } = await initModelDir(out, { config, tokenizerDir: tokDir, seed, dtype, configFile: configArg });
     const m = parameters / 1e6;
-    console.log(`${out}: ${made.family}, ${m >= 1 ? m.toFixed(1) + 'M' : parameters.toLocaleString('en-US')} parameters, vocab ${made.vocabSize}, ${made.numLayers} layers, seed ${seed}, ${dtype}`);
+    console.log(
+      `${out}: ${made.family}, ${m >= 1 ? m.toFixed(1) + 'M' : parameters.toLocaleString('en-US')} parameters, vocab ${made.vocabSize}, ${made.numLayers} layers, seed ${seed}, ${dtype}`,
+    );
   },
 };

@@ -37,7 +37,10 @@ test('prints n−1 logprobs per input line, equal to the in-process engine', () 
   writeFileSync(input, seqs.map((tokens) => JSON.stringify({ tokens })).join('\n') + '\n');
   const r = run(['--model', join(dir, 'model'), '--input', input, '--batch-tokens', '8', '--kernels', 'reference']);
   assert.equal(r.status, 0, r.stderr);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { logprobs: number[] });
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { logprobs: number[] });
   assert.equal(lines.length, seqs.length);
   const engine = Engine.load(join(dir, 'model'), referenceKernels);
   const ref = engine.forward(seqs);

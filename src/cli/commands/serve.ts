@@ -117,8 +117,15 @@ export const command: Command = {
     try {
       const toolFormat = formatFor(await policy.tokenizer(), 'native');
       server = await servePolicy(policy, {
-        host, port, apiKey: apiKey || undefined, modelName, maxTokensLimit: maxTokens, maxModelLen, toolFormat,
-        loraNames: loraName !== undefined ? [loraName] : [], loadLoraAdapter: (path) => policy.loadAdapter(resolve(path)),
+        host,
+        port,
+        apiKey: apiKey || undefined,
+        modelName,
+        maxTokensLimit: maxTokens,
+        maxModelLen,
+        toolFormat,
+        loraNames: loraName !== undefined ? [loraName] : [],
+        loadLoraAdapter: (path) => policy.loadAdapter(resolve(path)),
       });
     } catch (err) {
       await policy.close();

@@ -22,9 +22,15 @@ function oneLineError(args: string[], re: RegExp) {
 test('train: config errors name the file and the field path', () => {
   const cfg = join(dir, 'bad.yaml');
   writeFileSync(cfg, 'rl:\n  loss:\n    clipLow: high\n');
-  oneLineError(['train', '--config', cfg], new RegExp(`^matpo train: ${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: rl\\.loss\\.clipLow: `));
+  oneLineError(
+    ['train', '--config', cfg],
+    new RegExp(`^matpo train: ${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: rl\\.loss\\.clipLow: `),
+  );
   writeFileSync(cfg, 'run:\n  steps: 2\n');
-  oneLineError(['train', '--config', cfg, '--set', 'rl.credit=nope'], /rl\.credit: unknown credit assignment "nope"; available: agent-wise, matpo, per-role-groups/);
+  oneLineError(
+    ['train', '--config', cfg, '--set', 'rl.credit=nope'],
+    /rl\.credit: unknown credit assignment "nope"; available: agent-wise, matpo, per-role-groups/,
+  );
   oneLineError(['train', '--config', cfg], /data: set data\.world .* or data\.dataset/);
   oneLineError(['train'], /--config: is required/);
   const model = mkdtempSync(join(dir, 'model-'));
@@ -39,5 +45,8 @@ test('eval and sft: flag errors name the flag', () => {
   oneLineError(['eval', '--model', dir, '--world', dir, '--repeats', '0'], /^matpo eval: --repeats: Too small/);
   oneLineError(['sft', '--model', dir, '--out', dir], /^matpo sft: --data: is required/);
   writeFileSync(join(dir, 't.jsonl'), '{"messages":[{"role":"user","content":"x"}]}\n');
-  oneLineError(['sft', '--model', dir, '--data', join(dir, 't.jsonl'), '--out', dir], /model\.path: .* is not a model directory \(no config\.json\)/);
+  oneLineError(
+    ['sft', '--model', dir, '--data', join(dir, 't.jsonl'), '--out', dir],
+    /model\.path: .* is not a model directory \(no config\.json\)/,
+  );
 });

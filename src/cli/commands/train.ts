@@ -20,8 +20,12 @@ export const command: Command = {
     '  --lora-rank N, --lora-alpha A  train a LoRA adapter (model.loraRank / model.loraAlpha; lm_head too with --set model.loraUnembed=true)',
   async run(argv) {
     const { values } = parseFlags(argv, {
-      config: { type: 'string' }, set: { type: 'string', multiple: true }, resume: { type: 'string' }, 'help-config': { type: 'boolean' },
-      'lora-rank': { type: 'string' }, 'lora-alpha': { type: 'string' },
+      config: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      resume: { type: 'string' },
+      'help-config': { type: 'boolean' },
+      'lora-rank': { type: 'string' },
+      'lora-alpha': { type: 'string' },
     });
     if (values['help-config']) {
       console.log(configHelp());
@@ -34,7 +38,11 @@ export const command: Command = {
     let runDir: string;
     let config;
     if (values.resume) {
-      if (values.config) throw new ConfigError({ path: '--config', message: 'cannot be combined with --resume (the run directory holds its config; use --set to change fields)' });
+      if (values.config)
+        throw new ConfigError({
+          path: '--config',
+          message: 'cannot be combined with --resume (the run directory holds its config; use --set to change fields)',
+        });
       config = loadConfig(runPaths(values.resume).config, sets);
       runDir = values.resume;
     } else {
@@ -53,12 +61,16 @@ export const command: Command = {
     try {
       const result = await runTraining(config, { runDir, resume: Boolean(values.resume), stop });
       if (result.alreadyFinished) {
-        console.log(`${runDir} is already finished at step ${result.step} (run.steps ${config.run.steps}); nothing to do. ` +
-          `To train further: matpo train --resume ${runDir} --set run.steps=N`);
+        console.log(
+          `${runDir} is already finished at step ${result.step} (run.steps ${config.run.steps}); nothing to do. ` +
+            `To train further: matpo train --resume ${runDir} --set run.steps=N`,
+        );
         return;
       }
       const evals = result.evals.map((e) => `step ${e.step}: ${e.accuracy.toFixed(3)} ± ${e.stderr.toFixed(3)}`).join(', ');
-      console.log(`${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; run directory ${runDir}`);
+      console.log(
+        `${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; run directory ${runDir}`,
+      );
       if (evals) console.log(`held-out accuracy: ${evals}`);
     } finally {
       process.off('SIGINT', onSigint);

@@ -55,14 +55,17 @@ export const command: Command = {
     const dirs = positionals.length ? positionals : await defaultRuns();
     if (dirs.length === 0) throw new ConfigError({ path: 'RUN_DIR', message: 'no run directories given and none found under ./runs' });
     for (const d of dirs) if (!(await isDir(d))) throw new ConfigError({ path: 'RUN_DIR', message: `"${d}" is not a directory` });
-    if (values.tokenizer !== undefined && !(await isDir(values.tokenizer))) throw new ConfigError({ path: '--tokenizer', message: `"${values.tokenizer}" is not a directory` });
+    if (values.tokenizer !== undefined && !(await isDir(values.tokenizer)))
+      throw new ConfigError({ path: '--tokenizer', message: `"${values.tokenizer}" is not a directory` });
     let server;
     try {
       server = await startViewServer({ runDirs: dirs, host: values.host, port, tokenizerDir: values.tokenizer });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') throw new ConfigError({ path: '--port', message: `port ${port} is already in use (try --port 0 for a free one)` });
-      if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new ConfigError({ path: '--host', message: `cannot bind to "${values.host}"` });
+      if (code === 'EADDRINUSE')
+        throw new ConfigError({ path: '--port', message: `port ${port} is already in use (try --port 0 for a free one)` });
+      if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+        throw new ConfigError({ path: '--host', message: `cannot bind to "${values.host}"` });
       throw err;
     }
     console.log(`matpo view: ${server.runs.map((r) => r.name).join(', ')}`);

@@ -12,7 +12,9 @@ import { ConfigError } from '../../core/errors.ts';
 async function quiet<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
   const log = console.log;
   let out = '';
-  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
+  console.log = (...a: unknown[]) => {
+    out += a.join(' ') + '\n';
+  };
   try {
     return { value: await f(), out };
   } finally {
@@ -23,7 +25,28 @@ async function quiet<T>(f: () => Promise<T>): Promise<{ value: T; out: string }>
 test('matpo world writes a world, its tokenizer, demos and held-out worlds; matpo index indexes it', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cli-world-'));
   try {
-    const { out } = await quiet(() => world.run(['--seed', '3', '--out', dir, '--entities', '80', '--questions', '40', '--hops', '1-2', '--heldout', '1', '--vocab-size', '600', '--demos', 'both', '--demo-questions', '6']));
+    const { out } = await quiet(() =>
+      world.run([
+        '--seed',
+        '3',
+        '--out',
+        dir,
+        '--entities',
+        '80',
+        '--questions',
+        '40',
+        '--hops',
+        '1-2',
+        '--heldout',
+        '1',
+        '--vocab-size',
+        '600',
+        '--demos',
+        'both',
+        '--demo-questions',
+        '6',
+      ]),
+    );
     assert.match(out, /questions 40 \(train 32, test 8\); by hops: 1-hop 20, 2-hop 20/);
     assert.match(out, /expert matpo \(error rate 0\): success 100\.0% on 6 questions/);
     assert.match(out, /expert single \(error rate 0\): success 100\.0% on 6 questions/);
@@ -33,16 +56,51 @@ test('matpo world writes a world, its tokenizer, demos and held-out worlds; matp
     assert.ok(existsSync(join(dir, 'tokenizer', 'tokenizer.json')));
     assert.equal(readFileSync(join(dir, 'demos-single.jsonl'), 'utf8').trim().split('\n').length, 6);
     // With guesses, the planner answers some questions from memory; every subtask still has a worker transcript.
-    const guessed = await quiet(() => world.run(['--seed', '3', '--out', join(dir, 'guess'), '--entities', '80', '--questions', '40', '--hops', '1-2', '--vocab-size', '600', '--demos', 'matpo', '--demo-questions', '20', '--demo-guess-rate', '0.5']));
-    const m = /expert matpo \(error rate 0, guess rate 0\.5\): success ([\d.]+)%, answered from memory ([\d.]+)% on 20 questions/.exec(guessed.out);
+    const guessed = await quiet(() =>
+      world.run([
+        '--seed',
+        '3',
+        '--out',
+        join(dir, 'guess'),
+        '--entities',
+        '80',
+        '--questions',
+        '40',
+        '--hops',
+        '1-2',
+        '--vocab-size',
+        '600',
+        '--demos',
+        'matpo',
+        '--demo-questions',
+        '20',
+        '--demo-guess-rate',
+        '0.5',
+      ]),
+    );
+    const m = /expert matpo \(error rate 0, guess rate 0\.5\): success ([\d.]+)%, answered from memory ([\d.]+)% on 20 questions/.exec(
+      guessed.out,
+    );
     assert.ok(m, guessed.out);
     assert.equal(Number(m[1]) + Number(m[2]), 100);
     assert.ok(Number(m[2]) > 0 && Number(m[2]) < 100);
-    const lines = readFileSync(join(dir, 'guess', 'demos-matpo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    const train = loadWorld(join(dir, 'guess')).questions.filter((q) => q.split === 'train').slice(0, 20);
-    const guessedIds = new Set(lines.filter((l) => l.role === 'planner' && l.messages.filter((x: { role: string }) => x.role === 'assistant').length === 1).map((l) => l.questionId));
+    const lines = readFileSync(join(dir, 'guess', 'demos-matpo.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    const train = loadWorld(join(dir, 'guess'))
+      .questions.filter((q) => q.split === 'train')
+      .slice(0, 20);
+    const guessedIds = new Set(
+      lines
+        .filter((l) => l.role === 'planner' && l.messages.filter((x: { role: string }) => x.role === 'assistant').length === 1)
+        .map((l) => l.questionId),
+    );
     assert.equal(guessedIds.size, Math.round(0.2 * Number(m[2])));
-    assert.equal(lines.filter((l) => l.role === 'worker').length, train.reduce((a, q) => a + q.hops, 0));
+    assert.equal(
+      lines.filter((l) => l.role === 'worker').length,
+      train.reduce((a, q) => a + q.hops, 0),
+    );
     const held = loadWorld(join(dir, 'heldout-1003'));
     assert.equal(held.manifest.seed, 1003);
     assert.ok(held.questions.length === 40 && held.questions.every((q) => q.split === 'test'));
@@ -62,6 +120,9 @@ test('bad flags are one-line config errors naming the flag', async () => {
   await assert.rejects(world.run(['--seed', '1']), /--out: is required/);
   await assert.rejects(world.run(['--out', '/tmp/x', '--doc-length', 'huge']), /--doc-length/);
   await assert.rejects(world.run(['--out', '/tmp/x', '--demos', 'all']), /--demos/);
-  await assert.rejects(world.run(['--out', '/tmp/x', '--demos', 'matpo', '--demo-guess-rate', '1.5']), (e: unknown) => e instanceof ConfigError && /--demo-guess-rate: expected a fraction in \[0, 1\], got 1\.5/.test(e.message));
+  await assert.rejects(
+    world.run(['--out', '/tmp/x', '--demos', 'matpo', '--demo-guess-rate', '1.5']),
+    (e: unknown) => e instanceof ConfigError && /--demo-guess-rate: expected a fraction in \[0, 1\], got 1\.5/.test(e.message),
+  );
   await assert.rejects(index.run(['--out', '/tmp/x']), /expected exactly one corpus/);
 });

@@ -31,82 +31,114 @@ export interface RelationDef {
 /** Relation names are unique per subject kind; `founded_year` exists for cities and organisations. */
 export const RELATIONS: Record<string, RelationDef> = {
   'person.born_in': {
-    subject: 'person', value: { entity: 'city' }, np: 'the birthplace of {x}',
+    subject: 'person',
+    value: { entity: 'city' },
+    np: 'the birthplace of {x}',
     questions: ['Where was {x} born?', 'In which city was {x} born?', 'What is the birthplace of {x}?'],
     facts: ['{s} was born in {o}.', '{s} was born in the city of {o}.', 'The birthplace of {s} is {o}.'],
   },
   'person.works_for': {
-    subject: 'person', value: { entity: 'organisation' }, np: 'the employer of {x}',
+    subject: 'person',
+    value: { entity: 'organisation' },
+    np: 'the employer of {x}',
     questions: ['Which organisation does {x} work for?', 'Who is the employer of {x}?', 'What is the employer of {x}?'],
     facts: ['{s} works for {o}.', '{s} is employed by {o}.', 'The employer of {s} is {o}.'],
   },
   'person.mentor': {
-    subject: 'person', value: { entity: 'person' }, np: 'the mentor of {x}',
+    subject: 'person',
+    value: { entity: 'person' },
+    np: 'the mentor of {x}',
     questions: ['Who was the mentor of {x}?', 'Under whom did {x} study?'],
     facts: ['{s} studied under {o}.', 'The mentor of {s} was {o}.', '{s} was a student of {o}.'],
   },
   'person.birth_year': {
-    subject: 'person', value: 'year', np: 'the birth year of {x}',
+    subject: 'person',
+    value: 'year',
+    np: 'the birth year of {x}',
     questions: ['In what year was {x} born?', 'What is the birth year of {x}?'],
     facts: ['{s} was born in the year {o}.', 'The birth year of {s} is {o}.'],
   },
   'person.occupation': {
-    subject: 'person', value: 'word', np: 'the occupation of {x}',
+    subject: 'person',
+    value: 'word',
+    np: 'the occupation of {x}',
     questions: ['What is the occupation of {x}?', 'What does {x} do for a living?'],
     facts: ['{s} is a {o}.', '{s} works as a {o}.', 'By profession {s} is a {o}.'],
   },
   'city.country': {
-    subject: 'city', value: { entity: 'country' }, np: 'the country of {x}',
+    subject: 'city',
+    value: { entity: 'country' },
+    np: 'the country of {x}',
     questions: ['In which country is {x}?', 'What is the country of {x}?', 'Which country is {x} in?'],
     facts: ['{s} is a city in {o}.', '{s} lies in {o}.', '{s} is located in the country of {o}.'],
   },
   'city.founded_year': {
-    subject: 'city', value: 'year', np: 'the founding year of {x}',
+    subject: 'city',
+    value: 'year',
+    np: 'the founding year of {x}',
     questions: ['In what year was {x} founded?', 'What is the founding year of {x}?'],
     facts: ['{s} was founded in {o}.', 'The founding year of {s} is {o}.'],
   },
   'country.capital': {
-    subject: 'country', value: { entity: 'city' }, np: 'the capital of {x}',
+    subject: 'country',
+    value: { entity: 'city' },
+    np: 'the capital of {x}',
     questions: ['What is the capital of {x}?', 'Which city is the capital of {x}?'],
     facts: ['The capital of {s} is {o}.', '{o} is the capital of {s}.'],
   },
   'country.language': {
-    subject: 'country', value: 'name', np: 'the language of {x}',
+    subject: 'country',
+    value: 'name',
+    np: 'the language of {x}',
     questions: ['What language is spoken in {x}?', 'What is the language of {x}?'],
     facts: ['People in {s} speak {o}.', 'The language of {s} is {o}.'],
   },
   'organisation.founder': {
-    subject: 'organisation', value: { entity: 'person' }, np: 'the founder of {x}',
+    subject: 'organisation',
+    value: { entity: 'person' },
+    np: 'the founder of {x}',
     questions: ['Who founded {x}?', 'Who is the founder of {x}?'],
     facts: ['{s} was founded by {o}.', '{o} founded {s}.', 'The founder of {s} is {o}.'],
   },
   'organisation.headquarters': {
-    subject: 'organisation', value: { entity: 'city' }, np: 'the headquarters of {x}',
+    subject: 'organisation',
+    value: { entity: 'city' },
+    np: 'the headquarters of {x}',
     questions: ['Where is {x} based?', 'In which city are the headquarters of {x}?', 'What is the headquarters of {x}?'],
     facts: ['{s} is based in {o}.', '{s} has its headquarters in {o}.', 'The headquarters of {s} is {o}.'],
   },
   'organisation.founded_year': {
-    subject: 'organisation', value: 'year', np: 'the founding year of {x}',
+    subject: 'organisation',
+    value: 'year',
+    np: 'the founding year of {x}',
     questions: ['In what year was {x} founded?', 'What is the founding year of {x}?'],
     facts: ['{s} was founded in {o}.', 'The founding year of {s} is {o}.'],
   },
   'organisation.field': {
-    subject: 'organisation', value: 'word', np: 'the field of {x}',
+    subject: 'organisation',
+    value: 'word',
+    np: 'the field of {x}',
     questions: ['What is the field of {x}?', 'In which field does {x} work?'],
     facts: ['{s} works in the field of {o}.', 'The field of {s} is {o}.'],
   },
   'work.author': {
-    subject: 'work', value: { entity: 'person' }, np: 'the author of {x}',
+    subject: 'work',
+    value: { entity: 'person' },
+    np: 'the author of {x}',
     questions: ['Who wrote {x}?', 'Who is the author of {x}?'],
     facts: ['{s} was written by {o}.', '{o} wrote {s}.', 'The author of {s} is {o}.'],
   },
   'work.year': {
-    subject: 'work', value: 'year', np: 'the publication year of {x}',
+    subject: 'work',
+    value: 'year',
+    np: 'the publication year of {x}',
     questions: ['In what year was {x} published?', 'What is the publication year of {x}?'],
     facts: ['{s} was published in {o}.', 'The publication year of {s} is {o}.'],
   },
   'work.genre': {
-    subject: 'work', value: 'word', np: 'the genre of {x}',
+    subject: 'work',
+    value: 'word',
+    np: 'the genre of {x}',
     questions: ['What is the genre of {x}?', 'What kind of work is {x}?'],
     facts: ['{s} is a {o}.', 'The genre of {s} is {o}.'],
   },
@@ -118,10 +150,36 @@ export function relationsOf(kind: EntityKind): string[] {
 
 /** Word lists for `word`/`name` valued relations. */
 export const WORD_VALUES: Record<string, readonly string[]> = {
-  'person.occupation': ['painter', 'sailor', 'merchant', 'physician', 'teacher', 'poet', 'banker', 'lawyer', 'builder', 'singer', 'farmer', 'judge'],
+  'person.occupation': [
+    'painter',
+    'sailor',
+    'merchant',
+    'physician',
+    'teacher',
+    'poet',
+    'banker',
+    'lawyer',
+    'builder',
+    'singer',
+    'farmer',
+    'judge',
+  ],
   'organisation.field': ['medicine', 'shipbuilding', 'astronomy', 'banking', 'printing', 'mining', 'music', 'law', 'farming', 'trade'],
   'work.genre': ['novel', 'poem', 'play', 'history', 'travel book', 'song cycle'],
-  'country.language': ['Aldic', 'Benoran', 'Corvish', 'Dunmeric', 'Eskaran', 'Feltic', 'Gorvan', 'Halmish', 'Irvenic', 'Jostic', 'Kelvaran', 'Lorish'],
+  'country.language': [
+    'Aldic',
+    'Benoran',
+    'Corvish',
+    'Dunmeric',
+    'Eskaran',
+    'Feltic',
+    'Gorvan',
+    'Halmish',
+    'Irvenic',
+    'Jostic',
+    'Kelvaran',
+    'Lorish',
+  ],
 };
 
 export const YEAR_RANGES: Record<string, [number, number]> = {
@@ -133,18 +191,94 @@ export const YEAR_RANGES: Record<string, [number, number]> = {
 
 /** Name parts. Person names are "First Last"; places and organisations are built from syllables. */
 export const SYLLABLES: readonly string[] = [
-  'al', 'bor', 'cen', 'dar', 'el', 'fen', 'gal', 'har', 'ir', 'jor', 'kel', 'lun', 'mar', 'nor', 'or', 'pel',
-  'quin', 'ros', 'sel', 'tor', 'ul', 'var', 'wen', 'yor', 'zan', 'mir', 'tal', 'ven', 'dor', 'ka',
+  'al',
+  'bor',
+  'cen',
+  'dar',
+  'el',
+  'fen',
+  'gal',
+  'har',
+  'ir',
+  'jor',
+  'kel',
+  'lun',
+  'mar',
+  'nor',
+  'or',
+  'pel',
+  'quin',
+  'ros',
+  'sel',
+  'tor',
+  'ul',
+  'var',
+  'wen',
+  'yor',
+  'zan',
+  'mir',
+  'tal',
+  'ven',
+  'dor',
+  'ka',
 ];
 export const FIRST_NAMES: readonly string[] = [
-  'Ada', 'Bram', 'Cora', 'Dane', 'Eli', 'Fara', 'Gil', 'Hana', 'Ivo', 'Jana', 'Kai', 'Lena', 'Milo', 'Nia', 'Oren', 'Pia',
-  'Rafe', 'Sana', 'Teo', 'Una', 'Vera', 'Wim', 'Yara', 'Zeno',
+  'Ada',
+  'Bram',
+  'Cora',
+  'Dane',
+  'Eli',
+  'Fara',
+  'Gil',
+  'Hana',
+  'Ivo',
+  'Jana',
+  'Kai',
+  'Lena',
+  'Milo',
+  'Nia',
+  'Oren',
+  'Pia',
+  'Rafe',
+  'Sana',
+  'Teo',
+  'Una',
+  'Vera',
+  'Wim',
+  'Yara',
+  'Zeno',
 ];
 export const ORG_SUFFIXES: readonly string[] = ['Institute', 'Company', 'Guild', 'Society', 'Bank', 'Academy', 'Press', 'Works'];
 export const CITY_PREFIXES: readonly string[] = ['', '', '', 'Port ', 'New ', 'Old '];
 export const COUNTRY_SUFFIXES: readonly string[] = ['ia', 'land', 'ora', 'istan', 'mark'];
-export const WORK_ADJECTIVES: readonly string[] = ['Silent', 'Golden', 'Last', 'Broken', 'Hidden', 'Northern', 'Red', 'Quiet', 'Long', 'Distant', 'Bright', 'Lost'];
-export const WORK_NOUNS: readonly string[] = ['River', 'Garden', 'Winter', 'Harbour', 'Tower', 'Road', 'Song', 'Mountain', 'Letter', 'Bridge', 'Island', 'Lamp'];
+export const WORK_ADJECTIVES: readonly string[] = [
+  'Silent',
+  'Golden',
+  'Last',
+  'Broken',
+  'Hidden',
+  'Northern',
+  'Red',
+  'Quiet',
+  'Long',
+  'Distant',
+  'Bright',
+  'Lost',
+];
+export const WORK_NOUNS: readonly string[] = [
+  'River',
+  'Garden',
+  'Winter',
+  'Harbour',
+  'Tower',
+  'Road',
+  'Song',
+  'Mountain',
+  'Letter',
+  'Bridge',
+  'Island',
+  'Lamp',
+];
 
 /** Sentences that carry no relation fact, for longer documents. `{s}` is the subject, `{e}` another entity. */
 export const FILLER_SENTENCES: readonly string[] = [
@@ -205,7 +339,10 @@ export function factRegexes(relation: string): RegExp[] {
 
 /** Split a document into sentences (names never contain a full stop). */
 export function splitSentences(text: string): string[] {
-  return text.split(/(?<=\.)\s+/).map((s) => s.trim()).filter((s) => s.length > 0);
+  return text
+    .split(/(?<=\.)\s+/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 /** Every (subject, object) pair stated for `relation` in `text`. */

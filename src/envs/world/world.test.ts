@@ -96,7 +96,10 @@ test('save and load round trip; a bad line names file and line', () => {
     const lines = readFileSync(join(dir, 'train.jsonl'), 'utf8').split('\n');
     lines[2] = '{"id": 3';
     writeFileSync(join(dir, 'train.jsonl'), lines.join('\n'));
-    assert.throws(() => loadWorld(dir), (e: unknown) => e instanceof FileFormatError && e.line === 3 && e.message.includes('train.jsonl:3'));
+    assert.throws(
+      () => loadWorld(dir),
+      (e: unknown) => e instanceof FileFormatError && e.line === 3 && e.message.includes('train.jsonl:3'),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -11,8 +11,21 @@ import { join } from 'node:path';
 import { ConfigError, FileFormatError } from '../../core/errors.ts';
 import { Rng } from '../../util/rng.ts';
 import {
-  CITY_PREFIXES, COUNTRY_SUFFIXES, ENTITY_KINDS, FILLER_SENTENCES, FIRST_NAMES, GENERIC_QUESTIONS, INTRO_SENTENCES,
-  ORG_SUFFIXES, RELATIONS, SYLLABLES, WORD_VALUES, WORK_ADJECTIVES, WORK_NOUNS, YEAR_RANGES, relationsOf,
+  CITY_PREFIXES,
+  COUNTRY_SUFFIXES,
+  ENTITY_KINDS,
+  FILLER_SENTENCES,
+  FIRST_NAMES,
+  GENERIC_QUESTIONS,
+  INTRO_SENTENCES,
+  ORG_SUFFIXES,
+  RELATIONS,
+  SYLLABLES,
+  WORD_VALUES,
+  WORK_ADJECTIVES,
+  WORK_NOUNS,
+  YEAR_RANGES,
+  relationsOf,
   type EntityKind,
 } from './vocab.ts';
 
@@ -154,11 +167,16 @@ function stem(rng: Rng, min: number, max: number): string {
 
 function makeName(rng: Rng, kind: EntityKind): string {
   switch (kind) {
-    case 'person': return `${rng.pick(FIRST_NAMES)} ${stem(rng, 2, 2)}`;
-    case 'city': return `${rng.pick(CITY_PREFIXES)}${stem(rng, 2, 2)}`;
-    case 'country': return `${stem(rng, 1, 2)}${rng.pick(COUNTRY_SUFFIXES)}`;
-    case 'organisation': return `${stem(rng, 2, 2)} ${rng.pick(ORG_SUFFIXES)}`;
-    case 'work': return `The ${rng.pick(WORK_ADJECTIVES)} ${rng.pick(WORK_NOUNS)}`;
+    case 'person':
+      return `${rng.pick(FIRST_NAMES)} ${stem(rng, 2, 2)}`;
+    case 'city':
+      return `${rng.pick(CITY_PREFIXES)}${stem(rng, 2, 2)}`;
+    case 'country':
+      return `${stem(rng, 1, 2)}${rng.pick(COUNTRY_SUFFIXES)}`;
+    case 'organisation':
+      return `${stem(rng, 2, 2)} ${rng.pick(ORG_SUFFIXES)}`;
+    case 'work':
+      return `The ${rng.pick(WORK_ADJECTIVES)} ${rng.pick(WORK_NOUNS)}`;
   }
 }
 
@@ -281,7 +299,13 @@ export function generateWorld(partial: Partial<WorldOptions> = {}): World {
   const fillers = fillerCount(options.docLength);
   const docs: WorldDocument[] = [];
   for (const e of entities) {
-    docs.push({ id: '', title: e.name, text: documentText(docRng, e.kind, e.name, e.facts, fillers, entities), entityId: e.id, distractor: false });
+    docs.push({
+      id: '',
+      title: e.name,
+      text: documentText(docRng, e.kind, e.name, e.facts, fillers, entities),
+      entityId: e.id,
+      distractor: false,
+    });
   }
   const distractorCount = Math.round(options.distractors * entities.length);
   const imitated = docRng.shuffle([...entities]).slice(0, distractorCount);
@@ -289,7 +313,13 @@ export function generateWorld(partial: Partial<WorldOptions> = {}): World {
     const name = uniqueName(() => nearDuplicate(docRng, e.name));
     const facts: Record<string, string> = {};
     for (const r of relationsOf(e.kind)) facts[r] = nearMissValue(docRng, r, e.facts[r], byKind);
-    docs.push({ id: '', title: name, text: documentText(docRng, e.kind, name, facts, fillers, entities), entityId: e.id, distractor: true });
+    docs.push({
+      id: '',
+      title: name,
+      text: documentText(docRng, e.kind, name, facts, fillers, entities),
+      entityId: e.id,
+      distractor: true,
+    });
   }
   const order = docRng.shuffle(docs.map((_, i) => i));
   order.forEach((docIndex, k) => (docs[docIndex].id = `d${k + 1}`));
@@ -318,7 +348,10 @@ export function generateWorld(partial: Partial<WorldOptions> = {}): World {
         if (target !== undefined) return !visited.has(target);
         return last; // attribute values end a chain
       });
-      if (options_.length === 0) { ok = false; break; }
+      if (options_.length === 0) {
+        ok = false;
+        break;
+      }
       const r = questionRng.pick(options_);
       const step: ChainStep = { subject: cur.name, subjectId: cur.id, relation: r, object: cur.facts[r], docId: cur.docId };
       if (cur.links[r] !== undefined) {
@@ -412,7 +445,8 @@ export function readJsonl<T>(file: string, check?: (row: Record<string, unknown>
     } catch (err) {
       throw new FileFormatError({ file, line: i + 1, message: `invalid JSON: ${(err as Error).message}`, cause: err });
     }
-    if (row === null || typeof row !== 'object' || Array.isArray(row)) throw new FileFormatError({ file, line: i + 1, message: 'expected a JSON object' });
+    if (row === null || typeof row !== 'object' || Array.isArray(row))
+      throw new FileFormatError({ file, line: i + 1, message: 'expected a JSON object' });
     check?.(row as Record<string, unknown>, i + 1);
     rows.push(row as T);
   }
@@ -423,7 +457,12 @@ function requireFields(file: string, fields: Record<string, 'string' | 'number' 
   return (row: Record<string, unknown>, line: number) => {
     for (const [field, type] of Object.entries(fields)) {
       if (typeof row[field] !== type || row[field] === null)
-        throw new FileFormatError({ file, line, field, message: `expected ${type}, got ${row[field] === undefined ? 'nothing' : typeof row[field]}` });
+        throw new FileFormatError({
+          file,
+          line,
+          field,
+          message: `expected ${type}, got ${row[field] === undefined ? 'nothing' : typeof row[field]}`,
+        });
     }
   };
 }
@@ -431,18 +470,38 @@ function requireFields(file: string, fields: Record<string, 'string' | 'number' 
 /** Read a world written by `saveWorld`. */
 export function loadWorld(dir: string): World {
   const manifestFile = join(dir, 'manifest.json');
-  if (!existsSync(manifestFile)) throw new FileFormatError({ file: manifestFile, message: 'not found (is this a world directory written by `matpo world`?)' });
+  if (!existsSync(manifestFile))
+    throw new FileFormatError({ file: manifestFile, message: 'not found (is this a world directory written by `matpo world`?)' });
   let manifest: WorldManifest;
   try {
     manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as WorldManifest;
   } catch (err) {
     throw new FileFormatError({ file: manifestFile, message: `invalid JSON: ${(err as Error).message}`, cause: err });
   }
-  if (manifest.format !== 'matpo-world') throw new FileFormatError({ file: manifestFile, field: 'format', message: `expected "matpo-world", got ${JSON.stringify(manifest.format)}` });
+  if (manifest.format !== 'matpo-world')
+    throw new FileFormatError({
+      file: manifestFile,
+      field: 'format',
+      message: `expected "matpo-world", got ${JSON.stringify(manifest.format)}`,
+    });
   const f = manifest.files;
-  const entities = readJsonl<Entity>(join(dir, f.entities), requireFields(join(dir, f.entities), { id: 'string', kind: 'string', name: 'string', facts: 'object', links: 'object', docId: 'string' }));
-  const documents = readJsonl<WorldDocument>(join(dir, f.corpus), requireFields(join(dir, f.corpus), { id: 'string', title: 'string', text: 'string' }));
-  const qCheck = (file: string) => requireFields(file, { id: 'string', question: 'string', answers: 'object', hops: 'number', chain: 'object' });
+  const entities = readJsonl<Entity>(
+    join(dir, f.entities),
+    requireFields(join(dir, f.entities), {
+      id: 'string',
+      kind: 'string',
+      name: 'string',
+      facts: 'object',
+      links: 'object',
+      docId: 'string',
+    }),
+  );
+  const documents = readJsonl<WorldDocument>(
+    join(dir, f.corpus),
+    requireFields(join(dir, f.corpus), { id: 'string', title: 'string', text: 'string' }),
+  );
+  const qCheck = (file: string) =>
+    requireFields(file, { id: 'string', question: 'string', answers: 'object', hops: 'number', chain: 'object' });
   const questions = [
     ...readJsonl<WorldQuestion>(join(dir, f.train), qCheck(join(dir, f.train))),
     ...readJsonl<WorldQuestion>(join(dir, f.test), qCheck(join(dir, f.test))),

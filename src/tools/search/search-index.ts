@@ -134,7 +134,10 @@ export class SearchIndex {
       throw new FileFormatError({ file: indexFile, message: `cannot load index: ${(err as Error).message}`, cause: err });
     }
     if (mini.documentCount !== documents.length)
-      throw new FileFormatError({ file: indexFile, message: `index has ${mini.documentCount} documents but docs.jsonl has ${documents.length}` });
+      throw new FileFormatError({
+        file: indexFile,
+        message: `index has ${mini.documentCount} documents but docs.jsonl has ${documents.length}`,
+      });
     return new SearchIndex(mini, documents, 0);
   }
 
@@ -142,7 +145,10 @@ export class SearchIndex {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'index.json'), JSON.stringify(this.mini));
     writeFileSync(join(dir, 'docs.jsonl'), this.documents.map((d) => JSON.stringify(d)).join('\n') + '\n');
-    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ documents: this.documents.length, buildMs: Math.round(this.buildMs), source: source ?? null }, null, 2) + '\n');
+    writeFileSync(
+      join(dir, 'meta.json'),
+      JSON.stringify({ documents: this.documents.length, buildMs: Math.round(this.buildMs), source: source ?? null }, null, 2) + '\n',
+    );
   }
 
   get size(): number {
@@ -162,8 +168,21 @@ export class SearchIndex {
     if (noise > 0 && this.documents.length > 0) {
       const rng = new Rng(`${options.noiseSeed ?? 0}:${query}`);
       const used = new Set(hits.map((h) => h.id));
-      const queryWords = new Set(query.toLowerCase().split(/\W+/).filter((w) => w.length > 2));
-      const lowerRanked = results.slice(k).map((r) => this.documents[r.id as number]).filter((d) => d.title.toLowerCase().split(/\W+/).some((w) => queryWords.has(w)));
+      const queryWords = new Set(
+        query
+          .toLowerCase()
+          .split(/\W+/)
+          .filter((w) => w.length > 2),
+      );
+      const lowerRanked = results
+        .slice(k)
+        .map((r) => this.documents[r.id as number])
+        .filter((d) =>
+          d.title
+            .toLowerCase()
+            .split(/\W+/)
+            .some((w) => queryWords.has(w)),
+        );
       for (let slot = 0; slot < k; slot++) {
         if (rng.next() >= noise) continue;
         let doc: CorpusDocument | undefined;
@@ -176,7 +195,13 @@ export class SearchIndex {
         if (doc === undefined) continue;
         used.add(doc.id);
         const score = hits[slot]?.score ?? hits[hits.length - 1]?.score ?? 0;
-        hits.splice(Math.min(slot, hits.length), 0, { id: doc.id, title: doc.title, snippet: snippet(doc.text, [], snippetChars), score, noise: true });
+        hits.splice(Math.min(slot, hits.length), 0, {
+          id: doc.id,
+          title: doc.title,
+          snippet: snippet(doc.text, [], snippetChars),
+          score,
+          noise: true,
+        });
       }
       hits.length = Math.min(hits.length, k);
     }
@@ -229,8 +254,9 @@ export function formatHits(query: string, hits: readonly SearchHit[]): string {
 
 /** An opened page as compact text for an agent, with a note of how much remains. */
 export function formatPage(page: OpenedPage): string {
-  const note = page.remaining > 0
-    ? `(characters ${page.offset}-${page.end} of ${page.total}; ${page.remaining} more, open with offset ${page.end})`
-    : `(characters ${page.offset}-${page.end} of ${page.total}; end of document)`;
+  const note =
+    page.remaining > 0
+      ? `(characters ${page.offset}-${page.end} of ${page.total}; ${page.remaining} more, open with offset ${page.end})`
+      : `(characters ${page.offset}-${page.end} of ${page.total}; end of document)`;
   return `Document ${page.id}: ${page.title}\n${page.text}\n${note}`;
 }

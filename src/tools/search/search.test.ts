@@ -68,7 +68,13 @@ test('search noise is seeded per query and mixes in hits', () => {
     noisy += hits.filter((h) => h.noise).length;
     // Noise is inserted ahead of real hits, which keep their order.
     const real = hits.filter((h) => !h.noise).map((h) => h.id);
-    assert.deepEqual(real, index.search(e.name, 5).map((h) => h.id).slice(0, real.length));
+    assert.deepEqual(
+      real,
+      index
+        .search(e.name, 5)
+        .map((h) => h.id)
+        .slice(0, real.length),
+    );
     if (hits.some((h) => h.title === e.name)) kept++;
   }
   assert.ok(noisy > 60 && noisy < 140, `noisy hits ${noisy} of 200`);
@@ -97,10 +103,22 @@ test('agent tools: search and open as text, errors as text', async () => {
 test('corpus loading: JSON array without ids, JSONL with ids, bad rows', () => {
   const dir = mkdtempSync(join(tmpdir(), 'corpus-'));
   try {
-    writeFileSync(join(dir, 'a.json'), JSON.stringify([{ title: 'X', text: 'x' }, { title: 'Y', text: 'y' }]));
-    assert.deepEqual(loadCorpus(join(dir, 'a.json')).map((d) => d.id), ['0', '1']);
+    writeFileSync(
+      join(dir, 'a.json'),
+      JSON.stringify([
+        { title: 'X', text: 'x' },
+        { title: 'Y', text: 'y' },
+      ]),
+    );
+    assert.deepEqual(
+      loadCorpus(join(dir, 'a.json')).map((d) => d.id),
+      ['0', '1'],
+    );
     writeFileSync(join(dir, 'b.jsonl'), '{"id":"p","title":"X","text":"x"}\n{"id":"q","title":"Y"}\n');
-    assert.throws(() => loadCorpus(join(dir, 'b.jsonl')), (e: unknown) => e instanceof FileFormatError && e.line === 2 && e.field === 'text');
+    assert.throws(
+      () => loadCorpus(join(dir, 'b.jsonl')),
+      (e: unknown) => e instanceof FileFormatError && e.line === 2 && e.field === 'text',
+    );
     writeFileSync(join(dir, 'c.jsonl'), '{"title":"X","text":"x"}\nnot json\n');
     assert.throws(() => loadCorpus(join(dir, 'c.jsonl')), /c\.jsonl:2: invalid JSON/);
   } finally {

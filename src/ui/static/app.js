@@ -30,7 +30,13 @@ function renderLegend() {
       const m = state.metrics.get(r.name);
       const steps = m ? [...m.byStep.keys()] : [];
       const last = steps.length ? Math.max(...steps) : null;
-      return h('span.run-chip', { 'data-run': r.name, title: r.dir }, h('span.swatch', { style: { background: r.color } }), r.name, h('span.meta', null, last === null ? ' · no steps yet' : ` · step ${last}`));
+      return h(
+        'span.run-chip',
+        { 'data-run': r.name, title: r.dir },
+        h('span.swatch', { style: { background: r.color } }),
+        r.name,
+        h('span.meta', null, last === null ? ' · no steps yet' : ` · step ${last}`),
+      );
     }),
   );
 }
@@ -79,9 +85,24 @@ async function route() {
     else if (r.page === 'eval') await renderRollouts(out, state.runs, r, go, 'eval');
     else if (r.page === 'config') {
       const run = state.runs.find((x) => x.name === r.run) ?? state.runs[0];
-      const text = await fetch(`/api/runs/${encodeURIComponent(run.name)}/config`).then((res) => (res.ok ? res.text() : '(no config.yaml)'));
+      const text = await fetch(`/api/runs/${encodeURIComponent(run.name)}/config`).then((res) =>
+        res.ok ? res.text() : '(no config.yaml)',
+      );
       out.replaceChildren(
-        h('div.toolbar', null, h('label', null, 'run ', h('select', { onchange: (e) => go(`#/config/${encodeURIComponent(e.target.value)}`) }, state.runs.map((x) => h('option', { value: x.name, selected: x.name === run.name }, x.name))))),
+        h(
+          'div.toolbar',
+          null,
+          h(
+            'label',
+            null,
+            'run ',
+            h(
+              'select',
+              { onchange: (e) => go(`#/config/${encodeURIComponent(e.target.value)}`) },
+              state.runs.map((x) => h('option', { value: x.name, selected: x.name === run.name }, x.name)),
+            ),
+          ),
+        ),
         h('pre.config', null, text),
       );
     } else out.replaceChildren(h('p.empty', null, `Unknown page "${r.page}".`));

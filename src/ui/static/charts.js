@@ -140,7 +140,16 @@ function dashKey(keys, label) {
       svg.setAttribute('width', '22');
       svg.setAttribute('height', '8');
       const line = document.createElementNS(NS, 'line');
-      for (const [a, v] of Object.entries({ x1: 0, y1: 4, x2: 22, y2: 4, stroke: '#4b5563', 'stroke-width': 2, 'stroke-dasharray': DASHES[i % DASHES.length].join(' ') })) line.setAttribute(a, String(v));
+      for (const [a, v] of Object.entries({
+        x1: 0,
+        y1: 4,
+        x2: 22,
+        y2: 4,
+        stroke: '#4b5563',
+        'stroke-width': 2,
+        'stroke-dasharray': DASHES[i % DASHES.length].join(' '),
+      }))
+        line.setAttribute(a, String(v));
       svg.append(line);
       return h('span', null, svg, ` ${label(k)}`);
     }),
@@ -204,14 +213,27 @@ export class ChartBoard {
     };
     this.width = 0;
     for (const spec of specs) {
-      const card = h('div.chart-card', { 'data-chart': spec.id }, h('h3', null, spec.title), spec.keys.length > 1 ? dashKey(spec.keys, spec.section === 'compare' ? groupOf : nameOf) : null);
+      const card = h(
+        'div.chart-card',
+        { 'data-chart': spec.id },
+        h('h3', null, spec.title),
+        spec.keys.length > 1 ? dashKey(spec.keys, spec.section === 'compare' ? groupOf : nameOf) : null,
+      );
       sectionEl(spec.section).append(card);
       if (!this.width) this.width = cardWidth(card);
       const series = [{ label: 'step' }];
       for (const r of this.runs) {
         spec.keys.forEach((k, i) => {
           const label = spec.keys.length > 1 ? `${r.name} · ${k}` : r.name;
-          series.push({ label, stroke: r.color, width: 2, dash: DASHES[i % DASHES.length], spanGaps: true, value: (u, v) => fmt(v), points: { size: 5 } });
+          series.push({
+            label,
+            stroke: r.color,
+            width: 2,
+            dash: DASHES[i % DASHES.length],
+            spanGaps: true,
+            value: (u, v) => fmt(v),
+            points: { size: 5 },
+          });
         });
       }
       const data = chartData(spec, this.runs);
@@ -256,9 +278,18 @@ export class ChartBoard {
             .filter(([, v]) => typeof v !== 'number')
             .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`)
             .join('; ');
-          return h('tr', null, h('td', null, h('span.swatch', { style: { background: run.color } }), run.name), h('td', null, step), h('td', null, event), h('td', null, details));
+          return h(
+            'tr',
+            null,
+            h('td', null, h('span.swatch', { style: { background: run.color } }), run.name),
+            h('td', null, step),
+            h('td', null, event),
+            h('td', null, details),
+          );
         }),
-        errs.map(({ run, m }) => h('tr.error', null, h('td', null, run.name), h('td', null, ''), h('td', null, 'unreadable line'), h('td', null, m))),
+        errs.map(({ run, m }) =>
+          h('tr.error', null, h('td', null, run.name), h('td', null, ''), h('td', null, 'unreadable line'), h('td', null, m)),
+        ),
       ),
     );
   }
