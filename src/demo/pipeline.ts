@@ -98,6 +98,7 @@ export interface PipelineSettings {
 }
 
 /** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
+// Why each value: docs/results.md, "Why the demo's settings are what they are".
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
   world: {
@@ -114,24 +115,7 @@ export const DEMO_DEFAULTS: PipelineSettings = {
     docLength: 'short',
   },
   model: { preset: 'tiny' },
-  // Every training question is demonstrated: two warm-starts on all 1,200 reached 32 % greedy
-  // accuracy on held-out questions (36 % and 42 % on training questions), against 0–2 % for the
-  // earlier expert that opened every page, with 600 questions. That warm-start gave RL nothing to
-  // re-weigh: what it got wrong were reading skills, and MATPO kept held-out accuracy level. So the
-  // demo's expert answers 70 % of the one-hop questions from memory (boxing the entity the question
-  // names, always wrong), as an untuned planner does with questions that look simple; the warm-started
-  // model copies the habit, and MATPO's reward trains it away (docs/matpo.md, "Rewards"). Guessing
-  // on every kind of question (60 %) left too few planner demonstrations of the second hop; without
-  // the workers of guessed questions (a quarter of all worker transcripts) the warm-start read so
-  // badly that RL, though it stopped the guessing, reached only 8 %.
-  // Many small steps beat few large ones here: at equal compute, 4k-token batches reach a held-out
-  // loss of 0.49 after 2 epochs where 16k-token batches reach 1.06 after one. Learning the system,
-  // user and tool tokens too (weight 0.3) halves it again (0.25 after 2 epochs): the tool output
-  // repeats names and ids, which teaches the model to copy from its context.
   sft: { epochs: 2, lr: 2e-3, batchTokens: 4096, otherTokenWeight: 0.3 },
-  // Sampling at 0.6 rather than 1: at 1, the warm-started workers rarely succeed, and groups with no
-  // success carry no signal. 8 questions × 8 rollouts at 1e-4 move the planner off guessing within
-  // about ten steps; 3e-5 did not move it in 15.
   rl: {
     steps: 12,
     groupSize: 8,
@@ -218,18 +202,10 @@ export const QUICK: PipelineSettings = {
  * distractor documents) under a context limit, where a single agent's context fills with tool
  * output — the setting MATPO's planner–worker split is meant for.
  */
+// Why each value: docs/results.md, "Why the experiment's settings are what they are".
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  // The demo's warm-start recipe (all 1,200 training questions, two epochs), an expert that never
-  // guesses, and 10 RL steps of 4 × 8 at temperature 1 and 3e-5: 27 minutes per seed for both modes
-  // on two cores (80.5 for seeds 1-3). Documents stay short: with medium ones the snippet rarely
-  // holds the fact, workers must copy a document id into `open`, and MATPO warm-started for one
-  // epoch scored 2 % (greedy).
   world: { ...DEMO_DEFAULTS.world, demoGuessRate: 0, demoGuessMaxHops: 2, noise: 0.3, distractors: 0.5 },
-  // The single agent's expert transcripts run to 1,258 tokens (median 777, a quarter above 930);
-  // a turn starts only if 96 more tokens fit, so a 1,024-token context binds on the longer ones
-  // while planner (≤ 556) and worker (90 % ≤ 921) contexts fit. Every rollout of either mode may
-  // sample 512 tokens.
   rl: {
     ...DEMO_DEFAULTS.rl,
     steps: 10,
