@@ -16,7 +16,7 @@
  * <dir>/world/world-set.json and in the summary.
  *
  * Each phase calls the same function the matching command calls (writeWorldDir, initModelDir,
- * runSft, runTraining, runEvaluation) with one typed run configuration, and leaves a marker file
+ * runSft, runTraining, runEvaluations) with one typed run configuration, and leaves a marker file
  * when it completes, so running again after a kill continues where it stopped (training resumes
  * from its last checkpoint).
  */

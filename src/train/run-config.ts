@@ -114,50 +114,6 @@ export interface EvaluationResult extends EvalResult {
   policyName: string;
 }
 
-/**
- * Held-out evaluation of `config.model` on the config's held-out questions (a world's eval split, or
- * the whole dataset), `run.evalQuestions` of them (0 = all), `run.evalRepeats` rollouts each, at the
- * evaluation temperature. `out` writes the scored rollouts (JSONL).
- */
-export async function runEvaluation(config: TrainConfig, options: { out?: string; label?: string } = {}): Promise<EvaluationResult> {
-  if (!config.data.world && !config.data.dataset) throw new ConfigError({ path: '--world', message: 'give --world DIR or --dataset FILE' });
-  const built = await buildRun(config);
-  let policy;
-  try {
-    policy = await openSamplingPolicy(config.model, config.run.seed);
-  } catch (err) {
-    await built.close();
-    throw err;
-  }
-  try {
-    const split = config.data.world ? built.eval : [...built.eval, ...built.train];
-    const questions = config.run.evalQuestions > 0 ? split.slice(0, config.run.evalQuestions) : split;
-    if (questions.length === 0) throw new ConfigError({ path: '--questions', message: 'no questions to run' });
-    const progress = new Progress(config.run.progress);
-    const bar = progress.bar(options.label ?? 'eval', questions.length * config.run.evalRepeats);
-    const t0 = performance.now();
-    const r = await evaluate({
-      runner: built.makeRunner(policy),
-      questions,
-      repeats: config.run.evalRepeats,
-      mode: config.rollout.mode,
-      seed: `${config.run.seed}/eval-cli`,
-      temperature: evalTemperature(config),
-      scorer: built.scorer,
-      weights: rewardWeights(config),
-      concurrency: config.rollout.concurrency,
-      onRollout: (d) => bar.update(d),
-    });
-    bar.stop();
-    progress.stop();
-    if (options.out) writeFileSync(options.out, r.rollouts.map((x: Rollout) => JSON.stringify(x)).join('\n') + '\n');
-    return { ...r, questionsAsked: questions, seconds: (performance.now() - t0) / 1000, policyName: policy.name };
-  } finally {
-    await policy.close();
-    await built.close();
-  }
-}
-
 /** One labelled evaluation of `runEvaluations`. */
 export interface LabelledEvaluation {
   /** What the accuracy measures: same-world held-out, unseen worlds (with their seeds), or a dataset. */
@@ -172,7 +128,7 @@ export interface LabelledEvaluation {
 
 /**
  * Held-out evaluation next to unseen-world evaluation, each labelled: the config's held-out questions
- * (as `runEvaluation`), then the unseen worlds' — a world set's own (world-set.json), or for a single
+ * (a world's eval split, or the whole dataset; `run.evalQuestions` of them, 0 = all), then the unseen worlds' — a world set's own (world-set.json), or for a single
  * world the worlds generated from `unseenSeeds` with its knobs (every question a test question).
  * `out` names the first evaluation's records; the unseen worlds' go to the same name with `.unseen.jsonl`.
  */
