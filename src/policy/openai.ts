@@ -34,6 +34,7 @@
 import { ConfigError, EndpointError, InvalidArgumentError } from '../core/errors.ts';
 import type { ChatMessage, ChatTokenizer } from '../core/chat.ts';
 import type { FinishReason, SamplingPolicy, SampleParams, SampleResult } from '../core/policy.ts';
+import { LocalTokenizer } from './local-tokenizer.ts';
 
 export interface OpenAIPolicyOptions {
   /** Server root, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted too). */
@@ -158,7 +159,7 @@ export class OpenAIPolicy implements SamplingPolicy {
   readonly mode: 'completions' | 'chat';
   private readonly root: string;
   private readonly options: OpenAIPolicyOptions;
-  private tokenizerPromise: Promise<ChatTokenizer> | null = null;
+  private readonly localTokenizer: LocalTokenizer;
   private readonly inflight = new Set<AbortController>();
   private closed = false;
   /** Requests sent (attempts, including retries), for diagnostics. */
@@ -177,26 +178,15 @@ export class OpenAIPolicy implements SamplingPolicy {
     this.tokenExact = this.mode === 'completions';
     this.root = options.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
     this.name = `openai:${options.model}@${this.root}${this.mode === 'chat' ? ' (chat)' : ''}`;
-    if (options.tokenizer) this.tokenizerPromise = Promise.resolve(options.tokenizer);
+    this.localTokenizer = new LocalTokenizer(
+      options.tokenizerDir,
+      { path: 'policy.tokenizerDir', message: "an OpenAI-compatible policy needs the model's tokenizer directory (tokenizerDir)" },
+      options.tokenizer,
+    );
   }
 
   tokenizer(): Promise<ChatTokenizer> {
-    if (!this.tokenizerPromise) {
-      const dir = this.options.tokenizerDir;
-      if (!dir)
-        return Promise.reject(
-          new ConfigError({
-            path: 'policy.tokenizerDir',
-            message: "an OpenAI-compatible policy needs the model's tokenizer directory (tokenizerDir)",
-          }),
-        );
-      // Loaded lazily so that this module does not pull in the tokenizer stack until it is needed.
-      this.tokenizerPromise = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(dir));
-      this.tokenizerPromise.catch(() => {
-        this.tokenizerPromise = null;
-      });
-    }
-    return this.tokenizerPromise;
+    return this.localTokenizer.get();
   }
 
   async sample(promptTokens: readonly number[], params: SampleParams): Promise<SampleResult> {

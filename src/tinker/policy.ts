@@ -61,6 +61,7 @@ import {
   type WireDatum,
   type WireTensor,
 } from './client.ts';
+import { LocalTokenizer } from '../policy/local-tokenizer.ts';
 
 export const CHECKPOINT_FILE = 'tinker.json';
 export const OPTIMIZER_FILE = 'tinker-optimizer.json';
@@ -158,7 +159,7 @@ export class TinkerPolicy implements TrainablePolicy {
   readonly client: TinkerClient;
   readonly model: TinkerModel;
   private readonly options: TinkerPolicyOptions;
-  private tokenizerPromise: Promise<ChatTokenizer> | null = null;
+  private readonly localTokenizer: LocalTokenizer;
   private sampler: Promise<string> | null = null;
   private samplerSeq = 0;
   private steps = 0;
@@ -174,7 +175,14 @@ export class TinkerPolicy implements TrainablePolicy {
     this.client = client;
     this.model = model;
     this.name = `tinker:${options.baseModel}@${client.root}${options.lora ? ` (LoRA rank ${options.lora.rank})` : ''}`;
-    if (options.tokenizer) this.tokenizerPromise = Promise.resolve(options.tokenizer);
+    this.localTokenizer = new LocalTokenizer(
+      options.tokenizerDir,
+      {
+        path: 'model.tokenizerDir',
+        message: 'a Tinker policy needs a local tokenizer directory (model.tokenizerDir or model.path): the service serves none',
+      },
+      options.tokenizer,
+    );
   }
 
   /** Connect, create the training model (LoRA or full), and restore a checkpoint when asked. */
@@ -212,21 +220,7 @@ export class TinkerPolicy implements TrainablePolicy {
   }
 
   tokenizer(): Promise<ChatTokenizer> {
-    if (!this.tokenizerPromise) {
-      const dir = this.options.tokenizerDir;
-      if (!dir)
-        return Promise.reject(
-          new ConfigError({
-            path: 'model.tokenizerDir',
-            message: 'a Tinker policy needs a local tokenizer directory (model.tokenizerDir or model.path): the service serves none',
-          }),
-        );
-      this.tokenizerPromise = import('../model/tokenizer.ts').then((m) => m.loadTokenizer(dir));
-      this.tokenizerPromise.catch(() => {
-        this.tokenizerPromise = null;
-      });
-    }
-    return this.tokenizerPromise;
+    return this.localTokenizer.get();
   }
 
   /** The sampling session of the current weights (ephemeral sampler weights, taken after each change). */
