@@ -109,8 +109,8 @@ export function configFlagsHelp(flags: readonly ConfigFlag[]): string {
   const width = Math.max(...rows.map((r) => r[0].length));
   return [
     'flags are overrides of run-configuration keys (matpo train --help-config lists every key with its default):',
-    '  --config FILE'.padEnd(width + 4) + '  a YAML run configuration',
-    '  --set KEY=V'.padEnd(width + 4) + '  any key, e.g. --set rollout.maxTurns=6 (repeatable)',
+    '  --config FILE'.padEnd(width + 2) + '  a YAML run configuration',
+    '  --set KEY=V'.padEnd(width + 2) + '  any key, e.g. --set rollout.maxTurns=6 (repeatable)',
     ...rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`),
   ].join('\n');
 }
