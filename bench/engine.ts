@@ -75,7 +75,8 @@ async function timeBest(fn: () => unknown | Promise<unknown>, runs: number, thre
 async function main(): Promise<void> {
   const k = loadNativeKernels();
   console.log(
-    `native kernels: isa=${k.isa} tile=${k.gemmTile}; the machine may be shared, so wall-clock numbers are noisy (CPU-time column excludes descheduled time)`,
+    `native kernels: isa=${k.isa} tile=${k.gemmTile}; the machine may be shared, so wall-clock numbers are noisy ` +
+      '(CPU-time column excludes descheduled time)',
   );
   const rows: Row[] = WITH_SGEMM ? await sgemmBench() : [];
   progress('kernel rows done');
@@ -127,7 +128,8 @@ async function main(): Promise<void> {
     const trainTps = (TRAIN_B * TRAIN_T) / (tr.wall / 1000);
     const peakRss = process.resourceUsage().maxRSS / 1024;
     progress(
-      `train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`,
+      `train: ${(tr.wall / 1000).toFixed(2)} s/step wall, ${(tr.cpu / 1000).toFixed(2)} s CPU per thread, ` +
+        `${trainTps.toFixed(0)} tokens/s, peak RSS ${peakRss.toFixed(0)} MiB`,
     );
 
     // ---- decode: 32 concurrent sequences, 128 prompt + 128 new tokens
@@ -181,7 +183,8 @@ async function main(): Promise<void> {
     const lo = await timeBest(() => step(loraEngine), 2, threads);
     const loraTps = (TRAIN_B * TRAIN_T) / (lo.wall / 1000);
     progress(
-      `train LoRA r=16: ${(lo.wall / 1000).toFixed(2)} s/step wall, ${loraTps.toFixed(0)} tokens/s (${loraEngine.lora!.total} trainable parameters)`,
+      `train LoRA r=16: ${(lo.wall / 1000).toFixed(2)} s/step wall, ${loraTps.toFixed(0)} tokens/s ` +
+        `(${loraEngine.lora!.total} trainable parameters)`,
     );
 
     const note = torchVersion ? '' : ' (PyTorch not installed: apt-get install python3-torch)';

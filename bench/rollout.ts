@@ -127,15 +127,20 @@ const res = await batch(questions, 'q');
 // in-memory tool they are tiny, and subtracting them bounds the engine's own CPU time from below.
 const cpuPerTurn = res.cpuMs / res.turns;
 console.log(
-  `rollout engine bench (${format.name} format, ${questions} questions × G=${group}, concurrency ${concurrency}; timings are noisy when other jobs share the machine)`,
+  `rollout engine bench (${format.name} format, ${questions} questions × G=${group}, concurrency ${concurrency}; ` +
+    'timings are noisy when other jobs share the machine)',
 );
 console.log(`  rollouts ${res.rollouts}, agent turns ${res.turns}, tool calls ${res.toolCalls}, tokens recorded ${res.tokens}`);
 console.log(
-  `  wall ${res.wall.toFixed(0)} ms → ${(res.turns / (res.wall / 1000)).toFixed(0)} agent turns/s, ${(res.rollouts / (res.wall / 1000)).toFixed(1)} rollouts/s`,
+  `  wall ${res.wall.toFixed(0)} ms → ${(res.turns / (res.wall / 1000)).toFixed(0)} agent turns/s, ` +
+    `${(res.rollouts / (res.wall / 1000)).toFixed(1)} rollouts/s`,
 );
 console.log(
-  `  CPU ${res.cpuMs.toFixed(0)} ms → ${cpuPerTurn.toFixed(3)} ms CPU per turn (target < 1 ms); sampling ${(res.sampleMs / res.turns).toFixed(3)} ms/turn, tools ${(res.toolMs / res.toolCalls).toFixed(3)} ms/call (wall sums)`,
+  `  CPU ${res.cpuMs.toFixed(0)} ms → ${cpuPerTurn.toFixed(3)} ms CPU per turn (target < 1 ms); ` +
+    `sampling ${(res.sampleMs / res.turns).toFixed(3)} ms/turn, tools ${(res.toolMs / res.toolCalls).toFixed(3)} ms/call (wall sums)`,
 );
 console.log(
-  `  wall time inside tokenizer calls per turn (inflated when the machine is busy): tokenizing ${(res.encode / res.turns).toFixed(3)} ms (prompts, deltas and tool output), chat template ${(res.template / res.turns).toFixed(3)} ms, decoding samples ${(res.decode / res.turns).toFixed(3)} ms`,
+  '  wall time inside tokenizer calls per turn (inflated when the machine is busy): ' +
+    `tokenizing ${(res.encode / res.turns).toFixed(3)} ms (prompts, deltas and tool output), ` +
+    `chat template ${(res.template / res.turns).toFixed(3)} ms, decoding samples ${(res.decode / res.turns).toFixed(3)} ms`,
 );

@@ -56,6 +56,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 console.log(`corpus ${file}: ${docs.length} documents`);
 console.log(`build (median of 3): ${median(times).toFixed(0)} ms; save ${saveMs.toFixed(0)} ms; load ${loadMs.toFixed(0)} ms`);
 console.log(
-  `query latency over ${lat.length} queries (top 5): median ${median(lat).toFixed(2)} ms, p90 ${lat[Math.floor(lat.length * 0.9)].toFixed(2)} ms`,
+  `query latency over ${lat.length} queries (top 5): median ${median(lat).toFixed(2)} ms, ` +
+    `p90 ${lat[Math.floor(lat.length * 0.9)].toFixed(2)} ms`,
 );
 console.log(`sanity: a document with the query's title ranked first in ${((100 * top1) / lat.length).toFixed(0)}% of queries`);

@@ -55,7 +55,8 @@ const value = exercises.map((x, i) => (replies[i].toLowerCase().includes(x.value
 const cited = exercises.map((x, i) => (new RegExp(`Document ${x.docId}(?![0-9A-Za-z])`).test(replies[i]) ? 1 : 0));
 const pct = (xs: number[]) => `${(100 * mean(xs)).toFixed(1)}% ± ${(100 * standardError(xs)).toFixed(1)}`;
 console.log(
-  `reading probe of ${values.model} on ${exercises.length} exercises from worlds ${values.seeds} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+  `reading probe of ${values.model} on ${exercises.length} exercises from worlds ${values.seeds} ` +
+    `(${((performance.now() - t0) / 1000).toFixed(0)} s)`,
 );
 console.log(`value copied ${pct(value)}, document cited ${pct(cited)}`);
 for (let i = 0; i < 3 && i < exercises.length; i++)

@@ -109,7 +109,10 @@ test('trajectory: messages added in two steps give the same tokens as in one ste
 test('trajectory: a template that looks back over the whole history falls back to full renders and stays exact', async () => {
   const tok = await createTestTokenizer(tmp(), {
     chatTemplate:
-      "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{%- if m.role == 'tool' %}{{ '[' + loop.index|string + '] ' }}{%- endif %}{{ m.content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}",
+      "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}" +
+      "{%- if m.role == 'tool' %}{{ '[' + loop.index|string + '] ' }}{%- endif %}" +
+      "{{ m.content + '<|im_end|>\\n' }}{%- endfor %}" +
+      "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}",
   });
   const t = new Trajectory(tok, undefined);
   t.start([
@@ -218,25 +221,31 @@ test('trajectory: many turns past the checks (cached delta skeletons) stay exact
   assert.ok(!t.tokenizer.decode(t.tokens).includes('<tool_response>\n  result'), 'the trimming template was used');
 });
 
-test('trajectory: a template that strips reasoning from assistant turns (Qwen3-like) keeps the sampled tokens and closes turns from the template', async () => {
-  const template = CHATML_TOOLS_TEMPLATE.replace(
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
-    "{%- if message.role == 'assistant' and '</think>' in message.content %}{{- '<|im_start|>assistant\\n' + message.content.split('</think>')[-1].lstrip('\\n') + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}",
-  );
-  assert.notEqual(template, CHATML_TOOLS_TEMPLATE);
-  const tok = await createTestTokenizer(tmp(), { chatTemplate: template });
-  assert.equal(
-    tok.applyChatTemplate([{ role: 'assistant', content: '<think>hmm</think>\nyes' }]),
-    '<|im_start|>assistant\nyes<|im_end|>\n',
-  );
-  const t = new Trajectory(tok, undefined);
-  t.start([{ role: 'user', content: 'Q' }]);
-  const s1 = sample(tok, '<think>let me see</think>\n<tool_call>{"name": "lookup", "arguments": {}}</tool_call>');
-  const turn = t.appendSample(s1);
-  t.appendMessages([{ role: 'tool', content: 'r' }]);
-  assert.deepEqual(t.tokens.slice(turn.sampleStart, turn.end), s1.tokens, 'the reasoning the model sampled stays in the sequence');
-  assert.equal(
-    tok.decode(t.tokens.slice(turn.end)),
-    '\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
-  );
-});
+test(
+  'trajectory: a template that strips reasoning from assistant turns (Qwen3-like) ' +
+    'keeps the sampled tokens and closes turns from the template',
+  async () => {
+    const template = CHATML_TOOLS_TEMPLATE.replace(
+      "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+      "{%- if message.role == 'assistant' and '</think>' in message.content %}" +
+        "{{- '<|im_start|>assistant\\n' + message.content.split('</think>')[-1].lstrip('\\n') + '<|im_end|>\\n' }}" +
+        "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}",
+    );
+    assert.notEqual(template, CHATML_TOOLS_TEMPLATE);
+    const tok = await createTestTokenizer(tmp(), { chatTemplate: template });
+    assert.equal(
+      tok.applyChatTemplate([{ role: 'assistant', content: '<think>hmm</think>\nyes' }]),
+      '<|im_start|>assistant\nyes<|im_end|>\n',
+    );
+    const t = new Trajectory(tok, undefined);
+    t.start([{ role: 'user', content: 'Q' }]);
+    const s1 = sample(tok, '<think>let me see</think>\n<tool_call>{"name": "lookup", "arguments": {}}</tool_call>');
+    const turn = t.appendSample(s1);
+    t.appendMessages([{ role: 'tool', content: 'r' }]);
+    assert.deepEqual(t.tokens.slice(turn.sampleStart, turn.end), s1.tokens, 'the reasoning the model sampled stays in the sequence');
+    assert.equal(
+      tok.decode(t.tokens.slice(turn.end)),
+      '\n<|im_start|>user\n<tool_response>\nr\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+    );
+  },
+);

@@ -129,75 +129,80 @@ test('matpo run with a random-weight embedded model: every rollout ends with a r
   assert.notDeepEqual(rollouts[0].root.tokens, rollouts[1].root.tokens);
 });
 
-test('embedded engine with one scripted malformed planner turn: errors are results, the spawned worker runs on the real engine', async () => {
-  await setup;
-  const { EmbeddedPolicy } = await import('../policy/embedded.ts');
-  const { loadWorld } = await import('../envs/world/world.ts');
-  const { worldSearchTools } = await import('../envs/world-tools.ts');
-  const embedded = await EmbeddedPolicy.load(modelDir);
-  try {
-    const tok = await embedded.tokenizer();
-    const imEnd = tok.tokenToId('<|im_end|>')!;
-    const scripted = `${hermesFormat.callText(DELEGATE_TOOL, { subtask: 'Find the founder of X.' })}\n<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": `;
-    const mixed: SamplingPolicy = {
-      name: 'mixed',
-      tokenExact: true,
-      tokenizer: () => embedded.tokenizer(),
-      async sample(prompt: readonly number[], params: SampleParams) {
-        if (params.hint?.role === 'planner' && !params.hint.messages.some((m) => m.role === 'assistant')) {
-          const tokens = [...tok.encode(scripted), imEnd];
-          return { tokens, logprobs: tokens.map(() => -1), finishReason: 'stop_token' };
-        }
-        return embedded.sample(prompt, params);
-      },
-      close: async () => {},
-    };
-    const world = loadWorld(worldDir);
-    // Short prompts (the config's overrides): the micro model has 1024 positions and the tool list alone takes ~600 tokens.
-    const prompts = loadPrompts({
-      overrides: {
-        'planner-system': 'Plan.',
-        'worker-system': 'Work.',
-        'worker-summary': 'Final turn: summarise.',
-        'worker-summary-failed': 'Final turn ({reason}): summarise.',
-      },
-    });
-    const engine = await RolloutEngine.create(
-      mixed,
-      worldSearchTools(world).tools,
-      testRolloutOptions({
-        prompts,
-        limits: { maxTurns: 2, maxNewTokens: 48, workerSummaryTokens: 24, maxSequenceTokens: 1024, toolResultChars: 200 },
-      }),
-    );
-    const q = world.questions[0];
-    const r = await engine.run({
-      question: { id: q.id, question: q.question, answers: q.answers },
-      index: 0,
-      rolloutId: 'e2e/0',
-      mode: 'matpo',
-      seed: 11,
-    });
-    const calls = r.root.turns[0].toolCalls;
-    assert.equal(calls.length, 2);
-    assert.equal(calls[0].valid, true);
-    assert.equal(calls[0].workerId, 'e2e/0/w0');
-    assert.equal(calls[1].valid, false);
-    assert.match(calls[1].error!, /not valid JSON/);
-    assert.equal(r.root.formatScore, 0.5);
-    assert.equal(r.workers.length, 1);
-    const w = r.workers[0];
-    checkSequence(w, 1024);
-    checkSequence(r.root, 1024);
-    assert.ok(w.turns.length >= 1, 'the worker sampled on the real engine');
-    if (w.outcome !== 'context_overflow') assert.match(w.messages[w.messages.length - 2].content, /^Final turn/);
-    assert.match(w.messages.find((m) => m.role === 'user')!.content, /Your subtask: Find the founder of X\./);
-    assert.ok(OUTCOMES.has(r.outcome));
-    assert.ok(r.root.turns.length === 2 || r.root.outcome === 'turn_limit');
-  } finally {
-    await embedded.close();
-  }
-});
+test(
+  'embedded engine with one scripted malformed planner turn: ' + 'errors are results, the spawned worker runs on the real engine',
+  async () => {
+    await setup;
+    const { EmbeddedPolicy } = await import('../policy/embedded.ts');
+    const { loadWorld } = await import('../envs/world/world.ts');
+    const { worldSearchTools } = await import('../envs/world-tools.ts');
+    const embedded = await EmbeddedPolicy.load(modelDir);
+    try {
+      const tok = await embedded.tokenizer();
+      const imEnd = tok.tokenToId('<|im_end|>')!;
+      const scripted =
+        `${hermesFormat.callText(DELEGATE_TOOL, { subtask: 'Find the founder of X.' })}\n` +
+        '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": ';
+      const mixed: SamplingPolicy = {
+        name: 'mixed',
+        tokenExact: true,
+        tokenizer: () => embedded.tokenizer(),
+        async sample(prompt: readonly number[], params: SampleParams) {
+          if (params.hint?.role === 'planner' && !params.hint.messages.some((m) => m.role === 'assistant')) {
+            const tokens = [...tok.encode(scripted), imEnd];
+            return { tokens, logprobs: tokens.map(() => -1), finishReason: 'stop_token' };
+          }
+          return embedded.sample(prompt, params);
+        },
+        close: async () => {},
+      };
+      const world = loadWorld(worldDir);
+      // Short prompts (the config's overrides): the micro model has 1024 positions and the tool list alone takes ~600 tokens.
+      const prompts = loadPrompts({
+        overrides: {
+          'planner-system': 'Plan.',
+          'worker-system': 'Work.',
+          'worker-summary': 'Final turn: summarise.',
+          'worker-summary-failed': 'Final turn ({reason}): summarise.',
+        },
+      });
+      const engine = await RolloutEngine.create(
+        mixed,
+        worldSearchTools(world).tools,
+        testRolloutOptions({
+          prompts,
+          limits: { maxTurns: 2, maxNewTokens: 48, workerSummaryTokens: 24, maxSequenceTokens: 1024, toolResultChars: 200 },
+        }),
+      );
+      const q = world.questions[0];
+      const r = await engine.run({
+        question: { id: q.id, question: q.question, answers: q.answers },
+        index: 0,
+        rolloutId: 'e2e/0',
+        mode: 'matpo',
+        seed: 11,
+      });
+      const calls = r.root.turns[0].toolCalls;
+      assert.equal(calls.length, 2);
+      assert.equal(calls[0].valid, true);
+      assert.equal(calls[0].workerId, 'e2e/0/w0');
+      assert.equal(calls[1].valid, false);
+      assert.match(calls[1].error!, /not valid JSON/);
+      assert.equal(r.root.formatScore, 0.5);
+      assert.equal(r.workers.length, 1);
+      const w = r.workers[0];
+      checkSequence(w, 1024);
+      checkSequence(r.root, 1024);
+      assert.ok(w.turns.length >= 1, 'the worker sampled on the real engine');
+      if (w.outcome !== 'context_overflow') assert.match(w.messages[w.messages.length - 2].content, /^Final turn/);
+      assert.match(w.messages.find((m) => m.role === 'user')!.content, /Your subtask: Find the founder of X\./);
+      assert.ok(OUTCOMES.has(r.outcome));
+      assert.ok(r.root.turns.length === 2 || r.root.outcome === 'turn_limit');
+    } finally {
+      await embedded.close();
+    }
+  },
+);
 
 test('matpo run --endpoint against matpo serve (a real HTTP server on 127.0.0.1): token-exact rollouts over the wire', async () => {
   await setup;

@@ -34,7 +34,10 @@ function request(mode: 'matpo' | 'single' = 'matpo', id = 'q1'): RolloutRequest 
 
 const subtaskOf = (hint: SampleHint) => /Your subtask: (.*)/.exec(hint.messages.find((m) => m.role === 'user')!.content)![1];
 
-/** The tokens of a sequence must be exactly the encoding of its messages' rendering (true for the test tokenizer, whose pieces split at special tokens). */
+/**
+ * The tokens of a sequence must be exactly the encoding of its messages' rendering (true for the test
+ * tokenizer, whose pieces split at special tokens).
+ */
 function assertExact(tok: ChatTokenizer, seq: Sequence, tools: ToolSpec[] | undefined) {
   const last = seq.messages[seq.messages.length - 1];
   const text =
@@ -73,14 +76,18 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
   test(`scripted planner → two concurrent workers → answer, token-exact trees (${format.name} format)`, async () => {
     const tok = await tokP;
     const plannerTexts = [
-      `I will split the task.\n${format.callText(DELEGATE_TOOL, { subtask: 'Find A.' })}\n${format.callText(DELEGATE_TOOL, { subtask: 'Find B.' })}`,
+      `I will split the task.\n${format.callText(DELEGATE_TOOL, { subtask: 'Find A.' })}\n` +
+        `${format.callText(DELEGATE_TOOL, { subtask: 'Find B.' })}`,
       'Both are 42. The answer is \\boxed{42}.',
     ];
     const workerText = (hint: SampleHint, turn: number) => {
       const sub = subtaskOf(hint);
       if (turn === 0) return format.callText('lookup', { key: sub });
       if (turn === 1) return `${sub.slice(5, 6)} is 42.`;
-      return `<think>private reasoning</think>Conclusion: ${sub.slice(5, 6)} is 42.\nSupporting information: lookup.${format.callText('lookup', { key: 'x' })}`;
+      return (
+        `<think>private reasoning</think>Conclusion: ${sub.slice(5, 6)} is 42.\n` +
+        `Supporting information: lookup.${format.callText('lookup', { key: 'x' })}`
+      );
     };
     const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: (h, t) => workerText(h, t) });
     const engine = new RolloutEngine(
@@ -143,50 +150,53 @@ for (const format of [hermesFormat, mcpFormat()] as ToolCallFormat[]) {
   });
 }
 
-test('malformed planner output: broken JSON, unknown tool, schema violation, garbage; no stop token; format score counts them', async () => {
-  const tok = await tokP;
-  const plannerTexts: Script = [
-    [
-      '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": "Find A."',
-      '<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>',
-      '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": 5}}</tool_call>',
-      '<tool_call>garbage</tool_call>',
-      '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": "Find B."}}</tool_call>',
-    ].join('\n'),
-    { text: 'I keep thinking and never', stop: false },
-  ];
-  const workerTexts: Script = ['<tool_call>{"name": "lookup", "arguments": {"key": 3}}</tool_call>', 'No value.', 'Conclusion: unknown.'];
-  const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: workerTexts });
-  const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions());
-  const r = await engine.run(request());
-  assert.equal(r.root.outcome, 'no_answer');
-  assert.equal(r.outcome, 'no_answer');
-  assert.equal(r.answer, null);
-  const calls = r.root.turns[0].toolCalls;
-  assert.deepEqual(
-    calls.map((c) => c.valid),
-    [false, false, false, false, true],
-  );
-  assert.equal(r.root.formatScore, 1 / 5);
-  assert.equal(calls[0].workerId, 'q1/0/w0', 'the repaired call still ran');
-  assert.match(calls[1].error!, /unknown tool "search"; available: delegate_subtask/);
-  assert.match(calls[2].error!, /invalid arguments for tool "delegate_subtask"/);
-  assert.match(calls[3].error!, /not valid JSON/);
-  assert.equal(r.workers.length, 2);
-  // Errors reach the planner as results, in call order.
-  const results = r.root.messages.slice(3, 8).map((m) => m.content);
-  assert.match(results[1], /unknown tool/);
-  assert.match(results[2], /subtask/);
-  // The worker's schema violation is a result too, and its format score is 0/1.
-  for (const w of r.workers) {
-    assert.equal(w.formatScore, 0);
-    assert.match(w.turns[0].toolCalls[0].result!, /key: .*expected string/i);
-  }
-  // The last planner turn ended without a stop token.
-  const last = r.root.turns[r.root.turns.length - 1];
-  assert.equal(last.finishReason, 'length');
-  assert.equal(r.root.tokens[r.root.tokens.length - 1], tok.encode(' never').at(-1));
-});
+test(
+  'malformed planner output: broken JSON, unknown tool, schema violation, garbage; ' + 'no stop token; format score counts them',
+  async () => {
+    const tok = await tokP;
+    const plannerTexts: Script = [
+      [
+        '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": "Find A."',
+        '<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>',
+        '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": 5}}</tool_call>',
+        '<tool_call>garbage</tool_call>',
+        '<tool_call>{"name": "delegate_subtask", "arguments": {"subtask": "Find B."}}</tool_call>',
+      ].join('\n'),
+      { text: 'I keep thinking and never', stop: false },
+    ];
+    const workerTexts: Script = ['<tool_call>{"name": "lookup", "arguments": {"key": 3}}</tool_call>', 'No value.', 'Conclusion: unknown.'];
+    const policy = new ScriptedPolicy(tok, { planner: plannerTexts, worker: workerTexts });
+    const engine = new RolloutEngine(policy, tok, [lookup], testRolloutOptions());
+    const r = await engine.run(request());
+    assert.equal(r.root.outcome, 'no_answer');
+    assert.equal(r.outcome, 'no_answer');
+    assert.equal(r.answer, null);
+    const calls = r.root.turns[0].toolCalls;
+    assert.deepEqual(
+      calls.map((c) => c.valid),
+      [false, false, false, false, true],
+    );
+    assert.equal(r.root.formatScore, 1 / 5);
+    assert.equal(calls[0].workerId, 'q1/0/w0', 'the repaired call still ran');
+    assert.match(calls[1].error!, /unknown tool "search"; available: delegate_subtask/);
+    assert.match(calls[2].error!, /invalid arguments for tool "delegate_subtask"/);
+    assert.match(calls[3].error!, /not valid JSON/);
+    assert.equal(r.workers.length, 2);
+    // Errors reach the planner as results, in call order.
+    const results = r.root.messages.slice(3, 8).map((m) => m.content);
+    assert.match(results[1], /unknown tool/);
+    assert.match(results[2], /subtask/);
+    // The worker's schema violation is a result too, and its format score is 0/1.
+    for (const w of r.workers) {
+      assert.equal(w.formatScore, 0);
+      assert.match(w.turns[0].toolCalls[0].result!, /key: .*expected string/i);
+    }
+    // The last planner turn ended without a stop token.
+    const last = r.root.turns[r.root.turns.length - 1];
+    assert.equal(last.finishReason, 'length');
+    assert.equal(r.root.tokens[r.root.tokens.length - 1], tok.encode(' never').at(-1));
+  },
+);
 
 test('turn limits: a worker that never stops gets the failure summary; a planner that never answers ends with turn_limit', async () => {
   const tok = await tokP;

@@ -45,7 +45,10 @@ export type FinishReason = 'stop_token' | 'stop_string' | 'length' | 'abort';
 export interface SampleResult {
   /** The sampled tokens, exactly as sampled (a stop token, when hit, is included as the last token). */
   tokens: number[];
-  /** log π(token | prefix) under the sampling distribution's underlying model (temperature-1 logits unless stated by the policy), one per token. */
+  /**
+   * log π(token | prefix) under the sampling distribution's underlying model (temperature-1 logits unless
+   * stated by the policy), one per token.
+   */
   logprobs: number[];
   finishReason: FinishReason;
 }

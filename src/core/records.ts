@@ -1,7 +1,8 @@
 /**
  * The records that cross layers (see docs/design.md): a Sequence is one agent's token stream, a
  * Rollout is one planner (or single-agent) sequence with the worker sequences it spawned, a group is
- * the G rollouts of one question, and a Datum is what the trainer sees of one sequence. Rollouts serialise to JSON as they are (one rollout per JSONL line).
+ * the G rollouts of one question, and a Datum is what the trainer sees of one sequence. Rollouts
+ * serialise to JSON as they are (one rollout per JSONL line).
  */
 import type { ChatMessage } from './chat.ts';
 

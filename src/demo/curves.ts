@@ -54,7 +54,8 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
       .map((p) =>
         p.length === 1
           ? `<circle cx="${p[0][0]}" cy="${p[0][1]}" r="${width}" fill="${c}" fill-opacity="${opacity}"/>`
-          : `<polyline points="${p.map((xy) => xy.join(',')).join(' ')}" fill="none" stroke="${c}" stroke-width="${width}" stroke-opacity="${opacity}"/>`,
+          : `<polyline points="${p.map((xy) => xy.join(',')).join(' ')}" fill="none" stroke="${c}" ` +
+            `stroke-width="${width}" stroke-opacity="${opacity}"/>`,
       );
   };
   const out: string[] = [
@@ -72,7 +73,8 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
     out.push(`<text x="${num(px(s))}" y="${H - PAD.bottom + 16}" text-anchor="middle" fill="#555">${s}</text>`);
   out.push(`<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 6}" text-anchor="middle" fill="#333">RL step</text>`);
   out.push(
-    `<text transform="translate(14 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle" fill="#333">${esc(opts.yLabel ?? 'training reward')}</text>`,
+    `<text transform="translate(14 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle" fill="#333">` +
+      `${esc(opts.yLabel ?? 'training reward')}</text>`,
   );
   out.push(`<line x1="${PAD.left}" x2="${PAD.left}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#999"/>`);
   series.forEach((s, i) => {

@@ -44,12 +44,16 @@ test('the experiment keeps the settings its README results were produced with, w
   });
 });
 
-test('the demo differs from the experiment in its search noise, its guessing expert and its RL phase, not in the world or the warm-start recipe', () => {
-  const shared = ['entities', 'questions', 'demoQuestions', 'vocabSize', 'demoErrorRate', 'hops', 'docLength'] as const;
-  for (const k of shared) assert.equal(DEMO_DEFAULTS.world[k], EXPERIMENT_DEFAULTS.world[k], k);
-  assert.deepEqual(DEMO_DEFAULTS.sft, EXPERIMENT_DEFAULTS.sft);
-  assert.deepEqual(DEMO_DEFAULTS.model, EXPERIMENT_DEFAULTS.model);
-});
+test(
+  'the demo differs from the experiment in its search noise, its guessing expert and its RL phase, ' +
+    'not in the world or the warm-start recipe',
+  () => {
+    const shared = ['entities', 'questions', 'demoQuestions', 'vocabSize', 'demoErrorRate', 'hops', 'docLength'] as const;
+    for (const k of shared) assert.equal(DEMO_DEFAULTS.world[k], EXPERIMENT_DEFAULTS.world[k], k);
+    assert.deepEqual(DEMO_DEFAULTS.sft, EXPERIMENT_DEFAULTS.sft);
+    assert.deepEqual(DEMO_DEFAULTS.model, EXPERIMENT_DEFAULTS.model);
+  },
+);
 
 test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1…, unseen worlds count down from 100·S+99', async () => {
   const { worldSeeds, MULTI_WORLD, QUICK, worldPhase } = await import('./pipeline.ts');

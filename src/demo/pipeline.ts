@@ -592,7 +592,8 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
   // A planted habit is part of what the warm-start learned; say so where the numbers are.
   const planted =
     s && s.world.demoGuessRate > 0
-      ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ${s.world.demoGuessMaxHops}-hop questions answered from memory)`
+      ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ` +
+        `${s.world.demoGuessMaxHops}-hop questions answered from memory)`
       : '';
   const rows = [
     ['', 'untrained', `warm-started (before RL)${planted}`, `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],

@@ -32,7 +32,8 @@ export function getKernels(): Kernels {
       warned = true;
       const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
       process.stderr.write(
-        `matpo: native kernels unavailable (${why}); using the slow TypeScript reference kernels. Run "npm run build:native" to build them.\n`,
+        `matpo: native kernels unavailable (${why}); using the slow TypeScript reference kernels. ` +
+          'Run "npm run build:native" to build them.\n',
       );
     }
     chosen = referenceKernels;

@@ -47,7 +47,8 @@ function compare(
     const s = scale ? scale[i] : Math.abs(want[i]);
     if (!(d <= rel * s + absTol))
       assert.fail(
-        `${name}: element ${i}: native ${got[i]} vs reference ${want[i]} (|d| = ${d.toExponential(2)}, allowed ${(rel * s + absTol).toExponential(2)})`,
+        `${name}: element ${i}: native ${got[i]} vs reference ${want[i]} ` +
+          `(|d| = ${d.toExponential(2)}, allowed ${(rel * s + absTol).toExponential(2)})`,
       );
     maxAbs = Math.max(maxAbs, d);
     maxRel = Math.max(maxRel, d / Math.max(Math.abs(want[i]), 1e-3));

@@ -195,7 +195,10 @@ test('bad rows and missing fields name file, line, field and mapping', async () 
     writeFileSync(none, '{"query": "a", "answer": "b"}\n');
     await assert.rejects(
       loadQaDataset(none),
-      /field "question\|Question\|problem\|Prompt": missing \(mapping: question ← question\|Question\|problem\|Prompt, answers ← answer\+Answer/,
+      new RegExp(
+        String.raw`field "question\|Question\|problem\|Prompt": missing \(mapping: ` +
+          String.raw`question ← question\|Question\|problem\|Prompt, answers ← answer\+Answer`,
+      ),
     );
     await assert.rejects(loadQaDataset(join(dir, 'x.xml')), /cannot tell the format/);
   } finally {

@@ -61,7 +61,8 @@ test('expert success ≈ 1 − errorRate in both modes through the rollout engin
     }
     const flawed = await run(0.25, mode);
     console.log(
-      `${mode}: errorRate 0.25 → planned mistakes ${flawed.planned.toFixed(3)}, success ${flawed.success.toFixed(3)} (errorRate 0 → ${perfect.success.toFixed(3)})`,
+      `${mode}: errorRate 0.25 → planned mistakes ${flawed.planned.toFixed(3)}, success ${flawed.success.toFixed(3)} ` +
+        `(errorRate 0 → ${perfect.success.toFixed(3)})`,
     );
     assert.ok(Math.abs(flawed.success - (1 - flawed.planned)) <= 0.04, `${mode}: success ${flawed.success} vs ${1 - flawed.planned}`);
     assert.ok(Math.abs(flawed.planned - 0.25) < 0.1);

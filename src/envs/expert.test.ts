@@ -143,7 +143,9 @@ test('worker on a hand-built conversation: search, open the matching hit, state 
     { role: 'assistant', content: second },
     {
       role: 'user',
-      content: `<tool_response>\nDocument ${doc.id}: ${doc.title}\n${doc.text}\n(characters 0-${doc.text.length} of ${doc.text.length}; end of document)\n</tool_response>`,
+      content:
+        `<tool_response>\nDocument ${doc.id}: ${doc.title}\n${doc.text}\n` +
+        `(characters 0-${doc.text.length} of ${doc.text.length}; end of document)\n</tool_response>`,
     },
   );
   const third = expert.respond({ role: 'worker', messages: msgs });

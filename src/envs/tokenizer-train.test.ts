@@ -90,8 +90,10 @@ test('chat template renders with @huggingface/jinja like a Qwen2.5 template', ()
   assert.equal(
     text,
     '<|im_start|>system\nS\n\n# Tools\n\nYou may call the functions below. Their signatures are listed inside <tools></tools>:\n<tools>\n' +
-      '{"type": "function", "function": {"name": "search", "description": "Search.", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}\n</tools>\n\n' +
-      'To call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' +
+      '{"type": "function", "function": {"name": "search", "description": "Search.", ' +
+      '"parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}\n</tools>\n\n' +
+      'To call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:\n' +
+      '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' +
       '<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\ncall<|im_end|>\n' +
       '<|im_start|>user\n<tool_response>\nR1\n</tool_response>\n<tool_response>\nR2\n</tool_response><|im_end|>\n' +
       '<|im_start|>assistant\ndone<|im_end|>\n<|im_start|>assistant\n',

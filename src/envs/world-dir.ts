@@ -46,7 +46,8 @@ export async function writeWorldDir(spec: WorldDirSpec, rollout: RolloutOptions,
       .join(', ')})`,
   );
   log(
-    `  documents ${s.documents} (${s.distractorDocuments} distractors), words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`,
+    `  documents ${s.documents} (${s.distractorDocuments} distractors), ` +
+      `words per document mean ${s.wordsPerDocument.mean.toFixed(1)}, max ${s.wordsPerDocument.max}`,
   );
   log(
     `  questions ${s.questions} (train ${s.train}, test ${s.test}); by hops: ${Object.entries(s.questionsByHops)
@@ -58,7 +59,8 @@ export async function writeWorldDir(spec: WorldDirSpec, rollout: RolloutOptions,
     const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorld(world, vocabSize);
     saveTokenizer(trained, join(out, 'tokenizer'));
     log(
-      `  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`,
+      `  tokenizer: byte-level BPE, vocab ${trained.vocabSize} (${trained.merges} merges) → ` +
+        `${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms)`,
     );
     log(`  tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`);
     const train = world.questions.filter((q) => q.split === 'train');
@@ -83,7 +85,9 @@ export async function writeWorldDir(spec: WorldDirSpec, rollout: RolloutOptions,
       const rates = guessRate > 0 ? `error rate ${errorRate}, guess rate ${guessRate}${scope}` : `error rate ${errorRate}`;
       const guessed = guessRate > 0 ? `, answered from memory ${(100 * r.guessed).toFixed(1)}%` : '';
       log(
-        `  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+        `  expert ${mode} (${rates}): success ${(100 * r.success).toFixed(1)}%${guessed} on ${questions.length} questions; ` +
+          `longest sequence in tokens: ${roles}; ${r.transcriptLines} transcripts → ${file} ` +
+          `(${((performance.now() - t0) / 1000).toFixed(1)} s)`,
       );
     }
   }
@@ -127,13 +131,15 @@ export async function writeWorldSetDir(
     ws.reduce((a, w) => a + w.questions.filter((x) => !split || x.split === split).length, 0);
   log(
     `world set → ${out} (${(performance.now() - t0).toFixed(0)} ms): training seeds ${spec.trainSeeds.join(', ')} ` +
-      `(${q(set.train, 'train')} train / ${q(set.train, 'test')} test questions); unseen seeds ${spec.unseenSeeds.join(', ') || 'none'} (${q(set.unseen)} questions)`,
+      `(${q(set.train, 'train')} train / ${q(set.train, 'test')} test questions); ` +
+      `unseen seeds ${spec.unseenSeeds.join(', ') || 'none'} (${q(set.unseen)} questions)`,
   );
   if (spec.reading && spec.reading > 0) {
     const rows = set.train.flatMap((w) => readingExercises(w, { limit: spec.reading }));
     writeFileSync(join(out, 'reading.jsonl'), rows.map((r) => JSON.stringify({ messages: r.messages })).join('\n') + '\n');
     log(
-      `  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ${join(out, 'reading.jsonl')}`,
+      `  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ` +
+        `${join(out, 'reading.jsonl')}`,
     );
   }
   if (vocabSize <= 0) return;
@@ -141,7 +147,8 @@ export async function writeWorldSetDir(
   const { trained, tokenizer, tokensPerDocument } = trainTokenizerForWorlds(set.train, vocabSize);
   saveTokenizer(trained, join(out, 'tokenizer'));
   log(
-    `  tokenizer across ${set.train.length} training worlds: vocab ${trained.vocabSize} → ${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms); ` +
+    `  tokenizer across ${set.train.length} training worlds: vocab ${trained.vocabSize} → ` +
+      `${join(out, 'tokenizer')} (${(performance.now() - t).toFixed(0)} ms); ` +
       `tokens per document mean ${tokensPerDocument.mean.toFixed(1)}, max ${tokensPerDocument.max}`,
   );
   for (const mode of demos) {

@@ -18,7 +18,8 @@ export const CHATML_TOOLS_TEMPLATE = [
   "{%- if messages | length > 0 and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
   "{{- '# Tools\\n\\nYou may call the functions below. Their signatures are listed inside <tools></tools>:\\n<tools>' }}",
   "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}",
-  '{{- \'\\n</tools>\\n\\nTo call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}',
+  "{{- '\\n</tools>\\n\\nTo call a function, write a JSON object with its name and arguments inside <tool_call></tool_call> tags:" +
+    '\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}',
   "{%- elif messages | length > 0 and messages[0].role == 'system' %}",
   "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}",
   '{%- endif %}',

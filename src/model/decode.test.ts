@@ -101,7 +101,8 @@ for (const [kname, kernels] of kernelSets) {
 
 test('decode: prefix copy, slot reuse and bad input', () => {
   const { config, weights } = makeModel('qwen3');
-  const dec = new Decoder(config, weights, referenceKernels, { slots: 2, capacity: 8, maxCacheBytes: 6144 }); // 2 slots × 8 positions = 4096 bytes; doubling either would need 8192
+  // 2 slots × 8 positions = 4096 bytes; doubling either would need 8192
+  const dec = new Decoder(config, weights, referenceKernels, { slots: 2, capacity: 8, maxCacheBytes: 6144 });
   const seq = [5, 6, 7, 8, 9, 10];
   const a = dec.allocSlot();
   const full = dec.forward([{ slot: a, tokens: seq, startPos: 0 }])[0].slice();

@@ -154,100 +154,104 @@ test('the exported template is what the test tokenizer writes', async () => {
   mkdirSync(join(dir, 'sub'));
 });
 
-test('piece-wise cached encoding equals the library encoding the whole text (byte-level and Qwen2-style split pre-tokenizers)', async () => {
-  const qwenSplit = {
-    type: 'Sequence',
-    pretokenizers: [
-      {
-        type: 'Split',
-        pattern: {
-          Regex:
-            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+test(
+  'piece-wise cached encoding equals the library encoding the whole text ' + '(byte-level and Qwen2-style split pre-tokenizers)',
+  async () => {
+    const qwenSplit = {
+      type: 'Sequence',
+      pretokenizers: [
+        {
+          type: 'Split',
+          pattern: {
+            Regex:
+              "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|" +
+              '\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+',
+          },
+          behavior: 'Isolated',
+          invert: false,
         },
-        behavior: 'Isolated',
-        invert: false,
-      },
-      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
-    ],
-  };
-  for (const preTokenizer of [null, qwenSplit]) {
-    const dir = tmp();
-    {
-      // The fast byte-level BPE applies to both shapes and agrees with the library on its own.
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      ],
+    };
+    for (const preTokenizer of [null, qwenSplit]) {
+      const dir = tmp();
+      {
+        // The fast byte-level BPE applies to both shapes and agrees with the library on its own.
+        const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
+        if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
+        const lib = new Tokenizer(tokenizerJson, tokenizerConfig);
+        const fast = createFastBpe(tokenizerJson, lib);
+        assert.ok(fast, 'fast path available');
+        const alphabet = [
+          'a',
+          'b',
+          'the',
+          ' ',
+          '  ',
+          '\n',
+          '\r\n',
+          '\t',
+          '1',
+          '23',
+          '456',
+          '.',
+          ',',
+          '!?',
+          "'s",
+          "'LL",
+          'É',
+          'é',
+          'e\u0301',
+          '中',
+          '😀',
+          'ß',
+          '-',
+          '_',
+          '{',
+          '"',
+          'x'.repeat(300),
+        ];
+        let seed = 11;
+        const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+        for (let k = 0; k < 400; k++) {
+          let text = '';
+          for (let j = 1 + rand(30); j > 0; j--) text += alphabet[rand(alphabet.length)];
+          assert.deepEqual(fast.encode(text), lib.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+        }
+      }
       const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
       if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
-      const lib = new Tokenizer(tokenizerJson, tokenizerConfig);
-      const fast = createFastBpe(tokenizerJson, lib);
-      assert.ok(fast, 'fast path available');
-      const alphabet = [
-        'a',
-        'b',
-        'the',
-        ' ',
-        '  ',
+      writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
+      writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+      const tok = await loadTokenizer(dir);
+      const reference = new Tokenizer(tokenizerJson, tokenizerConfig);
+      const pieces = [
+        '<|im_start|>',
+        '<|im_end|>',
         '\n',
-        '\r\n',
-        '\t',
-        '1',
-        '23',
-        '456',
-        '.',
-        ',',
-        '!?',
-        "'s",
-        "'LL",
-        'É',
-        'é',
-        'e\u0301',
-        '中',
+        ' ',
+        'user',
+        'The answer',
+        ' is 42.',
+        '<tool_call>',
+        '{"a": [1, 2]}',
+        '</tool_call>',
+        'ünï',
         '😀',
-        'ß',
-        '-',
-        '_',
-        '{',
-        '"',
-        'x'.repeat(300),
+        '  \t',
+        "it's",
+        'x',
       ];
-      let seed = 11;
+      let seed = 7;
       const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
-      for (let k = 0; k < 400; k++) {
+      for (let k = 0; k < 300; k++) {
         let text = '';
-        for (let j = 1 + rand(30); j > 0; j--) text += alphabet[rand(alphabet.length)];
-        assert.deepEqual(fast.encode(text), lib.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+        const n = 1 + rand(12);
+        for (let j = 0; j < n; j++) text += pieces[rand(pieces.length)];
+        // Twice: the second time the pieces come from the cache.
+        assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
+        assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
       }
     }
-    const { tokenizerJson, tokenizerConfig } = testTokenizerFiles();
-    if (preTokenizer) tokenizerJson.pre_tokenizer = preTokenizer;
-    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
-    const tok = await loadTokenizer(dir);
-    const reference = new Tokenizer(tokenizerJson, tokenizerConfig);
-    const pieces = [
-      '<|im_start|>',
-      '<|im_end|>',
-      '\n',
-      ' ',
-      'user',
-      'The answer',
-      ' is 42.',
-      '<tool_call>',
-      '{"a": [1, 2]}',
-      '</tool_call>',
-      'ünï',
-      '😀',
-      '  \t',
-      "it's",
-      'x',
-    ];
-    let seed = 7;
-    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
-    for (let k = 0; k < 300; k++) {
-      let text = '';
-      const n = 1 + rand(12);
-      for (let j = 0; j < n; j++) text += pieces[rand(pieces.length)];
-      // Twice: the second time the pieces come from the cache.
-      assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
-      assert.deepEqual(tok.encode(text), reference.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text));
-    }
-  }
-});
+  },
+);

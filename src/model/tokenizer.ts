@@ -260,13 +260,15 @@ export async function loadTokenizer(dir: string): Promise<ChatTokenizer> {
 export const TEST_SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS;
 const SKIPPABLE = new Set<string>(['<|endoftext|>', '<|im_start|>', '<|im_end|>']);
 
-const TRAINING_TEXT = `You are a helpful assistant. Answer the question and put the final answer in \\boxed{}.
+const TRAINING_TEXT =
+  `You are a helpful assistant. Answer the question and put the final answer in \\boxed{}.
 The planner delegates a subtask to a worker. The worker searches the documents, opens the most relevant ones
 and reports the conclusion, supporting information, observations and the contribution to the main task.
 {"name": "delegate_subtask", "arguments": {"subtask": "Find the capital of the country where the author was born."}}
 {"name": "search", "arguments": {"query": "capital city of the country"}}
 {"name": "open", "arguments": {"id": "doc-12", "page": 1}}
-<use_mcp_tool><server_name>tools</server_name><tool_name>search</tool_name><arguments>{"query": "who founded the organisation"}</arguments></use_mcp_tool>
+<use_mcp_tool><server_name>tools</server_name><tool_name>search</tool_name>` +
+  `<arguments>{"query": "who founded the organisation"}</arguments></use_mcp_tool>
 The answer is \\boxed{Paris}. The answer is \\boxed{1984}. Error: unknown tool. Error: invalid arguments.
 What is the name of the city where the person who wrote the book was born? In which year was it founded?
 This is your final turn: no tools. Write a summary with the sections Conclusion, Supporting information,

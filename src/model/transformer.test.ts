@@ -187,7 +187,8 @@ test('native (float32) forward and backward agree with the reference kernels', a
       maxG = Math.max(maxG, Math.abs(b.grads[i]));
     }
     console.log(
-      `# native vs reference ${name}: logprob/entropy max abs ${maxLp.toExponential(2)}, grad max abs ${maxDiff.toExponential(2)} (max |grad| ${maxG.toFixed(2)})`,
+      `# native vs reference ${name}: logprob/entropy max abs ${maxLp.toExponential(2)}, ` +
+        `grad max abs ${maxDiff.toExponential(2)} (max |grad| ${maxG.toFixed(2)})`,
     );
     assert.ok(maxLp < 1e-4, `${name}: logprob diff ${maxLp}`);
     assert.ok(maxDiff < 1e-5 * Math.max(1, maxG) * 10, `${name}: grad diff ${maxDiff}`);

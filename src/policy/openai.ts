@@ -62,7 +62,10 @@ export function assertTokenExact(policy: SamplingPolicy): void {
   if (!policy.tokenExact) {
     throw new ConfigError({
       path: 'policy',
-      message: `policy "${policy.name}" is not token-exact (chat-completions fallback: the reply is re-tokenized locally, so tokens and logprobs may differ from what was sampled); training needs a server that returns token ids (vLLM, SGLang, matpo serve) in 'completions' mode`,
+      message:
+        `policy "${policy.name}" is not token-exact (chat-completions fallback: the reply is re-tokenized locally, ` +
+        'so tokens and logprobs may differ from what was sampled); ' +
+        "training needs a server that returns token ids (vLLM, SGLang, matpo serve) in 'completions' mode",
     });
   }
 }
@@ -235,7 +238,8 @@ export class OpenAIPolicy implements SamplingPolicy {
       throw new EndpointError({
         url,
         message:
-          "the server did not return sampled token ids (vLLM needs return_tokens_as_token_ids, SGLang return_token_ids); use mode 'chat' for servers without token ids (not usable for training)",
+          'the server did not return sampled token ids (vLLM needs return_tokens_as_token_ids, SGLang return_token_ids); ' +
+          "use mode 'chat' for servers without token ids (not usable for training)",
       });
     }
     const logprobs = lp?.token_logprobs;
@@ -250,7 +254,9 @@ export class OpenAIPolicy implements SamplingPolicy {
     if (typeof matched === 'number' && last !== matched) {
       throw new EndpointError({
         url,
-        message: `the server reports stop token ${matched} but did not return it as the last sampled token (it was trimmed); token-exact sampling needs it`,
+        message:
+          `the server reports stop token ${matched} but did not return it as the last sampled token (it was trimmed); ` +
+          'token-exact sampling needs it',
       });
     }
     const finishReason = this.finishReason(choice.finish_reason, matched, last, stopIds, tokenizer);

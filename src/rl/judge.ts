@@ -14,9 +14,13 @@ export function buildJudgePrompt(question: string, golds: readonly string[], pre
   return [
     'You are grading an answer to a factual question. Compare the predicted answer with the gold answer and pick one grade.',
     '',
-    'A = CORRECT: the predicted answer states the same fact as the gold answer. Differences in wording, spelling variants, extra context that does not contradict the gold, or a more precise value that agrees with it are fine.',
-    'B = INCORRECT: the predicted answer states something that contradicts the gold answer, names a different entity or value, or hedges between several candidates one of which is wrong.',
-    'C = NOT ATTEMPTED: the predicted answer does not commit to an answer (for example "I don\'t know", a refusal, or an empty answer) and says nothing that contradicts the gold.',
+    'A = CORRECT: the predicted answer states the same fact as the gold answer. ' +
+      'Differences in wording, spelling variants, extra context that does not contradict the gold, ' +
+      'or a more precise value that agrees with it are fine.',
+    'B = INCORRECT: the predicted answer states something that contradicts the gold answer, ' +
+      'names a different entity or value, or hedges between several candidates one of which is wrong.',
+    'C = NOT ATTEMPTED: the predicted answer does not commit to an answer ' +
+      '(for example "I don\'t know", a refusal, or an empty answer) and says nothing that contradicts the gold.',
     '',
     `Question: ${question}`,
     `Gold answer${golds.length === 1 ? '' : 's (any one is correct)'}: ${gold}`,

@@ -145,7 +145,8 @@ test('aggregated loss values at ratio 1 (loss = Σ w·(−A)): mixed and planner
 test('KL to the reference (k1, k3) and entropy bonus, hand-computed', () => {
   const d: Datum = { ...datum('s', 'R', 'single', [0, 1], 0), oldLogprobs: [0, -1], refLogprobs: [0, -1.5] };
   const lp = [0, -1];
-  // A = 0 → policy term 0. k1 = lp − ref = 0.5, d/dlp = 1; k3: x = ref − lp = −0.5 → e^−0.5 + 0.5 − 1 = 0.1065306597, d/dlp = 1 − e^−0.5
+  // A = 0 → policy term 0. k1 = lp − ref = 0.5, d/dlp = 1;
+  // k3: x = ref − lp = −0.5 → e^−0.5 + 0.5 − 1 = 0.1065306597, d/dlp = 1 − e^−0.5
   for (const [est, kl, g] of [
     ['k1', 0.5, 1],
     ['k3', Math.exp(-0.5) - 0.5, 1 - Math.exp(-0.5)],

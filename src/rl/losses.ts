@@ -272,7 +272,8 @@ export function computePolicyLoss(
     if (lp.length !== T || d.mask.length !== T || d.advantages.length !== T || d.oldLogprobs.length !== T)
       throw new InvalidArgumentError(
         `datum ${d.sequenceId}`,
-        `arrays must all have ${T} entries (logprobs ${lp.length}, mask ${d.mask.length}, advantages ${d.advantages.length}, oldLogprobs ${d.oldLogprobs.length})`,
+        `arrays must all have ${T} entries (logprobs ${lp.length}, mask ${d.mask.length}, ` +
+          `advantages ${d.advantages.length}, oldLogprobs ${d.oldLogprobs.length})`,
       );
     const w = weights.get(d.sequenceId);
     if (w === undefined) throw new InvalidArgumentError(`datum ${d.sequenceId}`, 'is not part of the mini-batch this loss was built for');

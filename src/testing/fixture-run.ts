@@ -111,7 +111,9 @@ export function buildTokenizerJson(texts: string[], nMerges: number): object {
 }
 
 const CHAT_TEMPLATE =
-  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  '{% for message in messages %}' +
+  "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /** A small deterministic generator (mulberry32). */
 function rng(seed: number): () => number {
@@ -145,9 +147,14 @@ const QUESTIONS: Question[] = [
     doc: {
       id: 'doc-0412',
       title: 'Marek Observatory',
-      text: 'The Marek Observatory was founded in 1931 by the astronomer Ilse Marek. It stands on a hill north of Tarnow and houses a 60 cm reflector.',
+      text:
+        'The Marek Observatory was founded in 1931 by the astronomer Ilse Marek. ' +
+        'It stands on a hill north of Tarnow and houses a 60 cm reflector.',
     },
-    hop: { query: 'Ilse Marek astronomer', summary: 'Ilse Marek (1889–1960) was an astronomer who founded the Marek Observatory in 1931.' },
+    hop: {
+      query: 'Ilse Marek astronomer',
+      summary: 'Ilse Marek (1889–1960) was an astronomer who founded the Marek Observatory in 1931.',
+    },
   },
   {
     id: 'q-0019',
@@ -182,7 +189,8 @@ const QUESTIONS: Question[] = [
 
 const SYSTEM: Record<Role, string> = {
   planner:
-    'You are a planner. Break the question into subtasks and give each to a worker with the delegate tool. Answer inside <answer></answer>.',
+    'You are a planner. Break the question into subtasks and give each to a worker with the delegate tool. ' +
+    'Answer inside <answer></answer>.',
   worker: 'You are a worker. Use search and open to complete the task, then reply with a short summary of what you found.',
   single: 'You are a research agent. Use search and open, then answer inside <answer></answer>.',
 };
@@ -451,7 +459,8 @@ export async function writeFixtureRun(dir: string, opts: FixtureOptions = {}): P
       call('delegate', { task: q.entity }),
     ]),
     'I will search for the first hit looks relevant. Putting it together, the answer is <answer></answer>',
-    'system\nuser\nassistant\ntool\nThe worker says: Next, the details from Let me double-check. Open the page about and report what it says that answers:',
+    'system\nuser\nassistant\ntool\nThe worker says: Next, the details from Let me double-check. ' +
+      'Open the page about and report what it says that answers:',
   ];
   const tokJson = buildTokenizerJson(texts, 400);
   const tokConfig = {

@@ -147,7 +147,10 @@ export class InstantPolicy implements SamplingPolicy {
     }
     const last = hint.messages[hint.messages.length - 1];
     if (hint.role === 'worker' && last?.role === 'user' && turn > 0) {
-      return 'Conclusion: the value is 42.\nSupporting information: the lookup tool returned 42.\nObservations: none.\nContribution to the main task: the value is 42.';
+      return (
+        'Conclusion: the value is 42.\nSupporting information: the lookup tool returned 42.\n' +
+        'Observations: none.\nContribution to the main task: the value is 42.'
+      );
     }
     if (turn < o.toolTurns)
       return Array.from({ length: o.toolCalls }, (_, k) => o.callText(o.toolName, { key: `item-${turn}-${k}` })).join('\n');

@@ -9,7 +9,8 @@
  *   cross_entropy        L = −Σ w_t·ℓ_t                                     ∂L/∂ℓ_t = −w_t
  *     (targets may be [N, K] with weights [N, K]: −Σ_t Σ_k w_tk·log p(x_tk), top-K distillation)
  *   importance_sampling  L = −Σ r_t·A_t                                     ∂L/∂ℓ_t = −r_t·A_t
- *   ppo                  L = −Σ min(r_t·A_t, clip(r_t, lo, hi)·A_t)          ∂L/∂ℓ_t = −r_t·A_t if unclipped is the min, else 0
+ *   ppo                  L = −Σ min(r_t·A_t, clip(r_t, lo, hi)·A_t)          ∂L/∂ℓ_t = −r_t·A_t if unclipped is the min,
+ *                                                                            else 0
  *                        lo = clip_low_threshold (0.8), hi = clip_high_threshold (1.2), absolute ratios
  *   cispo                L = −Σ sg(clip(r_t, lo, hi))·ℓ_t·A_t                ∂L/∂ℓ_t = −clip(r_t, lo, hi)·A_t
  *                        lo 0.0, hi 4.0 by default (Tinker's documented one-sided clip)

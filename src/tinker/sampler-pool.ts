@@ -1,7 +1,8 @@
 /**
  * Engines that serve sampling sessions, one `EmbeddedPolicy` per weights directory (a full model, or
- * a LoRA adapter on the served base), loaded on first use and shared by every session on the same weights. The base model's engine stays loaded; other
- * directories are kept up to `capacity` at a time, the least recently used idle one closed first
+ * a LoRA adapter on the served base), loaded on first use and shared by every session on the same
+ * weights. The base model's engine stays loaded; other directories are kept up to `capacity` at a
+ * time, the least recently used idle one closed first
  * (an engine in use is never closed under its requests).
  */
 import type { EmbeddedPolicy } from '../policy/embedded.ts';

@@ -63,7 +63,8 @@ export function formatSearchResults(query: string, data: SerperResponse): string
   const organic = (data.organic ?? []).filter((r) => r.link && !isAnswerLeakUrl(r.link));
   organic.forEach((r, i) => {
     lines.push(
-      `${i + 1}. ${r.title ?? '(no title)'}\n   ${r.link}${r.date ? `\n   ${r.date}` : ''}${r.snippet ? `\n   ${r.snippet.replace(/\s+/g, ' ')}` : ''}`,
+      `${i + 1}. ${r.title ?? '(no title)'}\n   ${r.link}${r.date ? `\n   ${r.date}` : ''}` +
+        `${r.snippet ? `\n   ${r.snippet.replace(/\s+/g, ' ')}` : ''}`,
     );
   });
   if (lines.length === 0) return `No results for "${query}".`;

@@ -123,26 +123,29 @@ test('the tool pages through long text by character offset', async () => {
   assert.match(past.text, /past the end/);
 });
 
-test('without allowPrivateNetwork loopback and private addresses are refused (IP literals in any notation, localhost, IPv6, mapped IPv4)', async () => {
-  const tool = createWebFetchTool({ timeoutMs: 3000 });
-  for (const url of [
-    `${base}/article.html`,
-    `http://localhost:1/`,
-    'http://[::1]:1/',
-    'http://[::ffff:127.0.0.1]:1/',
-    'http://169.254.169.254/latest/meta-data/',
-    'http://10.0.0.1/',
-    'http://2130706433/',
-    'http://0x7f.0.0.1/',
-    'http://0.0.0.0/',
-    'http://[::]/',
-    'http://[fd00::1]/',
-  ]) {
-    const r = await executeTool(tool, { url }, { timeoutMs: 5000, maxChars: 1000 });
-    assert.equal(r.ok, false, url);
-    assert.match(r.text, /refused .*loopback, private, link-local or reserved/, url);
-  }
-});
+test(
+  'without allowPrivateNetwork loopback and private addresses are refused ' + '(IP literals in any notation, localhost, IPv6, mapped IPv4)',
+  async () => {
+    const tool = createWebFetchTool({ timeoutMs: 3000 });
+    for (const url of [
+      `${base}/article.html`,
+      `http://localhost:1/`,
+      'http://[::1]:1/',
+      'http://[::ffff:127.0.0.1]:1/',
+      'http://169.254.169.254/latest/meta-data/',
+      'http://10.0.0.1/',
+      'http://2130706433/',
+      'http://0x7f.0.0.1/',
+      'http://0.0.0.0/',
+      'http://[::]/',
+      'http://[fd00::1]/',
+    ]) {
+      const r = await executeTool(tool, { url }, { timeoutMs: 5000, maxChars: 1000 });
+      assert.equal(r.ok, false, url);
+      assert.match(r.text, /refused .*loopback, private, link-local or reserved/, url);
+    }
+  },
+);
 
 test('non-http(s) schemes are refused', async () => {
   for (const url of ['file:///etc/passwd', 'ftp://example.com/x', 'data:text/plain,hi', 'javascript:alert(1)']) {

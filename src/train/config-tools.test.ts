@@ -45,7 +45,8 @@ test(
         `  index: ${index}`,
         '  mcp:',
         `    - { name: bridges, command: ${process.execPath}, args: [--import, tsx, ${MCP_SERVER}, --stdio], cwd: ${ROOT} }`,
-        'rollout: { mode: matpo, groupSize: 2, questionsPerStep: 2, maxTurns: 2, maxNewTokens: 24, workerSummaryTokens: 16, maxSequenceTokens: 1024, concurrency: 4 }',
+        'rollout: { mode: matpo, groupSize: 2, questionsPerStep: 2, maxTurns: 2, maxNewTokens: 24, ' +
+          'workerSummaryTokens: 16, maxSequenceTokens: 1024, concurrency: 4 }',
         'rl: { reward: { scorer: exact_match } }',
         'optim: { learningRate: 1.0e-3 }',
         `run: { name: frames, dir: ${join(dir, 'runs')}, steps: 2, evalEvery: 0, evalQuestions: 2, checkpointEvery: 2, progress: false }`,

@@ -161,7 +161,13 @@ test('refused combinations: one line naming the field', () => {
     { rl: { preset: 'dapo' }, rollout: { groupSize: 1 } },
     /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2: a group of one always has zero reward variance/,
   );
-  refuse({ rl: { dropZeroVarianceGroups: true }, rollout: { groupSize: 1 } }, /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2/);
+  refuse(
+    {
+      rl: { dropZeroVarianceGroups: true },
+      rollout: { groupSize: 1 },
+    },
+    /^rl\.dropZeroVarianceGroups: needs rollout\.groupSize ≥ 2/,
+  );
   refuse({ rl: { refillRounds: 2 } }, /^rl\.refillRounds: refills the groups dropped by rl\.dropZeroVarianceGroups, which is false$/);
   refuse({ rl: { preset: 'ppo' } }, /^rl\.preset: unknown preset "ppo"; available: matpo, gspo, dapo, dr-grpo, dr-mas$/);
   // the single-rollout group is fine without the filter

@@ -264,7 +264,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
       appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
       evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
       log(
-        `eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} over ${r.questions} questions (${s.toFixed(1)} s)`,
+        `eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} ` +
+          `over ${r.questions} questions (${s.toFixed(1)} s)`,
       );
       const unseen = deps.unseenQuestions ?? [];
       if (unseen.length === 0) return s;
@@ -292,7 +293,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         'time/eval_unseen_s': us,
       });
       log(
-        `eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} over ${u.questions} questions (${us.toFixed(1)} s)`,
+        `eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} ` +
+          `over ${u.questions} questions (${us.toFixed(1)} s)`,
       );
       return s + us;
     };
@@ -467,7 +469,8 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         // A step whose groups were all dropped (equal rewards) makes no update and has no loss.
         const loss = metrics['train/datums'] === 0 ? 'no update (every group dropped)' : `loss ${Number(metrics['train/loss']).toFixed(4)}`;
         log(
-          `step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} ${loss} (${Number(metrics['time/step_s']).toFixed(2)} s)`,
+          `step ${step}/${config.run.steps}: reward ${Number(metrics[`${root}/reward`]).toFixed(3)} ` +
+            `accuracy ${Number(metrics[`${root}/accuracy`]).toFixed(3)} ${loss} (${Number(metrics['time/step_s']).toFixed(2)} s)`,
         );
       }
 

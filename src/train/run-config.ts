@@ -98,7 +98,8 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
     const s = (performance.now() - t0) / 1000;
     const print = log ?? console.log;
     print(
-      `sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`,
+      `sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ` +
+        `${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`,
     );
     if (result.heldOutLoss.length) print(`held-out loss per assistant token: ${result.heldOutLoss.map((x) => x.toFixed(4)).join(' → ')}`);
     const c = lora?.config;

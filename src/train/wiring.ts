@@ -250,7 +250,9 @@ export async function openTools(config: TrainConfig, world: World | readonly Wor
       if (tools.some((x) => x.name === tool.name))
         throw new ConfigError({
           path,
-          message: `tool "${tool.name}" is already given by another tool source; drop one of them${path === 'tools.mcp' ? ' or set tools.mcpPrefix' : ''}`,
+          message:
+            `tool "${tool.name}" is already given by another tool source; drop one of them` +
+            `${path === 'tools.mcp' ? ' or set tools.mcpPrefix' : ''}`,
         });
       tools.push(tool);
     }

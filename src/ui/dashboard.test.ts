@@ -57,7 +57,8 @@ async function follow(page: Page, selector: string): Promise<void> {
 }
 
 test(
-  'dashboard in headless Chromium: charts, live update, rollout → worker transcript, token view', // Skipped only on a developer machine without Chromium; under CI a missing browser is a failure.
+  // Skipped only on a developer machine without Chromium; under CI a missing browser is a failure.
+  'dashboard in headless Chromium: charts, live update, rollout → worker transcript, token view',
   { skip: existsSync(CHROMIUM) || process.env.CI ? false : `${CHROMIUM} not installed (apt-get install chromium)`, timeout: 60_000 },
   async (t) => {
     const base = await mkdtemp(join(tmpdir(), 'matpo-dash-'));

@@ -59,9 +59,14 @@ test('mcp: blocks with server/tool/arguments, missing closers, wrong server, mis
   const ok = f.callText('search', { query: 'who' });
   assert.equal(
     ok,
-    '<use_mcp_tool>\n<server_name>tools</server_name>\n<tool_name>search</tool_name>\n<arguments>\n{"query":"who"}\n</arguments>\n</use_mcp_tool>',
+    '<use_mcp_tool>\n<server_name>tools</server_name>\n<tool_name>search</tool_name>\n' +
+      '<arguments>\n{"query":"who"}\n</arguments>\n</use_mcp_tool>',
   );
-  const text = `${ok}\n<use_mcp_tool><server_name>other</server_name><tool_name>open</tool_name><arguments>{"id": "d"}</arguments></use_mcp_tool>\n<use_mcp_tool><arguments>{}</arguments></use_mcp_tool>\n<use_mcp_tool><server_name>tools</server_name><tool_name>open</tool_name><arguments>{"id": "d2"`;
+  const text =
+    `${ok}\n<use_mcp_tool><server_name>other</server_name><tool_name>open</tool_name>` +
+    '<arguments>{"id": "d"}</arguments></use_mcp_tool>\n' +
+    '<use_mcp_tool><arguments>{}</arguments></use_mcp_tool>\n' +
+    '<use_mcp_tool><server_name>tools</server_name><tool_name>open</tool_name><arguments>{"id": "d2"';
   const calls = f.parse(text);
   assert.equal(calls.length, 4);
   assert.deepEqual(calls[0], { name: 'search', arguments: { query: 'who' }, raw: ok, repaired: undefined });

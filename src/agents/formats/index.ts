@@ -90,7 +90,9 @@ export const hermesFormat: ToolCallFormat = {
           name: '',
           arguments: null,
           raw,
-          error: `Error: the tool call is not valid JSON (${parsed.error}). Write <tool_call>{"name": ..., "arguments": {...}}</tool_call>.`,
+          error:
+            `Error: the tool call is not valid JSON (${parsed.error}). ` +
+            'Write <tool_call>{"name": ..., "arguments": {...}}</tool_call>.',
         };
       const obj = parsed.value as Record<string, unknown> | null;
       if (!obj || typeof obj !== 'object' || Array.isArray(obj) || typeof obj.name !== 'string' || obj.name === '') {
@@ -156,13 +158,15 @@ export function mcpFormat(serverName = 'tools'): ToolCallFormat {
     name: 'mcp',
     templateTools: false,
     callText: (name, args) =>
-      `<use_mcp_tool>\n<server_name>${serverName}</server_name>\n<tool_name>${name}</tool_name>\n<arguments>\n${JSON.stringify(args)}\n</arguments>\n</use_mcp_tool>`,
+      `<use_mcp_tool>\n<server_name>${serverName}</server_name>\n<tool_name>${name}</tool_name>\n` +
+      `<arguments>\n${JSON.stringify(args)}\n</arguments>\n</use_mcp_tool>`,
     systemSection(tools) {
       if (tools.length === 0) return '';
       const list = tools
         .map(
           (t) =>
-            `### Tool name: ${t.function.name}\nDescription: ${t.function.description}\nInput JSON schema: ${JSON.stringify(t.function.parameters)}`,
+            `### Tool name: ${t.function.name}\nDescription: ${t.function.description}\n` +
+            `Input JSON schema: ${JSON.stringify(t.function.parameters)}`,
         )
         .join('\n\n');
       return [

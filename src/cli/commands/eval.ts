@@ -40,8 +40,10 @@ function evalCommand(name: 'eval' | 'run'): Command {
         ? 'Evaluate a model on a world split or a QA dataset (matpo or single-agent mode), with repeats and standard errors.'
         : 'Run planner–worker (or single-agent) rollouts of a model over questions, score them and write them as JSONL.',
     usage:
-      `${name} (--model DIR | --endpoint URL --served NAME [--tokenizer DIR]) (--world DIR [--split test] | --dataset FILE [--preset NAME])\n` +
-      `     [--config run.yaml] [--set key=value ...] [--out rollouts.jsonl] [--unseen-seeds LIST] [flags below]\n\n${configFlagsHelp(FLAGS)}\n` +
+      `${name} (--model DIR | --endpoint URL --served NAME [--tokenizer DIR]) ` +
+      '(--world DIR [--split test] | --dataset FILE [--preset NAME])\n' +
+      '     [--config run.yaml] [--set key=value ...] [--out rollouts.jsonl] [--unseen-seeds LIST] [flags below]\n\n' +
+      `${configFlagsHelp(FLAGS)}\n` +
       '  --out FILE          the scored rollouts, one JSON record per line (unseen worlds: FILE with .unseen.jsonl)\n' +
       '  --unseen-seeds LIST with a single world: also evaluate worlds generated from these seeds with its knobs\n\n' +
       `  --questions 0 runs the whole split; --group is an alias of --repeats.`,
@@ -64,20 +66,25 @@ function evalCommand(name: 'eval' | 'run'): Command {
         const g = r.grounding;
         if (evals.length > 1 || e.kind !== 'dataset') console.log(e.label);
         console.log(
-          `${mode} ${name} of ${r.policyName}: ${r.questions} questions × G=${config.run.evalRepeats} = ${r.rollouts.length} rollouts in ${r.seconds.toFixed(1)} s`,
+          `${mode} ${name} of ${r.policyName}: ${r.questions} questions × G=${config.run.evalRepeats} = ` +
+            `${r.rollouts.length} rollouts in ${r.seconds.toFixed(1)} s`,
         );
         console.log(
-          `accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} (standard error over questions)`,
+          `accuracy ${(100 * r.accuracy).toFixed(2)}% (${config.rl.reward.scorer}) ± ${(100 * r.stderr).toFixed(2)} ` +
+            '(standard error over questions)',
         );
         console.log(
           `format score ${mode === 'single' ? 'single agent' : 'planner'} ${r.formatPlanner.toFixed(3)}` +
             (mode === 'matpo'
-              ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, workers per rollout ${r.workersPerRollout.toFixed(2)}`
+              ? `, workers ${Number.isFinite(r.formatWorkers) ? r.formatWorkers.toFixed(3) : 'n/a'}, ` +
+                `workers per rollout ${r.workersPerRollout.toFixed(2)}`
               : '') +
             `, reward ${r.reward.toFixed(4)}`,
         );
         console.log(
-          `grounding ${g.claiming > 0 ? `${(100 * g.rate).toFixed(1)}%` : '—'} (${g.grounded} of ${g.claiming} reports with a claim cite only ids and values from their own tool output; ${g.reports} reports)`,
+          `grounding ${g.claiming > 0 ? `${(100 * g.rate).toFixed(1)}%` : '—'} ` +
+            `(${g.grounded} of ${g.claiming} reports with a claim cite only ids and values from their own tool output; ` +
+            `${g.reports} reports)`,
         );
         console.log(`outcomes ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
         if (e.out) console.log(`rollouts: ${e.out}`);

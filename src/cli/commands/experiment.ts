@@ -3,8 +3,9 @@
  * over several seeds. Per seed, both modes get the same world, the same expert demonstrations
  * (the same questions, each in its mode's format), the same supervised epochs, the same RL steps,
  * questions per step, group size and per-turn token limits. Reports accuracy on unseen worlds (seeds
- * no training used) and same-world held-out accuracy (mean ± std over seeds), grounding of reports, training reward curves, context-overflow rate, sampled tokens per question and wall
- * time, as a Markdown table (also written to <out>/results.md) ready for the README.
+ * no training used) and same-world held-out accuracy (mean ± std over seeds), grounding of reports,
+ * training reward curves, context-overflow rate, sampled tokens per question and wall time, as a
+ * Markdown table (also written to <out>/results.md) ready for the README.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

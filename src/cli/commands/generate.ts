@@ -16,7 +16,8 @@ export const command: Command = {
   name: 'generate',
   summary: 'Generate a chat reply with a model directory (chat template applied, tokens streamed to stdout).',
   usage:
-    'generate --model DIR --prompt TEXT [--system TEXT] [--max-new-tokens 256] [--temperature 1] [--top-p 1] [--top-k 0] [--seed N] [--threads N] [--kernels native|reference]',
+    'generate --model DIR --prompt TEXT [--system TEXT] [--max-new-tokens 256] [--temperature 1] [--top-p 1] [--top-k 0] ' +
+    '[--seed N] [--threads N] [--kernels native|reference]',
   async run(argv) {
     const { values } = parseFlags(argv, {
       model: { type: 'string' },
@@ -87,7 +88,8 @@ export const command: Command = {
     sampler.close();
     const secs = (performance.now() - t0) / 1000;
     process.stderr.write(
-      `[${result.tokens.length} tokens, ${result.finishReason}, ${(result.tokens.length / secs).toFixed(1)} tokens/s, prompt ${promptTokens.length} tokens]\n`,
+      `[${result.tokens.length} tokens, ${result.finishReason}, ${(result.tokens.length / secs).toFixed(1)} tokens/s, ` +
+        `prompt ${promptTokens.length} tokens]\n`,
     );
   },
 };

@@ -50,7 +50,8 @@ export const command: Command = {
     const { config: made, parameters } = await initModelDir(out, { config, tokenizerDir: tokDir, seed, dtype, configFile: configArg });
     const m = parameters / 1e6;
     console.log(
-      `${out}: ${made.family}, ${m >= 1 ? m.toFixed(1) + 'M' : parameters.toLocaleString('en-US')} parameters, vocab ${made.vocabSize}, ${made.numLayers} layers, seed ${seed}, ${dtype}`,
+      `${out}: ${made.family}, ${m >= 1 ? m.toFixed(1) + 'M' : parameters.toLocaleString('en-US')} parameters, ` +
+        `vocab ${made.vocabSize}, ${made.numLayers} layers, seed ${seed}, ${dtype}`,
     );
   },
 };

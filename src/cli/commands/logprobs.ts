@@ -12,7 +12,8 @@ import { EmbeddedPolicy } from '../../policy/embedded.ts';
 export const command: Command = {
   name: 'logprobs',
   summary:
-    'Per-token logprobs of token sequences: FILE has one {"tokens":[...]} per line; prints one {"logprobs":[...]} (n−1 numbers) per line.',
+    'Per-token logprobs of token sequences: FILE has one {"tokens":[...]} per line; ' +
+    'prints one {"logprobs":[...]} (n−1 numbers) per line.',
   usage: 'logprobs --model DIR --input FILE [--batch-tokens 8192] [--threads N] [--kernels native|reference]',
   async run(argv) {
     const { values } = parseFlags(argv, {

@@ -38,7 +38,9 @@ const FLAGS: ConfigFlag[] = [
 export const command: Command = {
   name: 'sft',
   summary: 'Supervised warm-start on chat transcripts (assistant tokens; optionally the context at a lower weight), with a held-out loss.',
-  usage: `sft --model DIR --data transcripts.jsonl --out DIR [--config run.yaml] [--set sft.key=value ...] [flags below]\n\n${configFlagsHelp(FLAGS)}`,
+  usage:
+    'sft --model DIR --data transcripts.jsonl --out DIR [--config run.yaml] [--set sft.key=value ...] [flags below]\n\n' +
+    `${configFlagsHelp(FLAGS)}`,
   async run(argv) {
     const { values } = parseFlags(argv, configFlagOptions(FLAGS));
     await runSft(resolveConfig(values, FLAGS));

@@ -16,8 +16,10 @@ export const command: Command = {
   name: 'train',
   summary: 'Reinforcement learning with MATPO or single-agent GRPO; resumable runs under runs/<name>/.',
   usage:
-    'train --config run.yaml [--set key.path=value ...] [--lora-rank N [--lora-alpha 32]] | --resume runs/NAME [--set ...] | --help-config\n' +
-    '  --lora-rank N, --lora-alpha A  train a LoRA adapter (model.loraRank / model.loraAlpha; lm_head too with --set model.loraUnembed=true)',
+    'train --config run.yaml [--set key.path=value ...] [--lora-rank N [--lora-alpha 32]] | ' +
+    '--resume runs/NAME [--set ...] | --help-config\n' +
+    '  --lora-rank N, --lora-alpha A  train a LoRA adapter (model.loraRank / model.loraAlpha; ' +
+    'lm_head too with --set model.loraUnembed=true)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       config: { type: 'string' },
@@ -69,7 +71,8 @@ export const command: Command = {
       }
       const evals = result.evals.map((e) => `step ${e.step}: ${e.accuracy.toFixed(3)} ± ${e.stderr.toFixed(3)}`).join(', ');
       console.log(
-        `${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; run directory ${runDir}`,
+        `${result.stopped ? 'stopped' : 'finished'} at step ${result.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+          `run directory ${runDir}`,
       );
       if (evals) console.log(`held-out accuracy: ${evals}`);
     } finally {

@@ -36,7 +36,8 @@ function fraction(values: Record<string, unknown>, flag: string): number {
 export const command: Command = {
   name: 'world',
   summary:
-    'Generate an offline research world: entities, one document per entity plus distractors, multi-hop questions with gold chains, train/test splits.',
+    'Generate an offline research world: entities, one document per entity plus distractors, ' +
+    'multi-hop questions with gold chains, train/test splits.',
   usage:
     'world --seed N --out DIR [--entities 300] [--questions 1500] [--hops 1-4] [--distractors 0.2] [--noise 0] ' +
     '[--doc-length short|medium|long|N] [--test-fraction 0.2] [--heldout K] [--vocab-size 2048]\n' +

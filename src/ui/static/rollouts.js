@@ -32,7 +32,8 @@ function stepSummary(questions) {
   return h(
     'div.meta.step-summary',
     null,
-    `${questions.length} questions · ${all.length} rollouts · mean reward ${fmt(mean(rewards))} · accuracy ${fmt(mean(acc))} · ${fmt(mean(all.map((r) => r.workers)))} workers per rollout`,
+    `${questions.length} questions · ${all.length} rollouts · mean reward ${fmt(mean(rewards))} · accuracy ${fmt(mean(acc))} · ` +
+      `${fmt(mean(all.map((r) => r.workers)))} workers per rollout`,
   );
 }
 
@@ -156,7 +157,8 @@ export async function renderRollouts(root, runs, route, go, kind = 'rollouts') {
           h(
             'div.meta',
             null,
-            `${r.workers} worker${r.workers === 1 ? '' : 's'} · ${r.turns} ${r.mode === 'single' ? '' : 'planner '}turns · ${r.toolCalls} tool calls · ${r.trainableTokens}/${r.tokens} tokens trainable · ${ms(r.timings?.totalMs)}`,
+            `${r.workers} worker${r.workers === 1 ? '' : 's'} · ${r.turns} ${r.mode === 'single' ? '' : 'planner '}turns · ` +
+              `${r.toolCalls} tool calls · ${r.trainableTokens}/${r.tokens} tokens trainable · ${ms(r.timings?.totalMs)}`,
           ),
         ),
       ),
@@ -196,7 +198,8 @@ function renderRollout(r, pieces, tokenizer, tokenizerError) {
     h(
       'div.meta',
       null,
-      `total ${ms(r.timings?.totalMs)} · sampling ${ms(r.timings?.sampleMs)} · tools ${ms(r.timings?.toolMs)} · token view: ${tokenizer ? `decoded with ${tokenizer}` : 'turn texts (no tokenizer.json found)'}`,
+      `total ${ms(r.timings?.totalMs)} · sampling ${ms(r.timings?.sampleMs)} · tools ${ms(r.timings?.toolMs)} · ` +
+        `token view: ${tokenizer ? `decoded with ${tokenizer}` : 'turn texts (no tokenizer.json found)'}`,
     ),
     tokenizerError ? h('div.errors', null, `tokenizer: ${tokenizerError}`) : null,
     renderSequence(r.root, workers, pieces, 0),
@@ -306,7 +309,8 @@ function renderToolCall(c, workers, pieces, depth) {
           h(
             'summary',
             null,
-            `worker transcript · ${worker.id} · ${worker.outcome} · ${worker.turns?.length ?? 0} turns · ${countMask(worker)}/${worker.tokens?.length ?? 0} tokens trainable`,
+            `worker transcript · ${worker.id} · ${worker.outcome} · ${worker.turns?.length ?? 0} turns · ` +
+              `${countMask(worker)}/${worker.tokens?.length ?? 0} tokens trainable`,
           ),
           renderSequence(worker, workers, pieces, depth + 1),
         )
