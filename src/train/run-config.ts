@@ -129,8 +129,9 @@ export interface LabelledEvaluation {
 
 /**
  * Held-out evaluation next to unseen-world evaluation, each labelled: the config's held-out questions
- * (a world's eval split, or the whole dataset; `run.evalQuestions` of them, 0 = all), then the unseen worlds' — a world set's own (world-set.json), or for a single
- * world the worlds generated from `unseenSeeds` with its knobs (every question a test question).
+ * (a world's eval split, or the whole dataset; `run.evalQuestions` of them, 0 = all), then the unseen
+ * worlds' — a world set's own (world-set.json), or for a single world the worlds generated from
+ * `unseenSeeds` with its knobs (every question a test question).
  * `out` names the first evaluation's records; the unseen worlds' go to the same name with `.unseen.jsonl`.
  */
 export async function runEvaluations(
