@@ -592,11 +592,11 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
   // A planted habit is part of what the warm-start learned; say so where the numbers are.
   const planted =
     s && s.world.demoGuessRate > 0
-      ? ` (demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ` +
-        `${s.world.demoGuessMaxHops}-hop questions answered from memory)`
+      ? `* the demonstrations plant a guessing habit: ${Math.round(100 * s.world.demoGuessRate)}% of ` +
+        `${s.world.demoGuessMaxHops}-hop questions answered from memory, for RL to train away`
       : '';
   const rows = [
-    ['', 'untrained', `warm-started (before RL)${planted}`, `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
+    ['', 'untrained', `warm-started (before RL)${planted ? '*' : ''}`, `after ${r.steps} ${r.mode === 'matpo' ? 'MATPO' : 'GRPO'} steps`],
     ...(unseen.some((e) => e !== null)
       ? [
           row(`unseen-world accuracy${seeds ? ` (seeds ${seeds.unseen.join(', ')})` : ''}`, acc, unseen),
@@ -623,6 +623,7 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
       : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
   return [
     table(rows),
+    planted,
     '',
     curve,
     moved,
