@@ -6,29 +6,12 @@ import assert from 'node:assert/strict';
 import { reference } from '../engine/reference.ts';
 import { getKernels } from '../engine/index.ts';
 import { ConfigError } from '../core/errors.ts';
-import { presetConfig, type ModelConfig } from './config.ts';
+import { presetConfig } from './config.ts';
 import { LoraAdapter, loraConfigFromTinker, parseLoraConfig, targetModulesOf } from './lora.ts';
-import { buildLayout, initParams } from './params.ts';
+import { buildLayout } from './params.ts';
 import { Transformer, packSequences } from './transformer.ts';
 import { Rng } from '../util/rng.ts';
-
-const FAMILIES: Record<string, Partial<ModelConfig>> = {
-  qwen3: { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: false },
-  'qwen3-tied': { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: true },
-  qwen2: { family: 'qwen2', qkNorm: false, qkvBias: true, tieWordEmbeddings: false },
-  llama: { family: 'llama', qkNorm: false, qkvBias: false, tieWordEmbeddings: false },
-};
-
-function randomBase<A extends Float32Array | Float64Array>(cfg: ModelConfig, buf: A, seed: number): A {
-  const layout = buildLayout(cfg);
-  initParams(buf, layout, { ...cfg, initializerRange: 0.25 }, seed);
-  const rng = new Rng(seed + 1);
-  for (const t of layout.tensors) {
-    if (t.init === 'normal') continue;
-    for (let i = t.offset; i < t.offset + t.size; i++) buf[i] += (rng.next() - 0.5) * 0.6;
-  }
-  return buf;
-}
+import { FAMILIES, randomWeights } from '../testing/tiny-model.ts';
 
 /** Non-zero B (and A) so that every adapter entry has a gradient. */
 function randomiseAdapter(a: LoraAdapter<Float32Array | Float64Array>, seed: number, scale = 0.3): void {
@@ -46,7 +29,7 @@ for (const [name, overrides] of Object.entries(FAMILIES)) {
   test(`LoRA float64 gradients of A and B vs central differences (micro, ${name}, all modules)`, () => {
     const cfg = presetConfig('micro', { ...overrides, vocabSize: 64, ropeTheta: 500 });
     const layout = buildLayout(cfg);
-    const w = randomBase(cfg, new Float64Array(layout.total), 7);
+    const w = randomWeights(cfg, new Float64Array(layout.total), 7);
     const wCopy = Float64Array.from(w);
     const model = new Transformer(cfg, reference, w);
     const all = { rank: 3, alpha: 5, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 4 };
@@ -100,7 +83,7 @@ for (const [name, overrides] of Object.entries(FAMILIES)) {
 
 test('LoRA with B = 0 (fresh adapter) leaves logprobs and entropies bit-identical; removing it restores the plain path', () => {
   const cfg = presetConfig('micro', { vocabSize: 64 });
-  const w = randomBase(cfg, new Float32Array(buildLayout(cfg).total), 2);
+  const w = randomWeights(cfg, new Float32Array(buildLayout(cfg).total), 2);
   const kernels = getKernels();
   const model = new Transformer(cfg, kernels, w);
   const batch = packSequences([
@@ -146,7 +129,7 @@ const noNative = getKernels().name !== 'native' && 'native addon not built';
 test('LoRA native kernels agree with the float64 reference (forward and adapter gradients)', { skip: noNative }, () => {
   const cfg = presetConfig('micro', { vocabSize: 64, tieWordEmbeddings: true });
   const layout = buildLayout(cfg);
-  const w64 = randomBase(cfg, new Float64Array(layout.total), 3);
+  const w64 = randomWeights(cfg, new Float64Array(layout.total), 3);
   const w32 = Float32Array.from(w64);
   const c = { rank: 4, alpha: 8, trainAttn: true, trainMlp: true, trainUnembed: true, seed: 2 };
   const a64 = new LoraAdapter(cfg, c, { like: new Float64Array(0) });

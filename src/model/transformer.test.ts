@@ -6,29 +6,11 @@ import assert from 'node:assert/strict';
 import { reference } from '../engine/reference.ts';
 import type { Kernels } from '../engine/kernels.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
-import { presetConfig, type ModelConfig } from './config.ts';
-import { buildLayout, initParams } from './params.ts';
+import { presetConfig } from './config.ts';
+import { buildLayout } from './params.ts';
 import { Transformer, packSequences, type PackedBatch } from './transformer.ts';
 import { Rng } from '../util/rng.ts';
-
-const FAMILIES: Record<string, Partial<ModelConfig>> = {
-  qwen3: { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: false },
-  'qwen3-tied': { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: true },
-  qwen2: { family: 'qwen2', qkNorm: false, qkvBias: true, tieWordEmbeddings: false },
-  llama: { family: 'llama', qkNorm: false, qkvBias: false, tieWordEmbeddings: false },
-};
-
-/** Weights with enough spread that every nonlinearity matters (norm weights and biases not at their init). */
-function randomWeights<A extends Float32Array | Float64Array>(cfg: ModelConfig, buf: A, seed: number): A {
-  const layout = buildLayout(cfg);
-  initParams(buf, layout, { ...cfg, initializerRange: 0.25 }, seed);
-  const rng = new Rng(seed + 1);
-  for (const t of layout.tensors) {
-    if (t.init === 'normal') continue;
-    for (let i = t.offset; i < t.offset + t.size; i++) buf[i] += (rng.next() - 0.5) * 0.6;
-  }
-  return buf;
-}
+import { FAMILIES, randomWeights } from '../testing/tiny-model.ts';
 
 function lossOf(lp: ArrayLike<number>, ent: ArrayLike<number>, wl: Float64Array, we: Float64Array): number {
   let s = 0;

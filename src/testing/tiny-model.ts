@@ -88,3 +88,23 @@ export function naiveLogits(cfg: ModelConfig, weights: Float32Array, tokens: num
   k.sgemm(false, true, T, V, C, xn, W.lmHead, logits, false);
   return logits;
 }
+
+/** The model families the engine supports, as config overrides (qwen3 with and without tied embeddings). */
+export const FAMILIES: Record<string, Partial<ModelConfig>> = {
+  qwen3: { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: false },
+  'qwen3-tied': { family: 'qwen3', qkNorm: true, qkvBias: false, tieWordEmbeddings: true },
+  qwen2: { family: 'qwen2', qkNorm: false, qkvBias: true, tieWordEmbeddings: false },
+  llama: { family: 'llama', qkNorm: false, qkvBias: false, tieWordEmbeddings: false },
+};
+
+/** Weights with enough spread that every nonlinearity matters (norm weights and biases not at their init). */
+export function randomWeights<A extends Float32Array | Float64Array>(cfg: ModelConfig, buf: A, seed: number): A {
+  const layout = buildLayout(cfg);
+  initParams(buf, layout, { ...cfg, initializerRange: 0.25 }, seed);
+  const rng = new Rng(seed + 1);
+  for (const t of layout.tensors) {
+    if (t.init === 'normal') continue;
+    for (let i = t.offset; i < t.offset + t.size; i++) buf[i] += (rng.next() - 0.5) * 0.6;
+  }
+  return buf;
+}
