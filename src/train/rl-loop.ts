@@ -240,18 +240,21 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
     const G = config.rollout.groupSize;
     const mode = config.rollout.mode;
 
-    const runEval = async (step: number): Promise<number> => {
-      if (config.run.evalEvery <= 0 || deps.evalQuestions.length === 0) return 0;
+    // One held-out set at one step, with the same sampling seeds at every evaluation (common random
+    // numbers for before/after): records under `dir`, metrics renamed from eval/ to `prefix`/.
+    const evalSet = async (
+      step: number,
+      set: { questions: readonly Question[]; name: string; dir: string; prefix: string; where: string },
+    ) => {
       const t0 = performance.now();
-      const qs = config.run.evalQuestions > 0 ? deps.evalQuestions.slice(0, config.run.evalQuestions) : deps.evalQuestions;
-      const bar = progress.bar('eval', qs.length * config.run.evalRepeats);
-      // the same sampling seeds at every evaluation (common random numbers for before/after)
+      const qs = config.run.evalQuestions > 0 ? set.questions.slice(0, config.run.evalQuestions) : set.questions;
+      const bar = progress.bar(set.name, qs.length * config.run.evalRepeats);
       const r = await evaluate({
         runner,
         questions: qs,
         repeats: config.run.evalRepeats,
         mode,
-        seed: `${config.run.seed}/eval`,
+        seed: `${config.run.seed}/${set.name.replace(' ', '-')}`,
         temperature: evalTemperature(config),
         scorer: deps.scorer,
         weights,
@@ -259,44 +262,26 @@ export async function trainRl(config: TrainConfig, deps: RlDeps, options: RlRunO
         onRollout: (d) => bar.update(d),
       });
       bar.stop();
-      writeStepRecords(paths.eval, step, r.rollouts);
+      mkdirSync(set.dir, { recursive: true });
+      writeStepRecords(set.dir, step, r.rollouts);
       const s = (performance.now() - t0) / 1000;
-      appendMetrics(paths, step, { ...r.metrics, 'time/eval_s': s });
-      evals.push({ step, accuracy: r.accuracy, stderr: r.stderr });
+      const renamed = Object.entries(r.metrics).map(([k, v]) => [k.replace(/^eval\//, `${set.prefix}/`), v]);
+      appendMetrics(paths, step, { ...Object.fromEntries(renamed), [`time/${set.name.replace(' ', '_')}_s`]: s });
       log(
-        `eval @ step ${step}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} ` +
+        `eval @ step ${step}${set.where}: accuracy ${r.accuracy.toFixed(3)} ± ${r.stderr.toFixed(3)} ` +
           `over ${r.questions} questions (${s.toFixed(1)} s)`,
       );
+      return { r, s };
+    };
+    const runEval = async (step: number): Promise<number> => {
+      if (config.run.evalEvery <= 0 || deps.evalQuestions.length === 0) return 0;
+      const held = await evalSet(step, { questions: deps.evalQuestions, name: 'eval', dir: paths.eval, prefix: 'eval', where: '' });
+      evals.push({ step, accuracy: held.r.accuracy, stderr: held.r.stderr });
       const unseen = deps.unseenQuestions ?? [];
-      if (unseen.length === 0) return s;
-      const t1 = performance.now();
-      const uqs = config.run.evalQuestions > 0 ? unseen.slice(0, config.run.evalQuestions) : unseen;
-      const ubar = progress.bar('eval unseen', uqs.length * config.run.evalRepeats);
-      const u = await evaluate({
-        runner,
-        questions: uqs,
-        repeats: config.run.evalRepeats,
-        mode,
-        seed: `${config.run.seed}/eval-unseen`,
-        temperature: evalTemperature(config),
-        scorer: deps.scorer,
-        weights,
-        concurrency: config.rollout.concurrency,
-        onRollout: (d) => ubar.update(d),
-      });
-      ubar.stop();
-      mkdirSync(join(paths.root, 'eval-unseen'), { recursive: true });
-      writeStepRecords(join(paths.root, 'eval-unseen'), step, u.rollouts);
-      const us = (performance.now() - t1) / 1000;
-      appendMetrics(paths, step, {
-        ...Object.fromEntries(Object.entries(u.metrics).map(([k, v]) => [k.replace(/^eval\//, 'unseen/'), v])),
-        'time/eval_unseen_s': us,
-      });
-      log(
-        `eval @ step ${step} on unseen worlds: accuracy ${u.accuracy.toFixed(3)} ± ${u.stderr.toFixed(3)} ` +
-          `over ${u.questions} questions (${us.toFixed(1)} s)`,
-      );
-      return s + us;
+      if (unseen.length === 0) return held.s;
+      const dir = join(paths.root, 'eval-unseen');
+      const u = await evalSet(step, { questions: unseen, name: 'eval unseen', dir, prefix: 'unseen', where: ' on unseen worlds' });
+      return held.s + u.s;
     };
 
     if (state.step === 0 && !existsSync(join(paths.eval, `${stepName(0)}.jsonl`))) await runEval(0);
