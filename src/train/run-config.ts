@@ -110,7 +110,6 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
 }
 
 export interface EvaluationResult extends EvalResult {
-  questionsAsked: Question[];
   seconds: number;
   policyName: string;
 }
@@ -237,7 +236,7 @@ export async function runEvaluations(
         kind: job.kind,
         seeds: job.seeds,
         ...(file ? { out: file } : {}),
-        result: { ...r, questionsAsked: questions, seconds: (performance.now() - t0) / 1000, policyName: policy.name },
+        result: { ...r, seconds: (performance.now() - t0) / 1000, policyName: policy.name },
       });
     }
     return out;
