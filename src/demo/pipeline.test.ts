@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEMO_DEFAULTS, EXPERIMENT_DEFAULTS } from './pipeline.ts';
+import { DEMO_DEFAULTS, EXPERIMENT_DEFAULTS, ONE_WORLD } from './pipeline.ts';
 
 test('the experiment keeps the settings its README results were produced with, whatever the demo defaults become', () => {
   // README "MATPO against a single agent" and docs/experiment/ came from these settings; a change here
@@ -21,6 +21,8 @@ test('the experiment keeps the settings its README results were produced with, w
       docLength: 'short',
     },
     model: { preset: 'tiny' },
+    worlds: { train: 1, unseen: 2 },
+    reading: null,
     sft: { epochs: 2, lr: 0.002, batchTokens: 4096, otherTokenWeight: 0.3 },
     rl: {
       steps: 10,
@@ -45,22 +47,29 @@ test('the experiment keeps the settings its README results were produced with, w
 });
 
 test(
-  'the demo differs from the experiment in its search noise, its guessing expert and its RL phase, ' +
+  'the experiment differs from the one-world demo recipe in its search noise, its guessing expert and its RL phase, ' +
     'not in the world or the warm-start recipe',
   () => {
     const shared = ['entities', 'questions', 'demoQuestions', 'vocabSize', 'demoErrorRate', 'hops', 'docLength'] as const;
-    for (const k of shared) assert.equal(DEMO_DEFAULTS.world[k], EXPERIMENT_DEFAULTS.world[k], k);
-    assert.deepEqual(DEMO_DEFAULTS.sft, EXPERIMENT_DEFAULTS.sft);
-    assert.deepEqual(DEMO_DEFAULTS.model, EXPERIMENT_DEFAULTS.model);
+    for (const k of shared) assert.equal(ONE_WORLD.world[k], EXPERIMENT_DEFAULTS.world[k], k);
+    assert.deepEqual(ONE_WORLD.sft, EXPERIMENT_DEFAULTS.sft);
+    assert.deepEqual(ONE_WORLD.model, EXPERIMENT_DEFAULTS.model);
+    assert.deepEqual([ONE_WORLD.worlds, ONE_WORLD.reading], [EXPERIMENT_DEFAULTS.worlds, EXPERIMENT_DEFAULTS.reading]);
+    assert.equal(DEMO_DEFAULTS.model.preset, EXPERIMENT_DEFAULTS.model.preset);
   },
 );
 
 test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1…, unseen worlds count down from 100·S+99', async () => {
-  const { worldSeeds, MULTI_WORLD, QUICK, worldPhase } = await import('./pipeline.ts');
-  assert.deepEqual(worldSeeds(DEMO_DEFAULTS), { train: [1], unseen: [199, 198] });
-  assert.deepEqual(worldSeeds({ ...MULTI_WORLD, seed: 3 }), { train: [301, 302, 303, 304, 305, 306], unseen: [399, 398] });
+  const { worldSeeds, ONE_WORLD, QUICK, worldPhase } = await import('./pipeline.ts');
+  const READING = { worlds: 1, copySteps: 1, sessionSteps: 1, batchTokens: 1024, lr: 1e-3, otherTokenWeight: 0 };
+  assert.deepEqual(worldSeeds(ONE_WORLD), { train: [1], unseen: [199, 198], reading: [] });
+  assert.deepEqual(worldSeeds({ ...DEMO_DEFAULTS, seed: 3, worlds: { train: 6, unseen: 2 }, reading: { ...READING, worlds: 2 } }), {
+    train: [301, 302, 303, 304, 305, 306],
+    unseen: [399, 398],
+    reading: [35000, 35001],
+  });
   assert.throws(() => worldSeeds({ ...DEMO_DEFAULTS, worlds: { train: 0, unseen: 2 } }), /worlds\.train/);
-  // a multi-world phase with reading exercises, on smoke-sized worlds: totals are split over the worlds
+  // a multi-world phase with reading worlds, on smoke-sized worlds: totals are split over the worlds
   const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
@@ -72,18 +81,23 @@ test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1
       ...QUICK,
       seed: 2,
       worlds: { train: 3, unseen: 1 },
-      reading: { exercisesPerWorld: 4, epochs: 1, lr: 1e-3, otherTokenWeight: 0 },
+      reading: { ...READING, worlds: 2 },
     };
     await worldPhase(dir, s, 'matpo', 'test');
     const set = JSON.parse(readFileSync(join(dir, 'world', 'world-set.json'), 'utf8'));
-    assert.deepEqual([set.trainSeeds, set.unseenSeeds], [[201, 202, 203], [299]]);
+    assert.deepEqual([set.trainSeeds, set.unseenSeeds, set.readingSeeds], [[201, 202, 203], [299], [25000, 25001]]);
     assert.equal(set.knobs.questions, Math.ceil(QUICK.world.questions / 3));
-    assert.equal(
-      readFileSync(join(dir, 'world', 'reading.jsonl'), 'utf8')
+    // reading worlds supply copy drills and reading sessions, nothing else
+    const rows = (f: string) =>
+      readFileSync(join(dir, 'world', f), 'utf8')
         .trim()
-        .split('\n').length,
-      12,
-    );
+        .split('\n')
+        .map((l) => JSON.parse(l));
+    const copy = rows('copy.jsonl');
+    assert.ok(copy.length > 10);
+    assert.equal(copy[0].messages[1].content, copy[0].messages[0].content.replace('Copy this text exactly:\n', ''));
+    const sessions = rows('sessions.jsonl');
+    assert.ok(sessions.length > 10 && sessions.every((x) => x.messages.length >= 2 && x.messages.length % 2 === 0));
     const questions = readFileSync(join(dir, 'world', 'demos-matpo.jsonl'), 'utf8')
       .trim()
       .split('\n')

@@ -63,10 +63,25 @@ export interface PipelineSettings {
    * With K > 1 training worlds, `world.questions` and `world.demoQuestions` are totals, split evenly.
    */
   worlds?: { train: number; unseen: number };
-  /** A reading phase before the warm-start (src/envs/reading-data.ts); none by default. */
-  reading?: { exercisesPerWorld: number; epochs: number; lr: number; otherTokenWeight: number } | null;
-  /** Warm-start: epochs, peak learning rate (cosine decay), optimizer batch and the loss weight of non-assistant tokens. */
-  sft: { epochs: number; lr: number; batchTokens: number; otherTokenWeight: number };
+  /**
+   * A reading curriculum before the warm-start, on reading worlds of its own (seeds no question,
+   * demonstration or evaluation uses; src/envs/reading-data.ts): `copySteps` optimizer steps of copy
+   * drills, then `sessionSteps` of reading sessions (questions answered from a page or a result list).
+   * None when null or absent.
+   */
+  reading?: {
+    worlds: number;
+    copySteps: number;
+    sessionSteps: number;
+    batchTokens: number;
+    lr: number;
+    otherTokenWeight: number;
+  } | null;
+  /**
+   * Warm-start: epochs (or at most `maxSteps` optimizer steps, 0 = no limit), peak learning rate
+   * (cosine decay), optimizer batch and the loss weight of non-assistant tokens.
+   */
+  sft: { epochs: number; lr: number; batchTokens: number; otherTokenWeight: number; maxSteps?: number };
   rl: {
     steps: number;
     groupSize: number;
@@ -97,8 +112,15 @@ export interface PipelineSettings {
   };
 }
 
-/** Defaults of `matpo demo`: chosen so the whole demo runs in minutes on two cores. */
-// Why each value: docs/results.md, "Why the demo's settings are what they are".
+/**
+ * Defaults of `matpo demo`: training that cannot be memorised, within about 20 minutes on two cores.
+ * Twelve training worlds (125 questions each, 100 of them demonstrated by an expert that makes no
+ * planted mistakes), a reading curriculum on twelve reading worlds of its own (copy drills, then
+ * reading sessions), a warm-start on the demonstrations, and 12 MATPO steps; evaluated on two
+ * unseen worlds and on the training worlds' test splits. Small optimizer batches (1,024 tokens):
+ * copying from the context emerged with the number of updates, not of tokens. Every choice and the
+ * runs behind it: docs/research-recipe.md.
+ */
 export const DEMO_DEFAULTS: PipelineSettings = {
   seed: 1,
   world: {
@@ -106,8 +128,8 @@ export const DEMO_DEFAULTS: PipelineSettings = {
     questions: 1500,
     demoQuestions: 1200,
     vocabSize: 2048,
-    demoErrorRate: 0.1,
-    demoGuessRate: 0.7,
+    demoErrorRate: 0,
+    demoGuessRate: 0,
     demoGuessMaxHops: 1,
     hops: [1, 2],
     noise: 0,
@@ -115,7 +137,9 @@ export const DEMO_DEFAULTS: PipelineSettings = {
     docLength: 'short',
   },
   model: { preset: 'tiny' },
-  sft: { epochs: 2, lr: 2e-3, batchTokens: 4096, otherTokenWeight: 0.3 },
+  worlds: { train: 12, unseen: 2 },
+  reading: { worlds: 24, copySteps: 800, sessionSteps: 1000, batchTokens: 1024, lr: 2e-3, otherTokenWeight: 0.1 },
+  sft: { epochs: 2, lr: 2e-3, batchTokens: 1024, otherTokenWeight: 0.1, maxSteps: 2400 },
   rl: {
     steps: 12,
     groupSize: 8,
@@ -138,18 +162,17 @@ export const DEMO_DEFAULTS: PipelineSettings = {
 };
 
 /**
- * `matpo demo --recipe multi-world`: training that cannot be memorised. The demo's world knobs and
- * totals spread over six worlds (250 questions each, 200 of them demonstrated), no planted guessing,
- * six warm-start epochs. Measured before this preset existed, with seeds 11–16 (docs/research-recipe.md):
- * 21 % greedy accuracy on an unseen world and 66 % on a training world's test split, where two epochs
- * of the same data gave 3 % and 0 %; the warm-start took 1,639 s on a machine about twice as fast as
- * an AVX2 one, so on two cores the whole run is about an hour, well over the demo's 20 minutes.
+ * `matpo demo --recipe one-world`: the demo before it trained on many worlds. One world, 1,200
+ * questions demonstrated, 70 % of the one-hop ones answered "from memory" (a planted habit for RL to
+ * remove), two warm-start epochs in 4,096-token batches. Same-world held-out accuracy reaches 26 %
+ * after MATPO, unseen worlds 2 %: the model memorises its world and does not read.
  */
-export const MULTI_WORLD: PipelineSettings = {
+export const ONE_WORLD: PipelineSettings = {
   ...DEMO_DEFAULTS,
-  world: { ...DEMO_DEFAULTS.world, demoGuessRate: 0 },
-  worlds: { train: 6, unseen: 2 },
-  sft: { ...DEMO_DEFAULTS.sft, epochs: 6 },
+  world: { ...DEMO_DEFAULTS.world, demoErrorRate: 0.1, demoGuessRate: 0.7 },
+  worlds: { train: 1, unseen: 2 },
+  reading: null,
+  sft: { epochs: 2, lr: 2e-3, batchTokens: 4096, otherTokenWeight: 0.3 },
 };
 
 /** A smoke-sized version of the same pipeline (tests, `--quick`). */
@@ -175,6 +198,7 @@ export const QUICK: PipelineSettings = {
     docLength: 'short',
   },
   model: { preset: 'mini' },
+  reading: { worlds: 1, copySteps: 4, sessionSteps: 4, batchTokens: 1024, lr: 3e-3, otherTokenWeight: 0.1 },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
     steps: 2,
@@ -204,10 +228,10 @@ export const QUICK: PipelineSettings = {
  */
 // Why each value: docs/results.md, "Why the experiment's settings are what they are".
 export const EXPERIMENT_DEFAULTS: PipelineSettings = {
-  ...DEMO_DEFAULTS,
-  world: { ...DEMO_DEFAULTS.world, demoGuessRate: 0, demoGuessMaxHops: 2, noise: 0.3, distractors: 0.5 },
+  ...ONE_WORLD,
+  world: { ...ONE_WORLD.world, demoGuessRate: 0, demoGuessMaxHops: 2, noise: 0.3, distractors: 0.5 },
   rl: {
-    ...DEMO_DEFAULTS.rl,
+    ...ONE_WORLD.rl,
     steps: 10,
     questionsPerStep: 4,
     learningRate: 3e-5,
@@ -231,7 +255,7 @@ export interface RunSummary {
   unseenBefore?: EvalSummary | null;
   unseenAfter?: EvalSummary | null;
   /** The world seeds (training and unseen). */
-  seeds?: { train: number[]; unseen: number[] };
+  seeds?: { train: number[]; unseen: number[]; reading?: number[] };
   /** Training reward per step (the root role's mean reward). */
   rewardCurve: number[];
   /** How far RL moved the weights: ‖w_final − w_warm‖ / ‖w_warm‖ (L2 over all parameters); null without both models. */
@@ -282,15 +306,19 @@ async function runPhases(phases: Phase[], timesFile: string, label: string): Pro
 }
 
 /** The training and unseen world seeds of a pipeline run (see the top of this file). */
-export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: number[] } {
+export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: number[]; reading: number[] } {
   const { train, unseen } = s.worlds ?? { train: 1, unseen: 2 };
   if (!(Number.isInteger(train) && train >= 1 && train <= 90))
     throw new ConfigError({ path: 'worlds.train', message: `expected 1..90 training worlds, got ${train}` });
   if (!(Number.isInteger(unseen) && unseen >= 0 && unseen <= 9))
     throw new ConfigError({ path: 'worlds.unseen', message: `expected 0..9 unseen worlds, got ${unseen}` });
+  const reading = s.reading?.worlds ?? 0;
+  if (!(Number.isInteger(reading) && reading >= 0 && reading <= 999))
+    throw new ConfigError({ path: 'reading.worlds', message: `expected 0..999 reading worlds, got ${reading}` });
   return {
     train: train === 1 ? [s.seed] : Array.from({ length: train }, (_, k) => 100 * s.seed + 1 + k),
     unseen: Array.from({ length: unseen }, (_, k) => 100 * s.seed + 99 - k),
+    reading: Array.from({ length: reading }, (_, k) => 10_000 * s.seed + 5_000 + k),
   };
 }
 
@@ -332,7 +360,7 @@ export async function worldPhase(
               demoErrorRate: s.world.demoErrorRate,
               demoGuessRate: s.world.demoGuessRate,
               ...(s.world.demoGuessRate > 0 ? { demoGuessMaxHops: s.world.demoGuessMaxHops } : {}),
-              reading: s.reading ? s.reading.exercisesPerWorld : 0,
+              readingSeeds: seeds.reading,
             },
             rolloutOptions(parseConfig({})),
           );
@@ -356,6 +384,7 @@ export async function modePhases(
   const base = join(root, mode);
   mkdirSync(base, { recursive: true });
   const modelInit = join(base, 'model-init');
+  const modelCopy = join(base, 'model-copy');
   const modelRead = join(base, 'model-read');
   const modelSft = join(base, 'model-sft');
   const runDir = join(base, 'run');
@@ -393,6 +422,8 @@ export async function modePhases(
       learningRate: s.sft.lr,
       batchTokens: s.sft.batchTokens,
       otherTokenWeight: s.sft.otherTokenWeight,
+      maxSteps: s.sft.maxSteps ?? 0,
+      evalFraction: 0.05,
     },
     run: {
       name: 'run',
@@ -431,27 +462,32 @@ export async function modePhases(
       },
       ...(s.reading
         ? [
-            {
-              name: 'reading',
-              done: join(modelRead, '.done'),
-              run: async () => {
-                rmSync(modelRead, { recursive: true, force: true });
-                const r = s.reading!;
-                await runSft({
-                  ...config,
-                  model: { ...config.model, path: modelInit },
-                  sft: {
-                    ...config.sft,
-                    data: join(world, 'reading.jsonl'),
-                    out: modelRead,
-                    epochs: r.epochs,
-                    learningRate: r.lr,
-                    otherTokenWeight: r.otherTokenWeight,
-                  },
-                });
-              },
+            { name: 'copy', data: 'copy.jsonl', from: modelInit, out: modelCopy, steps: s.reading.copySteps },
+            { name: 'reading', data: 'sessions.jsonl', from: modelCopy, out: modelRead, steps: s.reading.sessionSteps },
+          ].map((stage) => ({
+            name: stage.name,
+            done: join(stage.out, '.done'),
+            run: async () => {
+              rmSync(stage.out, { recursive: true, force: true });
+              const r = s.reading!;
+              await runSft({
+                ...config,
+                model: { ...config.model, path: stage.from },
+                sft: {
+                  ...config.sft,
+                  data: join(world, stage.data),
+                  out: stage.out,
+                  // as many passes as the step budget needs; the schedule spans the budget
+                  epochs: 20,
+                  maxSteps: stage.steps,
+                  evalFraction: 0.02,
+                  learningRate: r.lr,
+                  batchTokens: r.batchTokens,
+                  otherTokenWeight: r.otherTokenWeight,
+                },
+              });
             },
-          ]
+          }))
         : []),
       {
         name: 'sft',
@@ -621,9 +657,13 @@ export function formatRunSummary(r: RunSummary, worldSeconds: Record<string, num
     r.weightChange === null || r.weightChange === undefined
       ? ''
       : `RL moved the weights by ${r.weightChange.toExponential(2)} of their norm (warm-started → final checkpoint)`;
+  const readingLine = seeds?.reading?.length
+    ? `reading curriculum on worlds ${seedList(seeds.reading)} (copy drills and reading sessions only; no question of theirs is asked)`
+    : '';
   return [
     table(rows),
     planted,
+    readingLine,
     '',
     curve,
     moved,

@@ -7,10 +7,11 @@
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Mode } from '../core/records.ts';
+import { ConfigError } from '../core/errors.ts';
 import type { RolloutOptions } from '../agents/rollout.ts';
 import { trainTokenizerForWorld, trainTokenizerForWorlds } from './world-tokenizer.ts';
 import { generateWorldSet, saveWorldSet } from './world-set.ts';
-import { readingExercises } from './reading-data.ts';
+import { copyDrills, readingExercises, readingSessions } from './reading-data.ts';
 import { saveTokenizer } from './tokenizer-train.ts';
 import { runExpert } from './expert-runs.ts';
 import { DEFAULT_WORLD_OPTIONS, generateWorld, saveWorld, worldStats, type WorldOptions } from './world/world.ts';
@@ -108,6 +109,11 @@ export interface WorldSetDirSpec extends Omit<WorldDirSpec, 'heldout' | 'options
   demoQuestions?: number;
   /** Reading exercises per training world written to reading.jsonl (0: none). */
   reading?: number;
+  /**
+   * Seeds of reading worlds: generated with the same knobs, used only for copy drills (copy.jsonl)
+   * and dense reading sessions (sessions.jsonl), never for questions, demonstrations or evaluation.
+   */
+  readingSeeds?: readonly number[];
 }
 
 /**
@@ -125,6 +131,11 @@ export async function writeWorldSetDir(
   const guessMaxHops = spec.demoGuessMaxHops ?? maxHops;
   const t0 = performance.now();
   const set = generateWorldSet(spec.options, spec.trainSeeds, spec.unseenSeeds);
+  const used = new Set([...spec.trainSeeds, ...spec.unseenSeeds]);
+  const clash = (spec.readingSeeds ?? []).find((x) => used.has(x));
+  if (clash !== undefined)
+    throw new ConfigError({ path: 'readingSeeds', message: `seed ${clash} is also a training or unseen world's seed` });
+  if (spec.readingSeeds?.length) set.manifest.readingSeeds = [...spec.readingSeeds];
   rmSync(out, { recursive: true, force: true });
   saveWorldSet(set, out);
   const q = (ws: typeof set.train, split?: string) =>
@@ -140,6 +151,23 @@ export async function writeWorldSetDir(
     log(
       `  reading exercises: ${rows.length} (${rows.filter((r) => r.kind === 'search').length} on search results) → ` +
         `${join(out, 'reading.jsonl')}`,
+    );
+  }
+  if (spec.readingSeeds && spec.readingSeeds.length > 0) {
+    const t = performance.now();
+    const copy: string[] = [];
+    const sessions: string[] = [];
+    for (const seed of spec.readingSeeds) {
+      const w = generateWorld({ ...DEFAULT_WORLD_OPTIONS, ...spec.options, seed });
+      for (const messages of copyDrills(w)) copy.push(JSON.stringify({ messages }));
+      for (const x of readingSessions(w)) sessions.push(JSON.stringify({ messages: x.messages }));
+    }
+    writeFileSync(join(out, 'copy.jsonl'), copy.join('\n') + '\n');
+    writeFileSync(join(out, 'sessions.jsonl'), sessions.join('\n') + '\n');
+    log(
+      `  reading worlds ${spec.readingSeeds[0]}…${spec.readingSeeds[spec.readingSeeds.length - 1]}: ${copy.length} copy drills, ` +
+        `${sessions.length} reading sessions → ${join(out, 'copy.jsonl')}, ${join(out, 'sessions.jsonl')} ` +
+        `(${((performance.now() - t) / 1000).toFixed(1)} s)`,
     );
   }
   if (vocabSize <= 0) return;

@@ -13,7 +13,7 @@ import {
   worldOfQuestion,
   worldSetQuestions,
 } from './world-set.ts';
-import { readingExercises } from './reading-data.ts';
+import { copyDrills, readingExercises, readingSessions } from './reading-data.ts';
 import { generateWorld } from './world/world.ts';
 import { command as world } from '../cli/commands/world.ts';
 import { ConfigError } from '../core/errors.ts';
@@ -88,6 +88,40 @@ test('reading exercises copy a value and a document id that stand in their conte
     assert.ok(user.includes(/says: "(.*)"$/.exec(answer)![1]));
   }
   assert.equal(readingExercises(w, { limit: 3 }).length, 3);
+});
+
+test('reading sessions ask about every fact their context states once, each answer copied from it', () => {
+  const w = generateWorld({ ...KNOBS, seed: 5, distractors: 0.5 });
+  const xs = readingSessions(w, { searchShare: 0.5 });
+  assert.ok(xs.length > 0.8 * w.documents.length, `${xs.length} sessions from ${w.documents.length} documents`);
+  assert.ok(xs.some((x) => x.kind === 'search') && xs.some((x) => x.kind === 'page'));
+  let questions = 0;
+  for (const x of xs) {
+    const context = x.messages[0].content;
+    const asked = new Set<string>();
+    for (let i = 0; i < x.messages.length; i += 2) {
+      const q = /Question: what is (.*)\? Answer/.exec(x.messages[i].content)![1];
+      assert.ok(!asked.has(q), `asked twice: ${q}`);
+      asked.add(q);
+      const a = x.messages[i + 1].content;
+      const m = /^(.*) is (.*)\. Document (d\d+) \((.*)\) says: "(.*)"$/.exec(a)!;
+      assert.ok(m, a);
+      assert.equal(m[1].toLowerCase(), q.toLowerCase());
+      // value, document id, title and quoted sentence all stand in the context
+      for (const part of [m[2], m[3], m[4], m[5]]) assert.ok(context.includes(part), `${part} not in ${context}`);
+      assert.ok(m[5].includes(m[2]));
+      questions++;
+    }
+  }
+  assert.ok(questions > 2 * xs.length, `${questions} questions in ${xs.length} sessions`);
+});
+
+test('copy drills ask for the context back word for word', () => {
+  const w = generateWorld({ ...KNOBS, seed: 6 });
+  const drills = copyDrills(w, { sentences: 4 });
+  const sentences = w.documents.reduce((n, d) => n + d.text.split(/(?<=\.)\s+/).length, 0);
+  assert.equal(drills.length, Math.floor(sentences / 4));
+  for (const [user, answer] of drills) assert.equal(user.content, `Copy this text exactly:\n${answer.content}`);
 });
 
 test('matpo world --seeds: one tokenizer from the training worlds only, expert transcripts from every world', async () => {

@@ -30,6 +30,8 @@ export interface WorldSetManifest {
   knobs: Omit<WorldOptions, 'seed'>;
   trainSeeds: number[];
   unseenSeeds: number[];
+  /** Seeds of the worlds that supplied copy drills and reading sessions (never questions). */
+  readingSeeds?: number[];
 }
 
 export interface WorldSet {

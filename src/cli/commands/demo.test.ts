@@ -14,7 +14,7 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
   try {
     const r = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--no-progress'], { encoding: 'utf8', timeout: 240_000 });
     assert.equal(r.status, 0, r.stderr + r.stdout);
-    for (const phase of ['world', 'init-model', 'sft', 'train']) assert.match(r.stdout, new RegExp(`== demo: ${phase}`));
+    for (const phase of ['world', 'init-model', 'copy', 'reading', 'sft', 'train']) assert.match(r.stdout, new RegExp(`== demo: ${phase}`));
     assert.match(r.stdout, /held-out accuracy/);
     assert.match(r.stdout, /npx matpo view /);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
@@ -27,7 +27,8 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(r.stdout, /\| same-world held-out accuracy \(seed 1\) .*\|.*\|.*\|/);
     // the headline row: worlds no training used, with their seeds (recorded in the world set and the summary)
     assert.match(r.stdout, /\n\| unseen-world accuracy \(seeds 199, 198\) +\| [\d.]+% ± [\d.]+% +\|/);
-    assert.deepEqual(summary.seeds, { train: [1], unseen: [199, 198] });
+    assert.deepEqual(summary.seeds, { train: [1], unseen: [199, 198], reading: [15000] });
+    assert.ok(existsSync(join(out, 'matpo', 'model-read', 'model.safetensors')));
     assert.deepEqual(JSON.parse(readFileSync(join(out, 'world', 'world-set.json'), 'utf8')).unseenSeeds, [199, 198]);
     assert.ok(summary.unseenUntrained && summary.unseenBefore && summary.unseenAfter, 'unseen-world evaluations were recorded');
     assert.match(r.stdout, /\| answered without a tool call +\| [\d.]+% +\| [\d.]+% +\| [\d.]+% +\|/);

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { intFlag, parseFlags, type Command } from '../command.ts';
 import { ConfigError } from '../../core/errors.ts';
-import { DEMO_DEFAULTS, MULTI_WORLD, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
+import { DEMO_DEFAULTS, ONE_WORLD, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
 
 export const command: Command = {
   name: 'demo',
@@ -15,8 +15,8 @@ export const command: Command = {
     'Generate an offline research world, warm-start a tiny model on expert planner–worker demonstrations, train it with MATPO, ' +
     'and compare held-out accuracy before and after. Re-running continues an interrupted demo.',
   usage:
-    'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|multi-world] [--no-progress]\n\n' +
-    '  --recipe multi-world  warm-start on six worlds for six epochs (about an hour on two cores; see docs/research-recipe.md)',
+    'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|one-world] [--no-progress]\n\n' +
+    '  --recipe one-world  the earlier demo: one training world and a planted guessing habit (it memorises; see docs/results.md)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' },
@@ -28,9 +28,9 @@ export const command: Command = {
       recipe: { type: 'string' },
     });
     const recipe = values.recipe ?? 'default';
-    if (recipe !== 'default' && recipe !== 'multi-world')
-      throw new ConfigError({ path: '--recipe', message: `expected default or multi-world, got "${recipe}"` });
-    const base = values.quick ? QUICK : recipe === 'multi-world' ? MULTI_WORLD : DEMO_DEFAULTS;
+    if (recipe !== 'default' && recipe !== 'one-world')
+      throw new ConfigError({ path: '--recipe', message: `expected default or one-world, got "${recipe}"` });
+    const base = values.quick ? QUICK : recipe === 'one-world' ? ONE_WORLD : DEMO_DEFAULTS;
     const s: PipelineSettings = structuredClone(base);
     s.seed = intFlag(values, 'seed', base.seed);
     s.rl.steps = intFlag(values, 'steps', base.rl.steps);

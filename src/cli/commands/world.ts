@@ -51,6 +51,8 @@ export const command: Command = {
     '  --unseen-seeds LIST  with --seeds: evaluation-only worlds from these seeds, never used for the tokenizer or training\n' +
     '  --reading N     with --seeds: also write up to N reading exercises per training world to DIR/reading.jsonl\n' +
     '                  (cloze questions answered by copying from a page or search results; src/envs/reading-data.ts)\n' +
+    '  --reading-seeds LIST  with --seeds: reading worlds from these seeds, for DIR/copy.jsonl (copy drills) and\n' +
+    '                  DIR/sessions.jsonl (several questions per page or result list); no questions or demonstrations\n' +
     '  --heldout K   also write K held-out worlds (seeds N+1000, N+2000, ...; every question in the test split) under DIR/heldout-<seed>/',
   async run(argv) {
     const { values } = parseFlags(argv, {
@@ -68,6 +70,7 @@ export const command: Command = {
       seeds: { type: 'string' },
       'unseen-seeds': { type: 'string' },
       reading: { type: 'string' },
+      'reading-seeds': { type: 'string' },
       demos: { type: 'string' },
       'demo-error-rate': { type: 'string' },
       'demo-guess-rate': { type: 'string' },
@@ -120,6 +123,7 @@ export const command: Command = {
           trainSeeds: parseSeeds(values.seeds, '--seeds'),
           unseenSeeds: values['unseen-seeds'] === undefined ? [] : parseSeeds(values['unseen-seeds'], '--unseen-seeds'),
           reading: intFlag(values, 'reading', 0),
+          readingSeeds: values['reading-seeds'] === undefined ? [] : parseSeeds(values['reading-seeds'], '--reading-seeds'),
           ...(values['demo-questions'] !== undefined ? { demoQuestions: intFlag(values, 'demo-questions', 0) } : {}),
         },
         rolloutOptions(parseConfig({})),
