@@ -99,6 +99,8 @@ export interface PipelineSettings {
     overflow: 'drop-middle' | 'stop';
     /** Tokens sampled per rollout (planner and workers together, or the single agent); null = no limit. */
     maxRolloutTokens: number | null;
+    /** Evaluate (same-world and unseen) every this many RL steps; default: only before and after. */
+    evalEvery?: number;
     /** Advantage estimator (rl.estimator). */
     estimator: 'grpo' | 'dr-grpo' | 'rloo';
     /**
@@ -202,6 +204,7 @@ export const QUICK: PipelineSettings = {
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
     steps: 2,
+    evalEvery: 1,
     groupSize: 8,
     questionsPerStep: 2,
     learningRate: 1e-4,
@@ -241,6 +244,18 @@ export const EXPERIMENT_DEFAULTS: PipelineSettings = {
   },
 };
 
+/**
+ * `matpo experiment --recipe reading`: MATPO against single-agent GRPO with the demo's recipe (twelve
+ * training worlds, the reading curriculum, 2,400 warm-start steps, each mode on its own expert's
+ * transcripts of the same questions), the experiment's noisy search, context limit and RL phase, and
+ * evaluations every 2 RL steps for learning curves on the unseen worlds.
+ */
+export const EXPERIMENT_READING: PipelineSettings = {
+  ...DEMO_DEFAULTS,
+  world: { ...DEMO_DEFAULTS.world, noise: EXPERIMENT_DEFAULTS.world.noise, distractors: EXPERIMENT_DEFAULTS.world.distractors },
+  rl: { ...EXPERIMENT_DEFAULTS.rl, evalEvery: 2 },
+};
+
 export interface RunSummary {
   mode: Mode;
   runDir: string;
@@ -258,6 +273,8 @@ export interface RunSummary {
   seeds?: { train: number[]; unseen: number[]; reading?: number[] };
   /** Training reward per step (the root role's mean reward). */
   rewardCurve: number[];
+  /** Greedy accuracy at every evaluation step: the training worlds' test splits and the unseen worlds (null when none). */
+  learningCurve?: { step: number; sameWorld: number; unseen: number | null }[];
   /** How far RL moved the weights: ‖w_final − w_warm‖ / ‖w_warm‖ (L2 over all parameters); null without both models. */
   weightChange: number | null;
   phaseSeconds: Record<string, number>;
@@ -384,8 +401,10 @@ export async function modePhases(
   const base = join(root, mode);
   mkdirSync(base, { recursive: true });
   const modelInit = join(base, 'model-init');
-  const modelCopy = join(base, 'model-copy');
-  const modelRead = join(base, 'model-read');
+  // The reading curriculum does not depend on the mode (same init seed, same tokenizer, same
+  // reading worlds), so both modes of an experiment share it: the second finds it done.
+  const modelCopy = join(root, 'reading', 'model-copy');
+  const modelRead = join(root, 'reading', 'model-read');
   const modelSft = join(base, 'model-sft');
   const runDir = join(base, 'run');
   const label = options.label ?? mode;
@@ -430,7 +449,7 @@ export async function modePhases(
       dir: base,
       seed: s.seed,
       steps: s.rl.steps,
-      evalEvery: s.rl.steps,
+      evalEvery: s.rl.evalEvery ?? s.rl.steps,
       evalQuestions: s.rl.evalQuestions,
       evalTemperature: s.rl.evalTemperature,
       checkpointEvery: Math.max(1, Math.floor(s.rl.steps / 4)),
@@ -604,6 +623,11 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
     unseenBefore: first === 0 ? unseenAt(0) : null,
     unseenAfter: last !== undefined && last > 0 ? unseenAt(last) : null,
     rewardCurve,
+    learningCurve: evalSteps.map((step) => {
+      const at = (key: string) => metrics.filter((x) => x.step === step && typeof x[key] === 'number').at(-1)?.[key];
+      const unseen = at('unseen/accuracy');
+      return { step, sameWorld: Number(at('eval/accuracy') ?? NaN), unseen: unseen === undefined ? null : Number(unseen) };
+    }),
     phaseSeconds,
     weightChange: null,
   };

@@ -28,7 +28,7 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     // the headline row: worlds no training used, with their seeds (recorded in the world set and the summary)
     assert.match(r.stdout, /\n\| unseen-world accuracy \(seeds 199, 198\) +\| [\d.]+% ± [\d.]+% +\|/);
     assert.deepEqual(summary.seeds, { train: [1], unseen: [199, 198], reading: [15000] });
-    assert.ok(existsSync(join(out, 'matpo', 'model-read', 'model.safetensors')));
+    assert.ok(existsSync(join(out, 'reading', 'model-read', 'model.safetensors')));
     assert.deepEqual(JSON.parse(readFileSync(join(out, 'world', 'world-set.json'), 'utf8')).unseenSeeds, [199, 198]);
     assert.ok(summary.unseenUntrained && summary.unseenBefore && summary.unseenAfter, 'unseen-world evaluations were recorded');
     assert.match(r.stdout, /\| answered without a tool call +\| [\d.]+% +\| [\d.]+% +\| [\d.]+% +\|/);
@@ -89,6 +89,13 @@ test('matpo experiment --quick runs both modes on one world per seed and writes 
     assert.match(md, /command: npx matpo experiment --quick --seeds 3 --out \S+ --no-progress/);
     assert.match(md, /\]\(reward-curves\.svg\)/);
     assert.match(readFileSync(join(out, 'reward-curves.svg'), 'utf8'), /<polyline points=/);
+    // evaluations at every step (QUICK evaluates each of its 2 steps): learning curves per mode
+    assert.match(md, /held-out learning curves .*\n {2}MATPO, unseen worlds: +0:[\d.]+ 1:[\d.]+ 2:[\d.]+\n/);
+    assert.match(md, /single-agent GRPO, same-world: +0:[\d.]+ 1:[\d.]+ 2:[\d.]+/);
+    assert.match(readFileSync(join(out, 'unseen-curves.svg'), 'utf8'), /<polyline points=/);
+    // one reading curriculum serves both modes
+    assert.ok(existsSync(join(out, 'seed-3', 'reading', 'model-read', 'model.safetensors')));
+    assert.ok(!existsSync(join(out, 'seed-3', 'single', 'model-read')));
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     assert.equal(results.matpo.length, 1);
     assert.equal(results.single.length, 1);

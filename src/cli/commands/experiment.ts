@@ -15,6 +15,7 @@ import { finiteMean, mean, sampleStd } from '../../util/stats.ts';
 import { rewardCurvesSvg } from '../../demo/curves.ts';
 import {
   EXPERIMENT_DEFAULTS,
+  EXPERIMENT_READING,
   QUICK,
   modePhases,
   table,
@@ -83,10 +84,40 @@ export function experimentTable(results: Record<Mode, RunSummary[]>): string {
   return table(rows);
 }
 
+/**
+ * Held-out learning curves: greedy accuracy at every evaluation step, per mode, as the mean over
+ * seeds, on the unseen worlds and on the training worlds' test splits. Empty with fewer than three
+ * evaluations per run (before and after RL only is no curve).
+ */
+export function learningCurveLines(results: Record<Mode, RunSummary[]>, seeds: readonly number[]): string[] {
+  const all = [...results.matpo, ...results.single];
+  if (!all.some((r) => (r.learningCurve?.length ?? 0) > 2)) return [];
+  const lines = [`held-out learning curves (greedy accuracy %, mean over ${seeds.length} seed${seeds.length > 1 ? 's' : ''}, by RL step):`];
+  for (const mode of ['matpo', 'single'] as const) {
+    const steps = [...new Set(results[mode].flatMap((r) => (r.learningCurve ?? []).map((p) => p.step)))].sort((a, b) => a - b);
+    const at = (f: (p: { sameWorld: number; unseen: number | null }) => number) =>
+      steps
+        .map((step) => {
+          const m = finiteMean(
+            results[mode].map((r) => f(r.learningCurve?.find((p) => p.step === step) ?? { sameWorld: NaN, unseen: null })),
+          );
+          return `${step}:${Number.isFinite(m) ? (100 * m).toFixed(1) : '—'}`;
+        })
+        .join(' ');
+    const name = mode === 'matpo' ? 'MATPO' : 'single-agent GRPO';
+    lines.push(`  ${name}, unseen worlds:  ${at((p) => p.unseen ?? NaN)}`);
+    lines.push(`  ${name}, same-world:     ${at((p) => p.sameWorld)}`);
+  }
+  return lines;
+}
+
 export const command: Command = {
   name: 'experiment',
   summary: 'MATPO vs single-agent GRPO on the same noisy world with a context limit, over several seeds; prints a results table.',
-  usage: 'experiment [--out runs/experiment] [--seeds 1,2,3] [--steps N] [--threads N] [--quick] [--no-progress]',
+  usage:
+    'experiment [--out runs/experiment] [--seeds 1,2,3] [--steps N] [--threads N] [--recipe one-world|reading] [--quick] [--no-progress]\n\n' +
+    "  --recipe reading  the demo's recipe (twelve training worlds, the reading curriculum) with evaluations every 2 RL steps\n" +
+    '                    for learning curves on the unseen worlds; default one-world (the settings of the README table)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' },
@@ -94,9 +125,13 @@ export const command: Command = {
       steps: { type: 'string' },
       threads: { type: 'string' },
       quick: { type: 'boolean' },
+      recipe: { type: 'string' },
       'no-progress': { type: 'boolean' },
     });
-    const base = values.quick ? QUICK : EXPERIMENT_DEFAULTS;
+    const recipe = values.recipe ?? 'one-world';
+    if (recipe !== 'one-world' && recipe !== 'reading')
+      throw new ConfigError({ path: '--recipe', message: `expected one-world or reading, got "${recipe}"` });
+    const base = values.quick ? QUICK : recipe === 'reading' ? EXPERIMENT_READING : EXPERIMENT_DEFAULTS;
     const seeds = (values.seeds ?? '1,2,3').split(',').map((x) => Number(x.trim()));
     if (seeds.some((x) => !Number.isInteger(x)))
       throw new ConfigError({ path: '--seeds', message: `expected comma-separated integers, got "${values.seeds}"` });
@@ -116,6 +151,7 @@ export const command: Command = {
     const curves = (['matpo', 'single'] as const).flatMap((m) =>
       results[m].map((r, i) => `${m} seed ${seeds[i]} reward by step: ${r.rewardCurve.map((x) => x.toFixed(2)).join(' ')}`),
     );
+    const learning = learningCurveLines(results, seeds);
     const report = [
       `# MATPO vs single-agent GRPO (${seeds.length} seed${seeds.length > 1 ? 's' : ''}: ${seeds.join(', ')})`,
       '',
@@ -124,6 +160,7 @@ export const command: Command = {
       ...curves,
       '',
       `![training reward by step](reward-curves.svg)`,
+      ...(learning.length ? ['', ...learning, '', `![unseen-world accuracy by RL step](unseen-curves.svg)`] : []),
       '',
       `command: npx matpo experiment${argv.length ? ` ${argv.join(' ')}` : ''}`,
       `dashboard: npx matpo view ${[...results.matpo, ...results.single].map((r) => r.runDir).join(' ')}`,
@@ -138,6 +175,24 @@ export const command: Command = {
         { title: `Training reward by step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` },
       ),
     );
+    if (learning.length) {
+      // The SVG chart takes values at steps 1, 2, …: lay each run's evaluations out on that grid.
+      const grid = (r: RunSummary) => {
+        const out: number[] = [];
+        for (const p of r.learningCurve ?? []) if (p.step > 0) out[p.step - 1] = p.unseen ?? NaN;
+        return Array.from({ length: out.length }, (_, i) => out[i] ?? NaN);
+      };
+      writeFileSync(
+        join(out, 'unseen-curves.svg'),
+        rewardCurvesSvg(
+          [
+            { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map(grid) },
+            { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map(grid) },
+          ],
+          { title: `Unseen-world accuracy by RL step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` },
+        ),
+      );
+    }
     writeFileSync(join(out, 'results.md'), report + '\n');
     writeFileSync(join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     console.log(`\n${report}`);
