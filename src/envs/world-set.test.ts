@@ -173,6 +173,15 @@ test('matpo world --seeds: one tokenizer from the training worlds only, expert t
         );
     }
     await assert.rejects(() => world.run(['--seeds', '3', '--seed', '3', '--out', join(dir, 'c')]), /either --seed/);
+    // reading worlds: their own seeds, copy drills and reading sessions, recorded in the manifest
+    const r = await quiet(() => world.run([...args('r', '1001'), '--reading-seeds', '2001-2002']));
+    assert.match(r, /reading worlds 2001…2002: \d+ copy drills, \d+ reading sessions/);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'r', 'world-set.json'), 'utf8')).readingSeeds, [2001, 2002]);
+    assert.ok(readFileSync(join(dir, 'r', 'sessions.jsonl'), 'utf8').split('\n').length > 10);
+    await assert.rejects(
+      () => world.run([...args('d', '1001'), '--reading-seeds', '12,2001']),
+      (e: unknown) => e instanceof ConfigError && /--reading-seeds: seed 12 is also in --seeds/.test((e as Error).message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -111,6 +111,12 @@ export const command: Command = {
       if (values.seed !== undefined)
         throw new ConfigError({ path: '--seed', message: 'give either --seed (one world) or --seeds (a world set)' });
       const { seed: _seed, ...knobs } = options;
+      const trainSeeds = parseSeeds(values.seeds, '--seeds');
+      const unseenSeeds = values['unseen-seeds'] === undefined ? [] : parseSeeds(values['unseen-seeds'], '--unseen-seeds');
+      const readingSeeds = values['reading-seeds'] === undefined ? [] : parseSeeds(values['reading-seeds'], '--reading-seeds');
+      const clash = readingSeeds.find((x) => trainSeeds.includes(x) || unseenSeeds.includes(x));
+      if (clash !== undefined)
+        throw new ConfigError({ path: '--reading-seeds', message: `seed ${clash} is also in --seeds or --unseen-seeds` });
       await writeWorldSetDir(
         {
           out,
@@ -120,10 +126,10 @@ export const command: Command = {
           demoErrorRate: errorRate,
           demoGuessRate: guessRate,
           demoGuessMaxHops: guessMaxHops,
-          trainSeeds: parseSeeds(values.seeds, '--seeds'),
-          unseenSeeds: values['unseen-seeds'] === undefined ? [] : parseSeeds(values['unseen-seeds'], '--unseen-seeds'),
+          trainSeeds,
+          unseenSeeds,
           reading: intFlag(values, 'reading', 0),
-          readingSeeds: values['reading-seeds'] === undefined ? [] : parseSeeds(values['reading-seeds'], '--reading-seeds'),
+          readingSeeds,
           ...(values['demo-questions'] !== undefined ? { demoQuestions: intFlag(values, 'demo-questions', 0) } : {}),
         },
         rolloutOptions(parseConfig({})),
