@@ -116,10 +116,11 @@ export function readingSessions(world: World, options: ReadingSessionOptions = {
   const out: ReadingExercise[] = [];
   for (const doc of world.documents) {
     const search = rng.next() < share;
+    const hits = search ? index.search(doc.title, 5) : [];
     const sources = search
-      ? index.search(doc.title, 5).map((h) => ({ id: h.id, title: h.title, text: h.snippet }))
+      ? hits.map((h) => ({ id: h.id, title: h.title, text: h.snippet }))
       : [{ id: doc.id, title: doc.title, text: doc.text }];
-    const context = search ? formatHits(doc.title, index.search(doc.title, 5)) : formatPage(index.open(doc.id));
+    const context = search ? formatHits(doc.title, hits) : formatPage(index.open(doc.id));
     // (subject, relation) → stated values, with where each is stated.
     const stated = new Map<string, { subject: string; relation: string; value: string; id: string; title: string; sentence: string }[]>();
     for (const src of sources) {
