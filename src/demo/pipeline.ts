@@ -594,10 +594,12 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
         .filter((n): n is number => n !== null)
         .sort((a, b) => a - b)
     : [];
+  // The last record at `step` that carries `key`.
+  const recordAt = (step: number, key: string) => metrics.filter((x) => x.step === step && typeof x[key] === 'number').at(-1);
   const evalAt = (step: number): EvalSummary | null => {
     const file = join(paths.eval, `${stepName(step)}.jsonl`);
     const rollouts = existsSync(file) ? readRolloutsJsonl(file) : [];
-    const m = metrics.filter((x) => x.step === step && typeof x['eval/accuracy'] === 'number').at(-1);
+    const m = recordAt(step, 'eval/accuracy');
     return evalSummary(rollouts, m ? { accuracy: Number(m['eval/accuracy']), stderr: Number(m['eval/accuracy_se']) } : undefined);
   };
   const first = evalSteps[0];
@@ -608,7 +610,7 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
     .map((m) => Number(m[`${root}/reward`]));
   const unseenAt = (step: number): EvalSummary | null => {
     const file = join(paths.root, 'eval-unseen', `${stepName(step)}.jsonl`);
-    const m = metrics.filter((x) => x.step === step && typeof x['unseen/accuracy'] === 'number').at(-1);
+    const m = recordAt(step, 'unseen/accuracy');
     return existsSync(file)
       ? evalSummary(
           readRolloutsJsonl(file),
@@ -627,7 +629,7 @@ export function summarizeRun(runDir: string, mode: Mode, phaseSeconds: Record<st
     unseenAfter: last !== undefined && last > 0 ? unseenAt(last) : null,
     rewardCurve,
     learningCurve: evalSteps.map((step) => {
-      const at = (key: string) => metrics.filter((x) => x.step === step && typeof x[key] === 'number').at(-1)?.[key];
+      const at = (key: string) => recordAt(step, key)?.[key];
       const unseen = at('unseen/accuracy');
       return { step, sameWorld: Number(at('eval/accuracy') ?? NaN), unseen: unseen === undefined ? null : Number(unseen) };
     }),
