@@ -67,11 +67,15 @@ export interface PipelineSettings {
    * A reading curriculum before the warm-start, on reading worlds of its own (seeds no question,
    * demonstration or evaluation uses; src/envs/reading-data.ts): `copySteps` optimizer steps of copy
    * drills, then `sessionSteps` of reading sessions (questions answered from a page or a result list).
-   * None when null or absent.
+   * When the drills end with a held-out loss above `copyTargetLoss`, another cycle of `copySteps`
+   * runs, up to `copyMaxCycles` in all: copying either forms or the model never reads, and how many
+   * steps it takes depends on the worlds. None when null or absent.
    */
   reading?: {
     worlds: number;
     copySteps: number;
+    copyTargetLoss?: number;
+    copyMaxCycles?: number;
     sessionSteps: number;
     batchTokens: number;
     lr: number;
@@ -140,7 +144,16 @@ export const DEMO_DEFAULTS: PipelineSettings = {
   },
   model: { preset: 'tiny' },
   worlds: { train: 12, unseen: 2 },
-  reading: { worlds: 24, copySteps: 800, sessionSteps: 1000, batchTokens: 1024, lr: 2e-3, otherTokenWeight: 0.1 },
+  reading: {
+    worlds: 24,
+    copySteps: 800,
+    copyTargetLoss: 0.2,
+    copyMaxCycles: 3,
+    sessionSteps: 1000,
+    batchTokens: 1024,
+    lr: 2e-3,
+    otherTokenWeight: 0.1,
+  },
   sft: { epochs: 2, lr: 2e-3, batchTokens: 1024, otherTokenWeight: 0.1, maxSteps: 2400 },
   rl: {
     steps: 12,
@@ -200,7 +213,17 @@ export const QUICK: PipelineSettings = {
     docLength: 'short',
   },
   model: { preset: 'mini' },
-  reading: { worlds: 1, copySteps: 4, sessionSteps: 4, batchTokens: 1024, lr: 3e-3, otherTokenWeight: 0.1 },
+  // a target no 4 steps reach, so the smoke run goes through the copy drills' second cycle too
+  reading: {
+    worlds: 1,
+    copySteps: 4,
+    copyTargetLoss: 1e-6,
+    copyMaxCycles: 2,
+    sessionSteps: 4,
+    batchTokens: 1024,
+    lr: 3e-3,
+    otherTokenWeight: 0.1,
+  },
   sft: { epochs: 1, lr: 3e-3, batchTokens: 4096, otherTokenWeight: 1 },
   rl: {
     steps: 2,
@@ -254,7 +277,7 @@ export const EXPERIMENT_READING: PipelineSettings = {
   ...DEMO_DEFAULTS,
   // On these noisier worlds 800 steps of copy drills ended at held-out loss 0.63 (the demo's reach
   // 0.09) and the agent never read; 1,600 reached 0.03 (docs/research-recipe.md, "What is left").
-  reading: { ...DEMO_DEFAULTS.reading!, copySteps: 1600 },
+  reading: { ...DEMO_DEFAULTS.reading!, copySteps: 1600, copyMaxCycles: 2 },
   world: { ...DEMO_DEFAULTS.world, noise: EXPERIMENT_DEFAULTS.world.noise, distractors: EXPERIMENT_DEFAULTS.world.distractors },
   rl: { ...EXPERIMENT_DEFAULTS.rl, evalEvery: 2 },
 };
@@ -484,8 +507,24 @@ export async function modePhases(
       },
       ...(s.reading
         ? [
-            { name: 'copy', data: 'copy.jsonl', from: modelInit, out: modelCopy, steps: s.reading.copySteps },
-            { name: 'reading', data: 'sessions.jsonl', from: modelCopy, out: modelRead, steps: s.reading.sessionSteps },
+            {
+              name: 'copy',
+              data: 'copy.jsonl',
+              from: modelInit,
+              out: modelCopy,
+              steps: s.reading.copySteps,
+              targetLoss: s.reading.copyTargetLoss ?? 0,
+              maxCycles: s.reading.copyMaxCycles ?? 1,
+            },
+            {
+              name: 'reading',
+              data: 'sessions.jsonl',
+              from: modelCopy,
+              out: modelRead,
+              steps: s.reading.sessionSteps,
+              targetLoss: 0,
+              maxCycles: 1,
+            },
           ].map((stage) => ({
             name: stage.name,
             done: join(stage.out, '.done'),
@@ -502,6 +541,8 @@ export async function modePhases(
                   // as many passes as the step budget needs; the schedule spans the budget
                   epochs: 20,
                   maxSteps: stage.steps,
+                  targetHeldOutLoss: stage.targetLoss,
+                  maxCycles: stage.maxCycles,
                   evalFraction: 0.02,
                   learningRate: r.lr,
                   batchTokens: r.batchTokens,

@@ -286,6 +286,12 @@ export const SftSchema = z
     maxGradNorm: z.number().min(0).default(1).describe('clip the global gradient norm (0 = off)'),
     maxTokens: int(0, "drop transcripts longer than this (0 = the model's context)"),
     maxSteps: int(0, 'stop after this many optimizer steps (0 = all epochs)'),
+    targetHeldOutLoss: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe('while the held-out loss ends a cycle of the scheduled steps above this, run another cycle (0 = off)'),
+    maxCycles: int(1, 'most cycles of the scheduled steps with targetHeldOutLoss', 1),
   })
   .prefault({});
 

@@ -13,7 +13,7 @@ import { evalTemperature, rewardWeights, type TrainConfig } from './config.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { Progress } from './progress.ts';
 import { trainRl, type RlRunResult } from './rl-loop.ts';
-import { readTranscripts, trainSft } from './sft.ts';
+import { readTranscripts, trainSft, type SftResult } from './sft.ts';
 import {
   buildRun,
   configLora,
@@ -40,7 +40,7 @@ function modelMaxPositions(dir: string): number {
  * Warm-start `config.model.path` on `config.sft.data`, writing the model to `config.sft.out`; with
  * `model.loraRank` > 0 a LoRA adapter trains on the frozen model and sft.out gets the PEFT adapter.
  */
-export async function runSft(config: TrainConfig, log?: (line: string) => void): Promise<void> {
+export async function runSft(config: TrainConfig, log?: (line: string) => void): Promise<SftResult> {
   const o = config.sft;
   if (!config.model.path) throw new ConfigError({ path: '--model', message: 'is required (a model directory)' });
   if (!o.data) throw new ConfigError({ path: '--data', message: 'is required (chat transcripts, JSONL)' });
@@ -68,6 +68,8 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
       // transcripts longer than the model's context are dropped
       maxTokens: o.maxTokens > 0 ? o.maxTokens : modelMaxPositions(config.model.path),
       maxSteps: o.maxSteps,
+      targetHeldOutLoss: o.targetHeldOutLoss,
+      maxCycles: o.maxCycles,
       progress: config.run.progress,
       ...(log ? { log } : {}),
       onStep: (m) =>
@@ -99,11 +101,12 @@ export async function runSft(config: TrainConfig, log?: (line: string) => void):
     const print = log ?? console.log;
     print(
       `sft: ${result.trainExamples} training / ${result.heldOutExamples} held-out transcripts, ` +
-        `${result.steps} steps (${result.skipped} skipped), ${s.toFixed(1)} s`,
+        `${result.steps} steps${result.cycles > 1 ? ` in ${result.cycles} cycles` : ''} (${result.skipped} skipped), ${s.toFixed(1)} s`,
     );
     if (result.heldOutLoss.length) print(`held-out loss per assistant token: ${result.heldOutLoss.map((x) => x.toFixed(4)).join(' → ')}`);
     const c = lora?.config;
     print(c ? `LoRA adapter (r=${c.rank}, alpha=${c.alpha}, PEFT layout) written to ${o.out}` : `model written to ${o.out}`);
+    return result;
   } finally {
     await policy.close();
   }

@@ -205,3 +205,74 @@ test('maxSteps stops training within an epoch, and the schedule spans the limite
   assert.equal(all.r.steps, 8);
   assert.deepEqual(all.lrs, (await run(0)).lrs);
 });
+
+test('targetHeldOutLoss: another warm-restarted cycle while the held-out loss stays above it, up to maxCycles', async () => {
+  const transcripts = Array.from({ length: 10 }, (_, i) => ({
+    messages: [
+      { role: 'user', content: `t${i % 4}` },
+      { role: 'assistant', content: `t${4 + (i % 4)}` },
+    ] as ChatMessage[],
+  }));
+  const run = async (targetHeldOutLoss: number, maxCycles: number, evalFraction = 0.2) => {
+    const policy = new BigramPolicy(8);
+    const lrs: number[] = [];
+    const lines: string[] = [];
+    const r = await trainSft(policy, await policy.tokenizer(), transcripts, renderBigram, {
+      epochs: 4,
+      maxSteps: 3,
+      targetHeldOutLoss,
+      maxCycles,
+      learningRate: 0.4,
+      schedule: 'linear',
+      warmupFraction: 0.25,
+      batchTokens: 4,
+      microBatchTokens: 4,
+      evalFraction,
+      seed: 1,
+      maxGradNorm: 0,
+      maxTokens: 0,
+      progress: false,
+      log: (l) => lines.push(l),
+      onStep: (m) => lrs.push(m.learningRate),
+    });
+    return { r, lrs, lines };
+  };
+  const cycle = [0.4, 0.4, 0.4 * 1e-3];
+  // off: one cycle of 3 steps, as without the option
+  const off = await run(0, 3);
+  assert.equal(off.r.cycles, 1);
+  assert.deepEqual(off.lrs, cycle);
+  const before = off.r.heldOutLoss[0];
+  const after1 = off.r.heldOutLoss.at(-1)!;
+  assert.ok(after1 < before, `the held-out loss falls: ${before} → ${after1}`);
+  // reached after the first cycle: nothing more
+  const reached = await run(after1 + 1e-9, 3);
+  assert.equal(reached.r.steps, 3);
+  assert.equal(reached.r.cycles, 1);
+  // out of reach: three cycles of 3 steps (4 steps an epoch, so cycles cross epochs), each with its
+  // own warm-up and decay, a held-out loss at the end of each, and a line saying the target was missed
+  const missed = await run(1e-9, 3);
+  assert.equal(missed.r.steps, 9);
+  assert.equal(missed.r.cycles, 3);
+  assert.deepEqual(missed.lrs, [...cycle, ...cycle, ...cycle]);
+  assert.deepEqual(
+    missed.lines.filter((l) => /another cycle|still above/.test(l)).map((l) => l.replace(/loss [\d.]+/, 'loss X')),
+    [
+      'sft: held-out loss X is above the target 1e-9: another cycle of 3 steps (2/3)',
+      'sft: held-out loss X is above the target 1e-9: another cycle of 3 steps (3/3)',
+      'sft: held-out loss X is still above the target 1e-9 after 3 cycle(s) of 3 steps',
+    ],
+  );
+  // the first cycle is the same training whatever comes after it
+  assert.equal(missed.r.heldOutLoss[1], after1);
+  // held-out losses: before; end of cycle 1 (step 3); epoch 1's end (4); end of cycle 2 (6); epoch 2's end (8); end of cycle 3 (9)
+  assert.equal(missed.r.heldOutLoss.length, 6);
+  // a target between the first and second cycles' losses stops after the second
+  const after2 = missed.r.heldOutLoss[3];
+  assert.ok(after2 < after1, `the second cycle lowers the held-out loss: ${after1} → ${after2}`);
+  const second = await run((after1 + after2) / 2, 3);
+  assert.equal(second.r.cycles, 2);
+  assert.equal(second.r.steps, 6);
+  // a target needs held-out transcripts to measure it against
+  await assert.rejects(run(0.5, 2, 0), /sft\.targetHeldOutLoss.*held-out/);
+});

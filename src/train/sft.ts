@@ -7,7 +7,7 @@
  * reported before training and after every epoch.
  */
 import { readFileSync } from 'node:fs';
-import { FileFormatError } from '../core/errors.ts';
+import { ConfigError, FileFormatError } from '../core/errors.ts';
 import { makeNllLoss } from '../rl/losses.ts';
 import type { ChatMessage, ChatTokenizer, ToolSpec } from '../core/chat.ts';
 import type { Datum } from '../core/records.ts';
@@ -86,6 +86,15 @@ export interface SftOptions {
   maxTokens: number;
   /** Stop after this many optimizer steps (the schedule is fitted to them); 0 or absent = all epochs. */
   maxSteps?: number;
+  /**
+   * Train on while the held-out loss stays above this (0 or absent = off): when a cycle of the
+   * scheduled steps (`maxSteps`, or all epochs) ends above it, another cycle of as many steps runs
+   * on the next batches, warm-up and decay again (a warm restart), up to `maxCycles` cycles in all.
+   * The held-out transcripts stay the same, so they stay held out.
+   */
+  targetHeldOutLoss?: number;
+  /** Most cycles with `targetHeldOutLoss` (default 1). */
+  maxCycles?: number;
   progress: boolean;
   log?: (line: string) => void;
   /** Called after each optimizer step with its metrics. */
@@ -97,7 +106,9 @@ export interface SftResult {
   heldOutExamples: number;
   steps: number;
   skipped: number;
-  /** Held-out mean NLL per assistant token: before training, then after each epoch. */
+  /** Cycles of the schedule that ran (more than 1 only with `targetHeldOutLoss`). */
+  cycles: number;
+  /** Held-out mean NLL per assistant token: before training, then after each epoch (or the part of one a cycle ends in). */
   heldOutLoss: number[];
   /** Mean training loss of each epoch. */
   trainLoss: number[];
@@ -200,6 +211,7 @@ export async function trainSft(
     heldOutExamples: heldOut.length,
     steps: 0,
     skipped: 0,
+    cycles: 0,
     heldOutLoss: [],
     trainLoss: [],
   };
@@ -209,44 +221,68 @@ export async function trainSft(
     log(`sft: ${train.length} training / ${heldOut.length} held-out transcripts; held-out loss ${result.heldOutLoss[0].toFixed(4)}`);
   }
   // every epoch's order and batches up front, so the schedule knows the exact number of steps
-  const epochBatches = Array.from({ length: o.epochs }, () => {
+  const steps = Array.from({ length: o.epochs }, (_, e) => {
     const order = train.slice();
     rng.shuffle(order);
-    return batches(order, o.batchTokens);
-  });
-  const allSteps = epochBatches.reduce((a, bs) => a + bs.length, 0);
+    return batches(order, o.batchTokens).map((batch, i, bs) => ({ batch, epoch: e + 1, epochEnd: i === bs.length - 1 }));
+  }).flat();
   // a step limit shortens the schedule too, so the learning rate still decays to its floor
-  const totalSteps = o.maxSteps && o.maxSteps > 0 ? Math.min(allSteps, o.maxSteps) : allSteps;
-  const warmup = Math.round(totalSteps * (o.warmupFraction ?? 0.03));
+  const cycleSteps = o.maxSteps && o.maxSteps > 0 ? Math.min(steps.length, o.maxSteps) : steps.length;
+  const target = o.targetHeldOutLoss ?? 0;
+  if (target > 0 && !heldOut.length)
+    throw new ConfigError({ path: 'sft.targetHeldOutLoss', message: 'needs held-out transcripts (sft.evalFraction > 0)' });
+  const maxCycles = target > 0 ? Math.max(1, o.maxCycles ?? 1) : 1;
   const schedule = o.schedule ?? 'cosine';
-  for (let epoch = 1; epoch <= o.epochs && result.steps < totalSteps; epoch++) {
-    const bs = epochBatches[epoch - 1].slice(0, totalSteps - result.steps);
-    const bar = progress.bar(`epoch ${epoch}`, bs.length);
-    const losses: number[] = [];
-    for (const [bi, batch] of bs.entries()) {
-      const fb = await policy.forwardBackward(batch, makeNllLoss(batch, { otherTokenWeight: o.otherTokenWeight }), {
-        microBatchTokens: o.microBatchTokens,
-      });
-      const lr = scheduledLr(o.learningRate, result.steps + 1, totalSteps, warmup, schedule);
-      const opt = await policy.optimStep({ learningRate: lr, maxGradNorm: o.maxGradNorm });
-      result.steps++;
-      if (!Number.isFinite(fb.loss) || !opt.applied) {
-        result.skipped++;
-        log(`sft: step ${result.steps} skipped (non-finite loss or gradient)`);
-      } else losses.push(fb.loss);
-      o.onStep?.({ step: result.steps, epoch, loss: fb.loss, gradNorm: opt.gradNorm, tokens: fb.tokens, learningRate: lr });
-      bar.update(bi + 1, { loss: fb.loss.toFixed(4) });
+  for (let start = 0; ;) {
+    result.cycles++;
+    const end = Math.min(steps.length, start + cycleSteps);
+    const warmup = Math.round((end - start) * (o.warmupFraction ?? 0.03));
+    // the cycle in runs of one epoch (or the part of one this cycle covers), each reported when it ends
+    for (let i = start; i < end;) {
+      const epoch = steps[i].epoch;
+      let j = i;
+      while (j < end && steps[j].epoch === epoch) j++;
+      const bar = progress.bar(`epoch ${epoch}`, j - i);
+      const losses: number[] = [];
+      for (let k = i; k < j; k++) {
+        const batch = steps[k].batch;
+        const fb = await policy.forwardBackward(batch, makeNllLoss(batch, { otherTokenWeight: o.otherTokenWeight }), {
+          microBatchTokens: o.microBatchTokens,
+        });
+        const lr = scheduledLr(o.learningRate, k - start + 1, end - start, warmup, schedule);
+        const opt = await policy.optimStep({ learningRate: lr, maxGradNorm: o.maxGradNorm });
+        result.steps++;
+        if (!Number.isFinite(fb.loss) || !opt.applied) {
+          result.skipped++;
+          log(`sft: step ${result.steps} skipped (non-finite loss or gradient)`);
+        } else losses.push(fb.loss);
+        o.onStep?.({ step: result.steps, epoch, loss: fb.loss, gradNorm: opt.gradNorm, tokens: fb.tokens, learningRate: lr });
+        bar.update(k - i + 1, { loss: fb.loss.toFixed(4) });
+      }
+      bar.stop();
+      const tl = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
+      result.trainLoss.push(tl);
+      let line = `sft: epoch ${epoch}/${o.epochs} train loss ${tl.toFixed(4)}`;
+      if (heldOut.length) {
+        const h = await heldOutNll(policy, heldOut, o.microBatchTokens);
+        result.heldOutLoss.push(h);
+        line += `, held-out loss ${h.toFixed(4)}`;
+      }
+      log(line);
+      i = j;
     }
-    bar.stop();
-    const tl = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
-    result.trainLoss.push(tl);
-    let line = `sft: epoch ${epoch}/${o.epochs} train loss ${tl.toFixed(4)}`;
-    if (heldOut.length) {
-      const h = await heldOutNll(policy, heldOut, o.microBatchTokens);
-      result.heldOutLoss.push(h);
-      line += `, held-out loss ${h.toFixed(4)}`;
+    start = end;
+    const last = result.heldOutLoss[result.heldOutLoss.length - 1];
+    if (!(target > 0) || last <= target) break;
+    if (result.cycles >= maxCycles || start >= steps.length) {
+      log(
+        `sft: held-out loss ${last.toFixed(4)} is still above the target ${target} after ${result.cycles} cycle(s) of ${cycleSteps} steps`,
+      );
+      break;
     }
-    log(line);
+    log(
+      `sft: held-out loss ${last.toFixed(4)} is above the target ${target}: another cycle of ${cycleSteps} steps (${result.cycles + 1}/${maxCycles})`,
+    );
   }
   progress.stop();
   return result;

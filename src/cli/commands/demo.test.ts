@@ -29,6 +29,13 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(r.stdout, /\n\| unseen-world accuracy \(seeds 199, 198\) +\| [\d.]+% ± [\d.]+% +\|/);
     assert.deepEqual(summary.seeds, { train: [1], unseen: [199, 198], reading: [15000] });
     assert.ok(existsSync(join(out, 'reading', 'model-read', 'model.safetensors')));
+    // the copy drills missed their held-out target after 4 steps and ran a second cycle of 4
+    assert.match(r.stderr, /held-out loss [\d.]+ is above the target 0\.000001: another cycle of 4 steps \(2\/2\)/);
+    assert.match(r.stdout, /8 steps in 2 cycles/);
+    const copySteps = readFileSync(join(out, 'reading', 'model-copy', 'sft-metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
+    assert.equal(JSON.parse(copySteps.at(-1)!).step, 8);
     assert.deepEqual(JSON.parse(readFileSync(join(out, 'world', 'world-set.json'), 'utf8')).unseenSeeds, [199, 198]);
     assert.ok(summary.unseenUntrained && summary.unseenBefore && summary.unseenAfter, 'unseen-world evaluations were recorded');
     assert.match(r.stdout, /\| answered without a tool call +\| [\d.]+% +\| [\d.]+% +\| [\d.]+% +\|/);

@@ -31,6 +31,8 @@ const FLAGS: ConfigFlag[] = [
   { flag: 'max-grad-norm', key: 'sft.maxGradNorm' },
   { flag: 'max-tokens', key: 'sft.maxTokens' },
   { flag: 'max-steps', key: 'sft.maxSteps' },
+  { flag: 'target-loss', key: 'sft.targetHeldOutLoss' },
+  { flag: 'max-cycles', key: 'sft.maxCycles' },
   { flag: 'seed', key: 'run.seed' },
   { flag: 'no-progress', key: 'run.progress', boolean: true, value: 'false' },
 ];
