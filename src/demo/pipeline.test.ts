@@ -109,3 +109,44 @@ test('world seeds: one training world is the run seed itself, K > 1 are 100·S+1
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the long recipe doubles the demo’s training worlds, warm-start and MATPO steps, and keeps its unseen worlds', async () => {
+  const { LONG, worldSeeds } = await import('./pipeline.ts');
+  const long = worldSeeds(LONG);
+  const demo = worldSeeds(DEMO_DEFAULTS);
+  assert.deepEqual(long.unseen, demo.unseen, 'the same unseen worlds, so the two recipes compare directly');
+  assert.equal(long.train.length, 2 * demo.train.length);
+  assert.ok(![...long.train, ...long.reading].some((x) => long.unseen.includes(x)), 'no training or reading world is an unseen one');
+  assert.deepEqual(long.reading, demo.reading);
+  assert.equal(LONG.world.demoQuestions / long.train.length, DEMO_DEFAULTS.world.demoQuestions / demo.train.length);
+  assert.equal(LONG.sft.maxSteps, 2 * DEMO_DEFAULTS.sft.maxSteps!);
+  assert.equal(LONG.rl.steps, 2 * DEMO_DEFAULTS.rl.steps);
+  assert.deepEqual(LONG.reading, DEMO_DEFAULTS.reading);
+});
+
+test('a run directory keeps its settings: resuming it with other ones is refused, naming what differs', async () => {
+  const { claimRunDir, QUICK } = await import('./pipeline.ts');
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = join(mkdtempSync(join(tmpdir(), 'pipeline-claim-')), 'run');
+  try {
+    claimRunDir(dir, QUICK);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'settings.json'), 'utf8')), JSON.parse(JSON.stringify(QUICK)));
+    claimRunDir(dir, structuredClone(QUICK)); // the same settings resume
+    const other = structuredClone(QUICK);
+    other.rl.steps = 7;
+    other.world.hops = [1, 3];
+    assert.throws(
+      () => claimRunDir(dir, other),
+      (e: Error) =>
+        e.name === 'ConfigError' &&
+        e.message.includes(dir) &&
+        e.message.includes('world.hops: [1,4] there, [1,3] now') &&
+        e.message.includes('rl.steps: 2 there, 7 now') &&
+        e.message.includes('another --out'),
+    );
+  } finally {
+    rmSync(join(dir, '..'), { recursive: true, force: true });
+  }
+});

@@ -121,7 +121,7 @@ export interface PipelineSettings {
 /**
  * Defaults of `matpo demo`: training that cannot be memorised, within about 20 minutes on two cores.
  * Twelve training worlds (125 questions each, 100 of them demonstrated by an expert that makes no
- * planted mistakes), a reading curriculum on twelve reading worlds of its own (copy drills, then
+ * planted mistakes), a reading curriculum on twenty-four reading worlds of its own (copy drills, then
  * reading sessions), a warm-start on the demonstrations, and 12 MATPO steps; evaluated on two
  * unseen worlds and on the training worlds' test splits. Small optimizer batches (1,024 tokens):
  * copying from the context emerged with the number of updates, not of tokens. Every choice and the
@@ -174,6 +174,21 @@ export const DEMO_DEFAULTS: PipelineSettings = {
     formatReward: false,
     dropZeroVarianceGroups: true,
   },
+};
+
+/**
+ * `matpo demo --recipe long`: the demo's recipe with twice its training worlds and demonstrations
+ * (24 worlds, 2,400 demonstrated questions), twice its warm-start steps and twice its MATPO steps,
+ * with evaluations every 6 steps. The unseen worlds are the demo's own (seeds 199 and 198), so the
+ * two recipes' figures compare directly. More warm-start steps were still helping when the demo's
+ * budget ran out (docs/research-recipe.md, R11 → R13).
+ */
+export const LONG: PipelineSettings = {
+  ...DEMO_DEFAULTS,
+  world: { ...DEMO_DEFAULTS.world, questions: 3000, demoQuestions: 2400 },
+  worlds: { train: 24, unseen: 2 },
+  sft: { ...DEMO_DEFAULTS.sft, maxSteps: 4800 },
+  rl: { ...DEMO_DEFAULTS.rl, steps: 24, evalEvery: 6 },
 };
 
 /**
@@ -366,6 +381,39 @@ export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: numb
 }
 
 /** Generate the world set, its tokenizer, the expert's demonstrations for the given modes and the unseen worlds. */
+/** `a.b.c` paths of the leaves where two settings objects differ, with both values. */
+function settingsDiff(had: unknown, now: unknown, path = ''): string[] {
+  if (had !== null && now !== null && typeof had === 'object' && typeof now === 'object' && !Array.isArray(had) && !Array.isArray(now)) {
+    const keys = [...new Set([...Object.keys(had), ...Object.keys(now)])];
+    return keys.flatMap((k) =>
+      settingsDiff((had as Record<string, unknown>)[k], (now as Record<string, unknown>)[k], path ? `${path}.${k}` : k),
+    );
+  }
+  return JSON.stringify(had) === JSON.stringify(now) ? [] : [`${path}: ${JSON.stringify(had)} there, ${JSON.stringify(now)} now`];
+}
+
+/**
+ * A run directory holds one recipe. Phases that are done are skipped on the next call, so resuming
+ * a directory with other settings would build on phases of another recipe: refuse, and say which
+ * settings differ. The first call records them in `<dir>/settings.json`.
+ */
+export function claimRunDir(dir: string, s: PipelineSettings): void {
+  const file = join(resolve(dir), 'settings.json');
+  if (existsSync(file)) {
+    const diff = settingsDiff(JSON.parse(readFileSync(file, 'utf8')), JSON.parse(JSON.stringify(s)));
+    if (diff.length)
+      throw new ConfigError({
+        path: resolve(dir),
+        message:
+          `holds a run made with other settings (${file}): ${diff.join('; ')}. ` +
+          'Resume it with the same recipe and flags, or give another --out.',
+      });
+    return;
+  }
+  mkdirSync(resolve(dir), { recursive: true });
+  writeFileSync(file, JSON.stringify(s, null, 2) + '\n');
+}
+
 export async function worldPhase(
   dir: string,
   s: PipelineSettings,
@@ -373,8 +421,8 @@ export async function worldPhase(
   label = 'demo',
 ): Promise<Record<string, number>> {
   const world = join(resolve(dir), 'world');
-  mkdirSync(resolve(dir), { recursive: true });
   const seeds = worldSeeds(s);
+  claimRunDir(dir, s);
   const k = seeds.train.length;
   return runPhases(
     [

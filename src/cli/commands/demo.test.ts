@@ -72,6 +72,16 @@ test('matpo demo --quick runs every phase through the real CLI, writes a run the
     assert.match(again.stdout, /demo: world already done/);
     assert.match(again.stdout, /demo: train already done/);
     assert.match(again.stdout, /held-out accuracy/);
+    // Other settings in the same directory would build on this run's phases: refused, naming the difference.
+    const other = spawnSync(process.execPath, [bin, 'demo', '--quick', '--out', out, '--steps', '3', '--no-progress'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.notEqual(other.status, 0);
+    assert.match(other.stderr, /holds a run made with other settings .*rl\.steps: 2 there, 3 now.*another --out/);
+    const recipe = spawnSync(process.execPath, [bin, 'demo', '--recipe', 'longer', '--out', out], { encoding: 'utf8', timeout: 60_000 });
+    assert.notEqual(recipe.status, 0);
+    assert.match(recipe.stderr, /--recipe.*expected default, long, one-world; got "longer"/);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

@@ -7,7 +7,16 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { intFlag, parseFlags, type Command } from '../command.ts';
 import { ConfigError } from '../../core/errors.ts';
-import { DEMO_DEFAULTS, ONE_WORLD, QUICK, formatRunSummary, modePhases, worldPhase, type PipelineSettings } from '../../demo/pipeline.ts';
+import {
+  DEMO_DEFAULTS,
+  LONG,
+  ONE_WORLD,
+  QUICK,
+  formatRunSummary,
+  modePhases,
+  worldPhase,
+  type PipelineSettings,
+} from '../../demo/pipeline.ts';
 
 export const command: Command = {
   name: 'demo',
@@ -15,8 +24,10 @@ export const command: Command = {
     'Generate an offline research world, warm-start a tiny model on expert planner–worker demonstrations, train it with MATPO, ' +
     'and compare held-out accuracy before and after. Re-running continues an interrupted demo.',
   usage:
-    'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|one-world] [--no-progress]\n\n' +
-    '  --recipe one-world  the earlier demo: one training world and a planted guessing habit (it memorises; see docs/results.md)',
+    'demo [--out runs/demo] [--seed 1] [--steps N] [--threads N] [--quick] [--recipe default|long|one-world] [--no-progress]\n\n' +
+    '  --recipe long       twice the training worlds, warm-start steps and MATPO steps (about 30 minutes; out runs/demo-long)\n' +
+    '  --recipe one-world  the earlier demo: one training world and a planted guessing habit (it memorises; see docs/results.md;\n' +
+    '                      out runs/demo-one-world)',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' },
@@ -28,14 +39,15 @@ export const command: Command = {
       recipe: { type: 'string' },
     });
     const recipe = values.recipe ?? 'default';
-    if (recipe !== 'default' && recipe !== 'one-world')
-      throw new ConfigError({ path: '--recipe', message: `expected default or one-world, got "${recipe}"` });
-    const base = values.quick ? QUICK : recipe === 'one-world' ? ONE_WORLD : DEMO_DEFAULTS;
+    const recipes = { default: DEMO_DEFAULTS, long: LONG, 'one-world': ONE_WORLD };
+    if (!Object.hasOwn(recipes, recipe))
+      throw new ConfigError({ path: '--recipe', message: `expected ${Object.keys(recipes).join(', ')}; got "${recipe}"` });
+    const base = values.quick ? QUICK : recipes[recipe as keyof typeof recipes];
     const s: PipelineSettings = structuredClone(base);
     s.seed = intFlag(values, 'seed', base.seed);
     s.rl.steps = intFlag(values, 'steps', base.rl.steps);
     const threads = intFlag(values, 'threads', 0) || undefined;
-    const out = values.out ?? join('runs', values.quick ? 'demo-quick' : 'demo');
+    const out = values.out ?? join('runs', values.quick ? 'demo-quick' : recipe === 'default' ? 'demo' : `demo-${recipe}`);
     const worldSeconds = await worldPhase(out, s, 'matpo', 'demo');
     const summary = await modePhases(out, s, 'matpo', { progress: !values['no-progress'], threads, label: 'demo' });
     writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, worldSeconds, settings: s }, null, 2) + '\n');

@@ -117,7 +117,7 @@ export const command: Command = {
   usage:
     'experiment [--out runs/experiment] [--seeds 1,2,3] [--steps N] [--threads N] [--recipe one-world|reading] [--quick] [--no-progress]\n\n' +
     "  --recipe reading  the demo's recipe (twelve training worlds, the reading curriculum) with evaluations every 2 RL steps\n" +
-    '                    for learning curves on the unseen worlds; default one-world (the settings of the README table)',
+    '                    for learning curves on the unseen worlds (out runs/experiment-reading); default one-world',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' },
@@ -135,7 +135,7 @@ export const command: Command = {
     const seeds = (values.seeds ?? '1,2,3').split(',').map((x) => Number(x.trim()));
     if (seeds.some((x) => !Number.isInteger(x)))
       throw new ConfigError({ path: '--seeds', message: `expected comma-separated integers, got "${values.seeds}"` });
-    const out = values.out ?? join('runs', values.quick ? 'experiment-quick' : 'experiment');
+    const out = values.out ?? join('runs', values.quick ? 'experiment-quick' : recipe === 'reading' ? 'experiment-reading' : 'experiment');
     const threads = intFlag(values, 'threads', 0) || undefined;
     const results: Record<Mode, RunSummary[]> = { matpo: [], single: [] };
     for (const seed of seeds) {
