@@ -116,6 +116,16 @@ test('SFT on demonstrations lowers the held-out loss, training only assistant to
   for (let j = 0; j < 16; j++) assert.equal(policy.W[0 * 16 + j], 0);
 });
 
+/** Ten one-token exchanges over the bigram vocabulary: token i answered by token 4 + i (i = 0…3). */
+function pairTranscripts() {
+  return Array.from({ length: 10 }, (_, i) => ({
+    messages: [
+      { role: 'user', content: `t${i % 4}` },
+      { role: 'assistant', content: `t${4 + (i % 4)}` },
+    ] as ChatMessage[],
+  }));
+}
+
 test('learning-rate schedules: warm-up, then constant, linear or cosine decay', async () => {
   // 11 steps, 2 of warm-up, peak 1; after warm-up p = (step - 3) / 8
   assert.equal(scheduledLr(1, 1, 11, 2, 'cosine'), 0.5);
@@ -130,12 +140,7 @@ test('learning-rate schedules: warm-up, then constant, linear or cosine decay', 
   assert.equal(scheduledLr(2, 1, 10, 0, 'cosine'), 2);
 
   // trainSft applies it step by step
-  const transcripts = Array.from({ length: 10 }, (_, i) => ({
-    messages: [
-      { role: 'user', content: `t${i % 4}` },
-      { role: 'assistant', content: `t${4 + (i % 4)}` },
-    ] as ChatMessage[],
-  }));
+  const transcripts = pairTranscripts();
   const policy = new BigramPolicy(8);
   const tok = await policy.tokenizer();
   const lrs: number[] = [];
@@ -166,12 +171,7 @@ test('learning-rate schedules: warm-up, then constant, linear or cosine decay', 
 });
 
 test('maxSteps stops training within an epoch, and the schedule spans the limited steps', async () => {
-  const transcripts = Array.from({ length: 10 }, (_, i) => ({
-    messages: [
-      { role: 'user', content: `t${i % 4}` },
-      { role: 'assistant', content: `t${4 + (i % 4)}` },
-    ] as ChatMessage[],
-  }));
+  const transcripts = pairTranscripts();
   const run = async (maxSteps: number) => {
     const policy = new BigramPolicy(8);
     const lrs: number[] = [];
@@ -207,12 +207,7 @@ test('maxSteps stops training within an epoch, and the schedule spans the limite
 });
 
 test('targetHeldOutLoss: another warm-restarted cycle while the held-out loss stays above it, up to maxCycles', async () => {
-  const transcripts = Array.from({ length: 10 }, (_, i) => ({
-    messages: [
-      { role: 'user', content: `t${i % 4}` },
-      { role: 'assistant', content: `t${4 + (i % 4)}` },
-    ] as ChatMessage[],
-  }));
+  const transcripts = pairTranscripts();
   const run = async (targetHeldOutLoss: number, maxCycles: number, evalFraction = 0.2) => {
     const policy = new BigramPolicy(8);
     const lrs: number[] = [];
