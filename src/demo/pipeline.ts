@@ -380,7 +380,6 @@ export function worldSeeds(s: PipelineSettings): { train: number[]; unseen: numb
   };
 }
 
-/** Generate the world set, its tokenizer, the expert's demonstrations for the given modes and the unseen worlds. */
 /** `a.b.c` paths of the leaves where two settings objects differ, with both values. */
 function settingsDiff(had: unknown, now: unknown, path = ''): string[] {
   if (had !== null && now !== null && typeof had === 'object' && typeof now === 'object' && !Array.isArray(had) && !Array.isArray(now)) {
@@ -414,6 +413,7 @@ export function claimRunDir(dir: string, s: PipelineSettings): void {
   writeFileSync(file, JSON.stringify(s, null, 2) + '\n');
 }
 
+/** Generate the world set, its tokenizer, the expert's demonstrations for the given modes and the unseen worlds. */
 export async function worldPhase(
   dir: string,
   s: PipelineSettings,

@@ -205,6 +205,9 @@ export async function trainSft(
   rng.shuffle(all);
   const nEval = o.evalFraction > 0 && all.length >= 2 ? Math.min(all.length - 1, Math.max(1, Math.round(all.length * o.evalFraction))) : 0;
   const heldOut = all.slice(0, nEval);
+  const target = o.targetHeldOutLoss ?? 0;
+  if (target > 0 && !heldOut.length)
+    throw new ConfigError({ path: 'sft.targetHeldOutLoss', message: 'needs held-out transcripts (sft.evalFraction > 0)' });
   const train = all.slice(nEval);
   const result: SftResult = {
     trainExamples: train.length,
@@ -224,13 +227,10 @@ export async function trainSft(
   const steps = Array.from({ length: o.epochs }, (_, e) => {
     const order = train.slice();
     rng.shuffle(order);
-    return batches(order, o.batchTokens).map((batch, i, bs) => ({ batch, epoch: e + 1, epochEnd: i === bs.length - 1 }));
+    return batches(order, o.batchTokens).map((batch) => ({ batch, epoch: e + 1 }));
   }).flat();
   // a step limit shortens the schedule too, so the learning rate still decays to its floor
   const cycleSteps = o.maxSteps && o.maxSteps > 0 ? Math.min(steps.length, o.maxSteps) : steps.length;
-  const target = o.targetHeldOutLoss ?? 0;
-  if (target > 0 && !heldOut.length)
-    throw new ConfigError({ path: 'sft.targetHeldOutLoss', message: 'needs held-out transcripts (sft.evalFraction > 0)' });
   const maxCycles = target > 0 ? Math.max(1, o.maxCycles ?? 1) : 1;
   const schedule = o.schedule ?? 'cosine';
   for (let start = 0; ;) {
