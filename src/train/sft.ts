@@ -4,7 +4,8 @@
  * mask, a seeded fraction is held out, and the policy is trained to minimise the mean negative
  * log-likelihood of the assistant tokens (batches bounded by a token budget, one optimizer step per
  * batch, micro-batches inside the policy). The held-out loss (mean NLL per assistant token) is
- * reported before training and after every epoch.
+ * reported before training and after every epoch; with a held-out target, training goes on in
+ * further cycles of the scheduled steps while the loss stays above it.
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, FileFormatError } from '../core/errors.ts';
