@@ -51,8 +51,9 @@ test('the reading experiment keeps the settings of its README table, whatever th
   // change here needs the experiment re-run (about 80 minutes on two cores) and the table replaced.
   const { EXPERIMENT_READING } = await import('./pipeline.ts');
   // the one-world experiment's settings are pinned above; this one differs from them in its world
-  // set, the expert (no planted mistakes), the reading curriculum and the warm-start, and
-  // evaluates every 2 RL steps
+  // set, the expert (no planted mistakes), the reading curriculum, the warm-start and the RL
+  // optimisation (the demo's: more questions a step, a larger learning rate, a lower temperature),
+  // and evaluates every 2 RL steps; the context limit and the rollout budget are the same
   assert.deepEqual(EXPERIMENT_READING, {
     ...EXPERIMENT_DEFAULTS,
     world: { ...EXPERIMENT_DEFAULTS.world, demoErrorRate: 0, demoGuessMaxHops: 1 },
@@ -68,7 +69,7 @@ test('the reading experiment keeps the settings of its README table, whatever th
       otherTokenWeight: 0.1,
     },
     sft: { epochs: 2, lr: 0.002, batchTokens: 1024, otherTokenWeight: 0.1, maxSteps: 2400 },
-    rl: { ...EXPERIMENT_DEFAULTS.rl, evalEvery: 2 },
+    rl: { ...EXPERIMENT_DEFAULTS.rl, steps: 12, questionsPerStep: 8, learningRate: 1e-4, temperature: 0.6, evalEvery: 2 },
   });
 });
 

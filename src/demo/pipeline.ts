@@ -285,8 +285,11 @@ export const EXPERIMENT_DEFAULTS: PipelineSettings = {
 /**
  * `matpo experiment --recipe reading`: MATPO against single-agent GRPO with the demo's recipe (twelve
  * training worlds, the reading curriculum, 2,400 warm-start steps, each mode on its own expert's
- * transcripts of the same questions), the experiment's noisy search, context limit and RL phase, and
- * evaluations every 2 RL steps for learning curves on the unseen worlds.
+ * transcripts of the same questions), the experiment's noisy search and context limits, the demo's
+ * RL phase (the one measured to move unseen-world accuracy: 12 steps of 8 questions × 8 rollouts,
+ * lr 1e-4, temperature 0.6), and evaluations every 2 RL steps for learning curves on the unseen
+ * worlds. The one-world experiment's gentler RL (10 steps of 4 questions, lr 3e-5, temperature 1)
+ * left both modes' curves flat on three seeds (docs/results.md).
  */
 export const EXPERIMENT_READING: PipelineSettings = {
   ...DEMO_DEFAULTS,
@@ -294,7 +297,12 @@ export const EXPERIMENT_READING: PipelineSettings = {
   // 0.09) and the agent never read; 1,600 reached 0.03 (docs/research-recipe.md, "What is left").
   reading: { ...DEMO_DEFAULTS.reading!, copySteps: 1600, copyMaxCycles: 2 },
   world: { ...DEMO_DEFAULTS.world, noise: EXPERIMENT_DEFAULTS.world.noise, distractors: EXPERIMENT_DEFAULTS.world.distractors },
-  rl: { ...EXPERIMENT_DEFAULTS.rl, evalEvery: 2 },
+  rl: {
+    ...DEMO_DEFAULTS.rl,
+    maxSequenceTokens: EXPERIMENT_DEFAULTS.rl.maxSequenceTokens,
+    maxRolloutTokens: EXPERIMENT_DEFAULTS.rl.maxRolloutTokens,
+    evalEvery: 2,
+  },
 };
 
 export interface RunSummary {

@@ -116,8 +116,9 @@ export const command: Command = {
   summary: 'MATPO vs single-agent GRPO on the same noisy world with a context limit, over several seeds; prints a results table.',
   usage:
     'experiment [--out runs/experiment] [--seeds 1,2,3] [--steps N] [--threads N] [--recipe one-world|reading] [--quick] [--no-progress]\n\n' +
-    "  --recipe reading  the demo's recipe (twelve training worlds, the reading curriculum) with evaluations every 2 RL steps\n" +
-    '                    for learning curves on the unseen worlds (out runs/experiment-reading); default one-world',
+    "  --recipe reading  the demo's recipe (twelve training worlds, the reading curriculum, its RL phase) with the context\n" +
+    '                    limits above and evaluations every 2 RL steps for learning curves on the unseen worlds\n' +
+    '                    (out runs/experiment-reading); default one-world',
   async run(argv) {
     const { values } = parseFlags(argv, {
       out: { type: 'string' },
