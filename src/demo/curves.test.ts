@@ -56,3 +56,30 @@ test('rewardCurvesSvg draws one thin line per seed and a mean line per mode, sca
   // the y axis reaches 0.5, the nice bound above the largest value 0.4
   assert.match(svg, />0.5</);
 });
+
+test('rewardCurvesSvg places values at given steps (evaluations at 0, 2, 4, …) and labels the axes', () => {
+  const svg = rewardCurvesSvg([{ label: 'MATPO', color: '#1f77b4', runs: [[0.2, 0.25, 0.3, 0.3]] }], {
+    yLabel: 'unseen-world accuracy',
+    steps: [0, 2, 4, 8],
+  });
+  checkWellFormed(svg);
+  assert.match(svg, />unseen-world accuracy</);
+  assert.doesNotMatch(svg, /training reward/);
+  const ticks = [...svg.matchAll(/<text x="([\d.]+)" y="\d+" text-anchor="middle" fill="#555">(\d+)<\/text>/g)].map((m) => [
+    Number(m[1]),
+    Number(m[2]),
+  ]);
+  assert.deepEqual(
+    ticks.map((t) => t[1]),
+    [0, 2, 4, 8],
+  );
+  // one unbroken line (no gaps), x proportional to the step: 0 at the left edge, 8 at the right
+  const xs = [...svg.matchAll(/<polyline points="([^"]+)"/g)][0][1].split(' ').map((p) => Number(p.split(',')[0]));
+  assert.equal(xs.length, 4);
+  assert.deepEqual(
+    xs,
+    ticks.map((t) => t[0]),
+  );
+  const unit = (xs[3] - xs[0]) / 8;
+  assert.ok(Math.abs(xs[1] - xs[0] - 2 * unit) < 0.11 && Math.abs(xs[2] - xs[0] - 4 * unit) < 0.11, xs.join(' '));
+});

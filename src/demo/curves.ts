@@ -9,7 +9,7 @@ import { finiteMean } from '../util/stats.ts';
 export interface CurveSeries {
   label: string;
   color: string;
-  /** One array per seed: the value at step 1, 2, ... (non-finite values leave a gap). */
+  /** One array per seed: the value at step 1, 2, ... or at the chart's `steps` (non-finite values leave a gap). */
   runs: number[][];
 }
 
@@ -34,12 +34,21 @@ function niceMax(max: number): number {
   return 10 * p;
 }
 
-export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: string; yLabel?: string } = {}): string {
-  const steps = Math.max(1, ...series.flatMap((s) => s.runs.map((r) => r.length)));
+/**
+ * `steps`: the step each value stands at (increasing; default 1, 2, …), e.g. 0, 2, 4, … for
+ * evaluations every 2 steps that start before the first one.
+ */
+export function rewardCurvesSvg(
+  series: readonly CurveSeries[],
+  opts: { title?: string; yLabel?: string; steps?: readonly number[] } = {},
+): string {
+  const n = Math.max(1, ...series.flatMap((s) => s.runs.map((r) => r.length)));
+  const xs = opts.steps ?? Array.from({ length: n }, (_, i) => i + 1);
   const values = series.flatMap((s) => s.runs.flat()).filter(Number.isFinite);
   const yMax = niceMax(Math.max(0, ...values));
   const yMin = Math.min(0, ...values);
-  const px = (step: number) => PAD.left + (steps === 1 ? 0.5 : (step - 1) / (steps - 1)) * (W - PAD.left - PAD.right);
+  const [x0, x1] = [xs[0] ?? 1, xs.at(-1) ?? 1];
+  const px = (i: number) => PAD.left + (x1 === x0 ? 0.5 : ((xs[i - 1] ?? x0) - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
   const py = (y: number) => PAD.top + (1 - (y - yMin) / (yMax - yMin)) * (H - PAD.top - PAD.bottom);
   /** Polylines for one curve, split at gaps. */
   const lines = (ys: readonly number[], color: string, width: number, opacity: number) => {
@@ -68,9 +77,9 @@ export function rewardCurvesSvg(series: readonly CurveSeries[], opts: { title?: 
     out.push(`<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${num(py(y))}" y2="${num(py(y))}" stroke="#e5e5e5"/>`);
     out.push(`<text x="${PAD.left - 6}" y="${num(py(y) + 4)}" text-anchor="end" fill="#555">${Number(y.toFixed(3))}</text>`);
   }
-  const tick = Math.max(1, Math.ceil(steps / 10));
-  for (let s = 1; s <= steps; s += tick)
-    out.push(`<text x="${num(px(s))}" y="${H - PAD.bottom + 16}" text-anchor="middle" fill="#555">${s}</text>`);
+  const tick = Math.max(1, Math.ceil(xs.length / 10));
+  for (let i = 1; i <= xs.length; i += tick)
+    out.push(`<text x="${num(px(i))}" y="${H - PAD.bottom + 16}" text-anchor="middle" fill="#555">${xs[i - 1]}</text>`);
   out.push(`<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 6}" text-anchor="middle" fill="#333">RL step</text>`);
   out.push(
     `<text transform="translate(14 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle" fill="#333">` +

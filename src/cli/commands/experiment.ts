@@ -177,20 +177,22 @@ export const command: Command = {
       ),
     );
     if (learning.length) {
-      // The SVG chart takes values at steps 1, 2, …: lay each run's evaluations out on that grid.
-      const grid = (r: RunSummary) => {
-        const out: number[] = [];
-        for (const p of r.learningCurve ?? []) if (p.step > 0) out[p.step - 1] = p.unseen ?? NaN;
-        return Array.from({ length: out.length }, (_, i) => out[i] ?? NaN);
-      };
+      // every evaluation step of any run, and each run's accuracy there (a gap where it has none)
+      const all = [...results.matpo, ...results.single];
+      const steps = [...new Set(all.flatMap((r) => (r.learningCurve ?? []).map((p) => p.step)))].sort((a, b) => a - b);
+      const at = (r: RunSummary) => steps.map((st) => r.learningCurve?.find((p) => p.step === st)?.unseen ?? NaN);
       writeFileSync(
         join(out, 'unseen-curves.svg'),
         rewardCurvesSvg(
           [
-            { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map(grid) },
-            { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map(grid) },
+            { label: 'MATPO', color: '#1f6fb4', runs: results.matpo.map(at) },
+            { label: 'single-agent GRPO', color: '#d0452b', runs: results.single.map(at) },
           ],
-          { title: `Unseen-world accuracy by RL step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})` },
+          {
+            title: `Unseen-world accuracy by RL step (${seeds.length} seed${seeds.length > 1 ? 's' : ''})`,
+            yLabel: 'unseen-world accuracy (greedy)',
+            steps,
+          },
         ),
       );
     }
