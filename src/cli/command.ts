@@ -54,3 +54,11 @@ export function numFlag(values: Record<string, unknown>, flag: string, fallback:
   if (!Number.isFinite(n)) throw new ConfigError({ path: `--${flag}`, message: `expected a number, got "${String(v)}"` });
   return n;
 }
+
+/** A flag naming one of `choices` (the first is the default): its name and value, naming the choices on error. */
+export function choiceFlag<T>(values: Record<string, unknown>, flag: string, choices: Record<string, T>): { name: string; value: T } {
+  const names = Object.keys(choices);
+  const name = values[flag] === undefined ? names[0] : String(values[flag]);
+  if (!Object.hasOwn(choices, name)) throw new ConfigError({ path: `--${flag}`, message: `expected ${names.join(', ')}; got "${name}"` });
+  return { name, value: choices[name] };
+}

@@ -5,8 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { intFlag, parseFlags, type Command } from '../command.ts';
-import { ConfigError } from '../../core/errors.ts';
+import { choiceFlag, intFlag, parseFlags, type Command } from '../command.ts';
 import {
   DEMO_DEFAULTS,
   LONG,
@@ -38,16 +37,13 @@ export const command: Command = {
       'no-progress': { type: 'boolean' },
       recipe: { type: 'string' },
     });
-    const recipe = values.recipe ?? 'default';
-    const recipes = { default: DEMO_DEFAULTS, long: LONG, 'one-world': ONE_WORLD };
-    if (!Object.hasOwn(recipes, recipe))
-      throw new ConfigError({ path: '--recipe', message: `expected ${Object.keys(recipes).join(', ')}; got "${recipe}"` });
-    const base = values.quick ? QUICK : recipes[recipe as keyof typeof recipes];
+    const recipe = choiceFlag(values, 'recipe', { default: DEMO_DEFAULTS, long: LONG, 'one-world': ONE_WORLD });
+    const base = values.quick ? QUICK : recipe.value;
     const s: PipelineSettings = structuredClone(base);
     s.seed = intFlag(values, 'seed', base.seed);
     s.rl.steps = intFlag(values, 'steps', base.rl.steps);
     const threads = intFlag(values, 'threads', 0) || undefined;
-    const out = values.out ?? join('runs', values.quick ? 'demo-quick' : recipe === 'default' ? 'demo' : `demo-${recipe}`);
+    const out = values.out ?? join('runs', values.quick ? 'demo-quick' : recipe.name === 'default' ? 'demo' : `demo-${recipe.name}`);
     const worldSeconds = await worldPhase(out, s, 'matpo', 'demo');
     const summary = await modePhases(out, s, 'matpo', { progress: !values['no-progress'], threads, label: 'demo' });
     writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, worldSeconds, settings: s }, null, 2) + '\n');

@@ -10,9 +10,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../core/errors.ts';
-import { intFlag, parseFlags, type Command } from '../command.ts';
+import { choiceFlag, intFlag, parseFlags, type Command } from '../command.ts';
 import { finiteMean, mean, sampleStd } from '../../util/stats.ts';
-import { rewardCurvesSvg } from '../../demo/curves.ts';
+import { meanCurve, rewardCurvesSvg } from '../../demo/curves.ts';
 import {
   EXPERIMENT_DEFAULTS,
   EXPERIMENT_READING,
@@ -90,25 +90,34 @@ export function experimentTable(results: Record<Mode, RunSummary[]>): string {
  * evaluations per run (before and after RL only is no curve).
  */
 export function learningCurveLines(results: Record<Mode, RunSummary[]>, seeds: readonly number[]): string[] {
-  const all = [...results.matpo, ...results.single];
-  if (!all.some((r) => (r.learningCurve?.length ?? 0) > 2)) return [];
+  if (!(['matpo', 'single'] as const).some((m) => results[m].some((r) => (r.learningCurve?.length ?? 0) > 2))) return [];
   const lines = [`held-out learning curves (greedy accuracy %, mean over ${seeds.length} seed${seeds.length > 1 ? 's' : ''}, by RL step):`];
   for (const mode of ['matpo', 'single'] as const) {
-    const steps = [...new Set(results[mode].flatMap((r) => (r.learningCurve ?? []).map((p) => p.step)))].sort((a, b) => a - b);
-    const at = (f: (p: { sameWorld: number; unseen: number | null }) => number) =>
-      steps
-        .map((step) => {
-          const m = finiteMean(
-            results[mode].map((r) => f(r.learningCurve?.find((p) => p.step === step) ?? { sameWorld: NaN, unseen: null })),
-          );
-          return `${step}:${Number.isFinite(m) ? (100 * m).toFixed(1) : '—'}`;
-        })
+    const steps = evaluationSteps(results[mode]);
+    const at = (pick: CurvePick) =>
+      meanCurve(results[mode].map((r) => curveAt(r, steps, pick)))
+        .map((m, i) => `${steps[i]}:${Number.isFinite(m) ? (100 * m).toFixed(1) : '—'}`)
         .join(' ');
     const name = mode === 'matpo' ? 'MATPO' : 'single-agent GRPO';
     lines.push(`  ${name}, unseen worlds:  ${at((p) => p.unseen ?? NaN)}`);
     lines.push(`  ${name}, same-world:     ${at((p) => p.sameWorld)}`);
   }
   return lines;
+}
+
+type CurvePick = (p: NonNullable<RunSummary['learningCurve']>[number]) => number;
+
+/** Every step at which any of the runs evaluated, in order. */
+function evaluationSteps(runs: readonly RunSummary[]): number[] {
+  return [...new Set(runs.flatMap((r) => (r.learningCurve ?? []).map((p) => p.step)))].sort((a, b) => a - b);
+}
+
+/** One run's picked accuracy at each of `steps` (NaN where it did not evaluate). */
+function curveAt(r: RunSummary, steps: readonly number[], pick: CurvePick): number[] {
+  return steps.map((step) => {
+    const p = r.learningCurve?.find((x) => x.step === step);
+    return p ? pick(p) : NaN;
+  });
 }
 
 export const command: Command = {
@@ -129,14 +138,13 @@ export const command: Command = {
       recipe: { type: 'string' },
       'no-progress': { type: 'boolean' },
     });
-    const recipe = values.recipe ?? 'one-world';
-    if (recipe !== 'one-world' && recipe !== 'reading')
-      throw new ConfigError({ path: '--recipe', message: `expected one-world or reading, got "${recipe}"` });
-    const base = values.quick ? QUICK : recipe === 'reading' ? EXPERIMENT_READING : EXPERIMENT_DEFAULTS;
+    const recipe = choiceFlag(values, 'recipe', { 'one-world': EXPERIMENT_DEFAULTS, reading: EXPERIMENT_READING });
+    const base = values.quick ? QUICK : recipe.value;
     const seeds = (values.seeds ?? '1,2,3').split(',').map((x) => Number(x.trim()));
     if (seeds.some((x) => !Number.isInteger(x)))
       throw new ConfigError({ path: '--seeds', message: `expected comma-separated integers, got "${values.seeds}"` });
-    const out = values.out ?? join('runs', values.quick ? 'experiment-quick' : recipe === 'reading' ? 'experiment-reading' : 'experiment');
+    const out =
+      values.out ?? join('runs', values.quick ? 'experiment-quick' : recipe.name === 'reading' ? 'experiment-reading' : 'experiment');
     const threads = intFlag(values, 'threads', 0) || undefined;
     const results: Record<Mode, RunSummary[]> = { matpo: [], single: [] };
     for (const seed of seeds) {
@@ -178,9 +186,8 @@ export const command: Command = {
     );
     if (learning.length) {
       // every evaluation step of any run, and each run's accuracy there (a gap where it has none)
-      const all = [...results.matpo, ...results.single];
-      const steps = [...new Set(all.flatMap((r) => (r.learningCurve ?? []).map((p) => p.step)))].sort((a, b) => a - b);
-      const at = (r: RunSummary) => steps.map((st) => r.learningCurve?.find((p) => p.step === st)?.unseen ?? NaN);
+      const steps = evaluationSteps([...results.matpo, ...results.single]);
+      const at = (r: RunSummary) => curveAt(r, steps, (p) => p.unseen ?? NaN);
       writeFileSync(
         join(out, 'unseen-curves.svg'),
         rewardCurvesSvg(
